@@ -1,0 +1,75 @@
+"""Shared fixtures: synthetic data and one small trained run per test session.
+
+Everything heavy (training) happens once per session here; tests read the results. Runs and the
+feature cache live in a session temp folder, never in the repo's exported/.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tk")
+
+
+@pytest.fixture(scope="session")
+def synth_root(session_dir) -> Path:
+    """3 classes x 60 synthetic 48 px JPEGs (shapes on textures), with objects.json boxes."""
+    from toolkit.synth import make_synthetic_dataset
+
+    return make_synthetic_dataset(session_dir / "synth", classes=3, per_class=60, size=48, seed=1)
+
+
+def small_recipe(name: str, root: Path, **sections):
+    """A recipe for tests: synthetic data, small images, few epochs; sections override."""
+    from toolkit.recipe import recipe_from_dict
+
+    raw = {
+        "name": name,
+        "seed": 7,
+        "data": {"root": str(root)},
+        "model": {"backbone": "mini_vgg", "weights": "none", "image_size": 32},
+        "train": {"mode": "scratch", "epochs": 12, "batch_size": 16,
+                  "augment": {"flip": "none", "rotation": 0.0, "zoom": 0.0}},
+        "export": {"calibration_samples": 60},
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return recipe_from_dict(raw)
+
+
+@pytest.fixture(scope="session")
+def runs_dir(session_dir, monkeypatch_session) -> Path:
+    path = session_dir / "runs"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def feature_cache(session_dir, monkeypatch_session) -> Path:
+    path = session_dir / "cache"
+    monkeypatch_session.setattr("toolkit.features.CACHE_DIR", path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_root, runs_dir, feature_cache) -> Path:
+    """MiniVGGNet trained from scratch on the synthetic data: the session's reference run."""
+    from toolkit.train import train
+
+    result = train(small_recipe("scratch", synth_root), runs_dir=runs_dir, say=lambda _: None)
+    return result.run_dir

@@ -1,0 +1,118 @@
+"""Fast feature extraction: run the frozen conv base once per image and cache the result on disk.
+
+Feature extraction is the cost of transfer learning on a CPU. The default engine converts the
+frozen extractor (scaling + conv base up to the feature layer) to a float32 TFLite model and runs
+it through LiteRT's XNNPACK kernels at batch 32, with Pillow decoding the next batch on other
+threads; on a 2-core CPU that is several times faster than Keras' predict (benchmarks/).
+The cache key covers the backbone, its weights, the feature layer, the image size, the engine and
+the contents of every image file, so a re-run with another head or more epochs reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .images import load_batch
+from .manifest import atomic_path, sha256_file
+from .recipe import ModelSection
+
+CACHE_DIR = Path(os.environ.get("TK_CACHE_DIR", "exported/.cache"))
+EXTRACT_BATCH = 32
+
+
+def extractor_key(model: ModelSection, engine: str, seed: int) -> str:
+    """Identity of the feature extractor (not of the head: heads share features)."""
+    if model.weights in ("imagenet", "none"):
+        weights = model.weights + (f"/seed{seed}" if model.weights == "none" else "")
+    else:
+        weights = "sha256:" + sha256_file(Path(model.weights))
+    parts = [model.backbone, weights, model.feature_layer or "default", str(model.image_size),
+             str(model.alpha), engine, "v1"]
+    return "|".join(parts)
+
+
+def cache_key(extractor: str, paths: list[str]) -> str:
+    digest = hashlib.sha256(extractor.encode())
+    for path in paths:  # file contents, not names or times: a changed image is a new entry
+        digest.update(sha256_file(Path(path)).encode())
+    return digest.hexdigest()[:32]
+
+
+def cached_features(extractor, paths: list[str], model: ModelSection, engine: str, seed: int,
+                    cache_dir: Path = CACHE_DIR, say: Callable[[str], None] = print,
+                    label: str = "") -> tuple[np.ndarray, bool]:
+    """Features for `paths` from the cache, or computed and stored. Returns (features, hit)."""
+    key = cache_key(extractor_key(model, engine, seed), paths)
+    path = Path(cache_dir) / "features" / f"{key}.npy"
+    if path.is_file():
+        say(f"features {label}: cache hit ({len(paths)} images, {path})")
+        return np.load(path), True
+    start = time.perf_counter()
+    features = run_extractor(extractor, paths, model.image_size, engine)
+    seconds = time.perf_counter() - start
+    say(f"features {label}: {len(paths)} images in {seconds:.1f} s "
+        f"({len(paths) / max(seconds, 1e-9):.0f} images/s, engine {engine}), cached at {path}")
+    with atomic_path(path, suffix=".npy") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, features)
+    return features, False
+
+
+def run_extractor(extractor, paths: list[str], size: int, engine: str) -> np.ndarray:
+    """Run the Keras extractor (RGB 0..255 in, feature maps out) over image files."""
+    if engine == "tflite":
+        return _extract_tflite(extractor, paths, size)
+    return _extract_keras(extractor, paths, size)
+
+
+def _batches(paths: list[str], size: int, batch: int):
+    """Decoded batches, the next one decoded on worker threads while the current one runs."""
+    chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = None
+        for chunk in chunks:
+            # Decode each batch with two threads (halves), one batch ahead of the model.
+            future = [pool.submit(load_batch, half, (size, size)) for half in (chunk[: len(chunk) // 2], chunk[len(chunk) // 2:])]
+            if pending is not None:
+                yield np.concatenate([f.result() for f in pending])
+            pending = future
+        if pending is not None:
+            yield np.concatenate([f.result() for f in pending])
+
+
+def _extract_tflite(extractor, paths: list[str], size: int) -> np.ndarray:
+    from .converters import export_saved_model, tflite_from_saved_model
+    from .runtime import TFLiteModel
+
+    with tempfile.TemporaryDirectory(prefix="tk-extractor-") as tmp:
+        export_saved_model(extractor, Path(tmp) / "saved_model")
+        model_path = Path(tmp) / "extractor.tflite"
+        model_path.write_bytes(tflite_from_saved_model(Path(tmp) / "saved_model"))
+        runner = TFLiteModel(model_path, num_threads=os.cpu_count())
+        outputs = [runner.run(batch) for batch in _batches(paths, size, EXTRACT_BATCH)]
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def _extract_keras(extractor, paths: list[str], size: int) -> np.ndarray:
+    from .pipeline import image_dataset
+
+    return np.asarray(extractor.predict(image_dataset(paths, None, size, EXTRACT_BATCH), verbose=0), np.float32)
+
+
+def build_extractor(base, image_size: int, scaling: str):
+    """RGB 0..255 -> Preprocess -> conv base: what runs once per image."""
+    import keras
+
+    from .backbones import preprocess_layer
+
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    return keras.Model(inputs, base(preprocess_layer(scaling)(inputs), training=False), name="extractor")
+

@@ -1,0 +1,300 @@
+"""tk train: feature extraction (cached or with augmentation), fine-tuning, or from scratch.
+
+A run is built in exported/<name>.partial/ and swapped into exported/<name>/ only when it
+finishes, so an interrupted or failed run never destroys the previous one; `--resume` continues the
+partial run (finished phases are skipped, the running one restarts from its last epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import __version__
+from .backbones import build_base, build_head, compose, get_backbone, validate_layers
+from .data import SplitDataset, discover, save_split
+from .errors import TkError
+from .images import INTERPOLATION
+from .manifest import RUNS_DIR, atomic_path, now, save_manifest, sha256_file, size_bytes, tool_versions, write_json_atomic, write_text_atomic
+from .metrics import classification_metrics
+from .recipe import Recipe
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    phases: list[str]
+
+
+def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, strict: Optional[bool] = None,
+          say: Say = print) -> TrainResult:
+    """Train the recipe's model end to end and write its run folder."""
+    spec = get_backbone(recipe.model.backbone)
+    if spec.keras_app is None and recipe.train.mode != "scratch":
+        raise TkError(f"train.mode: {spec.name} has no pretrained weights; use mode: scratch")
+    run_dir = Path(runs_dir) / recipe.name
+    work = Path(runs_dir) / f"{recipe.name}.partial"
+    if work.exists() and not resume:
+        shutil.rmtree(work)
+    if resume and not work.exists():
+        say(f"nothing to resume at {work}: starting a new run")
+    work.mkdir(parents=True, exist_ok=True)
+
+    import keras
+    import tensorflow as tf
+
+    validate_layers(recipe.model, recipe.train.fine_tune.unfreeze_from)  # before any real work
+    dataset = _dataset(recipe, strict, say)
+    save_split(dataset, work / "split.json")
+    keras.utils.set_random_seed(recipe.seed)
+    tf.config.experimental.enable_op_determinism()
+    _describe_device(tf, recipe, say)
+    if recipe.train.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model, phases = _run_phases(recipe, dataset, work, say)
+        metrics = evaluate(model, dataset, recipe, say)
+        _finish_run(recipe, dataset, model, metrics, phases, work)
+    except KeyboardInterrupt:
+        raise TkError(f"interrupted: best checkpoints kept in {work}; continue with "
+                      f"tk train {recipe.source_path or 'RECIPE'} --resume") from None
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    _swap_into_place(work, run_dir)
+    say(f"run written to {run_dir} (model.keras, metrics.json, curves)")
+    return TrainResult(run_dir, metrics, phases)
+
+
+def _dataset(recipe: Recipe, strict: Optional[bool], say: Say) -> SplitDataset:
+    data = recipe.data
+    if strict is not None and strict != data.strict:
+        from dataclasses import replace
+
+        data = replace(data, strict=strict)
+    root = Path(data.root)
+    if data.synth and not root.exists():
+        from .synth import make_synthetic_dataset
+
+        synth = data.synth
+        say(f"making synthetic data in {root}: {synth.classes} classes x {synth.per_class} images, {synth.size} px")
+        make_synthetic_dataset(root, synth.classes, synth.per_class, synth.size, seed=recipe.seed)
+    dataset = discover(data, recipe.seed)
+    for path, reason in dataset.skipped:
+        say(f"skipped {path}: {reason}")
+    counts = {s: len(items) for s, items in dataset.splits.items()}
+    say(f"data: {len(dataset.classes)} classes ({', '.join(dataset.classes)}); "
+        + ", ".join(f"{s} {n}" for s, n in counts.items()) + (f"; {len(dataset.skipped)} files skipped" if dataset.skipped else ""))
+    return dataset
+
+
+def _describe_device(tf, recipe: Recipe, say: Say) -> None:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        say(f"device: GPU ({', '.join(g.name for g in gpus)})")
+    else:
+        say(f"device: CPU ({os.cpu_count()} cores; no GPU visible to TensorFlow)")
+        if recipe.train.mixed_precision:
+            say("warning: mixed_precision on a CPU is slower than float32; it pays off on a GPU")
+
+
+def _optimizer(name: str, learning_rate: float):
+    import keras
+
+    return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
+            "sgd": keras.optimizers.SGD}[name](learning_rate=learning_rate)
+
+
+def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, say: Say) -> list:
+    import keras
+
+    from .callbacks import BestCheckpoint, HistoryWriter, Progress
+
+    callbacks = [BestCheckpoint(folder), HistoryWriter(folder), Progress(phase, epochs, images, say),
+                 keras.callbacks.BackupAndRestore(str(folder / "backup"))]
+    if recipe.train.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=recipe.train.early_stopping))
+    return callbacks
+
+
+def _run_phases(recipe: Recipe, dataset: SplitDataset, work: Path, say: Say):
+    """Train phase by phase; returns the composed model with the best weights, and phase names."""
+    spec = get_backbone(recipe.model.backbone)
+    base = build_base(recipe.model)
+    size, train = recipe.model.image_size, recipe.train
+    head = build_head(tuple(base.output.shape[1:]), len(dataset.classes), recipe.model, spec.name)
+    phases: list[str] = []
+    if train.mode == "features":
+        _phase_features(recipe, dataset, base, head, spec.scaling, work / "phases" / "features", say)
+        phases.append("features")
+        model = compose(base, head, size, spec.scaling, base_training=False)
+    else:
+        scratch = train.mode == "scratch"
+        base.trainable = scratch
+        model = compose(base, head, size, spec.scaling, base_training=None if scratch else False)
+        _phase_end_to_end(train.mode, model, recipe, dataset, work / "phases" / train.mode,
+                          train.epochs, train.learning_rate, augment=True, say=say)
+        phases.append(train.mode)
+    if train.fine_tune.epochs:
+        unfreeze(base, train.fine_tune.unfreeze_from, train.fine_tune.unfreeze_last)
+        trainable = sum(1 for layer in base.layers if layer.trainable and layer.weights)
+        say(f"[finetune] {trainable} backbone layers with weights unfrozen "
+            f"(BatchNorm kept in inference mode), learning rate {train.fine_tune.learning_rate:g}")
+        _phase_end_to_end("finetune", model, recipe, dataset, work / "phases" / "finetune",
+                          train.fine_tune.epochs, train.fine_tune.learning_rate, augment=True, say=say)
+        phases.append("finetune")
+    return model, phases
+
+
+def _phase_done(folder: Path) -> bool:
+    return (folder / "done.json").is_file()
+
+
+def _mark_done(folder: Path, seconds: float) -> None:
+    write_json_atomic(folder / "done.json", {"finished": now(), "seconds": round(seconds, 1)})
+    shutil.rmtree(folder / "backup", ignore_errors=True)
+
+
+def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: str, folder: Path, say: Say) -> None:
+    """Fast feature extraction: cached conv-base features, head trained on them."""
+    import keras
+
+    from .features import build_extractor, cached_features
+
+    folder.mkdir(parents=True, exist_ok=True)
+    train = recipe.train
+    if not _phase_done(folder):
+        start = time.perf_counter()
+        base.trainable = False
+        extractor = build_extractor(base, recipe.model.image_size, scaling)
+        arrays = {}
+        for split in ("train", "validation"):
+            features, _ = cached_features(extractor, dataset.paths(split), recipe.model, train.feature_engine,
+                                          recipe.seed, say=say, label=split)
+            arrays[split] = (features, np.asarray(dataset.labels(split)))
+        head.compile(optimizer=_optimizer(train.optimizer, train.learning_rate),
+                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        x, y = arrays["train"]
+        head.fit(x, y, validation_data=arrays["validation"], epochs=train.epochs, batch_size=train.batch_size,
+                 shuffle=True, verbose=0, callbacks=_callbacks("features", folder, train.epochs, len(x), recipe, say))
+        _mark_done(folder, time.perf_counter() - start)
+        _plot(folder, "features")
+    else:
+        say("[features] phase already finished: reusing its best checkpoint")
+    best = keras.saving.load_model(folder / "best.keras", compile=False)
+    head.set_weights(best.get_weights())
+
+
+def _phase_end_to_end(phase: str, model, recipe: Recipe, dataset: SplitDataset, folder: Path, epochs: int,
+                      learning_rate: float, augment: bool, say: Say) -> None:
+    """Train the composed model on images (augmented), keep the best weights by val_loss."""
+    import keras
+
+    from .pipeline import image_dataset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    train, size = recipe.train, recipe.model.image_size
+    if not _phase_done(folder):
+        start = time.perf_counter()
+        train_ds = image_dataset(dataset.paths("train"), dataset.labels("train"), size, train.batch_size,
+                                 shuffle=True, seed=recipe.seed, augment=train.augment if augment else None)
+        val_ds = image_dataset(dataset.paths("validation"), dataset.labels("validation"), size, train.batch_size)
+        model.compile(optimizer=_optimizer(train.optimizer, learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,  # tf.data shuffles
+                  callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, say))
+        _mark_done(folder, time.perf_counter() - start)
+        _plot(folder, phase)
+    else:
+        say(f"[{phase}] phase already finished: reusing its best checkpoint")
+    if (folder / "best.keras").is_file():
+        best = keras.saving.load_model(folder / "best.keras", compile=False)
+        model.set_weights(best.get_weights())
+
+
+def _plot(folder: Path, phase: str) -> None:
+    from .plots import plot_history
+
+    history = json.loads((folder / "history.json").read_text())
+    plot_history(history, folder / "curves.png", f"{phase}: accuracy and loss")
+
+
+def unfreeze(base, unfreeze_from: Optional[str], unfreeze_last: Optional[int]) -> None:
+    """Make the top of the backbone trainable; BatchNorm layers stay frozen (inference mode)."""
+    import keras
+
+    names = [layer.name for layer in base.layers]
+    start = names.index(unfreeze_from) if unfreeze_from else max(len(names) - int(unfreeze_last or 0), 0)
+    base.trainable = True
+    for i, layer in enumerate(base.layers):
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= start and not is_bn
+
+
+def evaluate(model, dataset: SplitDataset, recipe: Recipe, say: Say) -> dict:
+    """Test-split metrics of the final model, printed as a short table."""
+    from .pipeline import image_dataset
+
+    ds = image_dataset(dataset.paths("test"), None, recipe.model.image_size, recipe.train.batch_size)
+    probs = model.predict(ds, verbose=0)
+    metrics = classification_metrics(np.asarray(dataset.labels("test")), probs, dataset.classes)
+    say(f"test accuracy {metrics['accuracy']:.4f} on {metrics['count']} images")
+    for name, m in metrics["per_class"].items():
+        say(f"  {name:>16}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  ({m['support']} images)")
+    say("  confusion matrix (rows: true, columns: predicted): " + json.dumps(metrics["confusion_matrix"]))
+    return metrics
+
+
+def _finish_run(recipe: Recipe, dataset: SplitDataset, model, metrics: dict, phases: list[str], work: Path) -> None:
+    import yaml
+
+    with atomic_path(work / "model.keras", suffix=".keras") as tmp:
+        model.save(tmp)
+    write_json_atomic(work / "metrics.json", {"test": metrics, "phases": phases})
+    write_text_atomic(work / "labels.txt", "\n".join(dataset.classes) + "\n")
+    write_text_atomic(work / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    spec = get_backbone(recipe.model.backbone)
+    size = recipe.model.image_size
+    manifest = {
+        "name": recipe.name,
+        "tk_version": __version__,
+        "created": now(),
+        "recipe": recipe.source_path,
+        "backbone": spec.name,
+        "classes": dataset.classes,
+        "preprocessing": {
+            "size": [size, size], "interpolation": INTERPOLATION, "color": "RGB", "input_range": [0, 255],
+            # The backbone's scaling is a layer inside every artifact; devices feed RGB 0..255.
+            "scaling": spec.scaling, "scaling_in_graph": True, "exif_transpose": True,
+        },
+        "metrics": {"test_accuracy": metrics["accuracy"]},
+        "artifacts": {
+            "model.keras": {
+                "file": "model.keras", "format": "keras", "quantization": "none",
+                "input": {"shape": [None, size, size, 3], "dtype": "float32"},
+                "output": {"shape": [None, len(dataset.classes)], "dtype": "float32"},
+                "sha256": sha256_file(work / "model.keras"), "size_bytes": size_bytes(work / "model.keras"),
+                "versions": tool_versions("tensorflow", "keras"), "created": now(),
+            }
+        },
+    }
+    save_manifest(work, manifest)
+
+
+def _swap_into_place(work: Path, run_dir: Path) -> None:
+    """Replace the previous run with the finished one (its exports belonged to the old model)."""
+    old = run_dir.with_name(f"{run_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if run_dir.exists():
+        os.replace(run_dir, old)
+    os.replace(work, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
