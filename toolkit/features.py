@@ -47,11 +47,11 @@ def cache_key(extractor: str, paths: list[str]) -> str:
 
 
 def cached_features(extractor, paths: list[str], model: ModelSection, engine: str, seed: int,
-                    cache_dir: Path = CACHE_DIR, say: Callable[[str], None] = print,
+                    cache_dir: Optional[Path] = None, say: Callable[[str], None] = print,
                     label: str = "") -> tuple[np.ndarray, bool]:
     """Features for `paths` from the cache, or computed and stored. Returns (features, hit)."""
     key = cache_key(extractor_key(model, engine, seed), paths)
-    path = Path(cache_dir) / "features" / f"{key}.npy"
+    path = Path(cache_dir or CACHE_DIR) / "features" / f"{key}.npy"
     if path.is_file():
         say(f"features {label}: cache hit ({len(paths)} images, {path})")
         return np.load(path), True

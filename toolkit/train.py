@@ -40,8 +40,9 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
           say: Say = print) -> TrainResult:
     """Train the recipe's model end to end and write its run folder."""
     spec = get_backbone(recipe.model.backbone)
-    if spec.keras_app is None and recipe.train.mode != "scratch":
-        raise TkError(f"train.mode: {spec.name} has no pretrained weights; use mode: scratch")
+    if recipe.train.mode != "scratch" and recipe.model.weights == "none":
+        raise TkError(f"train.mode: {recipe.train.mode} freezes the conv base, but model.weights is none "
+                      "(random features); use mode: scratch, or pretrained weights (imagenet or a file)")
     run_dir = Path(runs_dir) / recipe.name
     work = Path(runs_dir) / f"{recipe.name}.partial"
     if work.exists() and not resume:
