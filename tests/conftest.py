@@ -73,3 +73,21 @@ def trained_run(synth_root, runs_dir, feature_cache) -> Path:
 
     result = train(small_recipe("scratch", synth_root), runs_dir=runs_dir, say=lambda _: None)
     return result.run_dir
+
+
+@pytest.fixture(scope="session")
+def exported_run(trained_run, session_dir) -> Path:
+    """A copy of trained_run with every format exported: saved_model/, model_{float32,float16,
+    dynamic,int8}.tflite (int8: uint8 I/O), model.onnx, all recorded in its manifest.json.
+
+    A copy in its own runs folder, so trained_run stays as training left it and "the latest run"
+    of runs_dir is unchanged. Tests that damage artifacts must copy this folder first.
+    """
+    import shutil
+
+    from toolkit.export import export_run
+
+    run = session_dir / "exported_runs" / trained_run.name
+    shutil.copytree(trained_run, run)
+    export_run(run, formats=["all"], quantizations=["all"], say=lambda _: None)
+    return run

@@ -239,6 +239,8 @@ def build_head(feature_shape: tuple[int, ...], num_classes: int, model: ModelSec
             x = layers.BatchNormalization(momentum=0.9, name=f"head_bn{i + 1}")(x)
         if head.dropout:
             x = layers.Dropout(head.dropout, name=f"head_dropout{i + 1}")(x)
+    if not widths and head.dropout:  # no hidden layer (dense: []): dropout on the pooled features
+        x = layers.Dropout(head.dropout, name="head_dropout")(x)
     # Softmax over every class, binary included: one output convention for every format.
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name="head")

@@ -95,5 +95,159 @@ def data_synth(
     say(f"wrote {classes} classes x {per_class} images ({size} px) to {directory}")
 
 
+@data_app.command("inspect")
+@user_errors
+def data_inspect(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML whose data section to inspect.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+):
+    """Counts per class and split, image sizes, bad files and warnings, before training."""
+    import json
+
+    from .inspect import inspect, render
+    from .recipe import load_recipe
+
+    report = inspect(load_recipe(recipe))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    for part in render(report):
+        console.print(part)
+
+
+@data_app.command("fetch")
+@user_errors
+def data_fetch(recipe: Annotated[Path, typer.Argument(help="Recipe YAML with data.source.url.")]):
+    """Download the recipe's dataset, check its sha256, unpack it safely into data.root."""
+    from .fetch import fetch
+    from .recipe import load_recipe
+
+    fetch(load_recipe(recipe), say=say)
+
+
+@app.command()
+@user_errors
+def predict(
+    artifact: Annotated[Path, typer.Argument(help="Model file (.tflite, .onnx, .keras or a SavedModel folder) with manifest.json beside it.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels to show per image.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of one line per image.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="Runtime threads (default: all cores).")] = None,
+):
+    """Label images with an exported model; .tflite/.onnx need only the base install (no TensorFlow)."""
+    import json
+
+    from .predict import format_prediction, predict as run_predict
+
+    echo = None if as_json else (lambda p: say(format_prediction(p)))
+    results = run_predict(artifact, images, k=top_k, threads=threads, on_prediction=echo)
+    if as_json:
+        say(json.dumps([p.to_json() for p in results], indent=2))
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+    run: RunArg = None,
+    formats: Annotated[Optional[list[str]], typer.Option("--format", help="savedmodel, tflite, onnx or all; repeatable (default: the recipe's export.formats).")] = None,
+    quantize: Annotated[Optional[list[str]], typer.Option("--quantize", help="TFLite quantization: none, float16, dynamic, int8 or all; repeatable (default: export.quantize).")] = None,
+    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: export.onnx_opset).")] = None,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Export a trained run to SavedModel, TFLite (float32/float16/dynamic/int8) and ONNX."""
+    from .export import export_run
+    from .manifest import resolve_run
+
+    export_run(resolve_run(run, runs_dir, say), formats, quantize, say=say, opset=opset)
+
+
+@app.command()
+@user_errors
+def verify(
+    run: RunArg = None,
+    artifacts: Annotated[Optional[list[str]], typer.Option("--artifact", help="Only this artifact file name; repeatable (default: every exported artifact).")] = None,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not)."""
+    from .manifest import resolve_run
+    from .parity import verify_run
+
+    verify_run(resolve_run(run, runs_dir, say), artifacts, say=say, show=console.print)
+
+
+@app.command()
+@user_errors
+def bench(
+    targets: Annotated[Optional[list[str]], typer.Argument(help="Run folders, recipes, run names or artifact files (default: the latest run).")] = None,
+    threads: Annotated[str, typer.Option(help="Thread counts, comma-separated.")] = "1,2",
+    runs: Annotated[int, typer.Option(help="Timed batch-1 predictions per artifact and thread count.")] = 30,
+    warmup: Annotated[int, typer.Option(help="Untimed predictions before timing.")] = 5,
+    batch: Annotated[int, typer.Option(help="Batch size for the throughput figure.")] = 8,
+    max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms", help="Ship limit: batch-1 p50 latency.")] = None,
+    min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Ship limit: test accuracy (0..1).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print bench.json content instead of a table.")] = False,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact."""
+    import json
+
+    from .bench import BenchSettings, bench_run, choose_artifact, machine_label, parse_threads, rows_table, split_targets
+
+    settings = BenchSettings(threads=parse_threads(threads), runs=runs, warmup=warmup, batch=batch)
+    quiet = (lambda _: None) if as_json else say
+    reports = [bench_run(run, settings, only, say=quiet) for run, only in split_targets(targets or [], runs_dir, quiet).items()]
+    rows = [r for report in reports for r in report["rows"]]
+    if as_json:
+        say(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
+    else:
+        for report in reports:
+            # A pipe gets 120 columns (rich would fold the table to 80); a terminal keeps its width.
+            out = console if console.is_terminal else Console(width=120, highlight=False)
+            out.print(rows_table(report["rows"], title=f"{report['run']} on {machine_label(report['machine'])}"))
+            for note in report["notes"]:
+                say(f"note: {note}")
+    if max_latency_ms is not None or min_accuracy is not None:
+        best, why = choose_artifact(rows, max_latency_ms, min_accuracy)
+        if best is None:
+            raise TkError("no artifact meets the limits: " + "; ".join(why))
+        if not as_json:
+            say(f"ship: {best['file']} ({best['size_bytes'] / 1e6:.2f} MB, p50 {best['p50_ms']:.2f} ms at "
+                f"{best['threads']} thread(s), accuracy {best.get('accuracy', float('nan')):.3f})")
+
+
+@app.command()
+@user_errors
+def explain(
+    run: RunArg = None,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Image for feature maps; image or folder for --gradcam.")] = None,
+    layers: Annotated[Optional[str], typer.Option("--layers", help="Backbone layers, comma-separated (default: the backbone's usual conv layers; --gradcam: the deepest).")] = None,
+    filters: Annotated[Optional[str], typer.Option("--filters", help="Layer whose filters to visualise by activation maximization (backbone, head or predictions).")] = None,
+    count: Annotated[Optional[int], typer.Option("--count", help="Channels per feature map (16), filters (8), or images of a --gradcam folder (64).")] = None,
+    gradcam: Annotated[bool, typer.Option("--gradcam", help="Grad-CAM heatmaps over --image.")] = False,
+    class_name: Annotated[Optional[str], typer.Option("--class", help="Explain this class instead of the predicted one (--gradcam).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Gradient-ascent steps for --filters (160).")] = None,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Feature maps, activation maximization and Grad-CAM of a trained run, as PNGs in RUN/explain/."""
+    from .explain import explain_run
+    from .manifest import resolve_run
+
+    names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
+    explain_run(resolve_run(run, runs_dir, say), image, names, filters, count, gradcam, class_name, steps, say=say)
+
+
+@app.command()
+@user_errors
+def report(
+    run: RunArg = None,
+    merge: Annotated[Optional[list[Path]], typer.Option("--merge", help="bench.json from another machine (repeatable).")] = None,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Write REPORT.md in the run folder: curves, test metrics, parity, bench tables, latency plot."""
+    from .report import report_for
+
+    report_for(run, runs_dir, merge or [], say)
+
+
 def main() -> None:  # pragma: no cover - console entry point alias
     app()

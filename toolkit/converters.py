@@ -51,3 +51,24 @@ def tflite_from_saved_model(saved_model: Path, quantize: str = "none",
     elif quantize != "none":
         raise ValueError(f"unknown quantization {quantize!r}")
     return converter.convert()
+
+
+def onnx_from_saved_model(saved_model: Path, opset: int, signature: str = "serving_default"):
+    """Convert a SavedModel signature to an ONNX ModelProto with a dynamic batch dimension.
+
+    This is the path `python -m tf2onnx.convert --saved-model` takes (tf2onnx has no public
+    Python entry point for SavedModels); tf2onnx's `from_keras` breaks on Keras 3 Sequential models.
+    """
+    from tf2onnx import tf_loader
+    from tf2onnx.convert import _convert_common
+
+    graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(
+        str(saved_model), None, None, tag="serve", signatures=[signature],
+        return_initialized_tables=True, return_tensors_to_rename=True)
+    proto, _ = _convert_common(graph_def, name=Path(saved_model).name, opset=opset, input_names=inputs,
+                               output_names=outputs, tensors_to_rename=renames, initialized_tables=tables)
+    for value in (*proto.graph.input, *proto.graph.output):
+        batch = value.type.tensor_type.shape.dim[0]
+        if not batch.HasField("dim_value"):  # tf2onnx names it unk__N; say what it is
+            batch.dim_param = "batch"
+    return proto

@@ -30,6 +30,9 @@ class SplitDataset:
     splits: dict[str, list[tuple[str, int]]]  # split -> [(path, class index)]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     layout: str = "folder"
+    # True when there is no test split (no test/ folder, or test fraction 0): the test list is
+    # then a copy of validation, and test metrics are validation metrics (inspect says so).
+    test_is_validation: bool = False
 
     def paths(self, split: str) -> list[str]:
         return [p for p, _ in self.splits[split]]
@@ -43,13 +46,14 @@ class SplitDataset:
     def to_json(self) -> dict:
         return {"root": self.root, "layout": self.layout, "classes": self.classes,
                 "splits": {s: [[p, y] for p, y in items] for s, items in self.splits.items()},
-                "skipped": [[p, r] for p, r in self.skipped]}
+                "skipped": [[p, r] for p, r in self.skipped], "test_is_validation": self.test_is_validation}
 
     @classmethod
     def from_json(cls, obj: dict) -> "SplitDataset":
         return cls(root=obj["root"], classes=list(obj["classes"]), layout=obj.get("layout", "folder"),
                    splits={s: [(p, int(y)) for p, y in items] for s, items in obj["splits"].items()},
-                   skipped=[(p, r) for p, r in obj.get("skipped", [])])
+                   skipped=[(p, r) for p, r in obj.get("skipped", [])],
+                   test_is_validation=bool(obj.get("test_is_validation", False)))
 
 
 def save_split(dataset: SplitDataset, path: Path) -> None:
@@ -68,7 +72,12 @@ def discover(data: DataSection, seed: int) -> SplitDataset:
     """Find classes and images under data.root, screen bad files, and split."""
     root = Path(data.root)
     if not root.is_dir():
-        hint = "run `tk data fetch RECIPE`" if data.source else "fix data.root"
+        if data.source:
+            hint = "run `tk data fetch RECIPE` to download it"
+        elif data.synth:
+            hint = f"`tk train` makes it from data.synth, or run `tk data synth {root}`"
+        else:
+            hint = "fix data.root, or put one sub-folder of images per class there"
         raise TkError(f"data.root: folder not found: {root} ({hint})")
     layout = data.layout
     split_dirs = _presplit_dirs(root)
@@ -93,7 +102,9 @@ def _presplit_dirs(root: Path) -> dict[str, Path]:
 
 
 def _class_dirs(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # __MACOSX/ (resource forks that macOS zips carry) is not a class.
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
 
 
 def _files(folder: Path) -> list[Path]:
@@ -115,10 +126,11 @@ def _presplit(root: Path, split_dirs: dict[str, Path], strict: bool) -> SplitDat
         items = [(str(p), k) for k, c in enumerate(classes) for p in _files(folder / c)]
         good, bad = screen(items)
         splits[split], skipped = good, skipped + bad
-    if "test" not in splits:
-        splits["test"] = list(splits["validation"])  # evaluated on validation; said in inspect
     _finish(skipped, strict, root)
-    return SplitDataset(str(root), classes, splits, skipped, layout="presplit")
+    no_test = "test" not in splits
+    if no_test:
+        splits["test"] = list(splits["validation"])  # evaluated on validation; said in inspect
+    return SplitDataset(str(root), classes, splits, skipped, layout="presplit", test_is_validation=no_test)
 
 
 def _folder(root: Path, data: DataSection, seed: int) -> SplitDataset:
@@ -131,9 +143,10 @@ def _folder(root: Path, data: DataSection, seed: int) -> SplitDataset:
     for split, members in splits.items():
         if split != "test" and not members:
             raise TkError(f"data.split: the {split} split of {root} is empty; add images or change the fractions")
-    if not splits["test"]:
+    no_test = not splits["test"]
+    if no_test:
         splits["test"] = list(splits["validation"])
-    return SplitDataset(str(root), classes, splits, skipped, layout="folder")
+    return SplitDataset(str(root), classes, splits, skipped, layout="folder", test_is_validation=no_test)
 
 
 def _check_classes(classes: list[str], root: Path) -> None:

@@ -56,7 +56,8 @@ def cached_features(extractor, paths: list[str], model: ModelSection, engine: st
         say(f"features {label}: cache hit ({len(paths)} images, {path})")
         return np.load(path), True
     start = time.perf_counter()
-    features = run_extractor(extractor, paths, model.image_size, engine)
+    features = run_extractor(extractor, paths, model.image_size, engine, key=extractor_key(model, engine, seed),
+                             cache_dir=cache_dir)
     seconds = time.perf_counter() - start
     say(f"features {label}: {len(paths)} images in {seconds:.1f} s "
         f"({len(paths) / max(seconds, 1e-9):.0f} images/s, engine {engine}), cached at {path}")
@@ -66,10 +67,16 @@ def cached_features(extractor, paths: list[str], model: ModelSection, engine: st
     return features, False
 
 
-def run_extractor(extractor, paths: list[str], size: int, engine: str) -> np.ndarray:
-    """Run the Keras extractor (RGB 0..255 in, feature maps out) over image files."""
+def run_extractor(extractor, paths: list[str], size: int, engine: str, key: Optional[str] = None,
+                  cache_dir: Optional[Path] = None) -> np.ndarray:
+    """Run the Keras extractor (RGB 0..255 in, feature maps out) over image files.
+
+    With `key` (extractor_key), the TFLite engine keeps the converted extractor in the cache:
+    the conversion (SavedModel export + TFLiteConverter, ~15 s for MobileNetV2 on 2 cores) then
+    happens once per backbone/weights/layer/size, not once per dataset or split.
+    """
     if engine == "tflite":
-        return _extract_tflite(extractor, paths, size)
+        return _extract_tflite(extractor, paths, size, key, cache_dir)
     return _extract_keras(extractor, paths, size)
 
 
@@ -88,17 +95,37 @@ def _batches(paths: list[str], size: int, batch: int):
             yield np.concatenate([f.result() for f in pending])
 
 
-def _extract_tflite(extractor, paths: list[str], size: int) -> np.ndarray:
-    from .converters import export_saved_model, tflite_from_saved_model
+def _extract_tflite(extractor, paths: list[str], size: int, key: Optional[str] = None,
+                    cache_dir: Optional[Path] = None) -> np.ndarray:
+    if key is None:
+        with tempfile.TemporaryDirectory(prefix="tk-extractor-") as tmp:
+            model_path = Path(tmp) / "extractor.tflite"
+            model_path.write_bytes(_convert(extractor))
+            return _run_tflite(model_path, paths, size)
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    model_path = Path(cache_dir or CACHE_DIR) / "extractors" / f"{name}.tflite"
+    if not model_path.is_file():
+        data = _convert(extractor)
+        with atomic_path(model_path, suffix=".tflite") as tmp:
+            Path(tmp).write_bytes(data)
+    return _run_tflite(model_path, paths, size)
+
+
+def _run_tflite(model_path: Path, paths: list[str], size: int) -> np.ndarray:
     from .runtime import TFLiteModel
+
+    runner = TFLiteModel(model_path, num_threads=os.cpu_count())
+    outputs = [runner.run(batch) for batch in _batches(paths, size, EXTRACT_BATCH)]
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def _convert(extractor) -> bytes:
+    """The Keras extractor as a float32 TFLite flatbuffer."""
+    from .converters import export_saved_model, tflite_from_saved_model
 
     with tempfile.TemporaryDirectory(prefix="tk-extractor-") as tmp:
         export_saved_model(extractor, Path(tmp) / "saved_model")
-        model_path = Path(tmp) / "extractor.tflite"
-        model_path.write_bytes(tflite_from_saved_model(Path(tmp) / "saved_model"))
-        runner = TFLiteModel(model_path, num_threads=os.cpu_count())
-        outputs = [runner.run(batch) for batch in _batches(paths, size, EXTRACT_BATCH)]
-    return np.concatenate(outputs).astype(np.float32)
+        return tflite_from_saved_model(Path(tmp) / "saved_model")
 
 
 def _extract_keras(extractor, paths: list[str], size: int) -> np.ndarray:

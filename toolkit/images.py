@@ -53,9 +53,11 @@ def open_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> Ima
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit (or 32-bit int) grayscale: scale to 8 bits instead of clipping at 255.
+        # 16-bit (or 32-bit int) grayscale: scale to 8 bits instead of clipping at 255. I;16 says
+        # its range is 16 bits, so a dark 16-bit image stays dark; mode I (older Pillow's 16-bit
+        # PNG, or 32-bit TIFF) does not say, so its values tell.
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     elif img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)

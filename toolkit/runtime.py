@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -41,6 +42,11 @@ class Predictor:
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
 
     def _check_input(self, shape: Sequence[Any]) -> None:
+        if len(shape) != 4:
+            raise TkError(f"{self.path}: model input has shape {list(shape)}, expected (batch, height, width, 3); "
+                          "re-run tk export")
+        if not all(isinstance(d, (int, np.integer)) for d in shape[1:3]):
+            return  # symbolic height/width (a fully dynamic graph): any size the manifest names fits
         height, width = int(shape[1]), int(shape[2])
         if (height, width) != self.size:
             raise TkError(f"{self.path}: model input is {height}x{width} but the manifest says "
@@ -48,15 +54,17 @@ class Predictor:
 
 
 def _interpreter_class():
-    """LiteRT where it has wheels (x86_64, aarch64), tflite-runtime on 32-bit Pi OS."""
+    """LiteRT where it has wheels (x86_64, aarch64), tflite-runtime on 32-bit Pi OS (armv7l)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         try:
             from tflite_runtime.interpreter import Interpreter
         except ImportError:
-            raise TkError("no TFLite runtime installed: pip install ai-edge-litert "
-                          "(x86_64/aarch64) or tflite-runtime (32-bit armv7l)") from None
+            machine = platform.machine()
+            package = "tflite-runtime" if machine.startswith("armv7") else "ai-edge-litert"
+            raise TkError(f"no TFLite runtime installed for .tflite models on {machine}: "
+                          f"pip install {package}") from None
     return Interpreter
 
 
@@ -127,7 +135,10 @@ class OnnxPredictor(Predictor):
     def __init__(self, path: Path, entry: dict[str, Any], manifest: dict[str, Any],
                  num_threads: Optional[int] = None):
         super().__init__(path, entry, manifest)
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise TkError(f"{path}: onnxruntime is not installed; pip install onnxruntime") from None
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads or os.cpu_count() or 1
@@ -181,12 +192,14 @@ class SavedModelPredictor(Predictor):
         except Exception as exc:
             raise TkError(f"{path}: cannot load the SavedModel: {exc}; re-run tk export") from None
         self._fn = self.model.signatures["serving_default"]
-        self._check_input(self._fn.structured_input_signature[1]["image"].shape)
+        # The input is named "image" by converters.export_saved_model; take whatever the one input is.
+        (self._input_name, spec), = self._fn.structured_input_signature[1].items()
+        self._check_input(spec.shape)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
-        out = self._fn(image=tf.constant(images, tf.float32))
+        out = self._fn(**{self._input_name: tf.constant(images, tf.float32)})
         return np.asarray(next(iter(out.values())))
 
 
@@ -237,6 +250,7 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise TkError(f"{manifest_path}: not valid JSON ({exc}); copy it again from the run folder") from None
+    _check_manifest(manifest, manifest_path)
     entry = manifest.get("artifacts", {}).get(path.name)
     if entry is None:
         raise TkError(f"{path}: not listed in {manifest_path}; the manifest is out of date (re-run tk export)")
@@ -244,3 +258,15 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
         raise TkError(f"{path}: sha256 differs from {manifest_path}; the file changed after export "
                       "(re-run tk export, or copy the matching manifest)")
     return PREDICTORS[kind](path, entry, manifest, num_threads=num_threads)
+
+
+def _check_manifest(manifest: Any, manifest_path: Path) -> None:
+    """The fields every predictor reads; a hand-edited or foreign JSON file fails here, by name."""
+    try:
+        classes, size = manifest["classes"], manifest["preprocessing"]["size"]
+        ok = isinstance(classes, list) and len(classes) >= 2 and len(size) == 2 and all(int(v) > 0 for v in size)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise TkError(f"{manifest_path}: not a tk manifest (needs classes and preprocessing.size); "
+                      "copy manifest.json from the run folder")

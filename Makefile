@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine with only Python 3.10+ on it; each sets itself up.
+#   make demo   train -> export -> verify -> bench -> report on the offline quickstart recipe
+#   make test   the test suite (offline, CPU)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+RECIPE ?= recipes/quickstart.yaml
+
+.PHONY: setup demo test edge clean
+
+# The full install (training + export + tests), pinned by constraints.txt for a repeatable stack.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/tk train $(RECIPE)
+	$(BIN)/tk export $(RECIPE) --format all --quantize all
+	$(BIN)/tk verify $(RECIPE)
+	$(BIN)/tk bench $(RECIPE) --runs 30
+	$(BIN)/tk report $(RECIPE)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) exported/*/ exported/.cache data/quickstart
