@@ -91,3 +91,52 @@ def exported_run(trained_run, session_dir) -> Path:
     shutil.copytree(trained_run, run)
     export_run(run, formats=["all"], quantizations=["all"], say=lambda _: None)
     return run
+
+
+@pytest.fixture(scope="session")
+def base_weights(trained_run, session_dir) -> Path:
+    """trained_run's MiniVGGNet conv base as a weights file: a "pretrained" base for the
+    feature-extraction and fine-tuning tests (ImageNet weights would need the internet)."""
+    import keras
+
+    from toolkit.backbones import ensure_custom_objects
+
+    ensure_custom_objects()
+    model = keras.saving.load_model(trained_run / "model.keras", compile=False)
+    path = session_dir / "base.weights.h5"
+    model.get_layer("backbone").save_weights(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def finetuned_run(synth_root, session_dir, feature_cache, base_weights):
+    """mini_vgg from base_weights: cached feature extraction, then fine-tuning from block2_conv1.
+
+    Returns a namespace: run_dir, recipe, messages (what train said), and after_features
+    ({layer name: [arrays]} of the backbone when fine-tuning started, i.e. after the features
+    phase). Its own runs folder, so runs_dir's latest run stays trained_run.
+    """
+    from types import SimpleNamespace
+
+    import toolkit.train as train_module
+
+    recipe = small_recipe("finetune", synth_root, model={"weights": str(base_weights)},
+                          train={"mode": "features", "epochs": 3,
+                                 "fine_tune": {"epochs": 2, "unfreeze_from": "block2_conv1", "learning_rate": 1e-4}})
+    snapshot: dict = {}
+    original = train_module._phase_end_to_end
+
+    def spy(phase, model, *args, **kwargs):  # unfreeze() only flips flags: weights are as features left them
+        if phase == "finetune":
+            snapshot.update({layer.name: [w.numpy().copy() for w in layer.weights]
+                             for layer in model.get_layer("backbone").layers})
+        return original(phase, model, *args, **kwargs)
+
+    messages: list[str] = []
+    mp = pytest.MonkeyPatch()
+    mp.setattr(train_module, "_phase_end_to_end", spy)
+    try:
+        result = train_module.train(recipe, runs_dir=session_dir / "finetune_runs", say=messages.append)
+    finally:
+        mp.undo()
+    return SimpleNamespace(run_dir=result.run_dir, recipe=recipe, messages=messages, after_features=snapshot)

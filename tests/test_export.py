@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from toolkit.cli import app
@@ -156,15 +157,23 @@ def test_failed_conversion_is_reported_and_the_others_export(trained_run, tmp_pa
     assert artifacts["model.onnx"]["opset"] == 13
 
 
-def test_few_calibration_images_is_a_warning_naming_the_count(trained_run, tmp_path):
+def test_few_calibration_images_warn_and_int8_io_is_honoured(trained_run, tmp_path):
+    """More samples asked than the train split has: a warning with the count. int8_io: int8 gives
+    int8 I/O, where the raw pixel p is stored as p - 128 (scale 1, zero-point -128)."""
     run = _copy_run(trained_run, tmp_path)
     train_count = len(json.loads((run / "split.json").read_text())["splits"]["train"])
-    recipe = (run / "recipe.yaml").read_text()
-    (run / "recipe.yaml").write_text(recipe.replace("calibration_samples: 60", "calibration_samples: 5000"))
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["export"].update(calibration_samples=5000, int8_io="int8")
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     result = CliRunner().invoke(app, ["export", str(run), "--format", "tflite", "--quantize", "int8"])
     assert result.exit_code == 0, result.output
     assert f"int8 calibration uses {train_count} training images" in result.output
-    assert load_manifest(run)["artifacts"]["model_int8.tflite"]["calibration"]["samples"] == train_count
+    entry = load_manifest(run)["artifacts"]["model_int8.tflite"]
+    assert entry["calibration"]["samples"] == train_count
+    assert entry["input"]["dtype"] == entry["output"]["dtype"] == "int8"
+    assert entry["input"]["quantization"] == {"scale": 1.0, "zero_point": -128}
+    result = CliRunner().invoke(app, ["verify", str(run), "--artifact", "model_int8.tflite"])
+    assert result.exit_code == 0, result.output
 
 
 def test_export_of_a_missing_run_is_a_clear_error(tmp_path):

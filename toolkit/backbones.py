@@ -154,11 +154,12 @@ def build_base(model: ModelSection):
         ctor = getattr(keras.applications, spec.keras_app)
         base = _call_with_weights(ctor, kwargs, weights, spec)
     layer_name = model.feature_layer or spec.feature_layer
+    output = base.output
     if layer_name and layer_name != base.layers[-1].name:
-        layer = _find_layer(base, layer_name, "model.feature_layer")
-        base = keras.Model(base.input, layer.output, name=base.name)
-    base._name = "backbone"
-    return base
+        output = _find_layer(base, layer_name, "model.feature_layer").output
+    # One name for every backbone, so tools find it: model.get_layer("backbone"). Keras 3 keeps
+    # a model's name in `.name` (the old `_name` is ignored), so name it when it is made.
+    return keras.Model(base.input, output, name="backbone")
 
 
 def _call_with_weights(ctor, kwargs, weights, spec: BackboneSpec):
@@ -169,22 +170,42 @@ def _call_with_weights(ctor, kwargs, weights, spec: BackboneSpec):
         return base
     try:
         return ctor(weights="imagenet", **kwargs)
-    except Exception as exc:  # Keras raises plain Exception on a failed download
-        if "URL fetch failure" not in str(exc) and not isinstance(exc, OSError):
-            raise
-        raise TkError(_offline_message(spec, kwargs, str(exc))) from None
+    except Exception as exc:
+        # Offline, keras.utils.get_file turns urllib's URLError/HTTPError into a plain
+        # Exception("URL fetch failure on <url>: ..."); a file in the cache that h5py cannot
+        # read is an OSError. Anything else is a bug and keeps its traceback. Never fall back
+        # to random weights: that would train silently on meaningless features.
+        if "URL fetch failure" in str(exc):
+            raise TkError(_offline_message(spec, str(exc))) from None
+        if isinstance(exc, OSError):
+            raise TkError(f"model.weights: the ImageNet weights for {spec.name} in {_keras_cache_dir()} "
+                          f"cannot be read ({exc}); delete the file there and run again") from None
+        raise
 
 
-def _offline_message(spec: BackboneSpec, kwargs: dict, detail: str) -> str:
+def _keras_cache_dir() -> Path:
+    """Where keras.utils.get_file keeps downloads: $KERAS_HOME or ~/.keras (else /tmp/.keras)."""
+    try:
+        from keras.src.backend.config import keras_home  # what get_file itself uses
+
+        home = keras_home()
+    except ImportError:
+        home = os.environ.get("KERAS_HOME", str(Path.home() / ".keras"))
+    home = os.path.expanduser(home)
+    if not os.access(home, os.W_OK) and os.path.isdir("/tmp"):
+        home = "/tmp/.keras"  # get_file's own fallback when the home folder is read-only
+    return Path(home) / "models"
+
+
+def _offline_message(spec: BackboneSpec, detail: str) -> str:
     import re
 
     match = re.search(r"https?://\S+?\.h5", detail)
     url = match.group(0) if match else "the ImageNet weights file"
     fname = url.rsplit("/", 1)[-1] if match else f"{spec.keras_app} notop weights (.h5)"
-    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
     return (
         f"model.weights: cannot download ImageNet weights for {spec.name} (offline?): Keras wanted {fname} "
-        f"from {url}; copy that file into {cache}/ or set model.weights to a local weights file path"
+        f"from {url}; copy that file into {_keras_cache_dir()}/ or set model.weights to a local weights file path"
     )
 
 

@@ -39,7 +39,7 @@ _MARK = "TKBENCH "
 @dataclass(frozen=True)
 class BenchSettings:
     threads: tuple[int, ...] = (1, 2)
-    runs: int = 30     # timed batch-1 predictions per row (p99 needs ~100 to mean much)
+    runs: int = 50     # timed batch-1 predictions per row (p99 needs ~100 to mean much); as recipe.BenchSection
     warmup: int = 5    # untimed predictions first: allocation, XNNPACK packing, caches
     batch: int = 8     # throughput batch size
     timeout_s: float = 1800.0
@@ -50,6 +50,22 @@ class BenchSettings:
                 raise TkError(f"{name}: must be >= {low} (got {value})")
         if not self.threads or any(t < 1 for t in self.threads):
             raise TkError(f"--threads: thread counts must be >= 1 (got {list(self.threads)})")
+
+
+def settings_for(run_dir: Path, **overrides: Any) -> BenchSettings:
+    """The run recipe's bench section (when recipe.yaml is there), with the options given overriding it."""
+    base = BenchSettings()
+    if (Path(run_dir) / "recipe.yaml").is_file():
+        from .recipe import load_recipe
+
+        try:
+            section = load_recipe(Path(run_dir) / "recipe.yaml").bench
+            base = BenchSettings(threads=tuple(section.threads), runs=section.runs, warmup=section.warmup,
+                                 batch=section.batch)
+        except TkError:
+            pass  # a recipe from another tk version: the defaults still bench
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return BenchSettings(**{**base.__dict__, **given})
 
 
 def parse_threads(text: str) -> tuple[int, ...]:
@@ -241,7 +257,7 @@ def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] 
     for entry in entries:
         file = entry["file"]
         for i, threads in enumerate(settings.threads):
-            say(f"bench {run_dir.name}/{file}  threads {threads}")
+            say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
             spec = {"artifact": str(run_dir / file), "threads": threads, "image": image,
                     "warmup": settings.warmup, "runs": settings.runs, "batch": settings.batch,
                     # accuracy does not depend on threads: measure it once per artifact
@@ -251,7 +267,8 @@ def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] 
             row = {"file": file, "format": entry.get("format"), "quantization": entry.get("quantization", "none"),
                    "reference": file == REFERENCE, "threads": threads,
                    "size_bytes": entry.get("size_bytes"), "runs": len(latencies), "warmup": settings.warmup,
-                   "batch": settings.batch, **percentiles(latencies), **result}
+                   "batch": settings.batch, "accuracy": None, "test_count": None,
+                   **percentiles(latencies), **result}
             if i > 0 and rows[-1]["file"] == file:
                 row["accuracy"], row["test_count"] = rows[-1].get("accuracy"), rows[-1].get("test_count")
             rows.append(row)

@@ -1,4 +1,4 @@
-"""`tk explain`: look at what a trained run learned — feature maps and Grad-CAM (maximization: explain_maximize).
+"""`tk explain`: what a trained run learned — feature maps and Grad-CAM (explain_maximize: filters).
 
 A tk model is `image 0..255 -> Preprocess -> backbone (nested Model) -> head (nested Model)`. Keras
 does not expose the inner layers of a nested model as outputs of the outer one, so every probe here
@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .errors import TkError
-from .images import BadImage, check_image, is_image_name, load_image, open_rgb
+from .images import BadImage, check_image, is_image_name, open_rgb
 
 Say = Callable[[str], None]
 EXPLAIN_DIR = "explain"
@@ -60,6 +60,16 @@ class Explainer:
         names = set(self.spatial_layers())
         chosen = [name for name in (spec.conv_layers if spec else ()) if name in names]
         return chosen or self.spatial_layers()[-1:]
+
+    def map_size(self, name: str) -> tuple[int, int]:
+        return tuple(int(n) for n in self.backbone.get_layer(name).output.shape[1:3])
+
+    def gradcam_layer(self) -> str:
+        """The deepest registry layer whose map is at least 7x7 (out_relu at 224 px, the usual
+        choice; at 64 px out_relu is 2x2 and its upsampled heat cannot say where anything is)."""
+        layers = self.default_layers()
+        fine = [name for name in layers if min(self.map_size(name)) >= 7]
+        return (fine or layers)[-1]
 
     def check_layer(self, name: str, valid: Sequence[str], purpose: str) -> str:
         if name in valid:
@@ -162,7 +172,8 @@ def load_explainer(run_dir: Path) -> Explainer:
     if len(nested) != 2 or len(preprocess) != 1:
         raise TkError(f"{path}: not a tk model (expected image -> Preprocess -> backbone -> head; "
                       f"got layers {', '.join(layer.name for layer in model.layers)}); retrain with tk train")
-    # Saving keeps the base's own name (mini_vgg, mobilenetv2_...), so the parts are found by order.
+    # By order, not by name: runs saved before the base was named "backbone" carry its own name
+    # (mini_vgg, mobilenetv2_0.35_64), and the order is the model's definition.
     backbone, head = nested
     size = tuple(manifest.get("preprocessing", {}).get("size") or model.input_shape[1:3])
     return Explainer(run_dir, model, preprocess[0], backbone, head, list(manifest["classes"]),
@@ -212,7 +223,11 @@ def explain_gradcam(run_dir: Path, target: Path, class_name: Optional[str] = Non
     from .plots import overlay_heatmap, plot_image_grid
 
     ex = explainer or load_explainer(run_dir)
-    layer = ex.check_layer(layer, ex.spatial_layers(), "convolutional (spatial)") if layer else ex.default_layers()[-1]
+    layer = ex.check_layer(layer, ex.spatial_layers(), "convolutional (spatial)") if layer else ex.gradcam_layer()
+    grid = ex.map_size(layer)
+    if min(grid) <= 4 and ex.gradcam_layer() != layer:  # the heat is this grid upsampled
+        say(f"note: {layer} is a {grid[0]}x{grid[1]} map at {ex.size[0]} px, so the heat is coarse; "
+            f"an earlier layer gives finer heat (--layers {ex.gradcam_layer()})")
     class_index = ex.class_index(class_name)
     target = Path(target)
     paths = _folder_images(target, limit, say) if target.is_dir() else [_single_image(target)]
@@ -233,7 +248,7 @@ def explain_gradcam(run_dir: Path, target: Path, class_name: Optional[str] = Non
     if target.is_dir():
         sheet = ex.out_dir / f"gradcam_sheet_{_slug(target.name)}.png"
         titles = [f"{r.image.stem}: {r.class_name} {r.probability:.2f}" for r in results]
-        plot_image_grid(overlays, titles, sheet, f"Grad-CAM at {layer} — {target.name}/ "
+        plot_image_grid(overlays, titles, sheet, f"Grad-CAM at {layer} ({grid[0]}x{grid[1]} map) — {target.name}/ "
                         f"({'class ' + class_name if class_name else 'predicted class'})")
         say(f"wrote {sheet}")
     return results, sheet
@@ -245,11 +260,11 @@ def explain_run(run_dir: Path, image: Optional[Path] = None, layers: Optional[Se
     """What `tk explain` does: feature maps (--image), maximization (--filters), Grad-CAM (--gradcam)."""
     from .explain_maximize import AscentSettings, explain_filters
 
+    if gradcam and image is None:
+        raise TkError("--gradcam: needs --image PATH (an image file or a folder of images)")
     if image is None and filters is None:
         raise TkError("tk explain: nothing to explain; pass --image PATH [--layers L1,L2] (feature maps), "
                       "--filters LAYER [--count N] (activation maximization) or --gradcam --image PATH|DIR")
-    if gradcam and image is None:
-        raise TkError("--gradcam: needs --image PATH (an image file or a folder of images)")
     if class_name is not None and not gradcam:
         raise TkError(f"--class {class_name}: only applies to --gradcam")
     if count is not None and count < 1:

@@ -26,7 +26,7 @@ Say = Callable[[str], None]
 @dataclass(frozen=True)
 class AscentSettings:
     steps: int = 160
-    step_px: float = 2.0  # pixels (of 0..255) per step, along the std-normalised gradient
+    step_px: float = 4.0  # pixels (of 0..255) per step, along the std-normalised gradient
     start_noise: float = 8.0  # std of the starting noise around grey 128: low amplitude
     jitter: int = 3  # max roll, pixels, per axis per step
     blur_every: int = 4  # steps between blurs
@@ -47,24 +47,35 @@ class MaximizedFilters:
 def objective(ex: Explainer, layer: str):
     """x (N, H, W, 3) 0..255 -> (N, units) or (N, h, w, C) activations of `layer`.
 
-    Backbone layers: through Preprocess and a backbone probe. Head layers: through the whole
-    backbone, then the head cut at that layer. A Dense layer is taken before its activation: a
-    ReLU unit that starts at 0 has no gradient to climb, and maximising a softmax probability
-    mostly pushes the other classes down, so the class outputs use the pre-softmax scores.
+    Backbone layers: through Preprocess and the backbone cut at that layer. Head layers: through
+    the whole backbone, then the head cut at that layer. Units are taken before their activation
+    (ReLU/activation layers: their input; Dense: x @ kernel + bias): a ReLU unit that is 0 on the
+    starting noise has no gradient to climb, and maximising a softmax probability mostly pushes the
+    other classes down, so the class outputs use the pre-softmax scores.
     """
     import keras
     from keras import ops
 
-    if layer in [lay.name for lay in ex.backbone.layers]:
-        probe = ex.probe([layer])
-        return lambda x: probe(ex.preprocess(x), training=False)
-    target = ex.head.get_layer(layer)
+    in_backbone = layer in [lay.name for lay in ex.backbone.layers]
+    part = ex.backbone if in_backbone else ex.head
+    target = part.get_layer(layer)
+    before = target.input if before_activation(target) else target.output
+    if in_backbone:
+        cut = keras.Model(ex.backbone.input, before)
+        return lambda x: cut(ex.preprocess(x), training=False)
     features = lambda x: ex.backbone(ex.preprocess(x), training=False)  # noqa: E731
     if isinstance(target, keras.layers.Dense):
         cut = keras.Model(ex.head.input, target.input)
         return lambda x: ops.matmul(cut(features(x), training=False), target.kernel) + target.bias
-    cut = keras.Model(ex.head.input, target.output)
+    cut = keras.Model(ex.head.input, before)
     return lambda x: cut(features(x), training=False)
+
+
+def before_activation(layer) -> bool:
+    """Activation layers are maximised through their input (see objective)."""
+    import keras
+
+    return isinstance(layer, (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU))
 
 
 def maximize(ex: Explainer, layer: str, filters: list[int], settings: AscentSettings = AscentSettings()) -> MaximizedFilters:
@@ -112,23 +123,32 @@ def explain_filters(run_dir: Path, layer: Optional[str] = None, count: int = 8,
                     settings: AscentSettings = AscentSettings(), say: Say = print,
                     explainer: Optional[Explainer] = None) -> tuple[Path, MaximizedFilters]:
     """One PNG grid of the patterns that maximise the first `count` filters of `layer`."""
+    import keras
+
     from .plots import plot_image_grid
 
     ex = explainer or load_explainer(run_dir)
     valid = ex.spatial_layers() + ex.head_layers()
     layer = ex.check_layer(layer, valid, "backbone or head") if layer else ex.default_layers()[-1]
-    width = int(objective(ex, layer)(np.zeros((1, *ex.size, 3), np.float32)).shape[-1])
     if count < 1:
         raise TkError(f"--count: must be >= 1 (got {count})")
+    width = int(objective(ex, layer)(np.zeros((1, *ex.size, 3), np.float32)).shape[-1])
     filters = list(range(min(count, width)))
     say(f"maximizing {len(filters)} of {width} filters of {layer} ({settings.steps} steps)...")
     result = maximize(ex, layer, filters, settings)
     is_class_layer = layer == ex.head.layers[-1].name
-    titles = [f"{ex.classes[f] if is_class_layer else f'filter {f}'}: {s:.2g}->{e:.2g}"
+    in_head = layer not in [lay.name for lay in ex.backbone.layers]
+    target = (ex.head if in_head else ex.backbone).get_layer(layer)
+    taken = " (before its activation)" if before_activation(target) or isinstance(target, keras.layers.Dense) else ""
+    what = "class score" if is_class_layer else "unit" if in_head else "filter"
+    titles = [f"{ex.classes[f] if is_class_layer else f'{what} {f}'}: {s:.2g}->{e:.2g}{'' if e > s else ' (no gain)'}"
               for f, s, e in zip(filters, result.start, result.final)]
+    stuck = [f for f, s, e in zip(filters, result.start, result.final) if e <= s]
+    if stuck:
+        say(f"note: the ascent did not raise {len(stuck)} of {len(filters)} (e.g. {stuck[0]}); try --steps {2 * settings.steps}")
     path = ex.out_dir / f"filters_{layer}.png"
     plot_image_grid([_display(img) for img in result.images], titles, path,
-                    f"{layer}: inputs that maximise each {'class score' if is_class_layer else 'filter'} "
+                    f"{layer}{taken}: inputs that maximise each {what} "
                     f"(mean activation on the starting noise -> after ascent)")
     say(f"wrote {path}")
     return path, result

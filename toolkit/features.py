@@ -5,7 +5,9 @@ frozen extractor (scaling + conv base up to the feature layer) to a float32 TFLi
 it through LiteRT's XNNPACK kernels at batch 32, with Pillow decoding the next batch on other
 threads; on a 2-core CPU that is several times faster than Keras' predict (benchmarks/).
 The cache key covers the backbone, its weights, the feature layer, the image size, the engine and
-the contents of every image file, so a re-run with another head or more epochs reuses it.
+the contents of every image file, so a re-run with another head or more epochs reuses it. The
+converted TFLite extractor is cached too (cache/extractors/), so new or changed images cost their
+decode and inference only, not another conversion.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ def verify_run(run_dir: Path, files: Optional[Sequence[str]] = None, say: Say = 
     if failed:
         raise ParityError(f"{len(failed)} of {len(results)} artifacts fail parity: "
                           + "; ".join(f"{f} ({', '.join(results[f]['failures'])})" for f in failed)
-                          + f"; details in {run_dir / PARITY_FILE} (re-export them: tk export {run_dir})")
+                          + f"; details in {run_dir / PARITY_FILE} (re-export a changed file with tk export {run_dir}, "
+                            "or loosen verify.thresholds in the recipe if the loss is acceptable)")
     say(f"all {len(results)} artifacts match the reference; wrote {run_dir / PARITY_FILE}")
     return report
 

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import __version__
-from .backbones import build_base, build_head, compose, get_backbone, validate_layers
+from .backbones import build_base, build_head, compose, get_backbone, resolve_weights, validate_layers
 from .data import SplitDataset, discover, save_split
 from .errors import TkError
 from .images import INTERPOLATION
@@ -43,6 +43,11 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
     if recipe.train.mode != "scratch" and recipe.model.weights == "none":
         raise TkError(f"train.mode: {recipe.train.mode} freezes the conv base, but model.weights is none "
                       "(random features); use mode: scratch, or pretrained weights (imagenet or a file)")
+    # Recipe mistakes fail here, before any work and before an interrupted run's .partial
+    # folder (which a new run would replace) is touched.
+    resolve_weights(recipe.model.weights)
+    validate_layers(recipe.model, recipe.train.fine_tune.unfreeze_from)
+    dataset = _dataset(recipe, strict, say)
     run_dir = Path(runs_dir) / recipe.name
     work = Path(runs_dir) / f"{recipe.name}.partial"
     if work.exists() and not resume:
@@ -54,8 +59,6 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
     import keras
     import tensorflow as tf
 
-    validate_layers(recipe.model, recipe.train.fine_tune.unfreeze_from)  # before any real work
-    dataset = _dataset(recipe, strict, say)
     save_split(dataset, work / "split.json")
     keras.utils.set_random_seed(recipe.seed)
     tf.config.experimental.enable_op_determinism()
@@ -141,6 +144,8 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, work: Path, say: Say):
     else:
         scratch = train.mode == "scratch"
         base.trainable = scratch
+        if scratch:
+            _fast_batchnorm(base)
         model = compose(base, head, size, spec.scaling, base_training=None if scratch else False)
         _phase_end_to_end(train.mode, model, recipe, dataset, work / "phases" / train.mode,
                           train.epochs, train.learning_rate, augment=True, say=say)
@@ -154,6 +159,17 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, work: Path, say: Say):
                           train.fine_tune.epochs, train.fine_tune.learning_rate, augment=True, say=say)
         phases.append("finetune")
     return model, phases
+
+
+def _fast_batchnorm(base) -> None:
+    """From scratch on a small dataset there are only a few hundred steps: with Keras' default
+    momentum (0.99) the BatchNorm moving statistics stay near their initial values and the model
+    predicts one class at inference. 0.9 lets them follow the data (MiniVGGNet uses it already)."""
+    import keras
+
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = min(layer.momentum, 0.9)
 
 
 def _phase_done(folder: Path) -> bool:
@@ -248,7 +264,8 @@ def evaluate(model, dataset: SplitDataset, recipe: Recipe, say: Say) -> dict:
     ds = image_dataset(dataset.paths("test"), None, recipe.model.image_size, recipe.train.batch_size)
     probs = model.predict(ds, verbose=0)
     metrics = classification_metrics(np.asarray(dataset.labels("test")), probs, dataset.classes)
-    say(f"test accuracy {metrics['accuracy']:.4f} on {metrics['count']} images")
+    where = " (no test split: these are the validation images)" if dataset.test_is_validation else ""
+    say(f"test accuracy {metrics['accuracy']:.4f} on {metrics['count']} images{where}")
     for name, m in metrics["per_class"].items():
         say(f"  {name:>16}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  ({m['support']} images)")
     say("  confusion matrix (rows: true, columns: predicted): " + json.dumps(metrics["confusion_matrix"]))
