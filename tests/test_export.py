@@ -197,3 +197,15 @@ def test_impossible_requests_fail_before_any_work(trained_run, args, message):
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in trained_run.iterdir()) == before
+
+
+def test_a_damaged_model_is_one_error_and_writes_nothing(trained_run, tmp_path):
+    run = _copy_run(trained_run, tmp_path)
+    (run / "model.keras").write_bytes(b"not a zip file")
+    before = sorted(p.name for p in run.iterdir())
+    result = CliRunner().invoke(app, ["export", str(run)])
+    assert result.exit_code == 1
+    errors = _error_lines(result.output)
+    assert len(errors) == 1 and "model.keras: cannot load the trained model" in errors[0]
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in run.iterdir()) == before

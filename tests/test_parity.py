@@ -56,11 +56,13 @@ def test_the_kinds_follow_the_formats(parity_report):
                      "model_int8.tflite": "int8"}
 
 
-def test_cli_verify_one_artifact_passes(exported_run):
+def test_cli_verify_one_artifact_keeps_the_others_results(parity_report, exported_run):
     result = CliRunner().invoke(app, ["verify", str(exported_run), "--artifact", "model.onnx"])
     assert result.exit_code == 0, result.output
     assert "✓ model.onnx (float32): max diff: " in result.output
-    assert "1 artifacts match the reference" in result.output or "all 1 artifacts" in result.output
+    assert "all 1 artifacts match the reference" in result.output
+    saved = json.loads((exported_run / "parity.json").read_text())
+    assert set(saved["artifacts"]) == set(ARTIFACTS) and saved["passed"]  # the other five kept
 
 
 def _copy_run(run: Path, tmp_path: Path) -> Path:

@@ -276,6 +276,12 @@ def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
     source = job.manifest.get("artifacts", {}).get("model.keras", {}).get("sha256")
     entries, failures = [], []
     try:
+        job.model  # noqa: B018 -- every format starts from the model and its SavedModel: fail once
+        try:
+            job.saved_model  # noqa: B018
+        except Exception as exc:
+            raise TkError(f"{run_dir}/model.keras: model.export() to a SavedModel failed, so no format "
+                          f"can be exported: {_cause(exc)}") from None
         for fmt, quantization in pairs:
             file = fmt.file_name(quantization)
             try:

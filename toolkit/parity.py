@@ -11,6 +11,7 @@ failures, so one bad artifact does not hide the state of the others.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -74,19 +75,25 @@ def verify_run(run_dir: Path, files: Optional[Sequence[str]] = None, say: Say = 
             result["failures"] = check(result, threshold)
             result["passed"] = not result["failures"]
         result["thresholds"] = _threshold_dict(threshold)
+        result["sha256"] = entry.get("sha256")
         results[file] = result
         say(result_line(file, result, threshold))
         record_metrics(run_dir, file, "verify", {**result, "split": section.split, "count": len(items),
                                                  "reference_accuracy": ref_accuracy, "measured": now()})
 
+    reference_sha = manifest["artifacts"].get(REFERENCE, {}).get("sha256")
     report = {
         "run": str(run_dir), "split": section.split, "count": len(items), "measured": now(),
-        "reference": {"file": REFERENCE, "accuracy": ref_accuracy, "warnings": warnings},
+        "reference": {"file": REFERENCE, "sha256": reference_sha, "accuracy": ref_accuracy, "warnings": warnings},
         "artifacts": results, "passed": all(r["passed"] for r in results.values()),
     }
-    write_json_atomic(run_dir / PARITY_FILE, report)
     if show is not None:
         show(render_table(report))
+    # parity.json holds the latest result of every artifact: `--artifact X` keeps the others'
+    # results as long as neither they, the reference nor the split changed since.
+    merged = {**_earlier_results(run_dir, report, manifest), **results}
+    write_json_atomic(run_dir / PARITY_FILE, {**report, "artifacts": merged,
+                                             "passed": all(r["passed"] for r in merged.values())})
     failed = [f for f, r in results.items() if not r["passed"]]
     if failed:
         raise ParityError(f"{len(failed)} of {len(results)} artifacts fail parity: "
@@ -95,6 +102,19 @@ def verify_run(run_dir: Path, files: Optional[Sequence[str]] = None, say: Say = 
                             "or loosen verify.thresholds in the recipe if the loss is acceptable)")
     say(f"all {len(results)} artifacts match the reference; wrote {run_dir / PARITY_FILE}")
     return report
+
+
+def _earlier_results(run_dir: Path, report: dict[str, Any], manifest: dict[str, Any]) -> dict[str, dict]:
+    path = run_dir / PARITY_FILE
+    try:
+        earlier = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+    if earlier.get("split") != report["split"] or earlier.get("reference", {}).get("sha256") != report["reference"]["sha256"]:
+        return {}
+    current = manifest.get("artifacts", {})
+    return {f: r for f, r in earlier.get("artifacts", {}).items()
+            if f in current and r.get("sha256") and r.get("sha256") == current[f].get("sha256")}
 
 
 def _verify_section(run_dir: Path) -> VerifySection:

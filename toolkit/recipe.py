@@ -229,9 +229,21 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
-    recipe = _build(Recipe, {k: v for k, v in raw.items() if k != "source_path"}, "")
+    raw = _with_default_thresholds({k: v for k, v in raw.items() if k != "source_path"})
+    recipe = _build(Recipe, raw, "")
     _check_rules(recipe)
     return recipe
+
+
+def _with_default_thresholds(raw: dict[str, Any]) -> dict[str, Any]:
+    """A recipe that overrides one threshold keeps the defaults of the others (null disables one)."""
+    verify = raw.get("verify")
+    if not isinstance(verify, dict) or not isinstance(verify.get("thresholds"), dict):
+        return raw
+    merged = {kind: dataclasses.asdict(t) for kind, t in _default_thresholds().items()}
+    for kind, given in verify["thresholds"].items():
+        merged[kind] = {**merged.get(kind, {}), **given} if isinstance(given, dict) else given
+    return {**raw, "verify": {**verify, "thresholds": merged}}
 
 
 def _check_rules(recipe: Recipe) -> None:
@@ -260,9 +272,14 @@ def _check_rules(recipe: Recipe) -> None:
     for q in recipe.export.quantize:
         if q not in QUANTIZATIONS:
             raise TkError(f"export.quantize: unknown quantization {q!r}{_suggest(q, QUANTIZATIONS)}; allowed: {', '.join(QUANTIZATIONS)}")
-    for kind in recipe.verify.thresholds:
+    for kind, threshold in recipe.verify.thresholds.items():
         if kind not in ("float32", "float16", "dynamic", "int8"):
             raise TkError(f"verify.thresholds: unknown kind {kind!r}; allowed: float32, float16, dynamic, int8")
+        for key, value in dataclasses.asdict(threshold).items():
+            upper = 1.0 if key == "min_agreement" else float("inf")
+            if value is not None and not 0 <= value <= upper:
+                bound = "in [0, 1]" if key == "min_agreement" else ">= 0"
+                raise TkError(f"verify.thresholds.{kind}.{key}: must be {bound} (got {value!r})")
     if not recipe.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise TkError(f"name: use letters, digits, '-', '_' or '.' (got {recipe.name!r})")
 
