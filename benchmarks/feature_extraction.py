@@ -11,7 +11,8 @@
 
 Same images for every method (synthetic 320 px JPEGs, decoded to the model size), random weights
 (the speed of a network does not depend on its weight values; ImageNet weights need internet).
-Each method runs --repeats times; the best time counts (the machine is shared: noise only adds).
+Each method runs --repeats times, interleaved; the best time counts (the machine is shared:
+noise only adds).
 Prints a Markdown table; paste it into benchmarks/BENCHMARKS.md with the `uptime` load.
 """
 
@@ -63,13 +64,10 @@ def tk_extract(paths: list[str], size: int, backbone: str, engine: str, cache_di
     return run_extractor(extractor, paths, size, engine, key=key, cache_dir=cache_dir)
 
 
-def best_of(repeats: int, fn, *args) -> tuple[float, np.ndarray]:
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn(*args)
-        times.append(time.perf_counter() - start)
-    return min(times), out
+def timed(fn) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
 
 
 def cached_head(workdir: Path, root: Path, size: int, backbone: str, epochs: int) -> tuple[dict, dict]:
@@ -123,21 +121,30 @@ def main() -> None:
         print(f"{len(paths)} JPEGs at {args.source_size} px -> {args.size} px; {os.cpu_count()} cores; load: {load}\n")
         rows = []
         for backbone in args.backbones.split(","):
-            loop_s, loop_out = best_of(args.repeats, seed_loop, paths, args.size, backbone)
-            rows.append((backbone, "seed loop (load_img + predict per batch)", loop_s, 1.0))
             cache = workdir / f"extractors-{backbone}"
             tk_extract(paths[:1], args.size, backbone, "tflite", cache)  # converts once, untimed
-            methods = (("tflite", None, "tk, engine tflite, conversion included"),
-                       ("tflite", cache, "tk, engine tflite, converted extractor cached"),
-                       ("keras", None, "tk, engine keras (predict over tf.data)"))
-            for engine, cache_dir, method in methods:
-                tk_s, tk_out = best_of(args.repeats, tk_extract, paths, args.size, backbone, engine, cache_dir)
-                assert tk_out.shape == loop_out.shape, (tk_out.shape, loop_out.shape)
-                rows.append((backbone, method, tk_s, loop_s / tk_s))
-        print("| backbone | method | seconds | images/s | speed-up vs loop |")
-        print("|---|---|---:|---:|---:|")
-        for backbone, method, seconds, ratio in rows:
-            print(f"| {backbone} @ {args.size} px | {method} | {seconds:.2f} | {len(paths) / seconds:.0f} | {ratio:.2f}x |")
+            methods = {
+                "seed loop (load_img + predict per batch)": lambda: seed_loop(paths, args.size, backbone),
+                "tk, engine tflite, conversion included": lambda: tk_extract(paths, args.size, backbone, "tflite"),
+                "tk, engine tflite, converted extractor cached":
+                    lambda: tk_extract(paths, args.size, backbone, "tflite", cache),
+                "tk, engine keras (predict over tf.data)": lambda: tk_extract(paths, args.size, backbone, "keras"),
+            }
+            # Rounds interleave the methods, so a burst of load from other jobs hits all of them.
+            times: dict[str, list[float]] = {name: [] for name in methods}
+            for _ in range(args.repeats):
+                for name, run in methods.items():
+                    seconds, out = timed(run)
+                    assert out.shape[0] == len(paths)
+                    times[name].append(seconds)
+            loop_s = min(times["seed loop (load_img + predict per batch)"])
+            for name, measured in times.items():
+                rows.append((backbone, name, measured, loop_s / min(measured)))
+        print("| backbone | method | best s | images/s | speed-up vs loop | every run (s) |")
+        print("|---|---|---:|---:|---:|---|")
+        for backbone, method, measured, ratio in rows:
+            print(f"| {backbone} @ {args.size} px | {method} | {min(measured):.2f} | {len(paths) / min(measured):.0f} "
+                  f"| {ratio:.2f}x | {', '.join(f'{t:.2f}' for t in measured)} |")
         if args.cache_backbone:
             wall, phase = cached_head(workdir, root, args.size, args.cache_backbone, args.epochs)
             print(f"\ncached head training ({args.cache_backbone} @ {args.size} px, {args.epochs} head epochs, "

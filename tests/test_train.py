@@ -196,15 +196,18 @@ def test_unfreeze_from_a_missing_layer_is_named_and_keeps_an_interrupted_run(syn
 
 # --- device line and mixed precision -------------------------------------------------------------
 
-def test_mixed_precision_trains_with_a_float32_output(synth_root, tmp_path):
+def test_mixed_precision_trains_with_a_float32_output(synth_root, base_weights, tmp_path):
     import keras
 
     from toolkit.train import train
 
     said: list[str] = []
-    recipe = small_recipe("mixed", synth_root, train={"epochs": 1, "mixed_precision": True})
+    recipe = small_recipe("mixed", synth_root, model={"weights": str(base_weights)},
+                          train={"mode": "features", "epochs": 1, "mixed_precision": True,
+                                 "fine_tune": {"epochs": 1, "unfreeze_from": "block2_conv1"}})
     result = train(recipe, runs_dir=tmp_path, say=said.append)
     assert any(m.startswith("device: ") for m in said)
+    assert any("mixed_precision: extracting with engine keras" in m for m in said)  # float16 has no TFLite path
     model = _load(result.run_dir / "model.keras")
     conv = model.get_layer("backbone").get_layer("block1_conv1")
     assert conv.dtype_policy.compute_dtype == "float16"

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from . import quiet
 from .errors import TkError
 
 # TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user; set
@@ -63,6 +64,7 @@ def train(
 ):
     """Train the recipe's classifier: feature extraction, then fine-tuning (or from scratch)."""
     from .recipe import load_recipe
+    quiet.import_tensorflow_quietly()
     from .train import train as run_training
 
     run_training(load_recipe(recipe), runs_dir=runs_dir, resume=resume, strict=strict, say=say)
@@ -72,6 +74,7 @@ def train(
 @user_errors
 def layers(recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")]):
     """List the backbone's layer names (for feature_layer and fine_tune.unfreeze_from)."""
+    quiet.import_tensorflow_quietly()
     from .backbones import layer_names
     from .recipe import load_recipe
 
@@ -155,6 +158,7 @@ def export_cmd(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
     """Export a trained run to SavedModel, TFLite (float32/float16/dynamic/int8) and ONNX."""
+    quiet.import_tensorflow_quietly()
     from .export import export_run
     from .manifest import resolve_run
 
@@ -170,6 +174,7 @@ def verify(
 ):
     """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not)."""
     from .manifest import resolve_run
+    quiet.import_tensorflow_quietly()
     from .parity import verify_run
 
     verify_run(resolve_run(run, runs_dir, say), artifacts, say=say, show=console.print)
@@ -230,6 +235,7 @@ def explain(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
     """Feature maps, activation maximization and Grad-CAM of a trained run, as PNGs in RUN/explain/."""
+    quiet.import_tensorflow_quietly()
     from .explain import explain_run
     from .manifest import resolve_run
 

@@ -50,7 +50,10 @@ def tflite_from_saved_model(saved_model: Path, quantize: str = "none",
         converter.inference_output_type = io_type
     elif quantize != "none":
         raise ValueError(f"unknown quantization {quantize!r}")
-    return converter.convert()
+    from .quiet import silenced_stderr
+
+    with silenced_stderr():  # the quantizer prints its settings to fd 2
+        return converter.convert()
 
 
 def onnx_from_saved_model(saved_model: Path, opset: int, signature: str = "serving_default"):

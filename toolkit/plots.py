@@ -140,6 +140,7 @@ def plot_latency_accuracy(points: list[dict], path: Path, title: str) -> None:
             ax.annotate(p["label"] + (" (ref)" if p.get("reference") else ""), (p["p50_ms"], p["accuracy"]),
                         textcoords="offset points", xytext=(5, 4 + 9 * (k % 3)), fontsize=7)
     ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.25)  # room for the labels above the top points
     ax.set_xlabel("batch-1 latency p50 (ms, log scale; best thread count)")
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3, which="both")

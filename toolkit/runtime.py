@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import TkError
 from .images import load_batch
+from .quiet import silenced_stderr
 from .manifest import MANIFEST, sha256_file
 
 
@@ -74,7 +75,9 @@ class TFLiteModel:
     def __init__(self, path: Path, num_threads: Optional[int] = None):
         Interpreter = _interpreter_class()
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count())
+            with silenced_stderr():  # LiteRT's "Created XNNPACK delegate" INFO line
+                self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count())
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise TkError(f"{path}: not a valid .tflite model (truncated or corrupt?): {exc}; re-run tk export") from None
         self._details()

@@ -7,6 +7,7 @@ partial run (finished phases are skipped, the running one restarts from its last
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -192,10 +193,17 @@ def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: 
     if not _phase_done(folder):
         start = time.perf_counter()
         base.trainable = False
-        extractor = build_extractor(base, recipe.model.image_size, scaling)
+        # Built on the first cache miss only: with every split cached the base never runs.
+        make_extractor = functools.cache(lambda: build_extractor(base, recipe.model.image_size, scaling))
+        engine = train.feature_engine
+        if train.mixed_precision and engine == "tflite":
+            # A float16 graph does not convert to TFLite builtins; mixed precision means a GPU,
+            # where Keras' predict is the fast engine anyway.
+            say("[features] mixed_precision: extracting with engine keras (TFLite cannot run the float16 base)")
+            engine = "keras"
         arrays = {}
         for split in ("train", "validation"):
-            features, _ = cached_features(extractor, dataset.paths(split), recipe.model, train.feature_engine,
+            features, _ = cached_features(make_extractor, dataset.paths(split), recipe.model, engine,
                                           recipe.seed, say=say, label=split)
             arrays[split] = (features, np.asarray(dataset.labels(split)))
         head.compile(optimizer=_optimizer(train.optimizer, train.learning_rate),
