@@ -3,7 +3,9 @@
 Feature extraction is the cost of transfer learning on a CPU. The default engine converts the
 frozen extractor (scaling + conv base up to the feature layer) to a float32 TFLite model and runs
 it through LiteRT's XNNPACK kernels at batch 32, with Pillow decoding the next batch on other
-threads; on a 2-core CPU that is several times faster than Keras' predict (benchmarks/).
+threads: for MobileNetV2 on 2 cores about 2x Keras' predict and 2.5-4x the notebooks' predict
+loop. Large dense convolutions (VGG16) are compute-bound: there engine keras (oneDNN) is as fast
+or ~5-10% faster (benchmarks/BENCHMARKS.md, "Feature extraction").
 The cache key covers the backbone, its weights, the feature layer, the image size, the engine and
 the contents of every image file, so a re-run with another head or more epochs reuses it. The
 converted TFLite extractor is cached too (cache/extractors/), so new or changed images cost their
