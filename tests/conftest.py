@@ -45,6 +45,16 @@ def small_recipe(name: str, root: Path, **sections):
     return recipe_from_dict(raw)
 
 
+def assert_one_line_error(result, *fragments: str) -> None:
+    """A user mistake: exit 1, one line starting 'error: ', no traceback, naming the fragments."""
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 @pytest.fixture(scope="session")
 def runs_dir(session_dir, monkeypatch_session) -> Path:
     path = session_dir / "runs"

@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from toolkit.cli import app
 from toolkit.synth import make_synthetic_dataset
 
+from conftest import assert_one_line_error
+
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
@@ -26,15 +28,6 @@ def tk(*args: str):
 def write_recipe(path: Path, data: dict) -> Path:
     path.write_text(json.dumps({"name": path.stem, "data": data}))  # JSON is YAML
     return path
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_synth(tmp_path):

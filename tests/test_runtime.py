@@ -18,20 +18,13 @@ from toolkit.images import load_batch
 from toolkit.manifest import load_manifest, save_manifest, sha256_file
 from toolkit.runtime import TFLiteModel, dequantize, load_predictor, quantize
 
+from conftest import assert_one_line_error
+
 DEVICE_FORMATS = ["model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite",
                   "model_int8.tflite", "model.onnx"]
 # Importing tensorflow or keras raises ImportError in this process: what the edge install is like.
 NO_TF = "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
 runner = CliRunner()
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
