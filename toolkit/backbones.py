@@ -286,11 +286,7 @@ def layer_names(model_section: ModelSection) -> list[str]:
     return [layer.name for layer in build_base(section).layers]
 
 
-def validate_layers(model_section: ModelSection, unfreeze_from: Optional[str]) -> None:
-    """Fail before any work when a named layer is not in the backbone."""
-    if not model_section.feature_layer and not unfreeze_from:
-        return  # nothing named; the registry's default layers are checked by tests/test_backbones.py
-    section = ModelSection(**{**model_section.__dict__, "weights": "none"})
-    base = build_base(section)  # checks feature_layer
+def check_unfreeze_layer(base, unfreeze_from: Optional[str]) -> None:
+    """Fail before any training when fine_tune.unfreeze_from is not a layer of the built base."""
     if unfreeze_from:
         _find_layer(base, unfreeze_from, "train.fine_tune.unfreeze_from")

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .errors import TkError
+from .recipe import BenchSection
 from .manifest import MANIFEST, load_manifest, now, record_metrics, resolve_run, tool_versions, write_json_atomic
 
 BENCH_JSON = "bench.json"
@@ -36,12 +37,15 @@ _CHILD = "import sys; from toolkit.bench import child_main; child_main(sys.argv[
 _MARK = "TKBENCH "
 
 
+_DEFAULTS = BenchSection()  # one source of defaults: the recipe schema (why each value is there)
+
+
 @dataclass(frozen=True)
 class BenchSettings:
-    threads: tuple[int, ...] = (1, 2)
-    runs: int = 50     # timed batch-1 predictions per row (p99 needs ~100 to mean much); as recipe.BenchSection
-    warmup: int = 5    # untimed predictions first: allocation, XNNPACK packing, caches
-    batch: int = 8     # throughput batch size
+    threads: tuple[int, ...] = _DEFAULTS.threads
+    runs: int = _DEFAULTS.runs  # timed batch-1 predictions per row
+    warmup: int = _DEFAULTS.warmup  # untimed predictions first: allocation, XNNPACK packing, caches
+    batch: int = _DEFAULTS.batch  # throughput batch size
     timeout_s: float = 1800.0
 
     def check(self) -> None:

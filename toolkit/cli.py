@@ -185,9 +185,9 @@ def verify(
 def bench(
     targets: Annotated[Optional[list[str]], typer.Argument(help="Run folders, recipes, run names or artifact files (default: the latest run).")] = None,
     threads: Annotated[Optional[str], typer.Option(help="Thread counts, comma-separated (default: the recipe's bench.threads, else 1,2).")] = None,
-    runs: Annotated[Optional[int], typer.Option(help="Timed batch-1 predictions per artifact and thread count (default: recipe, else 50).")] = None,
-    warmup: Annotated[Optional[int], typer.Option(help="Untimed predictions before timing (default: recipe, else 5).")] = None,
-    batch: Annotated[Optional[int], typer.Option(help="Batch size for the throughput figure (default: recipe, else 8).")] = None,
+    runs: Annotated[Optional[int], typer.Option(help="Timed batch-1 predictions per artifact and thread count (default: the recipe's bench.runs, else 300).")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="Untimed predictions before timing (default: the recipe's bench.warmup).")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Batch size for the throughput figure (default: the recipe's bench.batch).")] = None,
     max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms", help="Ship limit: batch-1 p50 latency.")] = None,
     min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Ship limit: test accuracy (0..1).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print bench.json content instead of a table.")] = False,
@@ -199,9 +199,9 @@ def bench(
     from .bench import bench_run, choose_artifact, machine_label, parse_threads, rows_table, settings_for, split_targets
 
     given = {"threads": parse_threads(threads) if threads else None, "runs": runs, "warmup": warmup, "batch": batch}
-    quiet = (lambda _: None) if as_json else say
-    reports = [bench_run(run, settings_for(run, **given), only, say=quiet)
-               for run, only in split_targets(targets or [], runs_dir, quiet).items()]
+    progress = (lambda _: None) if as_json else say
+    reports = [bench_run(run, settings_for(run, **given), only, say=progress)
+               for run, only in split_targets(targets or [], runs_dir, progress).items()]
     rows = [r for report in reports for r in report["rows"]]
     if as_json:
         say(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))

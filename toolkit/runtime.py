@@ -95,9 +95,6 @@ class TFLiteModel:
             self.interpreter.allocate_tensors()
             self._details()
             self._batch = n
-        elif not hasattr(self, "_allocated"):
-            self.interpreter.allocate_tensors()
-        self._allocated = True
         self.interpreter.set_tensor(self._in["index"], quantize(images, self._in))
         self.interpreter.invoke()
         return dequantize(self.interpreter.get_tensor(self._out["index"]), self._out)

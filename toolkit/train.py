@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import __version__
-from .backbones import build_base, build_head, compose, get_backbone, resolve_weights, validate_layers
+from .backbones import build_base, build_head, check_unfreeze_layer, compose, get_backbone, resolve_weights
 from .data import SplitDataset, discover, save_split
 from .errors import TkError
 from .images import INTERPOLATION
@@ -40,34 +40,35 @@ class TrainResult:
 def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, strict: Optional[bool] = None,
           say: Say = print) -> TrainResult:
     """Train the recipe's model end to end and write its run folder."""
-    spec = get_backbone(recipe.model.backbone)
+    get_backbone(recipe.model.backbone)  # an unknown name fails before TensorFlow loads
     if recipe.train.mode != "scratch" and recipe.model.weights == "none":
         raise TkError(f"train.mode: {recipe.train.mode} freezes the conv base, but model.weights is none "
                       "(random features); use mode: scratch, or pretrained weights (imagenet or a file)")
-    # Recipe mistakes fail here, before any work and before an interrupted run's .partial
-    # folder (which a new run would replace) is touched.
-    resolve_weights(recipe.model.weights)
-    validate_layers(recipe.model, recipe.train.fine_tune.unfreeze_from)
-    dataset = _dataset(recipe, strict, say)
-    run_dir = Path(runs_dir) / recipe.name
-    work = Path(runs_dir) / f"{recipe.name}.partial"
-    if work.exists() and not resume:
-        shutil.rmtree(work)
-    if resume and not work.exists():
-        say(f"nothing to resume at {work}: starting a new run")
-    work.mkdir(parents=True, exist_ok=True)
-
+    resolve_weights(recipe.model.weights)  # a missing weights file fails before TensorFlow loads
     import keras
     import tensorflow as tf
 
-    save_split(dataset, work / "split.json")
-    keras.utils.set_random_seed(recipe.seed)
+    keras.utils.set_random_seed(recipe.seed)  # before the base is built: random init is seeded too
     tf.config.experimental.enable_op_determinism()
-    _describe_device(tf, recipe, say)
-    if recipe.train.mixed_precision:
+    if recipe.train.mixed_precision:  # before any layer is built: the policy is fixed at construction
         keras.mixed_precision.set_global_policy("mixed_float16")
+    run_dir = Path(runs_dir) / recipe.name
+    work = Path(runs_dir) / f"{recipe.name}.partial"
     try:
-        model, phases = _run_phases(recipe, dataset, work, say)
+        # Built once, first: layer-name mistakes and an offline ImageNet download fail here, before
+        # the data is read and before an interrupted run's .partial folder (replaced by a new run)
+        # is touched.
+        base = build_base(recipe.model)
+        check_unfreeze_layer(base, recipe.train.fine_tune.unfreeze_from)
+        dataset = _dataset(recipe, strict, say)
+        if work.exists() and not resume:
+            shutil.rmtree(work)
+        if resume and not work.exists():
+            say(f"nothing to resume at {work}: starting a new run")
+        work.mkdir(parents=True, exist_ok=True)
+        save_split(dataset, work / "split.json")
+        _describe_device(tf, recipe, say)
+        model, phases = _run_phases(recipe, dataset, base, work, say)
         metrics = evaluate(model, dataset, recipe, say)
         _finish_run(recipe, dataset, model, metrics, phases, work)
     except KeyboardInterrupt:
@@ -131,10 +132,9 @@ def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recip
     return callbacks
 
 
-def _run_phases(recipe: Recipe, dataset: SplitDataset, work: Path, say: Say):
+def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, say: Say):
     """Train phase by phase; returns the composed model with the best weights, and phase names."""
     spec = get_backbone(recipe.model.backbone)
-    base = build_base(recipe.model)
     size, train = recipe.model.image_size, recipe.train
     head = build_head(tuple(base.output.shape[1:]), len(dataset.classes), recipe.model, spec.name)
     phases: list[str] = []
