@@ -22,14 +22,14 @@ def session_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synth_root(session_dir) -> Path:
     """3 classes x 60 synthetic 48 px JPEGs (shapes on textures), with objects.json boxes."""
-    from toolkit.synth import make_synthetic_dataset
+    from toolkit.data.synth import make_synthetic_dataset
 
     return make_synthetic_dataset(session_dir / "synth", classes=3, per_class=60, size=48, seed=1)
 
 
 def small_recipe(name: str, root: Path, **sections):
     """A recipe for tests: synthetic data, small images, few epochs; sections override."""
-    from toolkit.recipe import recipe_from_dict
+    from toolkit.core.recipe import recipe_from_dict
 
     raw = {
         "name": name,
@@ -72,14 +72,14 @@ def monkeypatch_session():
 @pytest.fixture(scope="session")
 def feature_cache(session_dir, monkeypatch_session) -> Path:
     path = session_dir / "cache"
-    monkeypatch_session.setattr("toolkit.features.CACHE_DIR", path)
+    monkeypatch_session.setattr("toolkit.train.features.CACHE_DIR", path)
     return path
 
 
 @pytest.fixture(scope="session")
 def trained_run(synth_root, runs_dir, feature_cache) -> Path:
     """MiniVGGNet trained from scratch on the synthetic data: the session's reference run."""
-    from toolkit.train import train
+    from toolkit.train.phases import train
 
     result = train(small_recipe("scratch", synth_root), runs_dir=runs_dir, say=lambda _: None)
     return result.run_dir
@@ -95,7 +95,7 @@ def exported_run(trained_run, session_dir) -> Path:
     """
     import shutil
 
-    from toolkit.export import export_run
+    from toolkit.export.exporter import export_run
 
     run = session_dir / "exported_runs" / trained_run.name
     shutil.copytree(trained_run, run)
@@ -109,7 +109,7 @@ def base_weights(trained_run, session_dir) -> Path:
     feature-extraction and fine-tuning tests (ImageNet weights would need the internet)."""
     import keras
 
-    from toolkit.backbones import ensure_custom_objects
+    from toolkit.train.backbones import ensure_custom_objects
 
     ensure_custom_objects()
     model = keras.saving.load_model(trained_run / "model.keras", compile=False)
@@ -128,7 +128,7 @@ def finetuned_run(synth_root, session_dir, feature_cache, base_weights):
     """
     from types import SimpleNamespace
 
-    import toolkit.train as train_module
+    import toolkit.train.phases as train_module
 
     recipe = small_recipe("finetune", synth_root, model={"weights": str(base_weights)},
                           train={"mode": "features", "epochs": 3,

@@ -1,0 +1,153 @@
+"""Recipe schema: bad recipes fail before any work with one line naming the key and the value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from toolkit.core.errors import TkError
+from toolkit.core.recipe import Recipe, load_recipe, recipe_from_dict
+
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
+
+
+def error_of(raw: dict) -> str:
+    with pytest.raises(TkError) as info:
+        recipe_from_dict({"name": "t", **raw})
+    return str(info.value)
+
+
+def test_defaults_fill_a_minimal_recipe():
+    recipe = recipe_from_dict({"name": "t"})
+    assert isinstance(recipe, Recipe)
+    assert recipe.train.epochs > 0 and recipe.data.layout == "auto"
+    assert recipe.to_dict()["train"]["epochs"] == recipe.train.epochs
+
+
+def test_unknown_key_lists_allowed_keys_and_suggests():
+    message = error_of({"train": {"epoch": 5}})
+    assert message.startswith("train.epoch: unknown key")
+    assert "did you mean 'epochs'?" in message
+    assert "allowed keys:" in message and "batch_size" in message and "learning_rate" in message
+
+
+def test_unknown_top_level_section():
+    message = error_of({"trian": {}})
+    assert "trian" in message and "'train'" in message and "allowed keys" in message
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"train": {"epochs": "ten"}}, "train.epochs: must be a whole number (got 'ten')"),
+    ({"train": {"epochs": 2.5}}, "train.epochs: must be a whole number (got 2.5)"),
+    ({"train": {"learning_rate": "fast"}}, "train.learning_rate: must be a number (got 'fast')"),
+    ({"data": {"strict": "yes"}}, "data.strict: must be true or false (got 'yes')"),
+    ({"train": {"mode": "magic"}}, "train.mode: must be one of features, augment, scratch (got 'magic')"),
+    ({"model": "vgg16"}, "model: must be a mapping (got 'vgg16')"),
+])
+def test_wrong_type_names_key_and_value(raw, expected):
+    assert error_of(raw) == expected
+
+
+def test_negative_epochs_message():
+    assert error_of({"train": {"epochs": -1}}) == "train.epochs: must be > 0 (got -1)"
+
+
+def test_yaml_float_written_as_exponent_is_a_number():
+    # YAML 1.1 reads 1e-5 (no dot) as a string: the schema must still take it as a float.
+    assert recipe_from_dict({"name": "t", "train": {"fine_tune": {"learning_rate": "1e-5"}}}).train.fine_tune.learning_rate == 1e-5
+
+
+@pytest.mark.parametrize("split", [
+    {"train": 0.5, "validation": 0.2, "test": 0.2},
+    {"train": 0.0, "validation": 0.5, "test": 0.5},
+    {"train": 1.2, "validation": -0.1, "test": -0.1},
+])
+def test_split_fractions_must_sum_to_one(split):
+    message = error_of({"data": {"split": split}})
+    assert message.startswith("data.split: fractions must be >= 0, train > 0, and sum to 1")
+    assert str(split["train"]) in message
+
+
+def test_split_without_test_is_allowed():
+    recipe = recipe_from_dict({"name": "t", "data": {"split": {"train": 0.8, "validation": 0.2, "test": 0.0}}})
+    assert recipe.data.split.test == 0.0
+
+
+def test_fine_tune_both_unfreeze_options_is_an_error():
+    message = error_of({"train": {"fine_tune": {"epochs": 3, "unfreeze_from": "block5_conv1", "unfreeze_last": 4}}})
+    assert "train.fine_tune" in message and "not both" in message
+
+
+def test_fine_tune_needs_one_unfreeze_option():
+    message = error_of({"train": {"fine_tune": {"epochs": 3}}})
+    assert "train.fine_tune" in message and "unfreeze_from" in message and "unfreeze_last" in message
+
+
+def test_fine_tune_options_without_epochs_are_fine():
+    recipe = recipe_from_dict({"name": "t", "train": {"fine_tune": {"unfreeze_last": 4}}})
+    assert recipe.train.fine_tune.unfreeze_last == 4 and recipe.train.fine_tune.epochs == 0
+
+
+def test_unknown_export_format_suggests():
+    message = error_of({"export": {"formats": ["tflight"]}})
+    assert "export.formats" in message and "'tflite'" in message and "savedmodel, tflite, onnx" in message
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: broken\ntrain:\n  epochs: 3\n  batch_size: [16\n")
+    with pytest.raises(TkError) as info:
+        load_recipe(path)
+    message = str(info.value)
+    assert str(path) in message and "not valid YAML" in message
+    assert " line " in message
+
+
+def test_yaml_error_line_is_the_bad_line(tmp_path):
+    path = tmp_path / "tabs.yaml"
+    path.write_text("name: tabs\ntrain:\n  epochs: 3\n\tbatch_size: 16\n")
+    with pytest.raises(TkError, match=r"line 4"):
+        load_recipe(path)
+
+
+def test_load_recipe_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: -1\n")
+    with pytest.raises(TkError) as info:
+        load_recipe(path)
+    assert str(info.value) == f"{path}: train.epochs: must be > 0 (got -1)"
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(TkError, match="recipe not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_recipe_that_is_not_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(TkError, match="mapping"):
+        load_recipe(path)
+
+
+def test_name_defaults_to_file_stem(tmp_path):
+    path = tmp_path / "my_recipe.yaml"
+    path.write_text("train: {epochs: 2}\n")
+    recipe = load_recipe(path)
+    assert recipe.name == "my_recipe" and recipe.source_path == str(path)
+
+
+def test_shipped_recipes_exist():
+    assert any(p.name == "quickstart.yaml" for p in RECIPES)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_shipped_recipe_loads(path):
+    from toolkit.train.backbones import BACKBONES  # the registry is data: no TensorFlow import
+
+    recipe = load_recipe(path)
+    # The run folder is named after the recipe: keep the file and the name in step.
+    assert recipe.name == path.stem
+    assert recipe.model.backbone in BACKBONES
+    assert recipe.data.root

@@ -1,0 +1,192 @@
+"""`tk bench` mechanics: fields, counted runs, ordered percentiles, a cold start in a new process,
+bench.json and manifest metrics, the edge install, and the choice of what to ship. No timings are
+asserted: benchmarks measure, they don't gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from toolkit.edge.bench import (BENCH_JSON, BenchSettings, bench_run, choose_artifact, parse_threads, percentiles,
+                           split_targets)
+from toolkit.cli.app import app
+from toolkit.core.runs import load_split
+from toolkit.core.errors import TkError
+from toolkit.core.runs import load_manifest
+
+runner = CliRunner()
+TINY = BenchSettings(threads=(1,), runs=3, warmup=1, batch=4)
+ROW_FIELDS = {"file", "format", "quantization", "reference", "threads", "size_bytes", "runs", "warmup", "batch",
+              "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "cold_start_s", "peak_rss_mb", "load_s",
+              "throughput_ips", "accuracy", "test_count", "pid", "tensorflow_loaded"}
+
+
+@pytest.fixture(scope="module")
+def bench_dir(exported_run, tmp_path_factory) -> Path:
+    """A copy of the exported run: bench writes bench.json and manifest metrics into it."""
+    return Path(shutil.copytree(exported_run, tmp_path_factory.mktemp("bench") / exported_run.name))
+
+
+@pytest.fixture(scope="module")
+def report(bench_dir):
+    return bench_run(bench_dir, TINY, only=["model.keras", "model_int8.tflite", "model.onnx"], say=lambda _: None)
+
+
+def test_rows_have_every_field_and_counted_runs(report, bench_dir):
+    test_count = len(load_split(bench_dir / "split.json").paths("test"))
+    assert [r["file"] for r in report["rows"]] == ["model.keras", "model_int8.tflite", "model.onnx"]
+    for row in report["rows"]:
+        assert ROW_FIELDS <= set(row), ROW_FIELDS - set(row)
+        assert row["runs"] == 3 and row["warmup"] == 1 and row["threads"] == 1
+        assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert row["min_ms"] <= row["p50_ms"]
+        assert row["cold_start_s"] > 0 and row["peak_rss_mb"] > 0 and row["throughput_ips"] > 0
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["test_count"] == test_count
+        assert row["size_bytes"] == load_manifest(bench_dir)["artifacts"][row["file"]]["size_bytes"]
+
+
+def test_cold_start_is_a_new_process_and_only_keras_loads_tensorflow(report):
+    pids = {row["pid"] for row in report["rows"]}
+    assert os.getpid() not in pids and len(pids) == len(report["rows"])
+    for row in report["rows"]:
+        assert row["reference"] == (row["file"] == "model.keras")
+        assert row["tensorflow_loaded"] == (row["file"] == "model.keras")
+
+
+def test_bench_json_and_manifest_metrics(report, bench_dir):
+    written = json.loads((bench_dir / BENCH_JSON).read_text())
+    assert written["rows"] == report["rows"]
+    machine = written["machine"]
+    assert {"cpu", "cores", "os", "arch", "python", "versions"} <= set(machine)
+    assert "onnxruntime" in machine["versions"] and machine["cores"] >= 1
+    assert written["settings"] == {"threads": [1], "runs": 3, "warmup": 1, "batch": 4}
+    for row in report["rows"]:
+        metrics = load_manifest(bench_dir)["artifacts"][row["file"]]["metrics"]["bench"]
+        assert metrics["by_threads"]["1"]["p50_ms"] == row["p50_ms"]
+    assert not [p.name for p in bench_dir.iterdir() if ".tmp" in p.name]
+
+
+def test_threads_rows_and_a_later_bench_keeps_other_rows(report, bench_dir):
+    result = runner.invoke(app, ["bench", str(bench_dir / "model_float16.tflite"), "--threads", "1,2",
+                                 "--runs", "3", "--warmup", "1", "--batch", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    mine = [r for r in out["rows"] if r["file"] == "model_float16.tflite"]
+    assert [r["threads"] for r in mine] == [1, 2]
+    assert mine[0]["accuracy"] == mine[1]["accuracy"]  # measured once, shared across thread counts
+    assert {"model.keras", "model_int8.tflite", "model.onnx"} <= {r["file"] for r in out["rows"]}
+
+
+def test_edge_install_benches_tflite_and_onnx_only(exported_run, tmp_path):
+    run = Path(shutil.copytree(exported_run, tmp_path / "edge"))
+    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+            "from toolkit.cli.app import app\napp(sys.argv[1:])\n")
+    proc = subprocess.run([sys.executable, "-c", code, "bench", str(run), "--threads", "1", "--runs", "2",
+                           "--warmup", "0", "--batch", "2", "--json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert {r["format"] for r in out["rows"]} == {"tflite", "onnx"}
+    assert not any(r["tensorflow_loaded"] for r in out["rows"])
+    skipped = " ".join(out["notes"])
+    assert "model.keras: skipped (TensorFlow is not installed" in skipped and "saved_model: skipped" in skipped
+
+
+def test_without_test_images_latency_is_still_measured(exported_run, tmp_path):
+    device = tmp_path / "device"
+    device.mkdir()
+    for name in ("model_int8.tflite", "manifest.json"):
+        shutil.copy(exported_run / name, device)
+    out = bench_run(device, TINY, say=lambda _: None)
+    assert [r["file"] for r in out["rows"]] == ["model_int8.tflite"]
+    assert out["rows"][0]["accuracy"] is None and out["rows"][0]["runs"] == 3
+    assert any("no split.json" in n for n in out["notes"])
+    assert any("not present here" in n for n in out["notes"])
+
+
+def test_percentiles_are_ordered():
+    stats = percentiles([5.0, 1.0, 3.0, 2.0, 100.0, 4.0])
+    assert stats["min_ms"] == 1.0 and stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"] <= 100.0
+
+
+def row(file, size, p50, accuracy, threads=1, reference=False):
+    return {"file": file, "size_bytes": size, "p50_ms": p50, "accuracy": accuracy, "threads": threads,
+            "reference": reference}
+
+
+SYNTHETIC = [
+    row("model.keras", 9_000_000, 90.0, 0.95, reference=True),
+    row("model_float32.tflite", 4_000_000, 12.0, 0.95),
+    row("model_float32.tflite", 4_000_000, 7.0, 0.95, threads=2),
+    row("model_int8.tflite", 1_000_000, 4.0, 0.90),
+    row("model_float16.tflite", 2_000_000, 11.0, 0.95),
+]
+
+
+def test_ship_the_smallest_that_meets_both_limits():
+    best, why = choose_artifact(SYNTHETIC, max_latency_ms=12.0, min_accuracy=0.94)
+    assert best["file"] == "model_float16.tflite"
+    assert any(w.startswith("model_int8.tflite: accuracy 0.900 < 0.94") for w in why)
+
+
+def test_ship_uses_the_best_thread_count_and_never_the_reference():
+    best, _ = choose_artifact(SYNTHETIC, max_latency_ms=8.0, min_accuracy=0.94)
+    assert best["file"] == "model_float32.tflite" and best["threads"] == 2
+    best, _ = choose_artifact(SYNTHETIC, max_latency_ms=None, min_accuracy=0.9)
+    assert best["file"] == "model_int8.tflite"
+
+
+def test_ship_says_why_none_meets_the_limits():
+    best, why = choose_artifact(SYNTHETIC, max_latency_ms=3.0, min_accuracy=0.99)
+    assert best is None
+    assert len(why) == 3 and all("> 3 ms" in w and "< 0.99" in w for w in why)
+    best, why = choose_artifact([row("m.tflite", 1, 1.0, None)], None, 0.5)
+    assert best is None and why == ["m.tflite: accuracy not measured"]
+
+
+def test_cli_ship_line_and_no_ship_exit(bench_dir, report):
+    args = ["bench", str(bench_dir / "model_int8.tflite"), "--threads", "1", "--runs", "3", "--warmup", "1"]
+    result = runner.invoke(app, [*args, "--max-latency-ms", "100000", "--min-accuracy", "0"])
+    assert result.exit_code == 0, result.output
+    assert "ship: " in result.output and "p50" in result.output
+    result = runner.invoke(app, [*args, "--max-latency-ms", "0.000001"])
+    assert result.exit_code == 1 and "error: no artifact meets the limits" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threads", "1,x"], "--threads: expected comma-separated integers"),
+    (["--threads", "0"], "--threads: thread counts must be >= 1"),
+    (["--runs", "0"], "--runs: must be >= 1"),
+])
+def test_bad_settings_are_one_line(bench_dir, args, message):
+    result = runner.invoke(app, ["bench", str(bench_dir), *args])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_targets_group_artifacts_by_run(bench_dir, tmp_path):
+    plan = split_targets([str(bench_dir / "model.onnx"), str(bench_dir / "model_int8.tflite")], tmp_path, print)
+    assert plan == {bench_dir: ["model.onnx", "model_int8.tflite"]}
+    with pytest.raises(TkError, match="model file not found"):
+        split_targets([str(bench_dir / "gone.tflite")], tmp_path, print)
+    assert parse_threads("1, 2,4") == (1, 2, 4)
+
+
+def test_settings_come_from_the_recipe_and_options_override_them(bench_dir, tmp_path):
+    import yaml
+
+    from toolkit.edge.bench import settings_for
+
+    run = Path(shutil.copytree(bench_dir, tmp_path / "run", ignore=shutil.ignore_patterns("saved_model", "*.keras")))
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["bench"] = {"threads": [3], "runs": 7, "warmup": 2, "batch": 5}
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert settings_for(run) == BenchSettings(threads=(3,), runs=7, warmup=2, batch=5)
+    assert settings_for(run, runs=3, threads=None) == BenchSettings(threads=(3,), runs=3, warmup=2, batch=5)
+    (run / "recipe.yaml").unlink()
+    assert settings_for(run, batch=2) == BenchSettings(batch=2)

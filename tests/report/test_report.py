@@ -1,0 +1,112 @@
+"""`tk report`: REPORT.md from what the run folder holds, and bench.json files of several machines."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from toolkit.edge.bench import BENCH_JSON, BenchSettings, bench_run
+from toolkit.cli.app import app
+from toolkit.core.errors import ParityError
+from toolkit.report.report import PLOT, REPORT, latency_points, load_bench, merge_benches, write_report
+
+runner = CliRunner()
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def reported_run(exported_run, tmp_path_factory) -> Path:
+    """A copy of the exported run after tk verify and a tiny tk bench."""
+    from toolkit.export.verify import verify_run
+
+    run = Path(shutil.copytree(exported_run, tmp_path_factory.mktemp("report") / exported_run.name))
+    try:
+        verify_run(run, say=lambda _: None)
+    except ParityError:
+        pass  # a failing artifact is still reported (parity.json is written first)
+    bench_run(run, BenchSettings(threads=(1,), runs=3, warmup=1, batch=2),
+              only=["model_int8.tflite", "model.onnx"], say=lambda _: None)
+    return run
+
+
+@pytest.fixture
+def other_machine(reported_run, tmp_path) -> Path:
+    """The same bench.json as if measured on a Pi (another machine tag)."""
+    bench = json.loads((reported_run / BENCH_JSON).read_text())
+    bench["machine"] = {**bench["machine"], "host": "raspberrypi", "arch": "aarch64", "cores": 4,
+                        "cpu": "Raspberry Pi 4 Model B Rev 1.4"}
+    path = tmp_path / "pi" / BENCH_JSON
+    path.parent.mkdir()
+    path.write_text(json.dumps(bench))
+    return path
+
+
+def section(text: str, title: str) -> str:
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_report_has_every_section_with_its_images(reported_run):
+    text = write_report(reported_run, say=lambda _: None).read_text()
+    for title in ("Training", "Test metrics", "Artifacts", "Parity (tk verify)", "Bench (tk bench)"):
+        assert f"## {title}" in text
+    curves = sorted(reported_run.glob("phases/*/curves.png"))
+    assert curves and all(f"]({c.relative_to(reported_run)})" in text for c in curves)
+    parity = json.loads((reported_run / "parity.json").read_text())
+    assert all(f"| {file} |" in section(text, "Parity") for file in parity["artifacts"])
+    bench = section(text, "Bench")
+    assert "| model_int8.tflite | 1 |" in bench and "| model.onnx | 1 |" in bench
+    assert f"]({PLOT})" in bench and (reported_run / PLOT).read_bytes().startswith(PNG)
+    assert "## Explain" not in text  # no explain/ folder in this run
+
+
+def test_explain_images_are_linked_when_the_folder_exists(reported_run, tmp_path):
+    run = Path(shutil.copytree(reported_run, tmp_path / "run"))
+    (run / "explain").mkdir()
+    shutil.copy(next(run.glob("phases/*/curves.png")), run / "explain" / "gradcam_sheet_test.png")
+    text = write_report(run, say=lambda _: None).read_text()
+    assert "](explain/gradcam_sheet_test.png)" in section(text, "Explain")
+
+
+def test_merge_two_machines_into_one_table(reported_run, other_machine):
+    result = runner.invoke(app, ["report", str(reported_run), "--merge", str(other_machine)])
+    assert result.exit_code == 0, result.output
+    bench = section((reported_run / REPORT).read_text(), "Bench")
+    here = load_bench(reported_run / BENCH_JSON)["machine"]["host"]
+    assert "| machine | artifact |" in bench
+    assert f"| {here} (" in bench and "| raspberrypi (aarch64, 4 cores) | model_int8.tflite |" in bench
+    assert "Raspberry Pi 4 Model B" in bench
+
+
+def test_merged_rows_and_plot_points_keep_machines_apart(reported_run, other_machine):
+    benches = [load_bench(reported_run / BENCH_JSON), load_bench(other_machine)]
+    rows = merge_benches(benches)
+    assert len(rows) == 2 * len(benches[0]["rows"]) and len({r["machine"] for r in rows}) == 2
+    points = latency_points(rows)
+    assert len(points) == len(rows)  # one thread count each: every row is its machine's best
+    same = merge_benches([benches[0], benches[0]])
+    assert len({r["machine"] for r in same}) == 2  # one label, two files: numbered apart
+
+
+def test_sections_say_which_command_fills_them(exported_run, tmp_path):
+    run = Path(shutil.copytree(exported_run, tmp_path / "bare", ignore=shutil.ignore_patterns("parity.json", BENCH_JSON)))
+    text = write_report(run, say=lambda _: None).read_text()
+    assert "`tk verify`" in section(text, "Parity") and "`tk bench`" in section(text, "Bench")
+    assert not (run / PLOT).exists()
+
+
+@pytest.mark.parametrize("content, message", [(None, "not found"), ("{", "not valid JSON"),
+                                              ('{"rows": []}', "not a tk bench.json")])
+def test_bad_merge_file_is_one_line(reported_run, tmp_path, content, message):
+    path = tmp_path / "other.json"
+    if content is not None:
+        path.write_text(content)
+    before = (reported_run / REPORT).read_text() if (reported_run / REPORT).exists() else None
+    result = runner.invoke(app, ["report", str(reported_run), "--merge", str(path)])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert ((reported_run / REPORT).read_text() if before is not None else None) == before

@@ -1,0 +1,252 @@
+"""The `tk` command: parse, call one domain function, render what it returns (render.py).
+
+A TkError (something the user can fix) becomes one red line and exit code 1; anything else is a
+bug and keeps its traceback. Heavy imports happen inside the commands so `tk --help` and the
+device path (predict/bench on .tflite/.onnx) stay fast and free of TensorFlow.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from ..core import quiet
+from ..core.errors import TkError
+
+# TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user; set
+# TF_CPP_MIN_LOG_LEVEL=0 to see them again.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="tk: transfer-learn an image classifier, export it for the edge, verify and benchmark it.")
+data_app = typer.Typer(no_args_is_help=True, help="Make, inspect and fetch datasets.")
+app.add_typer(data_app, name="data")
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def say(message: str) -> None:
+    console.print(message, markup=False, soft_wrap=True)
+
+
+def user_errors(fn):
+    """Turn TkError into one line on stderr and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TkError as exc:
+            err_console.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+RunArg = Annotated[Optional[str], typer.Argument(help="Run folder, recipe file or run name (default: the latest run).")]
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run folders live.")]
+DEFAULT_RUNS = Path(os.environ.get("TK_RUNS_DIR", "exported"))
+
+
+@app.command()
+@user_errors
+def train(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/quickstart.yaml.")],
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
+    strict: Annotated[Optional[bool], typer.Option("--strict/--skip-bad", help="Fail on bad image files instead of skipping them.")] = None,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Train the recipe's classifier: feature extraction, then fine-tuning (or from scratch)."""
+    from ..core.recipe import load_recipe
+    quiet.import_tensorflow_quietly()
+    from ..train.phases import train as run_training
+
+    run_training(load_recipe(recipe), runs_dir=runs_dir, resume=resume, strict=strict, say=say)
+
+
+@app.command()
+@user_errors
+def layers(recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")]):
+    """List the backbone's layer names (for feature_layer and fine_tune.unfreeze_from)."""
+    quiet.import_tensorflow_quietly()
+    from ..train.backbones import layer_names
+    from ..core.recipe import load_recipe
+
+    for name in layer_names(load_recipe(recipe).model):
+        say(name)
+
+
+@data_app.command("synth")
+@user_errors
+def data_synth(
+    directory: Annotated[Path, typer.Argument(help="Folder to create (one sub-folder per class).")],
+    classes: Annotated[int, typer.Option(help="Number of classes (2-8).")] = 3,
+    per_class: Annotated[int, typer.Option("--per-class", help="Images per class.")] = 60,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+):
+    """Make a procedural, learnable image dataset (shapes on textures) for offline work."""
+    from ..data.synth import make_synthetic_dataset
+
+    make_synthetic_dataset(directory, classes, per_class, size, seed)
+    say(f"wrote {classes} classes x {per_class} images ({size} px) to {directory}")
+
+
+@data_app.command("inspect")
+@user_errors
+def data_inspect(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML whose data section to inspect.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+):
+    """Counts per class and split, image sizes, bad files and warnings, before training."""
+    import json
+
+    from ..core.recipe import load_recipe
+    from ..data.survey import survey
+    from .render import survey_table
+
+    report = survey(load_recipe(recipe))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    for part in survey_table(report):
+        console.print(part)
+
+
+@data_app.command("fetch")
+@user_errors
+def data_fetch(recipe: Annotated[Path, typer.Argument(help="Recipe YAML with data.source.url.")]):
+    """Download the recipe's dataset, check its sha256, unpack it safely into data.root."""
+    from ..data.fetch import fetch
+    from ..core.recipe import load_recipe
+
+    fetch(load_recipe(recipe), say=say)
+
+
+@app.command()
+@user_errors
+def predict(
+    artifact: Annotated[Path, typer.Argument(help="Model file (.tflite, .onnx, .keras or a SavedModel folder) with manifest.json beside it.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels to show per image.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of one line per image.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="Runtime threads (default: all cores).")] = None,
+):
+    """Label images with an exported model; .tflite/.onnx need only the base install (no TensorFlow)."""
+    import json
+
+    from ..edge.predict import format_prediction, predict as run_predict
+
+    echo = None if as_json else (lambda p: say(format_prediction(p)))
+    results = run_predict(artifact, images, k=top_k, threads=threads, on_prediction=echo)
+    if as_json:
+        say(json.dumps([p.to_json() for p in results], indent=2))
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+    run: RunArg = None,
+    formats: Annotated[Optional[list[str]], typer.Option("--format", help="savedmodel, tflite, onnx or all; repeatable (default: the recipe's export.formats).")] = None,
+    quantize: Annotated[Optional[list[str]], typer.Option("--quantize", help="TFLite quantization: none, float16, dynamic, int8 or all; repeatable (default: export.quantize).")] = None,
+    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: export.onnx_opset).")] = None,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Export a trained run to SavedModel, TFLite (float32/float16/dynamic/int8) and ONNX."""
+    quiet.import_tensorflow_quietly()
+    from ..export.exporter import export_run
+    from ..core.runs import resolve_run
+
+    export_run(resolve_run(run, runs_dir, say), formats, quantize, say=say, opset=opset)
+
+
+@app.command()
+@user_errors
+def verify(
+    run: RunArg = None,
+    artifacts: Annotated[Optional[list[str]], typer.Option("--artifact", help="Only this artifact file name; repeatable (default: every exported artifact).")] = None,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not)."""
+    from ..core.runs import resolve_run
+    quiet.import_tensorflow_quietly()
+    from ..export.verify import verify_run
+
+    verify_run(resolve_run(run, runs_dir, say), artifacts, say=say)
+
+
+@app.command()
+@user_errors
+def bench(
+    targets: Annotated[Optional[list[str]], typer.Argument(help="Run folders, recipes, run names or artifact files (default: the latest run).")] = None,
+    threads: Annotated[Optional[str], typer.Option(help="Thread counts, comma-separated (default: the recipe's bench.threads, else 1,2).")] = None,
+    runs: Annotated[Optional[int], typer.Option(help="Timed batch-1 predictions per artifact and thread count (default: the recipe's bench.runs, else 300).")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="Untimed predictions before timing (default: the recipe's bench.warmup).")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Batch size for the throughput figure (default: the recipe's bench.batch).")] = None,
+    max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms", help="Ship limit: batch-1 p50 latency.")] = None,
+    min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Ship limit: test accuracy (0..1).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print bench.json content instead of a table.")] = False,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact."""
+    import json
+
+    from ..edge.bench import bench_targets, machine_label, parse_threads
+    from .render import rows_table, ship_line
+
+    given = {"threads": parse_threads(threads) if threads else None, "runs": runs, "warmup": warmup, "batch": batch}
+    result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy,
+                           say=(lambda _: None) if as_json else say)
+    reports = result["reports"]
+    if as_json:
+        say(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
+        return
+    # A pipe gets 120 columns (rich would fold the table to 80); a terminal keeps its width.
+    out = console if console.is_terminal else Console(width=120, highlight=False)
+    for report in reports:
+        out.print(rows_table(report["rows"], title=f"{report['run']} on {machine_label(report['machine'])}"))
+        for note in report["notes"]:
+            say(f"note: {note}")
+    if result["ship"] is not None:
+        say(ship_line(result["ship"]))
+
+
+@app.command()
+@user_errors
+def explain(
+    run: RunArg = None,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Image for feature maps; image or folder for --gradcam.")] = None,
+    layers: Annotated[Optional[str], typer.Option("--layers", help="Backbone layers, comma-separated (default: the backbone's usual conv layers; --gradcam: the deepest).")] = None,
+    filters: Annotated[Optional[str], typer.Option("--filters", help="Layer whose filters to visualise by activation maximization (backbone, head or predictions).")] = None,
+    count: Annotated[Optional[int], typer.Option("--count", help="Channels per feature map (16), filters (8), or images of a --gradcam folder (64).")] = None,
+    gradcam: Annotated[bool, typer.Option("--gradcam", help="Grad-CAM heatmaps over --image.")] = False,
+    class_name: Annotated[Optional[str], typer.Option("--class", help="Explain this class instead of the predicted one (--gradcam).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Gradient-ascent steps for --filters (160).")] = None,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Feature maps, activation maximization and Grad-CAM of a trained run, as PNGs in RUN/explain/."""
+    quiet.import_tensorflow_quietly()
+    from ..explain.run import explain_run
+    from ..core.runs import resolve_run
+
+    names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
+    explain_run(resolve_run(run, runs_dir, say), image, names, filters, count, gradcam, class_name, steps, say=say)
+
+
+@app.command()
+@user_errors
+def report(
+    run: RunArg = None,
+    merge: Annotated[Optional[list[Path]], typer.Option("--merge", help="bench.json from another machine (repeatable).")] = None,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Write REPORT.md in the run folder: curves, test metrics, parity, bench tables, latency plot."""
+    from ..report.report import report_for
+
+    report_for(run, runs_dir, merge or [], say)

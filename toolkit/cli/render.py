@@ -1,0 +1,77 @@
+"""Everything tk shows a person: tables, result lines, the ship choice. The only module that
+builds rich renderables; domain code returns data and one-line progress messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..edge.bench import HEADERS, format_row
+
+
+def rows_table(rows: Sequence[dict[str, Any]], title: str = "", machine_column: bool = False):
+    """A rich table of bench rows (the terminal view; report.py renders the same rows as Markdown)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title or None, box=box.SIMPLE_HEAD, caption="* the Keras reference; cold s: process "
+                  "start to first prediction; RSS: peak resident memory then; p50..p99: batch 1")
+    for h in (["machine"] if machine_column else []) + list(HEADERS):
+        table.add_column(h, justify="left" if h in ("machine", "artifact") else "right", no_wrap=h == "artifact")
+    for r in rows:
+        table.add_row(*format_row(r, machine_column))
+    return table
+
+
+
+def ship_line(best: dict[str, Any]) -> str:
+    accuracy = best.get("accuracy")
+    return (f"ship: {best['file']} ({best['size_bytes'] / 1e6:.2f} MB, p50 {best['p50_ms']:.2f} ms at "
+            f"{best['threads']} thread(s), accuracy {'-' if accuracy is None else format(accuracy, '.3f')})")
+
+
+def survey_table(report: dict[str, Any]) -> list[Any]:
+    """Rich renderables for the terminal: counts table, sizes, bad files, warnings."""
+    from rich.table import Table
+    from rich.text import Text
+
+    out: list[Any] = []
+    how = "detected" if report["layout_requested"] == "auto" else "from the recipe"
+    out.append(Text(f"{report['root']}: layout {report['layout']} ({how}), {len(report['classes'])} classes, "
+                    f"{report['images']} images"))
+    table = Table(title="images per class and split")
+    table.add_column("class")
+    splits = list(report["counts"])
+    for split in splits:
+        label = f"{split} (= validation)" if split == "test" and report["test_is_validation"] else split
+        table.add_column(label, justify="right")
+    for name in report["classes"]:
+        table.add_row(name, *(str(report["counts"][s][name]) for s in splits))
+    table.add_row("total", *(str(report["totals"][s]) for s in splits), style="bold")
+    out.append(table)
+    sizes = report["sizes"]
+    if sizes["count"]:
+        w, h = sizes["width"], sizes["height"]
+        modes = ", ".join(f"{m} {n}" for m, n in sizes["modes"].items())
+        out.append(Text(f"image size (w x h): min {w['min']}x{h['min']}, median {w['median']:g}x{h['median']:g}, "
+                        f"max {w['max']}x{h['max']}; modes: {modes}"))
+    if report["bad_files"]:
+        bad = Table(title=f"{len(report['bad_files'])} bad file(s)")
+        bad.add_column("file")
+        bad.add_column("reason")
+        for item in report["bad_files"]:
+            bad.add_row(_short(item["path"], report["root"]), item["reason"])
+        out.append(bad)
+    for warning in report["warnings"]:
+        out.append(Text(f"warning: {warning}", style="yellow"))
+    if not report["warnings"]:
+        out.append(Text("no problems found", style="green"))
+    return out
+
+
+def _short(path: str, root: str) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path

@@ -1,0 +1,366 @@
+"""The recipe: a YAML file turned into a frozen, typed Recipe with one section per command.
+
+Validation happens here, before any work: unknown keys (listing the allowed ones, with a typo
+suggestion), wrong types and impossible values fail with one line naming the key path and the
+value, e.g. `train.epochs: must be > 0 (got -1)`. Checks that need the backbone itself (does
+`feature_layer` exist?) happen in backbones.py, still before any training starts.
+This module must stay importable without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from .errors import TkError, suggest
+from .formats import EXPORT_FORMATS, QUANTIZATIONS, tolerance_kind
+
+
+
+# The ONNX opsets tf2onnx 1.17 converts to (inclusive).
+ONNX_OPSETS = (9, 21)
+
+
+@dataclass(frozen=True)
+class SplitFractions:
+    train: float = 0.7
+    validation: float = 0.15
+    test: float = 0.15
+
+
+@dataclass(frozen=True)
+class SynthSection:
+    """Procedural data made on the fly when `data.root` is missing (offline demos, tests)."""
+
+    classes: int = 3
+    per_class: int = 60
+    size: int = 64
+
+
+@dataclass(frozen=True)
+class SourceSection:
+    """Where `tk data fetch` downloads the dataset from."""
+
+    url: str = ""
+    sha256: Optional[str] = None
+    # Folder inside the extracted archive that holds the class folders (e.g. "flower_photos").
+    subdir: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class DataSection:
+    root: str = "data"
+    # auto: train/validation/test subfolders if present, else one folder split by fractions.
+    layout: Literal["auto", "presplit", "folder"] = "auto"
+    split: SplitFractions = field(default_factory=SplitFractions)
+    synth: Optional[SynthSection] = None
+    source: Optional[SourceSection] = None
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class HeadSection:
+    # flatten is the classic VGG16 head (Flatten, Dense 256, Dropout 0.5); avg is smaller.
+    pooling: Literal["avg", "flatten"] = "avg"
+    dense: tuple[int, ...] = (256,)
+    dropout: float = 0.5
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    backbone: str = "mobilenet_v2"
+    # imagenet (Keras' download and cache), none (random init), or a path to a weights file.
+    weights: str = "imagenet"
+    image_size: int = 224
+    feature_layer: Optional[str] = None
+    alpha: Optional[float] = None
+    head: HeadSection = field(default_factory=HeadSection)
+
+
+@dataclass(frozen=True)
+class AugmentSection:
+    flip: Literal["horizontal", "vertical", "horizontal_and_vertical", "none"] = "horizontal"
+    rotation: float = 0.1
+    zoom: float = 0.1
+    contrast: float = 0.0
+
+
+@dataclass(frozen=True)
+class FineTuneSection:
+    epochs: int = 0
+    # Unfreeze from this layer of the backbone to its end, or the last N layers; not both.
+    unfreeze_from: Optional[str] = None
+    unfreeze_last: Optional[int] = None
+    # Fine-tuning moves pretrained weights: keep the step small (1e-5 order).
+    learning_rate: float = 1e-5
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    # features: run the frozen base once, cache features, train the head (fast).
+    # augment: frozen base inside the model, augmentation in front, trained end to end.
+    # scratch: every layer trainable from the start (MiniVGGNet, or weights: none).
+    mode: Literal["features", "augment", "scratch"] = "features"
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    fine_tune: FineTuneSection = field(default_factory=FineTuneSection)
+    # Stop a phase when val_loss has not improved for this many epochs (0: never).
+    early_stopping: int = 0
+    mixed_precision: bool = False
+    # Feature extraction engine: tflite runs the frozen base through LiteRT (several times
+    # faster on a CPU than Keras), keras runs it through model.predict.
+    feature_engine: Literal["tflite", "keras"] = "tflite"
+
+
+@dataclass(frozen=True)
+class ExportSection:
+    formats: tuple[str, ...] = EXPORT_FORMATS
+    quantize: tuple[str, ...] = QUANTIZATIONS
+    calibration_samples: int = 200
+    onnx_opset: int = 17
+    int8_io: Literal["int8", "uint8"] = "uint8"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Parity thresholds for one artifact kind; None means not checked."""
+
+    max_abs_diff: Optional[float] = None
+    min_agreement: Optional[float] = None
+    max_accuracy_drop: Optional[float] = None
+
+
+def _default_thresholds() -> dict[str, Threshold]:
+    return {
+        "float32": Threshold(max_abs_diff=1e-4, min_agreement=1.0),
+        "float16": Threshold(max_abs_diff=1e-2, min_agreement=0.995),
+        "dynamic": Threshold(min_agreement=0.98, max_accuracy_drop=0.01),
+        "int8": Threshold(min_agreement=0.98, max_accuracy_drop=0.01),
+    }
+
+
+@dataclass(frozen=True)
+class VerifySection:
+    split: Literal["test", "validation"] = "test"
+    thresholds: dict[str, Threshold] = field(default_factory=_default_thresholds)
+
+
+@dataclass(frozen=True)
+class BenchSection:
+    threads: tuple[int, ...] = (1, 2)
+    # p50 over 100 batch-1 runs moved up to 21% between back-to-back benches on a 2-core VM;
+    # over 300 runs, 13/14 rows stayed within 10% (benchmarks/BENCHMARKS.md).
+    runs: int = 300
+    warmup: int = 5
+    batch: int = 8
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    seed: int = 42
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    verify: VerifySection = field(default_factory=VerifySection)
+    bench: BenchSection = field(default_factory=BenchSection)
+    source_path: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("source_path")
+        return _plain(out)
+
+
+# Values that cannot be expressed by type alone: (path, predicate, requirement).
+_RULES: list[tuple[str, Any, str]] = [
+    ("train.epochs", lambda v: v > 0, "must be > 0"),
+    ("train.batch_size", lambda v: v > 0, "must be > 0"),
+    ("train.learning_rate", lambda v: v > 0, "must be > 0"),
+    ("train.early_stopping", lambda v: v >= 0, "must be >= 0"),
+    ("train.fine_tune.epochs", lambda v: v >= 0, "must be >= 0"),
+    ("train.fine_tune.learning_rate", lambda v: v > 0, "must be > 0"),
+    ("train.fine_tune.unfreeze_last", lambda v: v is None or v > 0, "must be > 0"),
+    ("train.augment.rotation", lambda v: 0 <= v <= 1, "must be in [0, 1] (fraction of a turn)"),
+    ("train.augment.zoom", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    ("train.augment.contrast", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    ("model.image_size", lambda v: 32 <= v <= 1024, "must be between 32 and 1024 pixels"),
+    ("model.alpha", lambda v: v is None or v > 0, "must be > 0"),
+    ("model.head.dropout", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    ("model.head.dense", lambda v: all(n > 0 for n in v), "every layer width must be > 0"),
+    ("data.synth.classes", lambda v: v >= 2, "must be >= 2"),
+    ("data.synth.per_class", lambda v: v >= 5, "must be >= 5 (each split needs images)"),
+    ("data.synth.size", lambda v: v >= 16, "must be >= 16"),
+    ("export.calibration_samples", lambda v: v > 0, "must be > 0"),
+    ("export.onnx_opset", lambda v: ONNX_OPSETS[0] <= v <= ONNX_OPSETS[1], f"must be between {ONNX_OPSETS[0]} and {ONNX_OPSETS[1]}"),
+    ("bench.runs", lambda v: v > 0, "must be > 0"),
+    ("bench.warmup", lambda v: v >= 0, "must be >= 0"),
+    ("bench.batch", lambda v: v > 0, "must be > 0"),
+    ("bench.threads", lambda v: len(v) > 0 and all(t > 0 for t in v), "must list thread counts > 0"),
+    ("seed", lambda v: v >= 0, "must be >= 0"),
+]
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; raise TkError naming the key on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise TkError(f"recipe not found: {path} (pass a YAML file, e.g. recipes/quickstart.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise TkError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise TkError(f"{path}: a recipe is a mapping of sections (data, model, train, ...)")
+    raw.setdefault("name", path.stem)
+    try:
+        recipe = recipe_from_dict(raw)
+    except TkError as exc:
+        raise TkError(f"{path}: {exc}") from None
+    return dataclasses.replace(recipe, source_path=str(path))
+
+
+def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
+    raw = _with_default_thresholds({k: v for k, v in raw.items() if k != "source_path"})
+    recipe = _build(Recipe, raw, "")
+    _check_rules(recipe)
+    return recipe
+
+
+def _with_default_thresholds(raw: dict[str, Any]) -> dict[str, Any]:
+    """A recipe that overrides one threshold keeps the defaults of the others (null disables one)."""
+    verify = raw.get("verify")
+    if not isinstance(verify, dict) or not isinstance(verify.get("thresholds"), dict):
+        return raw
+    merged = {kind: dataclasses.asdict(t) for kind, t in _default_thresholds().items()}
+    for kind, given in verify["thresholds"].items():
+        merged[kind] = {**merged.get(kind, {}), **given} if isinstance(given, dict) else given
+    return {**raw, "verify": {**verify, "thresholds": merged}}
+
+
+def _check_rules(recipe: Recipe) -> None:
+    for key, ok, requirement in _RULES:
+        value: Any = recipe
+        for part in key.split("."):
+            value = getattr(value, part, None) if value is not None else None
+        if value is None and key.startswith("data.synth"):
+            continue
+        if not ok(value):
+            raise TkError(f"{key}: {requirement} (got {_show(value)})")
+    split = recipe.data.split
+    parts = (split.train, split.validation, split.test)
+    if any(p < 0 for p in parts) or split.train <= 0 or abs(sum(parts) - 1) > 1e-6:
+        raise TkError(f"data.split: fractions must be >= 0, train > 0, and sum to 1 (got {_show(parts)})")
+    ft = recipe.train.fine_tune
+    if ft.unfreeze_from and ft.unfreeze_last:
+        raise TkError("train.fine_tune: give unfreeze_from or unfreeze_last, not both")
+    if ft.epochs and not (ft.unfreeze_from or ft.unfreeze_last):
+        raise TkError("train.fine_tune: epochs > 0 needs unfreeze_from (a layer name) or unfreeze_last (N)")
+    if ft.epochs and recipe.train.mode == "scratch":
+        raise TkError("train.fine_tune: fine-tuning follows feature extraction; mode scratch trains every layer already")
+    for fmt in recipe.export.formats:
+        if fmt not in EXPORT_FORMATS:
+            raise TkError(f"export.formats: unknown format {fmt!r}{suggest(fmt, EXPORT_FORMATS)}; allowed: {', '.join(EXPORT_FORMATS)}")
+    for q in recipe.export.quantize:
+        if q not in QUANTIZATIONS:
+            raise TkError(f"export.quantize: unknown quantization {q!r}{suggest(q, QUANTIZATIONS)}; allowed: {', '.join(QUANTIZATIONS)}")
+    for kind, threshold in recipe.verify.thresholds.items():
+        kinds = [tolerance_kind(q) for q in QUANTIZATIONS]
+        if kind not in kinds:
+            raise TkError(f"verify.thresholds: unknown kind {kind!r}{suggest(kind, kinds)}; allowed: {', '.join(kinds)}")
+        for key, value in dataclasses.asdict(threshold).items():
+            upper = 1.0 if key == "min_agreement" else float("inf")
+            if value is not None and not 0 <= value <= upper:
+                bound = "in [0, 1]" if key == "min_agreement" else ">= 0"
+                raise TkError(f"verify.thresholds.{kind}.{key}: must be {bound} (got {value!r})")
+    if not recipe.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise TkError(f"name: use letters, digits, '-', '_' or '.' (got {recipe.name!r})")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise TkError(f"{path or 'recipe'}: must be a mapping (got {_show(data)})")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source_path"}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        where = f"{path}.{key}" if path else str(key)
+        raise TkError(f"{where}: unknown key{suggest(str(key), fields)}; allowed keys: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        where = f"{path}.{name}" if path else name
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise TkError(f"{where}: required key is missing")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, where)
+    if origin is Literal:
+        if value not in args:
+            raise TkError(f"{where}: must be one of {', '.join(map(str, args))} (got {_show(value)})")
+        return value
+    if origin is tuple:
+        items = value if isinstance(value, list) else [value]
+        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(items))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TkError(f"{where}: must be a mapping (got {_show(value)})")
+        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TkError(f"{where}: must be true or false (got {_show(value)})")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TkError(f"{where}: must be a whole number (got {_show(value)})")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-5" as a string
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TkError(f"{where}: must be a number (got {_show(value)})")
+        return float(value)
+    if tp is str:
+        if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
+            raise TkError(f"{where}: must be text (got {_show(value)})")
+        return str(value)
+    raise AssertionError(f"unsupported recipe type {tp} at {where}")  # a bug in the schema
+
+
+def _show(value: Any) -> str:
+    return repr(value) if not isinstance(value, tuple) else repr(list(value))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

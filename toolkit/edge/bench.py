@@ -1,0 +1,389 @@
+"""`tk bench`: size, cold start, peak memory, latency, throughput and accuracy per artifact.
+
+Every (artifact, thread count) is measured in a fresh `python -c` process: that is what a device
+pays when it starts the model (the cold start is process start to first prediction, its peak RSS
+read by the child from /proc), thread settings then apply even to TensorFlow (whose thread pool is
+fixed once created), and one artifact's allocations never inflate another's numbers. The parent
+never loads a model, so on the edge install (no TensorFlow) it benches .tflite and .onnx only.
+Benchmarks measure; they never assert timings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..core.errors import Say, TkError
+from ..core.formats import FORMATS, looks_like_model, sort_key
+from ..core.recipe import BenchSection
+from ..core.runs import MANIFEST, REFERENCE, load_manifest, record_metrics, resolve_run
+from ..core.io import now, tool_versions, write_json_atomic
+
+BENCH_JSON = "bench.json"
+RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "tensorflow", "keras", "numpy", "pillow")
+_CHILD = "import sys; from toolkit.edge.bench import child_main; child_main(sys.argv[1])"
+_MARK = "TKBENCH "
+
+
+_DEFAULTS = BenchSection()  # one source of defaults: the recipe schema (why each value is there)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    threads: tuple[int, ...] = _DEFAULTS.threads
+    runs: int = _DEFAULTS.runs  # timed batch-1 predictions per row
+    warmup: int = _DEFAULTS.warmup  # untimed predictions first: allocation, XNNPACK packing, caches
+    batch: int = _DEFAULTS.batch  # throughput batch size
+    timeout_s: float = 1800.0
+
+    def check(self) -> None:
+        for name, value, low in (("--runs", self.runs, 1), ("--warmup", self.warmup, 0), ("--batch", self.batch, 1)):
+            if value < low:
+                raise TkError(f"{name}: must be >= {low} (got {value})")
+        if not self.threads or any(t < 1 for t in self.threads):
+            raise TkError(f"--threads: thread counts must be >= 1 (got {list(self.threads)})")
+
+
+def settings_for(run_dir: Path, **overrides: Any) -> BenchSettings:
+    """The run recipe's bench section (when recipe.yaml is there), with the options given overriding it."""
+    base = BenchSettings()
+    if (Path(run_dir) / "recipe.yaml").is_file():
+        from ..core.recipe import load_recipe
+
+        try:
+            section = load_recipe(Path(run_dir) / "recipe.yaml").bench
+            base = BenchSettings(threads=tuple(section.threads), runs=section.runs, warmup=section.warmup,
+                                 batch=section.batch)
+        except TkError:
+            pass  # a recipe from another tk version: the defaults still bench
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return BenchSettings(**{**base.__dict__, **given})
+
+
+def parse_threads(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise TkError(f"--threads: expected comma-separated integers like 1,2,4 (got {text!r})") from None
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
+    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
+            "mean_ms": float(arr.mean()), "min_ms": float(arr.min())}
+
+
+def machine_info() -> dict[str, Any]:
+    """What a bench row was measured on, so files from a laptop and a Pi can be compared."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        # x86: "model name"; Raspberry Pi: "Model" (the board) or "Hardware"; other arm: "CPU part".
+        for key in ("model name", "Model", "Hardware"):
+            found = [line.split(":", 1)[1].strip() for line in info.splitlines()
+                     if line.split(":", 1)[0].strip() == key and ":" in line]
+            if found:
+                cpu = found[0]
+                break
+    except OSError:
+        pass
+    os_name = platform.platform()
+    try:
+        release = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+        os_name = release.get("PRETTY_NAME", os_name).strip('"')
+    except OSError:
+        pass
+    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "os": os_name,
+            "arch": platform.machine(), "python": platform.python_version(),
+            "versions": tool_versions(*RUNTIME_PACKAGES),
+            "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
+
+
+def machine_label(machine: dict[str, Any]) -> str:
+    return f"{machine.get('host', '?')} ({machine.get('arch', '?')}, {machine.get('cores', '?')} cores)"
+
+
+def tensorflow_available() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+# --------------------------------------------------------------------------- the child process
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def child_main(spec_json: str) -> None:
+    """Runs in the fresh process: load, first prediction (cold start), then the warm measurements."""
+    spec = json.loads(spec_json)
+    try:
+        print(_MARK + json.dumps(_measure(spec)), flush=True)
+    except TkError as exc:
+        print(_MARK + json.dumps({"error": str(exc)}), flush=True)
+        sys.exit(1)
+
+
+def _measure(spec: dict[str, Any]) -> dict[str, Any]:
+    from ..core.images import load_image
+    from .predictors import load_predictor
+
+    t_load = time.perf_counter()
+    predictor = load_predictor(spec["artifact"], num_threads=spec["threads"])
+    load_s = time.perf_counter() - t_load
+    if spec["image"]:
+        image = load_image(spec["image"], predictor.size)[None]
+    else:  # no test image on this machine: latency does not depend on the pixels
+        image = np.full((1, *predictor.size, 3), 127.0, np.float32)
+    predictor.predict(image)
+    first_prediction_at = time.time()
+    out: dict[str, Any] = {"pid": os.getpid(), "first_prediction_at": first_prediction_at,
+                           "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
+                           "tensorflow_loaded": sys.modules.get("tensorflow") is not None}
+    for _ in range(spec["warmup"]):
+        predictor.predict(image)
+    latencies = []
+    for _ in range(spec["runs"]):
+        start = time.perf_counter()
+        predictor.predict(image)
+        latencies.append((time.perf_counter() - start) * 1000)
+    out["latencies_ms"] = latencies
+    batch = np.repeat(image, spec["batch"], axis=0)
+    predictor.predict(batch)  # warm the batch-B shape (TFLite reallocates on a new batch size)
+    calls = max(2, spec["runs"] // 5)
+    start = time.perf_counter()
+    for _ in range(calls):
+        predictor.predict(batch)
+    out["throughput_ips"] = spec["batch"] * calls / (time.perf_counter() - start)
+    if spec.get("test"):
+        paths, labels = spec["test"]
+        probs = predictor.predict_files(paths, batch_size=spec["batch"])
+        out["accuracy"] = float((probs.argmax(axis=1) == np.asarray(labels)).mean())
+        out["test_count"] = len(labels)
+    return out
+
+
+def _run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    started_at = time.time()
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec)], capture_output=True,
+                              text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        raise TkError(f"{spec['artifact']}: bench did not finish in {timeout_s:.0f} s; use fewer --runs") from None
+    lines = [line[len(_MARK):] for line in proc.stdout.splitlines() if line.startswith(_MARK)]
+    if not lines:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"bench process for {spec['artifact']} failed (exit {proc.returncode}):\n{tail}")
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise TkError(result["error"])
+    result["cold_start_s"] = result.pop("first_prediction_at") - started_at
+    return result
+
+
+# --------------------------------------------------------------------------- the parent
+
+def _test_split(run_dir: Path) -> tuple[Optional[list[str]], Optional[list[int]], Optional[str]]:
+    """The run's test images (paths as split.json records them), or why accuracy is skipped."""
+    from ..core.runs import load_split
+
+    if not (run_dir / "split.json").is_file():
+        return None, None, "no split.json in the run folder: accuracy not measured"
+    split = load_split(run_dir / "split.json")
+    items = split.splits.get("test") or []
+    missing = [p for p, _ in items if not Path(p).is_file()]
+    if not items or missing:
+        where = f" (e.g. {missing[0]})" if missing else ""
+        return None, None, (f"test images not found{where}: accuracy not measured; run from the folder "
+                            "tk train ran in, or copy the images with the same relative paths")
+    return [p for p, _ in items], [y for _, y in items], None
+
+
+def _artifacts_of(run_dir: Path, manifest: dict[str, Any], only: Optional[list[str]],
+                  notes: list[str]) -> list[dict[str, Any]]:
+    entries = manifest.get("artifacts", {})
+    names = only if only is not None else list(entries)
+    chosen = []
+    for name in names:
+        entry = entries.get(name)
+        if entry is None:
+            raise TkError(f"{run_dir / name}: not listed in {run_dir / MANIFEST}; re-run tk export")
+        if not (run_dir / name).exists():
+            if only is not None:
+                raise TkError(f"{run_dir / name}: model file not found")
+            notes.append(f"{name}: listed in the manifest but not present here: skipped")
+            continue
+        fmt = FORMATS.get(entry.get("format"))
+        if fmt is not None and fmt.needs_tensorflow and not tensorflow_available():
+            notes.append(f"{name}: skipped (TensorFlow is not installed: the edge install benches .tflite/.onnx)")
+            continue
+        chosen.append(entry)
+    return sorted(chosen, key=lambda e: sort_key(e.get("format"), e.get("quantization"), e["file"]))
+
+
+def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] = None,
+              say: Say = print) -> dict[str, Any]:
+    """Bench a run's artifacts (or `only` those files); write bench.json and the manifest metrics."""
+    settings.check()
+    manifest = load_manifest(run_dir)
+    notes: list[str] = []
+    entries = _artifacts_of(run_dir, manifest, only, notes)
+    if not entries:
+        raise TkError(f"{run_dir}: nothing to bench ({'; '.join(notes) or 'no artifacts in the manifest'}); "
+                      "run tk export first")
+    paths, labels, why = _test_split(run_dir)
+    if why:
+        notes.append(why)
+    image = paths[0] if paths else None
+    rows = []
+    for entry in entries:
+        file = entry["file"]
+        for i, threads in enumerate(settings.threads):
+            say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
+            spec = {"artifact": str(run_dir / file), "threads": threads, "image": image,
+                    "warmup": settings.warmup, "runs": settings.runs, "batch": settings.batch,
+                    # accuracy does not depend on threads: measure it once per artifact
+                    "test": [paths, labels] if paths and i == 0 else None}
+            result = _run_child(spec, settings.timeout_s)
+            latencies = result.pop("latencies_ms")
+            row = {"file": file, "format": entry.get("format"), "quantization": entry.get("quantization", "none"),
+                   "reference": file == REFERENCE, "threads": threads,
+                   "size_bytes": entry.get("size_bytes"), "runs": len(latencies), "warmup": settings.warmup,
+                   "batch": settings.batch, "accuracy": None, "test_count": None,
+                   **percentiles(latencies), **result}
+            if i > 0 and rows[-1]["file"] == file:
+                row["accuracy"], row["test_count"] = rows[-1].get("accuracy"), rows[-1].get("test_count")
+            rows.append(row)
+    report = {"run": manifest.get("name", run_dir.name), "created": now(), "machine": machine_info(),
+              "settings": {"threads": list(settings.threads), "runs": settings.runs,
+                           "warmup": settings.warmup, "batch": settings.batch},
+              "rows": _keep_previous_rows(run_dir / BENCH_JSON, rows), "notes": notes}
+    write_json_atomic(run_dir / BENCH_JSON, report)
+    for entry in entries:
+        mine = [r for r in rows if r["file"] == entry["file"]]
+        record_metrics(run_dir, entry["file"], "bench", {
+            "created": report["created"], "machine": machine_label(report["machine"]),
+            "accuracy": mine[0].get("accuracy"),
+            "by_threads": {str(r["threads"]): {k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms", "throughput_ips",
+                                                                 "cold_start_s", "peak_rss_mb")} for r in mine}})
+    return report
+
+
+def _keep_previous_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A bench of some artifacts keeps the other artifacts' rows from this machine's last bench."""
+    if not path.is_file():
+        return rows
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return rows
+    if old.get("machine", {}).get("host") != platform.node():
+        return rows
+    benched = {r["file"] for r in rows}
+    kept = [r for r in old.get("rows", []) if r.get("file") not in benched]
+    return sorted(kept + rows, key=_row_order)
+
+
+def _row_order(row: dict[str, Any]) -> tuple:
+    return (*sort_key(row.get("format"), row.get("quantization"), row.get("file", "")), row.get("threads", 0))
+
+
+def split_targets(targets: Sequence[str], runs_dir: Path, say: Say) -> dict[Path, Optional[list[str]]]:
+    """Run folders to bench, each with None (all its artifacts) or the artifact files named."""
+    plan: dict[Path, Optional[list[str]]] = {}
+    if not targets:
+        plan[resolve_run(None, runs_dir, say)] = None
+    for target in targets:
+        path = Path(target)
+        if looks_like_model(path):
+            if not path.exists():
+                raise TkError(f"{path}: model file not found")
+            run = path.parent
+            if not (run / MANIFEST).is_file():
+                raise TkError(f"{path}: no {MANIFEST} beside it; copy the run's manifest.json with the model")
+            if run in plan and plan[run] is None:
+                continue
+            plan.setdefault(run, []).append(path.name)
+        else:
+            plan[resolve_run(target, runs_dir, say)] = None
+    return plan
+
+
+def choose_artifact(rows: Sequence[dict[str, Any]], max_latency_ms: Optional[float],
+                    min_accuracy: Optional[float]) -> tuple[Optional[dict[str, Any]], list[str]]:
+    """The smallest artifact that meets both limits (at its best thread count), or why none does.
+
+    The Keras reference is not a candidate: it is what the artifacts are measured against.
+    """
+    candidates = [r for r in rows if not r.get("reference")]
+    ok, why = [], []
+    for file in dict.fromkeys(r["file"] for r in candidates):
+        mine = [r for r in candidates if r["file"] == file]
+        fastest = min(mine, key=lambda r: r["p50_ms"])
+        problems = []
+        if max_latency_ms is not None and fastest["p50_ms"] > max_latency_ms:
+            problems.append(f"p50 {fastest['p50_ms']:.2f} ms > {max_latency_ms:g} ms")
+        accuracy = fastest.get("accuracy")
+        if min_accuracy is not None and (accuracy is None or accuracy < min_accuracy):
+            problems.append("accuracy not measured" if accuracy is None else f"accuracy {accuracy:.3f} < {min_accuracy:g}")
+        if problems:
+            why.append(f"{file}: {', '.join(problems)}")
+        else:
+            ok.append(fastest)
+    if not ok:
+        return None, why or ["no artifacts were benched"]
+    best = min(ok, key=lambda r: (r["size_bytes"] or 0, r["p50_ms"]))
+    return best, why
+
+
+HEADERS = ("artifact", "thr", "MB", "cold s", "RSS MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "acc")
+
+
+def format_row(r: dict[str, Any], machine_column: bool = False) -> list[str]:
+    """One bench row as text cells, in HEADERS order (shared by the terminal and REPORT.md)."""
+    size = r.get("size_bytes")
+    accuracy = r.get("accuracy")
+    cells = [r["file"] + (" *" if r.get("reference") else ""), str(r["threads"]),
+             f"{size / 1e6:.2f}" if size else "-", f"{r['cold_start_s']:.2f}", f"{r['peak_rss_mb']:.0f}",
+             f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['throughput_ips']:.0f}",
+             "-" if accuracy is None else f"{accuracy:.3f}"]
+    return ([r.get("machine", "")] if machine_column else []) + cells
+
+
+def bench_targets(targets: Sequence[str], runs_dir: Path, overrides: dict[str, Any],
+                  max_latency_ms: Optional[float] = None, min_accuracy: Optional[float] = None,
+                  say: Say = print) -> dict[str, Any]:
+    """Bench every target (runs or artifact files); with limits, also pick the artifact to ship.
+
+    Returns {"reports": [bench report per run], "ship": row or None}; raises TkError when limits
+    are given and no artifact meets them.
+    """
+    reports = [bench_run(run, settings_for(run, **overrides), only, say=say)
+               for run, only in split_targets(targets, runs_dir, say).items()]
+    ship = None
+    if max_latency_ms is not None or min_accuracy is not None:
+        rows = [r for report in reports for r in report["rows"]]
+        ship, why = choose_artifact(rows, max_latency_ms, min_accuracy)
+        if ship is None:
+            raise TkError("no artifact meets the limits: " + "; ".join(why))
+    return {"reports": reports, "ship": ship}

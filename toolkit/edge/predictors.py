@@ -1,0 +1,205 @@
+"""One Predictor interface over .keras, SavedModel, .tflite and .onnx artifacts.
+
+A predictor is built from an artifact and its run's manifest (labels, input size, quantization)
+and takes RGB 0..255 float32 images, as images.load_image makes them: the backbone's scaling is
+inside every exported graph. The .tflite and .onnx predictors import numpy, Pillow and their
+runtime only, never TensorFlow or Keras: this is the device path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..core.errors import TkError
+from ..core.formats import Format, format_of_path
+from ..core.images import load_batch
+from ..core.quiet import silenced_stderr
+from ..core.runs import MANIFEST
+from ..core.io import sha256_file
+
+
+BATCH = 32  # images per runtime call when predicting many
+
+
+class Predictor:
+    """Run a classifier artifact: images (N, H, W, 3) float32 0..255 -> probabilities (N, C)."""
+
+    kind = "abstract"
+
+    def __init__(self, path: Path, manifest: dict[str, Any]):
+        self.path = Path(path)
+        self.labels: list[str] = list(manifest["classes"])
+        size = manifest["preprocessing"]["size"]
+        self.size: tuple[int, int] = (int(size[0]), int(size[1]))
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_batched(self, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
+        """Probabilities for any number of decoded images, `batch_size` at a time."""
+        chunks = [self.predict(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
+
+    def predict_files(self, paths: Sequence[str | Path], batch_size: int = BATCH) -> np.ndarray:
+        """Probabilities for image files, decoded a batch at a time (memory stays bounded)."""
+        chunks = [self.predict(load_batch(list(paths[i:i + batch_size]), self.size))
+                  for i in range(0, len(paths), batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
+
+    def _check_input(self, shape: Sequence[Any]) -> None:
+        if len(shape) != 4:
+            raise TkError(f"{self.path}: model input has shape {list(shape)}, expected (batch, height, width, 3); "
+                          "re-run tk export")
+        if not all(isinstance(d, (int, np.integer)) for d in shape[1:3]):
+            return  # symbolic height/width (a fully dynamic graph): any size the manifest names fits
+        height, width = int(shape[1]), int(shape[2])
+        if (height, width) != self.size:
+            raise TkError(f"{self.path}: model input is {height}x{width} but the manifest says "
+                          f"{self.size[0]}x{self.size[1]}; the manifest is out of date, re-run tk export")
+
+
+def interpreter_class():
+    """LiteRT where it has wheels (x86_64, aarch64), tflite-runtime on 32-bit Pi OS (armv7l)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            machine = platform.machine()
+            package = "tflite-runtime" if machine.startswith("armv7") else "ai-edge-litert"
+            raise TkError(f"no TFLite runtime installed for .tflite models on {machine}: "
+                          f"pip install {package}") from None
+    return Interpreter
+
+
+class TFLiteModel:
+    """A .tflite interpreter that takes float batches of any size (quantizing int8 I/O)."""
+
+    def __init__(self, path: Path, num_threads: Optional[int] = None):
+        Interpreter = interpreter_class()
+        try:
+            with silenced_stderr():  # LiteRT's "Created XNNPACK delegate" INFO line
+                self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count())
+                self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise TkError(f"{path}: not a valid .tflite model (truncated or corrupt?): {exc}; re-run tk export") from None
+        self._details()
+        self.input_shape = tuple(self._in["shape"])
+        self._batch = int(self._in["shape"][0])
+
+    def _details(self) -> None:
+        self._in = self.interpreter.get_input_details()[0]
+        self._out = self.interpreter.get_output_details()[0]
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        n = len(images)
+        if n != self._batch:
+            self.interpreter.resize_tensor_input(self._in["index"], [n, *self.input_shape[1:]])
+            self.interpreter.allocate_tensors()
+            self._details()
+            self._batch = n
+        self.interpreter.set_tensor(self._in["index"], quantize(images, self._in))
+        self.interpreter.invoke()
+        return dequantize(self.interpreter.get_tensor(self._out["index"]), self._out)
+
+
+class TFLitePredictor(Predictor):
+    kind = "tflite"
+
+    def __init__(self, path: Path, manifest: dict[str, Any], num_threads: Optional[int] = None):
+        super().__init__(path, manifest)
+        self.model = TFLiteModel(path, num_threads)
+        self._check_input(self.model.input_shape)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.model.run(images)
+
+
+def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = detail["dtype"]
+    if dtype == np.float32:
+        return x.astype(np.float32, copy=False)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return q.astype(np.float32, copy=True)
+    scale, zero_point = detail["quantization"]
+    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+class OnnxPredictor(Predictor):
+    kind = "onnx"
+
+    def __init__(self, path: Path, manifest: dict[str, Any], num_threads: Optional[int] = None):
+        super().__init__(path, manifest)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise TkError(f"{path}: onnxruntime is not installed; pip install onnxruntime") from None
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise TkError(f"{path}: not a valid .onnx model (truncated or corrupt?): {exc}; re-run tk export") from None
+        self._input = self.session.get_inputs()[0]
+        self._check_input(self._input.shape)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input.name: images.astype(np.float32, copy=False)})[0]
+
+
+def predictor_class(fmt: Format) -> type[Predictor]:
+    """The class that runs a format, imported only now (TensorFlow predictors live in export/)."""
+    module, name = fmt.predictor.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_hash: bool = True) -> Predictor:
+    """The predictor for an artifact, configured from the manifest in its folder."""
+    path = Path(path)
+    if not path.exists():
+        raise TkError(f"{path}: model file not found")
+    fmt = format_of_path(path)
+    manifest_path = path.parent / MANIFEST
+    if not manifest_path.is_file():
+        raise TkError(f"{path}: no {MANIFEST} beside it; copy the run's manifest.json with the model "
+                      "(it holds the labels and preprocessing)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TkError(f"{manifest_path}: not valid JSON ({exc}); copy it again from the run folder") from None
+    _check_manifest(manifest, manifest_path)
+    entry = manifest.get("artifacts", {}).get(path.name)
+    if entry is None:
+        raise TkError(f"{path}: not listed in {manifest_path}; the manifest is out of date (re-run tk export)")
+    if check_hash and entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+        raise TkError(f"{path}: sha256 differs from {manifest_path}; the file changed after export "
+                      "(re-run tk export, or copy the matching manifest)")
+    return predictor_class(fmt)(path, manifest, num_threads=num_threads)
+
+
+def _check_manifest(manifest: Any, manifest_path: Path) -> None:
+    """The fields every predictor reads; a hand-edited or foreign JSON file fails here, by name."""
+    try:
+        classes, size = manifest["classes"], manifest["preprocessing"]["size"]
+        ok = isinstance(classes, list) and len(classes) >= 2 and len(size) == 2 and all(int(v) > 0 for v in size)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise TkError(f"{manifest_path}: not a tk manifest (needs classes and preprocessing.size); "
+                      "copy manifest.json from the run folder")

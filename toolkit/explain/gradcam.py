@@ -1,0 +1,59 @@
+"""Grad-CAM: where in the image the evidence for a class is, as overlays (and a contact sheet)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..core.errors import Say
+from .explainer import Explainer, display_image, folder_images, load_explainer, save_rgb, single_image, slug
+
+
+@dataclass
+class GradCamResult:
+    image: Path
+    class_name: str
+    probability: float  # of the class the heat explains
+    heat: np.ndarray  # (H, W) at the model's input size, 0..1
+    png: Path  # the image and its heat overlay side by side
+
+
+def explain_gradcam(run_dir: Path, target: Path, class_name: Optional[str] = None, layer: Optional[str] = None,
+                    limit: int = 64, alpha: float = 0.5, say: Say = print,
+                    explainer: Optional[Explainer] = None) -> tuple[list[GradCamResult], Optional[Path]]:
+    """Grad-CAM overlays for one image or a folder (plus a contact sheet for a folder)."""
+    from .figures import overlay_heatmap, plot_image_grid
+
+    ex = explainer or load_explainer(run_dir)
+    layer = ex.check_layer(layer, ex.spatial_layers(), "convolutional (spatial)") if layer else ex.gradcam_layer()
+    grid = ex.map_size(layer)
+    if min(grid) <= 4 and ex.gradcam_layer() != layer:  # the heat is this grid upsampled
+        say(f"note: {layer} is a {grid[0]}x{grid[1]} map at {ex.size[0]} px, so the heat is coarse; "
+            f"an earlier layer gives finer heat (--layers {ex.gradcam_layer()})")
+    class_index = ex.class_index(class_name)
+    target = Path(target)
+    paths = folder_images(target, limit, say) if target.is_dir() else [single_image(target)]
+    results, overlays = [], []
+    for start in range(0, len(paths), 32):  # bounded memory on big folders
+        chunk = paths[start:start + 32]
+        heat, picked, probs = ex.gradcam(ex.load(chunk), layer, class_index)
+        for path, h, k, p in zip(chunk, heat, picked, probs):
+            photo = display_image(path)
+            overlay = overlay_heatmap(photo, h, alpha=alpha)
+            png = ex.out_dir / f"gradcam_{slug(path.stem)}_{ex.classes[int(k)]}.png"
+            save_rgb(np.concatenate([photo, overlay], axis=1), png)  # the image | its heat
+            overlays.append(overlay)
+            results.append(GradCamResult(path, ex.classes[int(k)], float(p[int(k)]), h, png))
+    for r in results:
+        say(f"wrote {r.png}  ({r.class_name} {r.probability:.2f})")
+    sheet = None
+    if target.is_dir():
+        sheet = ex.out_dir / f"gradcam_sheet_{slug(target.name)}.png"
+        titles = [f"{r.image.stem}: {r.class_name} {r.probability:.2f}" for r in results]
+        plot_image_grid(overlays, titles, sheet, f"Grad-CAM at {layer} ({grid[0]}x{grid[1]} map) — {target.name}/ "
+                        f"({'class ' + class_name if class_name else 'predicted class'})")
+        say(f"wrote {sheet}")
+    return results, sheet

@@ -1,0 +1,284 @@
+"""tk export: a trained run's model.keras -> SavedModel, TFLite (float32/float16/dynamic/int8), ONNX.
+
+Every format converts from one SavedModel written by `model.export()` with an explicit input
+signature (Keras 3 breaks `from_keras_model` and tf2onnx's `from_keras`). Each artifact is written
+under a temporary name and renamed when complete, then recorded in manifest.json with what a device
+needs to run it (input/output shape and dtype, int8 scale/zero-point) and the tool versions.
+A failed conversion is reported with its format and cause; the other formats still export, and
+the command fails at the end. Formats are data: core/formats.py names each format's files and
+quantizations; WRITERS below holds one converter per exported format.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ..core.errors import Say, TkError, suggest
+from ..core.io import atomic_path, tool_versions, write_text_atomic
+from ..core.formats import EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
+from ..core.recipe import ONNX_OPSETS, ExportSection, Recipe
+from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, record_artifact, run_recipe
+
+class ExportJob:
+    """The shared, lazily built inputs of one `tk export`: model, SavedModel, calibration images."""
+
+    def __init__(self, run_dir: Path, recipe: Recipe, opset: int, say: Say):
+        self.run_dir = run_dir
+        self.recipe = recipe
+        self.section: ExportSection = recipe.export
+        self.opset = opset
+        self.say = say
+        self.manifest = load_manifest(run_dir)
+        height, width = self.manifest["preprocessing"]["size"]
+        self.size = (int(height), int(width))
+        # Beside the run (same filesystem), so copying the SavedModel into place is cheap.
+        self.workdir = Path(tempfile.mkdtemp(prefix=".export-", dir=run_dir))
+
+    def close(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @functools.cached_property
+    def model(self):
+        from .reference import load_keras_model
+
+        return load_keras_model(self.run_dir / REFERENCE)
+
+    @functools.cached_property
+    def saved_model(self) -> Path:
+        from .converters import export_saved_model
+
+        path = self.workdir / "saved_model"
+        export_saved_model(self.model, path)
+        return path
+
+    @functools.cached_property
+    def calibration(self) -> np.ndarray:
+        """A class-stratified sample of the TRAIN split, decoded exactly as training decodes it."""
+        from ..core.images import load_batch
+
+        split = load_split(self.run_dir / SPLIT)
+        items = split.splits.get("train", [])
+        wanted = self.section.calibration_samples
+        if not items:
+            raise TkError(f"{self.run_dir}/split.json: the train split is empty, so there is no int8 "
+                          "calibration data; re-run tk train on a dataset with training images")
+        paths = stratified_sample(items, wanted, self.recipe.seed)
+        check_files_exist(paths, self.run_dir)
+        if len(paths) < wanted:
+            self.say(f"warning: int8 calibration uses {len(paths)} training images, fewer than "
+                     f"export.calibration_samples={wanted} (the train split has only {len(items)})")
+        return load_batch(paths, self.size)
+
+    def representative(self):
+        for image in self.calibration:
+            yield [image[None]]
+
+
+def stratified_sample(items: Sequence[tuple[str, int]], count: int, seed: int) -> list[str]:
+    """Up to `count` paths, taken round-robin over classes (each class shuffled by seed)."""
+    by_class: dict[int, list[str]] = {}
+    for path, label in items:
+        by_class.setdefault(label, []).append(path)
+    rng = random.Random(seed)
+    queues = []
+    for label in sorted(by_class):
+        paths = sorted(by_class[label])
+        rng.shuffle(paths)
+        queues.append(paths)
+    out: list[str] = []
+    while len(out) < count and any(queues):
+        for queue in queues:
+            if queue and len(out) < count:
+                out.append(queue.pop())
+    return out
+
+
+# --- writers: one per format -------------------------------------------------------------------
+
+def _float_io(shape_in: list, shape_out: list) -> dict[str, Any]:
+    return {"input": {"shape": shape_in, "dtype": "float32"}, "output": {"shape": shape_out, "dtype": "float32"}}
+
+
+def _write_saved_model(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
+    shutil.copytree(job.saved_model, tmp)
+    classes = len(job.manifest["classes"])
+    return {**_float_io([None, *job.size, 3], [None, classes]), "signature": "serving_default"}
+
+
+def _write_tflite(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
+    from .converters import tflite_from_saved_model
+
+    representative = job.representative if quantization == "int8" else None
+    flatbuffer = tflite_from_saved_model(job.saved_model, quantization, representative, job.section.int8_io)
+    tmp.write_bytes(flatbuffer)
+    io = tflite_io(tmp)
+    extra: dict[str, Any] = {}
+    if quantization == "int8":
+        extra["calibration"] = {"split": "train", "samples": int(len(job.calibration)),
+                                "requested": job.section.calibration_samples}
+        _check_raw_pixel_input(io["input"], job.say)
+    return {**io, **extra}
+
+
+def tflite_io(path: Path) -> dict[str, Any]:
+    """Input/output shape (batch as None), dtype and int8 scale/zero-point, read from the model."""
+    from ..edge.predictors import interpreter_class
+
+    interpreter = interpreter_class()(model_path=str(path))
+
+    def describe(detail: dict[str, Any]) -> dict[str, Any]:
+        shape = [None if d < 0 else int(d) for d in detail["shape_signature"]]
+        out: dict[str, Any] = {"shape": shape, "dtype": np.dtype(detail["dtype"]).name}
+        if detail["dtype"] != np.float32:
+            scale, zero_point = detail["quantization"]
+            out["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
+        return out
+
+    return {"input": describe(interpreter.get_input_details()[0]),
+            "output": describe(interpreter.get_output_details()[0])}
+
+
+def _check_raw_pixel_input(info: dict[str, Any], say: Say) -> None:
+    """With the scaling in the graph, a uint8 input should be the raw pixel (scale 1, zero-point 0)."""
+    q = info.get("quantization")
+    if not q:
+        return
+    raw = {"uint8": (1.0, 0), "int8": (1.0, -128)}.get(info["dtype"])
+    if raw and (abs(q["scale"] - raw[0]) > 1e-6 or q["zero_point"] != raw[1]):
+        say(f"note: int8 input is not the raw pixel (scale {q['scale']:.6g}, zero-point {q['zero_point']}): "
+            "the calibration images do not span 0..255; devices must quantize with the manifest's values")
+
+
+def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
+    import onnx
+
+    from .converters import onnx_from_saved_model
+
+    proto = onnx_from_saved_model(job.saved_model, job.opset)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp))
+
+    def shape(value) -> list:
+        return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+    return {**_float_io(shape(proto.graph.input[0]), shape(proto.graph.output[0])), "opset": job.opset,
+            "input_name": proto.graph.input[0].name, "output_name": proto.graph.output[0].name}
+
+
+# One converter per exported format of core/formats.FORMATS: (job, quantization, temporary path)
+# -> the manifest entry's {"input": {...}, "output": {...}, extra keys}.
+Writer = Callable[[ExportJob, str, Path], dict[str, Any]]
+WRITERS: dict[str, Writer] = {"savedmodel": _write_saved_model, "tflite": _write_tflite, "onnx": _write_onnx}
+
+
+def plan(formats: Optional[Sequence[str]], quantizations: Optional[Sequence[str]],
+         section: ExportSection, say: Say) -> list[tuple[Format, str]]:
+    """(format, quantization) pairs to export; explicit impossible requests are errors."""
+    explicit = bool(formats) and "all" not in ",".join(formats).split(",")
+    names = _expand(formats or section.formats, EXPORT_FORMATS, "--format")
+    quants = _expand(quantizations or section.quantize, QUANTIZATIONS, "--quantize")
+    pairs = []
+    for name in names:
+        fmt = FORMATS[name]
+        chosen = [q for q in quants if q in fmt.quantizations]
+        if not chosen:
+            if explicit:
+                raise TkError(f"--format {name}: exports quantization {', '.join(fmt.quantizations)} only "
+                              f"(got --quantize {', '.join(quants)}); quantized models are TFLite: "
+                              f"--format tflite --quantize {quants[0]}")
+            say(f"skipping {name}: it exports {', '.join(fmt.quantizations)} only (asked: {', '.join(quants)})")
+        pairs += [(fmt, q) for q in chosen]
+    return pairs
+
+
+def _expand(values: Sequence[str], allowed: Sequence[str], option: str) -> list[str]:
+    out: list[str] = []
+    for value in (v.strip() for item in values for v in item.split(",") if v.strip()):
+        if value == "all":
+            out += [a for a in allowed if a not in out]
+            continue
+        if value not in allowed:
+            raise TkError(f"{option}: unknown value {value!r}{suggest(value, allowed)}; allowed: {', '.join(allowed)}, all")
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
+               quantizations: Optional[Sequence[str]] = None, say: Say = print,
+               opset: Optional[int] = None) -> list[dict[str, Any]]:
+    """Export the run's model.keras to every requested (format, quantization); return the entries.
+
+    formats/quantizations default to the run recipe's export section. Raises TkError after trying
+    every artifact if any failed.
+    """
+    run_dir = Path(run_dir)
+    recipe = run_recipe(run_dir)
+    opset = opset or recipe.export.onnx_opset
+    if not ONNX_OPSETS[0] <= opset <= ONNX_OPSETS[1]:
+        raise TkError(f"--opset: must be between {ONNX_OPSETS[0]} and {ONNX_OPSETS[1]} (got {opset})")
+    pairs = plan(formats, quantizations, recipe.export, say)
+    _ensure_labels(run_dir)
+    job = ExportJob(run_dir, recipe, opset, say)
+    versions = tool_versions("tensorflow", "keras", "tf2onnx", "onnx")
+    source = job.manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
+    entries, failures = [], []
+    try:
+        job.model  # noqa: B018 -- every format starts from the model and its SavedModel: fail once
+        try:
+            job.saved_model  # noqa: B018
+        except Exception as exc:
+            raise TkError(f"{run_dir}/{REFERENCE}: model.export() to a SavedModel failed, so no format "
+                          f"can be exported: {_cause(exc)}") from None
+        for fmt, quantization in pairs:
+            file = fmt.file_name(quantization)
+            try:
+                with atomic_path(run_dir / file, suffix=fmt.suffix) as tmp:
+                    info = WRITERS[fmt.name](job, quantization, tmp)
+            except Exception as exc:  # a conversion failure of any kind: report it, export the rest
+                cause = _cause(exc)
+                failures.append(f"{file} ({fmt.name} {quantization}): {cause}")
+                say(f"export failed: {file} ({fmt.name}, {tolerance_kind(quantization)}): {cause}")
+                continue
+            entry = record_artifact(run_dir, {
+                "file": file, "format": fmt.name, "quantization": quantization,
+                "tolerance": tolerance_kind(quantization), **info, "labels": "labels.txt",
+                "source": {"file": REFERENCE, "sha256": source}, "versions": versions,
+            })
+            entries.append(entry)
+            say(f"export success: {file} ({format_size(entry['size_bytes'])})")
+    finally:
+        job.close()
+    if failures:
+        raise TkError(f"export failed for {len(failures)} of {len(pairs)} artifacts: " + "; ".join(failures)
+                      + (" (the others were exported)" if entries else ""))
+    return entries
+
+
+def _ensure_labels(run_dir: Path) -> None:
+    """labels.txt beside the artifacts, in the manifest's class order."""
+    text = "\n".join(load_manifest(run_dir)["classes"]) + "\n"
+    path = run_dir / "labels.txt"
+    if not path.is_file() or path.read_text() != text:
+        write_text_atomic(path, text)
+
+
+def _cause(exc: Exception) -> str:
+    """The first informative line of an exception (converter errors run to pages)."""
+    if isinstance(exc, TkError):
+        return str(exc)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def format_size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"

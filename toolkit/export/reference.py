@@ -1,0 +1,81 @@
+"""The reference predictors: the trained Keras model and the SavedModel, both on TensorFlow.
+
+They share the Predictor interface of edge/predictors.py, so verify and bench treat every format
+alike, but live here, above the TensorFlow-free edge package: the device path never imports them.
+`load_keras_model` is the one way tk opens a model.keras (custom layers registered, damage
+reported as one line), used by export, verify and explain.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..core.errors import TkError
+from ..edge.predictors import Predictor
+
+
+def load_keras_model(path: Path):
+    """A trained model.keras, loaded without its optimizer state."""
+    import keras
+
+    from ..train.backbones import ensure_custom_objects
+
+    ensure_custom_objects()
+    try:
+        return keras.saving.load_model(str(path), compile=False)
+    except Exception as exc:  # zip/h5 errors of every kind on a damaged file
+        raise TkError(f"{path}: cannot load the trained model ({exc}); re-run tk train") from None
+
+
+class KerasPredictor(Predictor):
+    """The reference: the trained Keras model (imports TensorFlow)."""
+
+    kind = "keras"
+
+    def __init__(self, path: Path, manifest: dict[str, Any], num_threads: Optional[int] = None):
+        super().__init__(path, manifest)
+        _limit_tf_threads(num_threads)
+        self.model = load_keras_model(path)
+        self._check_input(self.model.inputs[0].shape)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model(images.astype(np.float32, copy=False), training=False))
+
+
+class SavedModelPredictor(Predictor):
+    kind = "savedmodel"
+
+    def __init__(self, path: Path, manifest: dict[str, Any], num_threads: Optional[int] = None):
+        super().__init__(path, manifest)
+        _limit_tf_threads(num_threads)
+        import tensorflow as tf
+
+        try:
+            self.model = tf.saved_model.load(str(path))
+        except Exception as exc:
+            raise TkError(f"{path}: cannot load the SavedModel: {exc}; re-run tk export") from None
+        self._fn = self.model.signatures["serving_default"]
+        # The input is named "image" by converters.export_saved_model; take whatever the one input is.
+        (self._input_name, spec), = self._fn.structured_input_signature[1].items()
+        self._check_input(spec.shape)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        out = self._fn(**{self._input_name: tf.constant(images, tf.float32)})
+        return np.asarray(next(iter(out.values())))
+
+
+def _limit_tf_threads(num_threads: Optional[int]) -> None:
+    if not num_threads:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(num_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TensorFlow already initialised in this process: keep its thread pool

@@ -1,0 +1,2 @@
+"""`tk report`: REPORT.md and its latency chart, from run files only (never loads a model).
+"""

@@ -1,0 +1,81 @@
+"""Keras callbacks for a training phase: best checkpoint, history on disk, progress lines.
+
+The checkpoint is written atomically and its val_loss persisted, so Ctrl-C at any moment keeps
+the best model so far, and `--resume` (with Keras' BackupAndRestore) continues without losing it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+
+from ..core.errors import Say
+from ..core.io import atomic_path, write_json_atomic
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model whenever val_loss improves: best.keras plus best.json ({epoch, val_loss})."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = Path(folder)
+        state = self.folder / "best.json"
+        self.best = json.loads(state.read_text())["val_loss"] if state.is_file() else math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        val_loss = float((logs or {}).get("val_loss", math.inf))
+        if val_loss < self.best:
+            self.best = val_loss
+            with atomic_path(self.folder / "best.keras", suffix=".keras") as tmp:
+                self.model.save(tmp)
+            write_json_atomic(self.folder / "best.json", {"epoch": epoch + 1, "val_loss": val_loss})
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """history.json after every epoch (a resumed phase appends to what was there)."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.path = Path(folder) / "history.json"
+        self.history: dict[str, list[float]] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # After a resume Keras restarts at the backed-up epoch: drop anything recorded after it.
+        self.history = {k: v[:epoch] for k, v in self.history.items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            if key == "learning_rate":
+                continue
+            self.history.setdefault(key, []).append(float(value))
+        write_json_atomic(self.path, self.history)
+
+
+class Progress(keras.callbacks.Callback):
+    """One line per epoch: metrics, images/s and the phase's ETA."""
+
+    def __init__(self, phase: str, epochs: int, images_per_epoch: int, say: Say):
+        super().__init__()
+        self.phase, self.epochs, self.images, self.say = phase, epochs, images_per_epoch, say
+        self.durations: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.start
+        self.durations.append(seconds)
+        logs = logs or {}
+        eta = (self.epochs - epoch - 1) * sum(self.durations) / len(self.durations)
+        shown = "  ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs)
+        self.say(f"[{self.phase}] epoch {epoch + 1}/{self.epochs}  {shown}  "
+                 f"{self.images / max(seconds, 1e-9):.0f} img/s  ETA {_clock(eta)}")
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d}"

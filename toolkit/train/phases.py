@@ -1,0 +1,327 @@
+"""tk train: feature extraction (cached or with augmentation), fine-tuning, or from scratch.
+
+A run is built in exported/<name>.partial/ and swapped into exported/<name>/ only when it
+finishes, so an interrupted or failed run never destroys the previous one; `--resume` continues the
+partial run (finished phases are skipped, the running one restarts from its last epoch).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .. import __version__
+from .backbones import build_base, build_head, check_unfreeze_layer, compose, get_backbone, resolve_weights
+from ..core.runs import SplitDataset, save_split
+from ..data.splits import discover
+from ..core.errors import Say, TkError
+from ..core.images import INTERPOLATION
+from ..core.runs import REFERENCE, RUNS_DIR, save_manifest
+from ..core.io import atomic_path, now, sha256_file, size_bytes, tool_versions, write_json_atomic, write_text_atomic
+from ..core.metrics import classification_metrics
+from ..core.recipe import Recipe
+
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    phases: list[str]
+
+
+def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, strict: Optional[bool] = None,
+          say: Say = print) -> TrainResult:
+    """Train the recipe's model end to end and write its run folder."""
+    get_backbone(recipe.model.backbone)  # an unknown name fails before TensorFlow loads
+    if recipe.train.mode != "scratch" and recipe.model.weights == "none":
+        raise TkError(f"train.mode: {recipe.train.mode} freezes the conv base, but model.weights is none "
+                      "(random features); use mode: scratch, or pretrained weights (imagenet or a file)")
+    resolve_weights(recipe.model.weights)  # a missing weights file fails before TensorFlow loads
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(recipe.seed)  # before the base is built: random init is seeded too
+    tf.config.experimental.enable_op_determinism()
+    if recipe.train.mixed_precision:  # before any layer is built: the policy is fixed at construction
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    run_dir = Path(runs_dir) / recipe.name
+    work = Path(runs_dir) / f"{recipe.name}.partial"
+    try:
+        # Built once, first: layer-name mistakes and an offline ImageNet download fail here, before
+        # the data is read and before an interrupted run's .partial folder (replaced by a new run)
+        # is touched.
+        base = build_base(recipe.model)
+        check_unfreeze_layer(base, recipe.train.fine_tune.unfreeze_from)
+        dataset = _dataset(recipe, strict, say)
+        if work.exists() and not resume:
+            shutil.rmtree(work)
+        if resume and not work.exists():
+            say(f"nothing to resume at {work}: starting a new run")
+        work.mkdir(parents=True, exist_ok=True)
+        save_split(dataset, work / "split.json")
+        _describe_device(tf, recipe, say)
+        model, phases = _run_phases(recipe, dataset, base, work, say)
+        metrics = evaluate(model, dataset, recipe, say)
+        _finish_run(recipe, dataset, model, metrics, phases, work)
+    except KeyboardInterrupt:
+        raise TkError(f"interrupted: best checkpoints kept in {work}; continue with "
+                      f"tk train {recipe.source_path or 'RECIPE'} --resume") from None
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    _swap_into_place(work, run_dir)
+    say(f"run written to {run_dir} (model.keras, metrics.json, curves)")
+    return TrainResult(run_dir, metrics, phases)
+
+
+def _dataset(recipe: Recipe, strict: Optional[bool], say: Say) -> SplitDataset:
+    data = recipe.data
+    if strict is not None and strict != data.strict:
+        from dataclasses import replace
+
+        data = replace(data, strict=strict)
+    root = Path(data.root)
+    if data.synth and not root.exists():
+        from ..data.synth import make_synthetic_dataset
+
+        synth = data.synth
+        say(f"making synthetic data in {root}: {synth.classes} classes x {synth.per_class} images, {synth.size} px")
+        make_synthetic_dataset(root, synth.classes, synth.per_class, synth.size, seed=recipe.seed)
+    dataset = discover(data, recipe.seed)
+    for path, reason in dataset.skipped:
+        say(f"skipped {path}: {reason}")
+    counts = {s: len(items) for s, items in dataset.splits.items()}
+    say(f"data: {len(dataset.classes)} classes ({', '.join(dataset.classes)}); "
+        + ", ".join(f"{s} {n}" for s, n in counts.items()) + (f"; {len(dataset.skipped)} files skipped" if dataset.skipped else ""))
+    return dataset
+
+
+def _describe_device(tf, recipe: Recipe, say: Say) -> None:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        say(f"device: GPU ({', '.join(g.name for g in gpus)})")
+    else:
+        say(f"device: CPU ({os.cpu_count()} cores; no GPU visible to TensorFlow)")
+        if recipe.train.mixed_precision:
+            say("warning: mixed_precision on a CPU is slower than float32; it pays off on a GPU")
+
+
+def _optimizer(name: str, learning_rate: float):
+    import keras
+
+    return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
+            "sgd": keras.optimizers.SGD}[name](learning_rate=learning_rate)
+
+
+def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, say: Say) -> list:
+    import keras
+
+    from .callbacks import BestCheckpoint, HistoryWriter, Progress
+
+    callbacks = [BestCheckpoint(folder), HistoryWriter(folder), Progress(phase, epochs, images, say),
+                 keras.callbacks.BackupAndRestore(str(folder / "backup"))]
+    if recipe.train.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=recipe.train.early_stopping))
+    return callbacks
+
+
+def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, say: Say):
+    """Train phase by phase; returns the composed model with the best weights, and phase names."""
+    spec = get_backbone(recipe.model.backbone)
+    size, train = recipe.model.image_size, recipe.train
+    head = build_head(tuple(base.output.shape[1:]), len(dataset.classes), recipe.model, spec.name)
+    phases: list[str] = []
+    if train.mode == "features":
+        _phase_features(recipe, dataset, base, head, spec.scaling, work / "phases" / "features", say)
+        phases.append("features")
+        model = compose(base, head, size, spec.scaling, base_training=False)
+    else:
+        scratch = train.mode == "scratch"
+        base.trainable = scratch
+        if scratch:
+            _fast_batchnorm(base)
+        model = compose(base, head, size, spec.scaling, base_training=None if scratch else False)
+        _phase_end_to_end(train.mode, model, recipe, dataset, work / "phases" / train.mode,
+                          train.epochs, train.learning_rate, augment=True, say=say)
+        phases.append(train.mode)
+    if train.fine_tune.epochs:
+        unfreeze(base, train.fine_tune.unfreeze_from, train.fine_tune.unfreeze_last)
+        trainable = sum(1 for layer in base.layers if layer.trainable and layer.weights)
+        say(f"[finetune] {trainable} backbone layers with weights unfrozen "
+            f"(BatchNorm kept in inference mode), learning rate {train.fine_tune.learning_rate:g}")
+        _phase_end_to_end("finetune", model, recipe, dataset, work / "phases" / "finetune",
+                          train.fine_tune.epochs, train.fine_tune.learning_rate, augment=True, say=say)
+        phases.append("finetune")
+    return model, phases
+
+
+def _fast_batchnorm(base) -> None:
+    """From scratch on a small dataset there are only a few hundred steps: with Keras' default
+    momentum (0.99) the BatchNorm moving statistics stay near their initial values and the model
+    predicts one class at inference. 0.9 lets them follow the data (MiniVGGNet uses it already)."""
+    import keras
+
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = min(layer.momentum, 0.9)
+
+
+def _phase_done(folder: Path) -> bool:
+    return (folder / "done.json").is_file()
+
+
+def _mark_done(folder: Path, seconds: float) -> None:
+    write_json_atomic(folder / "done.json", {"finished": now(), "seconds": round(seconds, 1)})
+    shutil.rmtree(folder / "backup", ignore_errors=True)
+
+
+def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: str, folder: Path, say: Say) -> None:
+    """Fast feature extraction: cached conv-base features, head trained on them."""
+    import keras
+
+    from .features import build_extractor, cached_features
+
+    folder.mkdir(parents=True, exist_ok=True)
+    train = recipe.train
+    if not _phase_done(folder):
+        start = time.perf_counter()
+        base.trainable = False
+        # Built on the first cache miss only: with every split cached the base never runs.
+        make_extractor = functools.cache(lambda: build_extractor(base, recipe.model.image_size, scaling))
+        engine = train.feature_engine
+        if train.mixed_precision and engine == "tflite":
+            # A float16 graph does not convert to TFLite builtins; mixed precision means a GPU,
+            # where Keras' predict is the fast engine anyway.
+            say("[features] mixed_precision: extracting with engine keras (TFLite cannot run the float16 base)")
+            engine = "keras"
+        arrays = {}
+        for split in ("train", "validation"):
+            features, _ = cached_features(make_extractor, dataset.paths(split), recipe.model, engine,
+                                          recipe.seed, say=say, label=split)
+            arrays[split] = (features, np.asarray(dataset.labels(split)))
+        head.compile(optimizer=_optimizer(train.optimizer, train.learning_rate),
+                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        x, y = arrays["train"]
+        head.fit(x, y, validation_data=arrays["validation"], epochs=train.epochs, batch_size=train.batch_size,
+                 shuffle=True, verbose=0, callbacks=_callbacks("features", folder, train.epochs, len(x), recipe, say))
+        _mark_done(folder, time.perf_counter() - start)
+        _plot(folder, "features")
+    else:
+        say("[features] phase already finished: reusing its best checkpoint")
+    best = keras.saving.load_model(folder / "best.keras", compile=False)
+    head.set_weights(best.get_weights())
+
+
+def _phase_end_to_end(phase: str, model, recipe: Recipe, dataset: SplitDataset, folder: Path, epochs: int,
+                      learning_rate: float, augment: bool, say: Say) -> None:
+    """Train the composed model on images (augmented), keep the best weights by val_loss."""
+    import keras
+
+    from .inputs import image_dataset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    train, size = recipe.train, recipe.model.image_size
+    if not _phase_done(folder):
+        start = time.perf_counter()
+        train_ds = image_dataset(dataset.paths("train"), dataset.labels("train"), size, train.batch_size,
+                                 shuffle=True, seed=recipe.seed, augment=train.augment if augment else None)
+        val_ds = image_dataset(dataset.paths("validation"), dataset.labels("validation"), size, train.batch_size)
+        model.compile(optimizer=_optimizer(train.optimizer, learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,  # tf.data shuffles
+                  callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, say))
+        _mark_done(folder, time.perf_counter() - start)
+        _plot(folder, phase)
+    else:
+        say(f"[{phase}] phase already finished: reusing its best checkpoint")
+    if (folder / "best.keras").is_file():
+        best = keras.saving.load_model(folder / "best.keras", compile=False)
+        model.set_weights(best.get_weights())
+
+
+def _plot(folder: Path, phase: str) -> None:
+    from .curves import plot_history
+
+    history = json.loads((folder / "history.json").read_text())
+    plot_history(history, folder / "curves.png", f"{phase}: accuracy and loss")
+
+
+def unfreeze(base, unfreeze_from: Optional[str], unfreeze_last: Optional[int]) -> None:
+    """Make the top of the backbone trainable; BatchNorm layers stay frozen (inference mode)."""
+    import keras
+
+    names = [layer.name for layer in base.layers]
+    start = names.index(unfreeze_from) if unfreeze_from else max(len(names) - int(unfreeze_last or 0), 0)
+    base.trainable = True
+    for i, layer in enumerate(base.layers):
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= start and not is_bn
+
+
+def evaluate(model, dataset: SplitDataset, recipe: Recipe, say: Say) -> dict:
+    """Test-split metrics of the final model, printed as a short table."""
+    from .inputs import image_dataset
+
+    ds = image_dataset(dataset.paths("test"), None, recipe.model.image_size, recipe.train.batch_size)
+    probs = model.predict(ds, verbose=0)
+    metrics = classification_metrics(np.asarray(dataset.labels("test")), probs, dataset.classes)
+    where = " (no test split: these are the validation images)" if dataset.test_is_validation else ""
+    say(f"test accuracy {metrics['accuracy']:.4f} on {metrics['count']} images{where}")
+    for name, m in metrics["per_class"].items():
+        say(f"  {name:>16}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  ({m['support']} images)")
+    say("  confusion matrix (rows: true, columns: predicted): " + json.dumps(metrics["confusion_matrix"]))
+    return metrics
+
+
+def _finish_run(recipe: Recipe, dataset: SplitDataset, model, metrics: dict, phases: list[str], work: Path) -> None:
+    import yaml
+
+    with atomic_path(work / REFERENCE, suffix=".keras") as tmp:
+        model.save(tmp)
+    write_json_atomic(work / "metrics.json", {"test": metrics, "phases": phases})
+    write_text_atomic(work / "labels.txt", "\n".join(dataset.classes) + "\n")
+    write_text_atomic(work / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    spec = get_backbone(recipe.model.backbone)
+    size = recipe.model.image_size
+    manifest = {
+        "name": recipe.name,
+        "tk_version": __version__,
+        "created": now(),
+        "recipe": recipe.source_path,
+        "backbone": spec.name,
+        "classes": dataset.classes,
+        "preprocessing": {
+            "size": [size, size], "interpolation": INTERPOLATION, "color": "RGB", "input_range": [0, 255],
+            # The backbone's scaling is a layer inside every artifact; devices feed RGB 0..255.
+            "scaling": spec.scaling, "scaling_in_graph": True, "exif_transpose": True,
+        },
+        "metrics": {"test_accuracy": metrics["accuracy"]},
+        "artifacts": {
+            REFERENCE: {
+                "file": REFERENCE, "format": "keras", "quantization": "none",
+                "input": {"shape": [None, size, size, 3], "dtype": "float32"},
+                "output": {"shape": [None, len(dataset.classes)], "dtype": "float32"},
+                "sha256": sha256_file(work / REFERENCE), "size_bytes": size_bytes(work / REFERENCE),
+                "versions": tool_versions("tensorflow", "keras"), "created": now(),
+            }
+        },
+    }
+    save_manifest(work, manifest)
+
+
+def _swap_into_place(work: Path, run_dir: Path) -> None:
+    """Replace the previous run with the finished one (its exports belonged to the old model)."""
+    old = run_dir.with_name(f"{run_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if run_dir.exists():
+        os.replace(run_dir, old)
+    os.replace(work, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
