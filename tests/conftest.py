@@ -150,3 +150,24 @@ def finetuned_run(synth_root, session_dir, feature_cache, base_weights):
     finally:
         mp.undo()
     return SimpleNamespace(run_dir=result.run_dir, recipe=recipe, messages=messages, after_features=snapshot)
+
+
+@pytest.fixture(scope="session")
+def int8_inputs(exported_run):
+    """What the int8 converters take, from exported_run: its SavedModel, 40 training images to
+    calibrate on, the test images and the Keras model's probabilities on them."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from toolkit.core.images import load_batch
+    from toolkit.core.runs import load_manifest, load_split
+    from toolkit.export.reference import load_keras_model
+
+    split = load_split(exported_run / "split.json")
+    size = tuple(load_manifest(exported_run)["preprocessing"]["size"])
+    test = load_batch(split.paths("test"), size)
+    model = load_keras_model(exported_run / "model.keras")
+    return SimpleNamespace(saved_model=exported_run / "saved_model", onnx=exported_run / "model.onnx",
+                           calibration=load_batch(split.paths("train")[:40], size), test=test,
+                           reference=np.asarray(model.predict(test, verbose=0)))

@@ -93,6 +93,7 @@ def test_edge_install_benches_tflite_and_onnx_only(exported_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert {r["format"] for r in out["rows"]} == {"tflite", "onnx"}
+    assert {"model.onnx": "none", "model_int8.onnx": "int8"}.items() <= {r["file"]: r["quantization"] for r in out["rows"]}.items()
     assert not any(r["tensorflow_loaded"] for r in out["rows"])
     skipped = " ".join(out["notes"])
     assert "model.keras: skipped (TensorFlow is not installed" in skipped and "saved_model: skipped" in skipped

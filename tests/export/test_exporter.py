@@ -24,6 +24,7 @@ EXPECTED = {
     "model_dynamic.tflite": ("tflite", "dynamic"),
     "model_int8.tflite": ("tflite", "int8"),
     "model.onnx": ("onnx", "none"),
+    "model_int8.onnx": ("onnx", "int8"),
 }
 
 
@@ -188,7 +189,7 @@ def test_export_of_a_missing_run_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--format", "onnx", "--quantize", "int8"], "--format onnx: exports quantization none only"),
+    (["--format", "onnx", "--quantize", "float16"], "--format onnx: exports quantization none, int8 only"),
     (["--format", "tflit"], "did you mean 'tflite'"),
     (["--quantize", "int4"], "--quantize: unknown value 'int4'"),
     (["--opset", "99"], "--opset: must be between 9 and 21"),

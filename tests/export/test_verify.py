@@ -18,7 +18,7 @@ from toolkit.export.verify import degenerate_warnings, verify_run
 from toolkit.core.recipe import load_recipe
 
 ARTIFACTS = ["saved_model", "model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite",
-             "model_int8.tflite", "model.onnx"]
+             "model_int8.tflite", "model.onnx", "model_int8.onnx"]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_the_kinds_follow_the_formats(parity_report):
     kinds = {f: r["kind"] for f, r in parity_report[0]["artifacts"].items()}
     assert kinds == {"saved_model": "float32", "model_float32.tflite": "float32", "model.onnx": "float32",
                      "model_float16.tflite": "float16", "model_dynamic.tflite": "dynamic",
-                     "model_int8.tflite": "int8"}
+                     "model_int8.tflite": "int8", "model_int8.onnx": "int8"}
 
 
 def test_cli_verify_one_artifact_keeps_the_others_results(parity_report, exported_run):
@@ -114,7 +114,7 @@ def test_a_broken_artifact_fails_verify(exported_run, tmp_path, how, file):
     assert result.exit_code == 1
     assert f"✗ {file} (float32): max diff: " in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "1 of 6 artifacts fail parity" in errors[0] and file in errors[0]
+    assert len(errors) == 1 and f"1 of {len(ARTIFACTS)} artifacts fail parity" in errors[0] and file in errors[0]
     assert "Traceback" not in result.output
     report = json.loads((run / "parity.json").read_text())
     assert not report["passed"] and not report["artifacts"][file]["passed"]
@@ -168,3 +168,49 @@ def test_degenerate_reference_is_flagged():
     assert any("barely change" in w for w in degenerate_warnings(constant, classes))
     healthy = np.eye(3)[np.arange(10) % 3] * 0.9 + 0.1 / 3
     assert degenerate_warnings(healthy, classes) == []
+
+
+def test_confident_agreement_counts_only_confident_flips():
+    from toolkit.core.recipe import Threshold
+    from toolkit.export.verify import check, compare, top1_margin
+
+    # Images 0-1: the reference is 90/10 sure; images 2-3: 51/49. The artifact flips 1 and 3.
+    reference = np.array([[0.9, 0.1], [0.9, 0.1], [0.51, 0.49], [0.51, 0.49]])
+    artifact = np.array([[0.8, 0.2], [0.4, 0.6], [0.52, 0.48], [0.49, 0.51]])
+    labels = np.array([0, 0, 0, 0])
+    np.testing.assert_allclose(top1_margin(reference), [0.8, 0.8, 0.02, 0.02])
+    result = compare(reference, artifact, labels, 1.0, confident_margin=0.2)
+    assert result["agreement"] == 0.5 and result["confident_agreement"] == 0.5
+    assert result["confident_count"] == 2
+    only_the_unsure_flip = artifact.copy()
+    only_the_unsure_flip[1] = [0.85, 0.15]
+    result = compare(reference, only_the_unsure_flip, labels, 1.0, confident_margin=0.2)
+    assert result["agreement"] == 0.75 and result["confident_agreement"] == 1.0
+    # The default gate stays strict; a recipe can gate on confident images instead.
+    assert check(result, Threshold(min_agreement=0.98)) == ["agreement 75.0% < 98.0%"]
+    assert check(result, Threshold(min_confident_agreement=0.98)) == []
+    nothing_sure = compare(reference[2:], artifact[2:], labels[2:], 1.0, confident_margin=0.5)
+    assert nothing_sure["confident_agreement"] is None and nothing_sure["confident_count"] == 0
+    assert check(nothing_sure, Threshold(min_confident_agreement=0.9)) == ["no confident image (margin >= 0.50) to judge"]
+
+
+def test_verify_reports_confident_agreement_and_the_recipe_gates_on_it(exported_run, tmp_path, parity_report):
+    report, lines = parity_report
+    result = report["artifacts"]["model_int8.tflite"]
+    assert result["confident_margin"] == 0.2 and result["confident_count"] > 0
+    assert 0.0 <= result["confident_agreement"] <= 1.0
+    assert any(line.startswith("✓ model_int8.tflite") and "confident agreement: " in line for line in lines)
+    run = _copy_run(exported_run, tmp_path)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["verify"].update(confident_margin=0.0)  # every image counts: confident agreement == agreement
+    recipe["verify"]["thresholds"]["int8"] = {"min_agreement": None, "max_accuracy_drop": None,
+                                              "min_confident_agreement": 1.0}
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    try:
+        verify_run(run, files=["model_int8.tflite"], say=lambda _: None)
+    except ParityError as exc:
+        assert "confident agreement" in str(exc) and "< 100.0%" in str(exc)
+    judged = json.loads((run / "parity.json").read_text())["artifacts"]["model_int8.tflite"]
+    assert judged["thresholds"]["min_confident_agreement"] == 1.0
+    assert judged["confident_agreement"] == judged["agreement"] and judged["confident_count"] == report["count"]
+    assert judged["passed"] == (judged["agreement"] == 1.0)

@@ -46,7 +46,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            needs_tensorflow=True, folder_marker="saved_model.pb"),
     Format("tflite", ".tflite", {q: f"model_{QUANT_LABEL[q]}.tflite" for q in QUANTIZATIONS},
            "toolkit.edge.predictors:TFLitePredictor", needs_tensorflow=False),
-    Format("onnx", ".onnx", {"none": "model.onnx"}, "toolkit.edge.predictors:OnnxPredictor",
+    # int8: onnxruntime static quantization (QDQ); float32 input and output, like model.onnx.
+    Format("onnx", ".onnx", {"none": "model.onnx", "int8": "model_int8.onnx"}, "toolkit.edge.predictors:OnnxPredictor",
            needs_tensorflow=False),
 )}
 

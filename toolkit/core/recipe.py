@@ -122,12 +122,41 @@ class TrainSection:
 
 
 @dataclass(frozen=True)
+class MetadataSection:
+    """What every .tflite carries as TFLite metadata (MediaPipe Tasks and app developers read it)."""
+
+    author: str = "tk"
+    version: Optional[str] = None  # default: the date the run was trained
+    license: Optional[str] = None
+    description: Optional[str] = None  # default: "<backbone> image classifier, <N> classes (<quantization>)"
+
+
+@dataclass(frozen=True)
+class Int8FallbackSection:
+    """int8 that fails the int8 gate keeps its most quantization-sensitive layers in float.
+
+    Layers are ranked by TFLite's QuantizationDebugger; 1, 2, 4, ... of them stay float until the
+    int8 model meets verify.thresholds.int8 on the validation split (verify judges the test split)
+    or a budget is reached. Off by default: it converts the model several times.
+    """
+
+    enabled: bool = False
+    max_float_layers: Optional[int] = None  # None: as many as it takes
+    # Largest fallback model, as a multiple of the plain int8 file (float32 is ~4x).
+    max_size_ratio: float = 2.0
+
+
+@dataclass(frozen=True)
 class ExportSection:
     formats: tuple[str, ...] = EXPORT_FORMATS
     quantize: tuple[str, ...] = QUANTIZATIONS
     calibration_samples: int = 200
     onnx_opset: int = 17
     int8_io: Literal["int8", "uint8"] = "uint8"
+    metadata: MetadataSection = field(default_factory=MetadataSection)
+    int8_fallback: Int8FallbackSection = field(default_factory=Int8FallbackSection)
+    # onnxruntime static int8 activations: uint8 (asymmetric; fastest on x86) or int8 (symmetric).
+    onnx_int8_activations: Literal["uint8", "int8"] = "uint8"
 
 
 @dataclass(frozen=True)
@@ -137,6 +166,10 @@ class Threshold:
     max_abs_diff: Optional[float] = None
     min_agreement: Optional[float] = None
     max_accuracy_drop: Optional[float] = None
+    # Agreement on the images where the reference is confident (top-1 margin >= verify.confident_margin):
+    # a flip on a 51/49 image is not the mistake a flip on a 90/10 one is. A recipe may gate on this
+    # instead of min_agreement (set min_agreement: null); by default both stay strict.
+    min_confident_agreement: Optional[float] = None
 
 
 def _default_thresholds() -> dict[str, Threshold]:
@@ -152,6 +185,8 @@ def _default_thresholds() -> dict[str, Threshold]:
 class VerifySection:
     split: Literal["test", "validation"] = "test"
     thresholds: dict[str, Threshold] = field(default_factory=_default_thresholds)
+    # Top-1 minus top-2 probability of the reference at and above which an image counts as confident.
+    confident_margin: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -203,6 +238,9 @@ _RULES: list[tuple[str, Any, str]] = [
     ("data.synth.size", lambda v: v >= 16, "must be >= 16"),
     ("export.calibration_samples", lambda v: v > 0, "must be > 0"),
     ("export.onnx_opset", lambda v: ONNX_OPSETS[0] <= v <= ONNX_OPSETS[1], f"must be between {ONNX_OPSETS[0]} and {ONNX_OPSETS[1]}"),
+    ("export.int8_fallback.max_float_layers", lambda v: v is None or v > 0, "must be > 0"),
+    ("export.int8_fallback.max_size_ratio", lambda v: v >= 1, "must be >= 1 (a multiple of the int8 size)"),
+    ("verify.confident_margin", lambda v: 0 <= v < 1, "must be in [0, 1)"),
     ("bench.runs", lambda v: v > 0, "must be > 0"),
     ("bench.warmup", lambda v: v >= 0, "must be >= 0"),
     ("bench.batch", lambda v: v > 0, "must be > 0"),
@@ -281,9 +319,10 @@ def _check_rules(recipe: Recipe) -> None:
         if kind not in kinds:
             raise TkError(f"verify.thresholds: unknown kind {kind!r}{suggest(kind, kinds)}; allowed: {', '.join(kinds)}")
         for key, value in dataclasses.asdict(threshold).items():
-            upper = 1.0 if key == "min_agreement" else float("inf")
+            fraction = key in ("min_agreement", "min_confident_agreement")
+            upper = 1.0 if fraction else float("inf")
             if value is not None and not 0 <= value <= upper:
-                bound = "in [0, 1]" if key == "min_agreement" else ">= 0"
+                bound = "in [0, 1]" if fraction else ">= 0"
                 raise TkError(f"verify.thresholds.{kind}.{key}: must be {bound} (got {value!r})")
     if not recipe.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise TkError(f"name: use letters, digits, '-', '_' or '.' (got {recipe.name!r})")

@@ -21,10 +21,11 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..core.errors import Say, TkError, suggest
-from ..core.io import atomic_path, tool_versions, write_text_atomic
+from ..core.io import atomic_path, tool_versions
 from ..core.formats import EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
 from ..core.recipe import ONNX_OPSETS, ExportSection, Recipe
 from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, record_artifact, run_recipe
+from .metadata import LABEL_FILE, add_metadata
 
 class ExportJob:
     """The shared, lazily built inputs of one `tk export`: model, SavedModel, calibration images."""
@@ -40,6 +41,7 @@ class ExportJob:
         self.size = (int(height), int(width))
         # Beside the run (same filesystem), so copying the SavedModel into place is cheap.
         self.workdir = Path(tempfile.mkdtemp(prefix=".export-", dir=run_dir))
+        self.labels: list[str] = list(self.manifest["classes"])  # checked against labels.txt in export_run
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -71,10 +73,32 @@ class ExportJob:
                           "calibration data; re-run tk train on a dataset with training images")
         paths = stratified_sample(items, wanted, self.recipe.seed)
         check_files_exist(paths, self.run_dir)
+        chosen = set(paths)
+        labels = {label for path, label in items if path in chosen}
+        if len(labels) < 2:
+            name = self.manifest["classes"][labels.pop()] if labels else "?"
+            raise TkError(f"{self.run_dir}/{SPLIT}: every int8 calibration image is of class {name!r}, so the "
+                          "int8 ranges would fit that class only; give the train split images of every class "
+                          "(re-run tk train) or export without int8 (--quantize none,float16,dynamic)")
         if len(paths) < wanted:
             self.say(f"warning: int8 calibration uses {len(paths)} training images, fewer than "
                      f"export.calibration_samples={wanted} (the train split has only {len(items)})")
         return load_batch(paths, self.size)
+
+    def calibration_record(self) -> dict[str, Any]:
+        """What the manifest says about an int8 artifact's calibration (TFLite and ONNX share it)."""
+        return {"split": "train", "samples": int(len(self.calibration)), "requested": self.section.calibration_samples}
+
+    @functools.cached_property
+    def onnx_float(self):
+        """The float32 ONNX model (tf2onnx), converted once for model.onnx and model_int8.onnx."""
+        import onnx
+
+        from .converters import onnx_from_saved_model
+
+        proto = onnx_from_saved_model(self.saved_model, self.opset)
+        onnx.checker.check_model(proto)
+        return proto
 
     def representative(self):
         for image in self.calibration:
@@ -115,16 +139,38 @@ def _write_saved_model(job: ExportJob, quantization: str, tmp: Path) -> dict[str
 def _write_tflite(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
     from .converters import tflite_from_saved_model
 
-    representative = job.representative if quantization == "int8" else None
-    flatbuffer = tflite_from_saved_model(job.saved_model, quantization, representative, job.section.int8_io)
+    extra: dict[str, Any] = {}
+    if quantization == "int8" and job.section.int8_fallback.enabled:
+        from .int8_gate import int8_with_fallback
+
+        flatbuffer, extra["fallback"] = int8_with_fallback(job, tmp.parent)
+    else:
+        representative = job.representative if quantization == "int8" else None
+        flatbuffer = tflite_from_saved_model(job.saved_model, quantization, representative, job.section.int8_io)
     tmp.write_bytes(flatbuffer)
     io = tflite_io(tmp)
-    extra: dict[str, Any] = {}
     if quantization == "int8":
-        extra["calibration"] = {"split": "train", "samples": int(len(job.calibration)),
-                                "requested": job.section.calibration_samples}
+        extra["calibration"] = job.calibration_record()
         _check_raw_pixel_input(io["input"], job.say)
+    # MediaPipe Tasks and the TFLite Task Library read labels and input normalization from here.
+    # Written last: the manifest's sha256 is of this final file.
+    info = metadata_info(job, quantization)
+    tmp.write_bytes(add_metadata(flatbuffer, **info, labels=job.labels, input_dtype=io["input"]["dtype"],
+                                 input_quantization=io["input"].get("quantization")))
+    normalization = {"mean": [0.0] * 3, "std": [1.0] * 3} if io["input"]["dtype"].startswith("float") else None
+    extra["metadata"] = {**info, "labels": LABEL_FILE, "normalization": normalization}
     return {**io, **extra}
+
+
+def metadata_info(job: ExportJob, quantization: str) -> dict[str, Any]:
+    """name, description, version, author and license of a .tflite's metadata (recipe export.metadata)."""
+    section = job.section.metadata
+    classes = job.manifest["classes"]
+    description = section.description or (f"{job.manifest.get('backbone', 'tk')} image classifier, {len(classes)} "
+                                           f"classes ({tolerance_kind(quantization)}); input RGB 0..255")
+    return {"name": job.manifest["name"], "description": description, "author": section.author,
+            "version": section.version or str(job.manifest.get("created", ""))[:10] or "1",
+            "license": section.license}
 
 
 def tflite_io(path: Path) -> dict[str, Any]:
@@ -159,17 +205,25 @@ def _check_raw_pixel_input(info: dict[str, Any], say: Say) -> None:
 def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
     import onnx
 
-    from .converters import onnx_from_saved_model
+    proto = job.onnx_float
+    extra: dict[str, Any] = {}
+    if quantization == "int8":  # static QDQ, calibrated on the images TFLite int8 uses
+        from .onnx_int8 import quantize_onnx_int8
 
-    proto = onnx_from_saved_model(job.saved_model, job.opset)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(tmp))
+        float_file = job.workdir / "model.onnx"
+        if not float_file.is_file():
+            onnx.save(proto, str(float_file))
+        extra = quantize_onnx_int8(float_file, job.calibration, tmp, activations=job.section.onnx_int8_activations)
+        extra = {"quantization_details": extra["quantization"], "calibration": job.calibration_record()}
+        proto = onnx.load(str(tmp))
+    else:
+        onnx.save(proto, str(tmp))
 
     def shape(value) -> list:
         return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
 
     return {**_float_io(shape(proto.graph.input[0]), shape(proto.graph.output[0])), "opset": job.opset,
-            "input_name": proto.graph.input[0].name, "output_name": proto.graph.output[0].name}
+            "input_name": proto.graph.input[0].name, "output_name": proto.graph.output[0].name, **extra}
 
 
 # One converter per exported format of core/formats.FORMATS: (job, quantization, temporary path)
@@ -191,7 +245,7 @@ def plan(formats: Optional[Sequence[str]], quantizations: Optional[Sequence[str]
         if not chosen:
             if explicit:
                 raise TkError(f"--format {name}: exports quantization {', '.join(fmt.quantizations)} only "
-                              f"(got --quantize {', '.join(quants)}); quantized models are TFLite: "
+                              f"(got --quantize {', '.join(quants)}); every quantization is TFLite: "
                               f"--format tflite --quantize {quants[0]}")
             say(f"skipping {name}: it exports {', '.join(fmt.quantizations)} only (asked: {', '.join(quants)})")
         pairs += [(fmt, q) for q in chosen]
@@ -225,13 +279,13 @@ def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
     if not ONNX_OPSETS[0] <= opset <= ONNX_OPSETS[1]:
         raise TkError(f"--opset: must be between {ONNX_OPSETS[0]} and {ONNX_OPSETS[1]} (got {opset})")
     pairs = plan(formats, quantizations, recipe.export, say)
-    _ensure_labels(run_dir)
     job = ExportJob(run_dir, recipe, opset, say)
     versions = tool_versions("tensorflow", "keras", "tf2onnx", "onnx")
     source = job.manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
     entries, failures = [], []
     try:
         job.model  # noqa: B018 -- every format starts from the model and its SavedModel: fail once
+        job.labels = read_labels(run_dir, job.manifest["classes"], job.model.outputs[0].shape[-1])
         try:
             job.saved_model  # noqa: B018
         except Exception as exc:
@@ -249,7 +303,7 @@ def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
                 continue
             entry = record_artifact(run_dir, {
                 "file": file, "format": fmt.name, "quantization": quantization,
-                "tolerance": tolerance_kind(quantization), **info, "labels": "labels.txt",
+                "tolerance": tolerance_kind(quantization), **info, "labels": LABEL_FILE,
                 "source": {"file": REFERENCE, "sha256": source}, "versions": versions,
             })
             entries.append(entry)
@@ -262,12 +316,21 @@ def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
     return entries
 
 
-def _ensure_labels(run_dir: Path) -> None:
-    """labels.txt beside the artifacts, in the manifest's class order."""
-    text = "\n".join(load_manifest(run_dir)["classes"]) + "\n"
-    path = run_dir / "labels.txt"
-    if not path.is_file() or path.read_text() != text:
-        write_text_atomic(path, text)
+def read_labels(run_dir: Path, classes: Sequence[str], outputs: int) -> list[str]:
+    """The run's labels.txt (tk train wrote it), which every .tflite packs: checked against the
+    manifest's classes and the model's output size before anything is converted."""
+    path = run_dir / LABEL_FILE
+    if not path.is_file():
+        raise TkError(f"{path}: label file missing (every .tflite packs it); restore it or re-run tk train "
+                      f"(one class per line, in manifest.json's order: {', '.join(classes)})")
+    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(labels) != outputs:
+        raise TkError(f"{path}: {len(labels)} labels, but {run_dir / REFERENCE} outputs {outputs} classes; "
+                      "the label file and the model come from different trainings: re-run tk train")
+    if labels != list(classes):
+        raise TkError(f"{path}: labels differ from manifest.json's classes ({', '.join(classes)}); "
+                      "restore labels.txt from the same training run or re-run tk train")
+    return labels
 
 
 def _cause(exc: Exception) -> str:

@@ -85,7 +85,7 @@ def _judge(path: Path, entry: dict[str, Any], section: VerifySection, reference:
     threshold = section.thresholds.get(kind, Threshold())
     try:
         probs = load_predictor(path, num_threads).predict_batched(images)
-        result = {"kind": kind, **compare(reference, probs, labels, ref_accuracy)}
+        result = {"kind": kind, **compare(reference, probs, labels, ref_accuracy, section.confident_margin)}
     except TkError as exc:  # a corrupt or changed file: a failed artifact, not a stop
         result = {"kind": kind, "passed": False, "error": str(exc), "failures": [str(exc)]}
     else:
@@ -150,16 +150,30 @@ def _select(manifest: dict[str, Any], files: Optional[Sequence[str]], run_dir: P
     return chosen
 
 
-def compare(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray, ref_accuracy: float) -> dict[str, float]:
+def compare(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray, ref_accuracy: float,
+            confident_margin: float = 0.2) -> dict[str, Any]:
     if probs.shape != reference.shape:
         raise TkError(f"artifact outputs {probs.shape} but the reference outputs {reference.shape}; re-run tk export")
     diff = np.abs(probs.astype(np.float64) - reference.astype(np.float64))
     acc = accuracy(labels, probs)
+    same = np.argmax(probs, 1) == np.argmax(reference, 1)
+    confident = top1_margin(reference) >= confident_margin
     return {
-        "agreement": float(np.mean(np.argmax(probs, 1) == np.argmax(reference, 1))),
+        "agreement": float(np.mean(same)),
+        # None when no image is confident: there is nothing to judge (check() then fails a set minimum).
+        "confident_agreement": float(np.mean(same[confident])) if confident.any() else None,
+        "confident_count": int(confident.sum()), "confident_margin": confident_margin,
         "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
         "accuracy": acc, "accuracy_delta": acc - ref_accuracy,
     }
+
+
+def top1_margin(probs: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 probability per image: how sure the model is of its decision."""
+    if probs.shape[1] < 2:
+        return np.ones(len(probs))
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
 
 
 def check(result: dict[str, float], threshold: Threshold) -> list[str]:
@@ -170,6 +184,12 @@ def check(result: dict[str, float], threshold: Threshold) -> list[str]:
         failures.append(f"max diff {result['max_abs_diff']:.2e} > {threshold.max_abs_diff:.0e}")
     if threshold.min_agreement is not None and result["agreement"] < threshold.min_agreement - eps:
         failures.append(f"agreement {result['agreement']:.1%} < {threshold.min_agreement:.1%}")
+    if threshold.min_confident_agreement is not None:
+        confident = result.get("confident_agreement")
+        if confident is None:
+            failures.append(f"no confident image (margin >= {result.get('confident_margin', 0):.2f}) to judge")
+        elif confident < threshold.min_confident_agreement - eps:
+            failures.append(f"confident agreement {confident:.1%} < {threshold.min_confident_agreement:.1%}")
     drop = -result["accuracy_delta"]
     if threshold.max_accuracy_drop is not None and drop > threshold.max_accuracy_drop + eps:
         failures.append(f"accuracy drop {drop:.1%} > {threshold.max_accuracy_drop:.1%}")
@@ -202,8 +222,16 @@ def result_line(file: str, result: dict[str, Any]) -> str:
     return (f"{mark} {file} ({result['kind']}): max diff: {result['max_abs_diff']:.2e} "
             f"(atol: {_limit(threshold.max_abs_diff, '.0e')}), mean diff: {result['mean_abs_diff']:.2e}, "
             f"agreement: {result['agreement']:.1%} (min: {_limit(threshold.min_agreement, '.1%')}), "
+            + _confident_text(result, threshold) +
             f"accuracy: {result['accuracy']:.3f} (delta {result['accuracy_delta']:+.3f}, "
             f"max drop: {_limit(threshold.max_accuracy_drop, '.3f')})"
             + ("" if result["passed"] else f" -- {'; '.join(result['failures'])}"))
 
 
+def _confident_text(result: dict[str, Any], threshold: Threshold) -> str:
+    if "confident_count" not in result:  # a result recorded before verify measured it
+        return ""
+    value = result.get("confident_agreement")
+    shown = "—" if value is None else f"{value:.1%}"
+    return (f"confident agreement: {shown} of {result['confident_count']} "
+            f"(min: {_limit(threshold.min_confident_agreement, '.1%')}), ")

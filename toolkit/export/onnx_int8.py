@@ -1,0 +1,98 @@
+"""Static int8 quantization of tk's float32 ONNX export (onnxruntime QDQ), calibrated on training images.
+
+The float model takes float32 0..255 NHWC images with a dynamic 'batch' dimension; the quantized
+model keeps float32 input and output (QuantizeLinear/DequantizeLinear at the edges), so the same
+predictor code runs both. QDQ is the format onnxruntime's CPU kernels are optimized for, and any
+onnxruntime build (x86, aarch64, mobile) loads it: it uses only standard ONNX ops.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..core.errors import TkError
+
+# Images per calibration inference: small batches keep peak memory low (MobileNetV2 224 px:
+# ~100 MB of activations per image are kept by the calibrator) without a call per image.
+CALIBRATION_BATCH = 8
+
+
+def quantize_onnx_int8(float_model: Path, calibration: np.ndarray, out: Path, per_channel: bool = True,
+                       activations: str = "uint8", method: str = "MinMax") -> dict[str, Any]:
+    """Write `out`, an int8 QDQ copy of `float_model` calibrated on `calibration` (N,H,W,C float32 0..255).
+
+    activations: "uint8" (default: asymmetric, so ReLU6 outputs use all 256 levels; fastest on x86
+    with VNNI in the NOTES.md measurement) or "int8" (symmetric, the usual choice for ARM).
+    Returns the manifest fields (quantization, input, output).
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    _check_calibration(calibration)
+    act_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}.get(activations)
+    if act_type is None:
+        raise TkError(f"onnx int8: activations must be 'uint8' or 'int8' (got {activations!r})")
+    if method not in ("MinMax", "Percentile", "Entropy"):
+        raise TkError(f"onnx int8: calibration method must be MinMax, Percentile or Entropy (got {method!r})")
+    proto = onnx.load(str(float_model))
+    input_name = proto.graph.input[0].name
+    with tempfile.TemporaryDirectory(prefix="tk-onnx-int8-") as tmp:
+        # Shape inference + graph optimization (BatchNorm folding etc.) first, as onnxruntime
+        # recommends: the quantizer needs shapes on every tensor to place Q/DQ pairs correctly.
+        # ONNX's own shape inference suffices for an image classifier (only the batch is dynamic);
+        # the symbolic pass would need sympy, which tk does not depend on.
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(out), _Reader(input_name, calibration),
+            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=False,
+            activation_type=act_type, weight_type=QuantType.QInt8,
+            calibrate_method=getattr(CalibrationMethod, method))
+    quantized = onnx.load(str(out))
+    return {
+        "quantization": {"format": "QDQ", "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
+                         "activations": activations, "calibration_method": method,
+                         "calibration_samples": int(len(calibration))},
+        "input": {"name": quantized.graph.input[0].name, **_describe(quantized.graph.input[0])},
+        "output": {"name": quantized.graph.output[0].name, **_describe(quantized.graph.output[0])},
+    }
+
+
+def _check_calibration(calibration: Any) -> None:
+    ok = isinstance(calibration, np.ndarray) and calibration.ndim == 4 and len(calibration) > 0
+    if not ok or not np.issubdtype(calibration.dtype, np.floating):
+        shape = getattr(calibration, "shape", None)
+        raise TkError(f"onnx int8: calibration must be a non-empty (N, H, W, C) float array of images "
+                      f"(got {type(calibration).__name__} {shape})")
+
+
+def _describe(value) -> dict[str, Any]:
+    import onnx
+
+    dims = value.type.tensor_type.shape.dim
+    return {"shape": [d.dim_value if d.HasField("dim_value") else None for d in dims],
+            "dtype": np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)).name}
+
+
+class _Reader:  # duck-typed: CalibrationDataReader accepts any object with get_next()
+    """Calibration data reader over an image array, CALIBRATION_BATCH images per inference."""
+
+    def __init__(self, input_name: str, images: np.ndarray, batch: Optional[int] = None):
+        self.input_name, self.images = input_name, images.astype(np.float32, copy=False)
+        self.batch = batch or CALIBRATION_BATCH
+        self.start = 0
+
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        if self.start >= len(self.images):
+            return None
+        chunk = self.images[self.start:self.start + self.batch]
+        self.start += self.batch
+        return {self.input_name: chunk}
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch)
