@@ -151,3 +151,23 @@ def test_every_shipped_recipe_loads(path):
     assert recipe.name == path.stem
     assert recipe.model.backbone in BACKBONES
     assert recipe.data.root
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"export": {"int8_fallback": {"max_size_ratio": 0.5}}}, "export.int8_fallback.max_size_ratio: must be >= 1"),
+    ({"export": {"int8_fallback": {"max_float_layers": 0}}}, "export.int8_fallback.max_float_layers: must be > 0 (got 0)"),
+    ({"export": {"int8_fallback": {"enable": True}}}, "did you mean 'enabled'?"),
+    ({"export": {"onnx_int8_activations": "int4"}}, "export.onnx_int8_activations: must be one of uint8, int8"),
+    ({"verify": {"confident_margin": 1.5}}, "verify.confident_margin: must be in [0, 1) (got 1.5)"),
+    ({"verify": {"thresholds": {"int8": {"min_confident_agreement": 2}}}},
+     "verify.thresholds.int8.min_confident_agreement: must be in [0, 1] (got 2.0)"),
+])
+def test_int8_and_metadata_keys_are_checked(raw, expected):
+    assert expected in error_of(raw)
+
+
+def test_confident_threshold_merges_with_the_defaults():
+    recipe = recipe_from_dict({"name": "t", "verify": {"thresholds": {"int8": {"min_confident_agreement": 0.99}}}})
+    int8 = recipe.verify.thresholds["int8"]
+    assert int8.min_confident_agreement == 0.99 and int8.min_agreement == 0.98  # default stays strict
+    assert recipe.export.metadata.author == "tk" and not recipe.export.int8_fallback.enabled

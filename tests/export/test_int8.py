@@ -152,9 +152,8 @@ def test_export_int8_fallback_keeps_layers_float_and_records_the_cost(trained_ru
 
 def test_export_int8_fallback_is_not_used_when_int8_passes(trained_run, tmp_path):
     run = _copy_run(trained_run, tmp_path)
-    _edit_recipe(run, export={"int8_fallback": {"enabled": True}},
-                 verify={"thresholds": {"int8": {"min_agreement": 0.0, "max_accuracy_drop": 1.0}}})
-    result = runner.invoke(app, ["export", str(run), "--format", "tflite", "--quantize", "int8"])
+    _edit_recipe(run, verify={"thresholds": {"int8": {"min_agreement": 0.0, "max_accuracy_drop": 1.0}}})
+    result = runner.invoke(app, ["export", str(run), "--format", "tflite", "--quantize", "int8", "--int8-fallback"])
     assert result.exit_code == 0, result.output
     assert "int8 fallback: not needed" in result.output
     fallback = load_manifest(run)["artifacts"]["model_int8.tflite"]["fallback"]

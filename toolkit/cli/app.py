@@ -154,16 +154,17 @@ def predict(
 def export_cmd(
     run: RunArg = None,
     formats: Annotated[Optional[list[str]], typer.Option("--format", help="savedmodel, tflite, onnx or all; repeatable (default: the recipe's export.formats).")] = None,
-    quantize: Annotated[Optional[list[str]], typer.Option("--quantize", help="TFLite quantization: none, float16, dynamic, int8 or all; repeatable (default: export.quantize).")] = None,
+    quantize: Annotated[Optional[list[str]], typer.Option("--quantize", help="Quantization: none, float16, dynamic, int8 (TFLite and ONNX) or all; repeatable (default: export.quantize).")] = None,
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: export.onnx_opset).")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
+    int8_fallback: Annotated[Optional[bool], typer.Option("--int8-fallback/--no-int8-fallback", help="TFLite int8 that fails the int8 gate keeps its most sensitive layers in float (default: export.int8_fallback.enabled).")] = None,
 ):
-    """Export a trained run to SavedModel, TFLite (float32/float16/dynamic/int8) and ONNX."""
+    """Export a trained run to SavedModel, TFLite (float32/float16/dynamic/int8) and ONNX (float32/int8)."""
     quiet.import_tensorflow_quietly()
     from ..export.exporter import export_run
     from ..core.runs import resolve_run
 
-    export_run(resolve_run(run, runs_dir, say), formats, quantize, say=say, opset=opset)
+    export_run(resolve_run(run, runs_dir, say), formats, quantize, say=say, opset=opset, int8_fallback=int8_fallback)
 
 
 @app.command()

@@ -11,6 +11,7 @@ quantizations; WRITERS below holds one converter per exported format.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import shutil
@@ -267,14 +268,17 @@ def _expand(values: Sequence[str], allowed: Sequence[str], option: str) -> list[
 
 def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
                quantizations: Optional[Sequence[str]] = None, say: Say = print,
-               opset: Optional[int] = None) -> list[dict[str, Any]]:
+               opset: Optional[int] = None, int8_fallback: Optional[bool] = None) -> list[dict[str, Any]]:
     """Export the run's model.keras to every requested (format, quantization); return the entries.
 
-    formats/quantizations default to the run recipe's export section. Raises TkError after trying
-    every artifact if any failed.
+    formats/quantizations default to the run recipe's export section, int8_fallback to its
+    export.int8_fallback.enabled. Raises TkError after trying every artifact if any failed.
     """
     run_dir = Path(run_dir)
     recipe = run_recipe(run_dir)
+    if int8_fallback is not None:
+        fallback = dataclasses.replace(recipe.export.int8_fallback, enabled=int8_fallback)
+        recipe = dataclasses.replace(recipe, export=dataclasses.replace(recipe.export, int8_fallback=fallback))
     opset = opset or recipe.export.onnx_opset
     if not ONNX_OPSETS[0] <= opset <= ONNX_OPSETS[1]:
         raise TkError(f"--opset: must be between {ONNX_OPSETS[0]} and {ONNX_OPSETS[1]} (got {opset})")
