@@ -126,20 +126,26 @@ def test_search_doubles_until_pass_and_respects_budgets(int8_inputs):
     assert not sized["passed"] and sized["float_layers"] == [] and sized["tried"][-1]["over_size_budget"]
 
 
-def test_export_int8_fallback_keeps_layers_float_and_records_the_cost(trained_run, tmp_path):
-    """A gate plain int8 cannot meet (max diff 1e-9): the fallback keeps layers float up to its
-    budget (1 layer), says so, and records the layers, sizes and latencies."""
+def test_export_int8_fallback_keeps_layers_float_until_the_gate_passes(trained_run, tmp_path, monkeypatch):
+    """The gate's judgement is scripted (this easy model passes int8 outright, and a real gate that
+    only a fallback meets is a property of hard models, shown in BENCHMARKS.md): fail plain int8
+    twice (converter, debugger), pass from the first try with a float layer. Everything else is
+    real: the layers kept float, the uint8 I/O, the sizes and latencies, the metadata."""
+    import toolkit.export.int8_gate as gate_module
+
+    verdicts = iter([["scripted: plain int8 fails"]] * 2)
+    monkeypatch.setattr(gate_module, "check", lambda result, threshold: next(verdicts, []))
     run = _copy_run(trained_run, tmp_path)
-    _edit_recipe(run, export={"int8_fallback": {"enabled": True, "max_float_layers": 1, "max_size_ratio": 4.0}},
-                 verify={"thresholds": {"int8": {"max_abs_diff": 1e-9}}})
+    _edit_recipe(run, export={"int8_fallback": {"enabled": True}})
     result = runner.invoke(app, ["export", str(run), "--format", "tflite", "--quantize", "int8"])
     assert result.exit_code == 0, result.output
-    assert "plain int8 fails the int8 gate" in result.output and "reached its budget" in result.output
+    assert "plain int8 fails the int8 gate" in result.output
+    assert "the gate passes with 1 layer(s) kept float" in result.output
     entry = load_manifest(run)["artifacts"]["model_int8.tflite"]
     fallback = entry["fallback"]
-    assert not fallback["passed"] and len(fallback["float_layers"]) == 1 and fallback["split"] == "validation"
-    assert [t["float_layers"] for t in fallback["tried"]] == [0, 0, 1]
-    assert fallback["size_bytes"]["chosen"] > fallback["size_bytes"]["int8"] > 0
+    assert fallback["passed"] and fallback["split"] == "validation" and len(fallback["float_layers"]) == 1
+    assert [(t["float_layers"], t["passed"]) for t in fallback["tried"]] == [(0, False), (0, False), (1, True)]
+    assert entry["size_bytes"] > fallback["size_bytes"]["chosen"] > fallback["size_bytes"]["int8"]  # + metadata
     assert fallback["latency_p50_ms"]["int8"] > 0 and fallback["latency_p50_ms"]["chosen"] > 0
     model = (run / "model_int8.tflite").read_bytes()
     assert "DEQUANTIZE" in _tflite_ops(model)
@@ -148,6 +154,22 @@ def test_export_int8_fallback_keeps_layers_float_and_records_the_cost(trained_ru
 
     assert read_metadata(model)["output"]["labels"] == load_manifest(run)["classes"]
     assert not [p.name for p in run.iterdir() if p.name.startswith(".") or ".tmp" in p.name]
+
+
+def test_export_int8_fallback_over_budget_keeps_plain_int8(trained_run, tmp_path):
+    """A gate nothing meets (max diff 1e-9) and a budget of 1 layer: a bigger model that agrees no
+    better is no fallback, so plain int8 is written, with a warning and every try recorded."""
+    run = _copy_run(trained_run, tmp_path)
+    _edit_recipe(run, export={"int8_fallback": {"enabled": True, "max_float_layers": 1, "max_size_ratio": 4.0}},
+                 verify={"thresholds": {"int8": {"max_abs_diff": 1e-9}}})
+    result = runner.invoke(app, ["export", str(run), "--format", "tflite", "--quantize", "int8"])
+    assert result.exit_code == 0, result.output
+    assert "spent its budget" in result.output and "kept the best-agreeing try: 0 layer(s)" in result.output
+    fallback = load_manifest(run)["artifacts"]["model_int8.tflite"]["fallback"]
+    assert not fallback["passed"] and fallback["float_layers"] == []
+    assert [t["float_layers"] for t in fallback["tried"]] == [0, 0, 1]
+    assert fallback["size_bytes"]["chosen"] == fallback["size_bytes"]["int8"] and fallback["size_ratio"] == 1.0
+    assert "DEQUANTIZE" not in _tflite_ops((run / "model_int8.tflite").read_bytes())
 
 
 def test_export_int8_fallback_is_not_used_when_int8_passes(trained_run, tmp_path):

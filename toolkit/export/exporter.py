@@ -144,7 +144,7 @@ def _write_tflite(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any
     if quantization == "int8" and job.section.int8_fallback.enabled:
         from .int8_gate import int8_with_fallback
 
-        flatbuffer, extra["fallback"] = int8_with_fallback(job, tmp.parent)
+        flatbuffer, extra["fallback"] = int8_with_fallback(job)
     else:
         representative = job.representative if quantization == "int8" else None
         flatbuffer = tflite_from_saved_model(job.saved_model, quantization, representative, job.section.int8_io)
