@@ -158,6 +158,7 @@ def test_every_shipped_recipe_loads(path):
     ({"export": {"int8_fallback": {"max_float_layers": 0}}}, "export.int8_fallback.max_float_layers: must be > 0 (got 0)"),
     ({"export": {"int8_fallback": {"enable": True}}}, "did you mean 'enabled'?"),
     ({"export": {"onnx_int8_activations": "int4"}}, "export.onnx_int8_activations: must be one of uint8, int8"),
+    ({"export": {"onnx_int8_calibration": "minmax"}}, "export.onnx_int8_calibration: must be one of Percentile, MinMax"),
     ({"verify": {"confident_margin": 1.5}}, "verify.confident_margin: must be in [0, 1) (got 1.5)"),
     ({"verify": {"thresholds": {"int8": {"min_confident_agreement": 2}}}},
      "verify.thresholds.int8.min_confident_agreement: must be in [0, 1] (got 2.0)"),

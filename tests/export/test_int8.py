@@ -55,7 +55,7 @@ def test_onnx_int8_is_exported_calibrated_like_tflite_and_recorded(exported_run,
     entry = artifacts["model_int8.onnx"]
     assert (entry["format"], entry["quantization"], entry["tolerance"]) == ("onnx", "int8", "int8")
     assert entry["quantization_details"] == {"format": "QDQ", "weights": "int8 per-channel", "activations": "uint8",
-                                             "calibration_method": "MinMax",
+                                             "calibration_method": "Percentile",
                                              "calibration_samples": entry["calibration"]["samples"]}
     assert entry["calibration"] == artifacts["model_int8.tflite"]["calibration"]  # the same images
     assert entry["input"] == {"shape": [None, 32, 32, 3], "dtype": "float32"}
@@ -66,14 +66,18 @@ def test_onnx_int8_is_exported_calibrated_like_tflite_and_recorded(exported_run,
     assert np.mean(probs.argmax(1) == int8_inputs.reference.argmax(1)) >= 0.9
 
 
-@pytest.mark.parametrize("activations", ["uint8", "int8"])
-def test_quantized_onnx_matches_float(int8_inputs, tmp_path, activations):
+@pytest.mark.parametrize("activations,method,count", [("uint8", "MinMax", 40), ("int8", "MinMax", 40),
+                                                    ("uint8", "Percentile", 13)])  # 13: no even batches
+def test_quantized_onnx_matches_float(int8_inputs, tmp_path, activations, method, count):
     import onnx
     import onnxruntime as ort
 
     out = tmp_path / "model_int8.onnx"
-    info = quantize_onnx_int8(int8_inputs.onnx, int8_inputs.calibration, out, activations=activations)
+    info = quantize_onnx_int8(int8_inputs.onnx, int8_inputs.calibration[:count], out, activations=activations,
+                              method=method)
     assert info["quantization"]["activations"] == activations and info["output"]["shape"] == [None, 3]
+    assert info["quantization"]["calibration_method"] == method and info["quantization"]["calibration_samples"] == count
+    assert {o.domain for o in onnx.load(str(out)).opset_import} == {""}  # plain ONNX: any runtime loads it
     float_session = ort.InferenceSession(str(int8_inputs.onnx), providers=["CPUExecutionProvider"])
     int8_session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     want = float_session.run(None, {float_session.get_inputs()[0].name: int8_inputs.test})[0]

@@ -124,7 +124,6 @@ class TrainSection:
 @dataclass(frozen=True)
 class MetadataSection:
     """What every .tflite carries as TFLite metadata (MediaPipe Tasks and app developers read it)."""
-
     author: str = "tk"
     version: Optional[str] = None  # default: the date the run was trained
     license: Optional[str] = None
@@ -133,12 +132,9 @@ class MetadataSection:
 
 @dataclass(frozen=True)
 class Int8FallbackSection:
-    """int8 that fails the int8 gate keeps its most quantization-sensitive layers in float.
-
-    Layers are ranked by TFLite's QuantizationDebugger; 1, 2, 4, ... of them stay float until the
-    int8 model meets verify.thresholds.int8 on the validation split (verify judges the test split)
-    or a budget is reached. Off by default: it converts the model several times.
-    """
+    """TFLite int8 that fails verify.thresholds.int8 (judged on the validation split) keeps its
+    most quantization-sensitive layers float, 1, 2, 4, ... of them, within a budget. Off by
+    default: it re-quantizes the model several times (export/int8_gate.py)."""
 
     enabled: bool = False
     max_float_layers: Optional[int] = None  # None: as many as it takes
@@ -150,13 +146,19 @@ class Int8FallbackSection:
 class ExportSection:
     formats: tuple[str, ...] = EXPORT_FORMATS
     quantize: tuple[str, ...] = QUANTIZATIONS
+    # int8 calibration images (TFLite and ONNX), class-stratified from train. 50/100/200/500 gave the
+    # same agreement within one test image (BENCHMARKS.md, issue 9); 200 still sees >= 20 per class up to
+    # 10 classes on varied photos, at a one-off linear cost (ONNX: 53 s, MobileNetV2 224, 2 cores).
     calibration_samples: int = 200
     onnx_opset: int = 17
     int8_io: Literal["int8", "uint8"] = "uint8"
     metadata: MetadataSection = field(default_factory=MetadataSection)
     int8_fallback: Int8FallbackSection = field(default_factory=Int8FallbackSection)
-    # onnxruntime static int8 activations: uint8 (asymmetric; fastest on x86) or int8 (symmetric).
+    # uint8: 1.7x faster than int8 on x86 VNNI (unsigned x signed bytes); int8: onnxruntime's advice for ARM.
     onnx_int8_activations: Literal["uint8", "int8"] = "uint8"
+    # Percentile clips each activation's 0.001% tails: better parity than MinMax on both models
+    # measured (benchmarks/BENCHMARKS.md), at ~10x the calibration time (53 s for 200 images, MobileNetV2 224).
+    onnx_int8_calibration: Literal["Percentile", "MinMax", "Entropy"] = "Percentile"
 
 
 @dataclass(frozen=True)

@@ -214,7 +214,8 @@ def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
         float_file = job.workdir / "model.onnx"
         if not float_file.is_file():
             onnx.save(proto, str(float_file))
-        extra = quantize_onnx_int8(float_file, job.calibration, tmp, activations=job.section.onnx_int8_activations)
+        extra = quantize_onnx_int8(float_file, job.calibration, tmp, activations=job.section.onnx_int8_activations,
+                                   method=job.section.onnx_int8_calibration)
         extra = {"quantization_details": extra["quantization"], "calibration": job.calibration_record()}
         proto = onnx.load(str(tmp))
     else:
