@@ -8,6 +8,8 @@ onnxruntime build (x86, aarch64, mobile) loads it: it uses only standard ONNX op
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -52,11 +54,13 @@ def quantize_onnx_int8(float_model: Path, calibration: np.ndarray, out: Path, pe
         # the symbolic pass would need sympy, which tk does not depend on.
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared), str(out), _Reader(input_name, calibration),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=False,
-            activation_type=act_type, weight_type=QuantType.QInt8,
-            calibrate_method=getattr(CalibrationMethod, method))
+        # The Percentile/Entropy calibrators print their progress; only tk's CLI talks to the user.
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                str(prepared), str(out), _Reader(input_name, calibration),
+                quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=False,
+                activation_type=act_type, weight_type=QuantType.QInt8,
+                calibrate_method=getattr(CalibrationMethod, method))
     quantized = onnx.load(str(out))
     # quant_pre_process saves through onnxruntime, which declares all its private op domains
     # (com.microsoft.nchwc, ...); no node uses them. Drop them so other runtimes see plain ONNX.
