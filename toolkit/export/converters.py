@@ -1,4 +1,4 @@
-"""Keras -> SavedModel -> TFLite conversion, shared by export and fast feature extraction.
+"""Keras -> SavedModel -> TFLite / ONNX conversion for `tk export`.
 
 Keras 3 breaks the older entry points (`TFLiteConverter.from_keras_model` trips on save specs,
 tf2onnx's `from_keras` on Sequential models), so everything goes through `model.export()` to a

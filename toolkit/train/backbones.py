@@ -1,7 +1,8 @@
 """Registry of backbones: what each one is built from and what its weights expect, as data.
 
-Adding a backbone is one BackboneSpec entry. Keras is imported inside functions only, so the
-registry can be read (recipe validation, `tk --help`) without TensorFlow.
+Adding a backbone is one BackboneSpec entry; what differs between backbones (constructor
+arguments, a fixed head) is a field of the entry, never an `if name == ...`. Keras is imported
+inside functions only, so `tk train` checks the backbone name before TensorFlow loads.
 """
 
 from __future__ import annotations
