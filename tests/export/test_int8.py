@@ -221,5 +221,13 @@ def test_calibration_set_with_one_class(trained_run, tmp_path):
     (run / "split.json").write_text(json.dumps(split))
     result = runner.invoke(app, ["export", str(run), "--format", "tflite,onnx", "--quantize", "int8"])
     classes = load_manifest(run)["classes"]
-    _one_error(result, "model_int8.tflite", "model_int8.onnx", f"every int8 calibration image is of class {classes[0]!r}")
+    _one_error(result, "model_int8.tflite", "model_int8.onnx", f"every int8 calibration image is of class {classes[0]!r}",
+               "give the train split images of every class")
     assert not (run / "model_int8.tflite").exists() and not (run / "model_int8.onnx").exists()
+
+
+def test_calibration_of_one_image_is_one_class(trained_run, tmp_path):
+    run = _copy_run(trained_run, tmp_path)
+    _edit_recipe(run, export={"calibration_samples": 1})
+    result = runner.invoke(app, ["export", str(run), "--format", "tflite", "--quantize", "int8"])
+    _one_error(result, "every int8 calibration image is of class", "raise export.calibration_samples (got 1)")

@@ -78,9 +78,11 @@ class ExportJob:
         labels = {label for path, label in items if path in chosen}
         if len(labels) < 2:
             name = self.manifest["classes"][labels.pop()] if labels else "?"
+            fix = ("raise export.calibration_samples (got 1)" if len({y for _, y in items}) > 1 else
+                   "give the train split images of every class (re-run tk train)")
             raise TkError(f"{self.run_dir}/{SPLIT}: every int8 calibration image is of class {name!r}, so the "
-                          "int8 ranges would fit that class only; give the train split images of every class "
-                          "(re-run tk train) or export without int8 (--quantize none,float16,dynamic)")
+                          f"int8 ranges would fit that class only; {fix}, or export without int8 "
+                          "(--quantize none,float16,dynamic)")
         if len(paths) < wanted:
             self.say(f"warning: int8 calibration uses {len(paths)} training images, fewer than "
                      f"export.calibration_samples={wanted} (the train split has only {len(items)})")
