@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 
 from ..core.errors import TkError
+from ..edge.predictors import interpreter_class  # LiteRT: tf.lite.Interpreter is deprecated
 
 Representative = Callable[[], Iterable[list[np.ndarray]]]
 
@@ -87,9 +88,7 @@ def _edge_tensors(model: bytes) -> set[str]:
     """Outputs of the first quantized ops (fed by the input QUANTIZE) and the tensor the output
     DEQUANTIZE reads. They stay int8: left float, the edge QUANTIZE/DEQUANTIZE moves inside the
     graph and modify_model_io_type can no longer give uint8/int8 I/O (tk's int8 contract)."""
-    import tensorflow as tf
-
-    interp = tf.lite.Interpreter(model_content=model)
+    interp = interpreter_class()(model_content=model)
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
     inputs = {d["index"] for d in interp.get_input_details()}
     outputs = {d["index"] for d in interp.get_output_details()}
@@ -115,7 +114,7 @@ def _quantized(debugger, denylist: list[str], int8_io: str) -> bytes:
     if io_type is None:
         raise TkError(f"int8 fallback: int8_io must be 'uint8' or 'int8' (got {int8_io!r})")
     model = bytes(modify_model_io_type(model, io_type, io_type))
-    details = tf.lite.Interpreter(model_content=model)
+    details = interpreter_class()(model_content=model)
     dtypes = {np.dtype(d["dtype"]).name for d in (*details.get_input_details(), *details.get_output_details())}
     if dtypes != {int8_io}:  # a denylisted input/output layer: the I/O would silently stay float
         raise TkError(f"int8 fallback: the model's input/output would be {', '.join(sorted(dtypes))}, not "
