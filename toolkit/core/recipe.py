@@ -51,6 +51,10 @@ class SourceSection:
     sha256: Optional[str] = None
     # Folder inside the extracted archive that holds the class folders (e.g. "flower_photos").
     subdir: Optional[str] = None
+    # Caps on what the archive may unpack to (a 2 MB archive can claim 2 GB): tf_flowers is
+    # 218 MB in 3,670 files; raise these for a bigger dataset.
+    max_bytes: int = 20 * 2**30
+    max_members: int = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -243,6 +247,8 @@ _RULES: list[tuple[str, Any, str]] = [
     ("export.int8_fallback.max_float_layers", lambda v: v is None or v > 0, "must be > 0"),
     ("export.int8_fallback.max_size_ratio", lambda v: v >= 1, "must be >= 1 (a multiple of the int8 size)"),
     ("verify.confident_margin", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    ("data.source.max_bytes", lambda v: v is None or v > 0, "must be > 0"),
+    ("data.source.max_members", lambda v: v is None or v > 0, "must be > 0"),
     ("bench.runs", lambda v: v > 0, "must be > 0"),
     ("bench.warmup", lambda v: v >= 0, "must be >= 0"),
     ("bench.batch", lambda v: v > 0, "must be > 0"),

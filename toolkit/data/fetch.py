@@ -1,9 +1,9 @@
 """`tk data fetch`: download a recipe's dataset archive, check it, unpack it safely, put it in place.
 
 The archive goes to a temp folder beside data.root (same filesystem), its sha256 is checked when the
-recipe pins one, every member is checked before anything is written (no absolute paths, no `..`, no
-links leaving the archive, no device files), and the class folders are moved into data.root with
-one rename: data.root is either complete or absent, and a failure leaves nothing behind.
+recipe pins one, it is unpacked by extract.py (every member resolved against the real extraction
+folder, links and devices refused, total size and member count capped), and the class folders
+are moved into data.root with one rename: data.root is either complete or absent, and a failure leaves nothing behind.
 Local paths and file:// URLs go through the same code (that is how the tests run offline).
 TensorFlow-free.
 """
@@ -14,19 +14,16 @@ import hashlib
 import os
 import shutil
 import socket
-import stat
-import tarfile
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
-import zlib
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
 from ..core.errors import Say, TkError
 from ..core.recipe import Recipe
+from .extract import extract
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30
@@ -63,7 +60,7 @@ def fetch(recipe: Recipe, say: Say) -> Path:
         else:
             say(f"sha256 {digest} (not checked: add it as data.source.sha256 to pin this download)")
         unpacked = Path(tmp) / "unpacked"
-        count = extract(archive, unpacked)
+        count = extract(archive, unpacked, max_bytes=source.max_bytes, max_members=source.max_members)
         archive.unlink()  # free the space before the move
         folder = _data_folder(unpacked, source.subdir, source.url, say)
         for junk in _JUNK:  # macOS zips carry a __MACOSX/ of resource forks: not a class
@@ -140,100 +137,14 @@ def _human(size: int) -> str:
     return f"{size:.1f} GB"
 
 
-def extract(archive: Path, dest: Path) -> int:
-    """Unpack a .tgz/.tar.gz/.tar(.bz2/.xz)/.zip into dest after checking every member; returns the file count."""
-    dest.mkdir(parents=True)
-    try:
-        if zipfile.is_zipfile(archive):
-            return _extract_zip(archive, dest)
-        return _extract_tar(archive, dest)
-    except (tarfile.ReadError, tarfile.CompressionError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
-        raise TkError(f"{archive.name}: the archive is damaged ({exc}); a truncated download? Fetch again, and "
-                      "pin data.source.sha256 so a bad download is caught before unpacking") from None
-
-
-def _extract_zip(archive: Path, dest: Path) -> int:
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            _check_zip_member(info, archive)
-        zf.extractall(dest)
-        return sum(1 for info in zf.infolist() if not info.is_dir())
-
-
-def _extract_tar(archive: Path, dest: Path) -> int:
-    try:
-        tf = tarfile.open(archive)
-    except tarfile.ReadError:
-        raise TkError(f"{archive.name}: not an archive tk can unpack (expected .tgz, .tar.gz, .tar or .zip); "
-                      "check data.source.url") from None
-    with tf:
-        members = tf.getmembers()
-        for member in members:
-            _check_tar_member(member, archive)
-        # The checks above are tk's; the data filter (Python >= 3.11.4) is a second line of defence.
-        if hasattr(tarfile, "data_filter"):
-            try:
-                tf.extractall(dest, filter="data")
-            except tarfile.FilterError as exc:
-                raise _reject(archive, exc.tarinfo.name, str(exc)) from None
-        else:  # pragma: no cover - older Pythons
-            tf.extractall(dest)
-    return sum(1 for m in members if m.isfile())
-
-
 def _unsafe_name(name: str) -> Optional[str]:
-    """Why a member name could write outside the destination, or None."""
+    """Why a folder name given in the recipe could point outside the unpacked archive, or None."""
     posix = name.replace("\\", "/")
     if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":"):
         return "absolute path"
     if ".." in PurePosixPath(posix).parts:
         return "'..' in the path"
     return None
-
-
-def _link_leaves(member_name: str, target: str) -> bool:
-    """Would a link at member_name pointing to target (relative to the member's folder) leave the archive?"""
-    if target.startswith("/") or _unsafe_name(target) == "absolute path":
-        return True
-    depth = 0
-    for part in (PurePosixPath(member_name).parent / target).parts:
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return True
-        elif part not in ("", "."):
-            depth += 1
-    return False
-
-
-def _reject(archive: Path, name: str, why: str) -> TkError:
-    return TkError(f"{archive.name}: unsafe archive member {name!r} ({why}); nothing was extracted. "
-                   "Check where the archive came from, or unpack it yourself into data.root")
-
-
-def _check_tar_member(member: tarfile.TarInfo, archive: Path) -> None:
-    why = _unsafe_name(member.name)
-    if why:
-        raise _reject(archive, member.name, why)
-    if member.issym() and _link_leaves(member.name, member.linkname):
-        raise _reject(archive, member.name, f"symlink to {member.linkname!r} outside the archive")
-    # Hard link targets are archive paths, relative to the archive root, not to the member's folder.
-    if member.islnk() and (_unsafe_name(member.linkname) or _link_leaves("", member.linkname)):
-        raise _reject(archive, member.name, f"hard link to {member.linkname!r} outside the archive")
-    if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
-        raise _reject(archive, member.name, "device or fifo")
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        raise _reject(archive, member.name, "not a regular file or folder")
-
-
-def _check_zip_member(info: zipfile.ZipInfo, archive: Path) -> None:
-    why = _unsafe_name(info.filename)
-    if why:
-        raise _reject(archive, info.filename, why)
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
-        # zipfile would write a link as a small text file: not data either way.
-        raise _reject(archive, info.filename, "symlink or device entry")
 
 
 def _data_folder(unpacked: Path, subdir: Optional[str], url: str, say: Say) -> Path:
