@@ -172,3 +172,27 @@ def test_confident_threshold_merges_with_the_defaults():
     int8 = recipe.verify.thresholds["int8"]
     assert int8.min_confident_agreement == 0.99 and int8.min_agreement == 0.98  # default stays strict
     assert recipe.export.metadata.author == "tk" and not recipe.export.int8_fallback.enabled
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("train:\n  learning_rate: .inf\n", "train.learning_rate"),
+        ("train:\n  learning_rate: -.inf\n", "train.learning_rate"),
+        ("split:\n  train: .nan\n", "split.train"),
+        ("train:\n  learning_rate: 'nan'\n", "train.learning_rate"),
+    ],
+)
+def test_non_finite_floats_are_refused(tmp_path, text, key):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: t\n" + text)
+    with pytest.raises(TkError, match=rf"r.yaml: {key}: must be a finite number"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize("seed", ["1e23", "4294967296", "-1"])
+def test_seed_must_fit_32_bits(tmp_path, seed):
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: t\nseed: {seed}\n")
+    with pytest.raises(TkError, match=r"seed: must be a whole number"):
+        load_recipe(path)

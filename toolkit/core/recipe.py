@@ -10,6 +10,7 @@ This module must stay importable without TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -253,7 +254,7 @@ _RULES: list[tuple[str, Any, str]] = [
     ("bench.warmup", lambda v: v >= 0, "must be >= 0"),
     ("bench.batch", lambda v: v > 0, "must be > 0"),
     ("bench.threads", lambda v: len(v) > 0 and all(t > 0 for t in v), "must list thread counts > 0"),
-    ("seed", lambda v: v >= 0, "must be >= 0"),
+    ("seed", lambda v: 0 <= v <= 2**32 - 1, "must be a whole number in [0, 4294967295]"),
 ]
 
 
@@ -386,14 +387,17 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise TkError(f"{where}: must be a whole number (got {_show(value)})")
         return value
     if tp is float:
+        number = value
         if isinstance(value, str):
             try:  # YAML 1.1 reads "1e-5" as a string
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise TkError(f"{where}: must be a number (got {_show(value)})")
-        return float(value)
+        if not math.isfinite(number):  # .nan/.inf would pass every range check (nan < x is False)
+            raise TkError(f"{where}: must be a finite number (got {_show(value)})")
+        return float(number)
     if tp is str:
         if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
             raise TkError(f"{where}: must be text (got {_show(value)})")
