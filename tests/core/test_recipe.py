@@ -179,7 +179,7 @@ def test_confident_threshold_merges_with_the_defaults():
     [
         ("train:\n  learning_rate: .inf\n", "train.learning_rate"),
         ("train:\n  learning_rate: -.inf\n", "train.learning_rate"),
-        ("split:\n  train: .nan\n", "split.train"),
+        ("data:\n  split:\n    train: .nan\n", "data.split.train"),
         ("train:\n  learning_rate: 'nan'\n", "train.learning_rate"),
     ],
 )
