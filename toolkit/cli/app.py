@@ -105,7 +105,7 @@ def data_inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ):
     """Counts per class and split, image sizes, bad files and warnings, before training."""
-    import json
+    from ..core.io import json_text
 
     from ..core.recipe import load_recipe
     from ..data.survey import survey
@@ -113,7 +113,7 @@ def data_inspect(
 
     report = survey(load_recipe(recipe))
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(json_text(report))
         return
     for part in survey_table(report):
         console.print(part)
@@ -139,14 +139,14 @@ def predict(
     threads: Annotated[Optional[int], typer.Option(help="Runtime threads (default: all cores).")] = None,
 ):
     """Label images with an exported model; .tflite/.onnx need only the base install (no TensorFlow)."""
-    import json
+    from ..core.io import json_text
 
     from ..edge.predict import format_prediction, predict as run_predict
 
     echo = None if as_json else (lambda p: say(format_prediction(p)))
     results = run_predict(artifact, images, k=top_k, threads=threads, on_prediction=echo)
     if as_json:
-        say(json.dumps([p.to_json() for p in results], indent=2))
+        say(json_text([p.to_json() for p in results]))
 
 
 @app.command("export")
@@ -196,7 +196,7 @@ def bench(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
     """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact."""
-    import json
+    from ..core.io import json_text
 
     from ..edge.bench import bench_targets, machine_label, parse_threads
     from .render import rows_table, ship_line
@@ -206,7 +206,7 @@ def bench(
                            say=(lambda _: None) if as_json else say)
     reports = result["reports"]
     if as_json:
-        say(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
+        say(json_text(reports if len(reports) > 1 else reports[0]))
         return
     # A pipe gets 120 columns (rich would fold the table to 80); a terminal keeps its width.
     out = console if console.is_terminal else Console(width=120, highlight=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -44,9 +45,25 @@ def _replace_dir(tmp: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def json_text(obj: Any) -> str:
+    """Strict JSON (RFC 8259 has no NaN/Infinity): non-finite numbers become null, so every
+    tk --json output and every run file parses in any JSON reader, not only Python's."""
+    return json.dumps(finite_or_null(obj), indent=2, sort_keys=False, allow_nan=False)
+
+
+def finite_or_null(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     with atomic_path(Path(path)) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json_text(obj) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
