@@ -214,3 +214,21 @@ def test_verify_reports_confident_agreement_and_the_recipe_gates_on_it(exported_
     assert judged["thresholds"]["min_confident_agreement"] == 1.0
     assert judged["confident_agreement"] == judged["agreement"] and judged["confident_count"] == report["count"]
     assert judged["passed"] == (judged["agreement"] == 1.0)
+
+
+def test_nan_or_inf_outputs_fail_every_threshold_set():
+    """NaN compares False with any limit: 'max diff: nan' used to pass with a ✓."""
+    from toolkit.core.recipe import Threshold
+    from toolkit.export.verify import check, compare
+
+    reference = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
+    labels = np.array([0, 1])
+    broken = reference.copy()
+    broken[1, 0] = np.nan
+    broken[0, 1] = np.inf
+    result = compare(reference, broken, labels, 1.0)
+    assert result["non_finite_outputs"] == 2
+    assert check(result, Threshold(max_abs_diff=1e-3))[0] == "2 NaN/Inf outputs"
+    assert check(result, Threshold()) == ["2 NaN/Inf outputs"]
+    nan_reference = compare(broken, reference, labels, 1.0)
+    assert any("model.keras" in f for f in check(nan_reference, Threshold()))

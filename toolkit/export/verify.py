@@ -165,6 +165,9 @@ def compare(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray, ref_ac
         "confident_count": int(confident.sum()), "confident_margin": confident_margin,
         "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
         "accuracy": acc, "accuracy_delta": acc - ref_accuracy,
+        # NaN compares False with every limit, so non-finite outputs are counted and failed outright.
+        "non_finite_outputs": int(np.size(probs) - np.isfinite(probs).sum()),
+        "non_finite_reference": int(np.size(reference) - np.isfinite(reference).sum()),
     }
 
 
@@ -180,6 +183,10 @@ def check(result: dict[str, float], threshold: Threshold) -> list[str]:
     """The thresholds this result breaks, each as a short phrase."""
     failures = []
     eps = 1e-12  # agreement 1.0 must pass at exactly 1.0
+    if result.get("non_finite_outputs"):
+        failures.append(f"{result['non_finite_outputs']} NaN/Inf outputs")
+    if result.get("non_finite_reference"):
+        failures.append(f"{result['non_finite_reference']} NaN/Inf outputs from model.keras (retrain: lower train.learning_rate)")
     if threshold.max_abs_diff is not None and result["max_abs_diff"] > threshold.max_abs_diff:
         failures.append(f"max diff {result['max_abs_diff']:.2e} > {threshold.max_abs_diff:.0e}")
     if threshold.min_agreement is not None and result["agreement"] < threshold.min_agreement - eps:
