@@ -212,3 +212,19 @@ def test_a_damaged_model_is_one_error_and_writes_nothing(trained_run, tmp_path):
     assert len(errors) == 1 and "model.keras: cannot load the trained model" in errors[0]
     assert "Traceback" not in result.output
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_export_refuses_a_model_with_nan_weights(trained_run, tmp_path):
+    """A diverged model used to segfault the converter (exit 139) and leave .export-*."""
+    import keras
+
+    run = tmp_path / trained_run.name
+    shutil.copytree(trained_run, run)
+    model = keras.saving.load_model(run / "model.keras", compile=False)
+    weight = model.weights[-1]
+    weight.assign(np.full(weight.shape, np.nan, dtype=weight.dtype))
+    model.save(run / "model.keras")
+    result = CliRunner().invoke(app, ["export", str(run), "--format", "tflite"])
+    assert result.exit_code == 1, result.output
+    assert "NaN/Inf" in result.output and "learning_rate" in result.output
+    assert not list(run.glob(".export-*")) and not list(run.glob("model_*.tflite"))

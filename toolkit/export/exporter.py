@@ -51,7 +51,9 @@ class ExportJob:
     def model(self):
         from .reference import load_keras_model
 
-        return load_keras_model(self.run_dir / REFERENCE)
+        model = load_keras_model(self.run_dir / REFERENCE)
+        refuse_non_finite_weights(model, self.run_dir / REFERENCE)
+        return model
 
     @functools.cached_property
     def saved_model(self) -> Path:
@@ -106,6 +108,14 @@ class ExportJob:
     def representative(self):
         for image in self.calibration:
             yield [image[None]]
+
+
+def refuse_non_finite_weights(model, path: Path) -> None:
+    """The converters segfault on NaN/Inf weights (a diverged training): refuse before them."""
+    bad = [w.path for w in model.weights if not np.isfinite(np.asarray(w)).all()]
+    if bad:
+        raise TkError(f"{path}: {len(bad)} weight tensors hold NaN/Inf (first: {bad[0]}); training "
+                      f"diverged: retrain with a lower train.learning_rate")
 
 
 def stratified_sample(items: Sequence[tuple[str, int]], count: int, seed: int) -> list[str]:
