@@ -13,8 +13,25 @@ from pathlib import Path
 
 import keras
 
-from ..core.errors import Say
+from ..core.errors import Say, TkError
 from ..core.io import atomic_path, write_json_atomic
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Raise TkError at the end of the first epoch whose loss is NaN/Inf. Listed first, so neither
+    the best checkpoint nor the resume backup ever holds the diverged model; keras' TerminateOnNaN
+    only stops, and fit() would return as if training had finished."""
+
+    def __init__(self, phase: str):
+        super().__init__()
+        self.phase = phase
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "val_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                raise TkError(f"training diverged: {key} is {float(value)} at epoch {epoch + 1} of the "
+                              f"{self.phase} phase; lower train.learning_rate (the run was not saved)")
 
 
 class BestCheckpoint(keras.callbacks.Callback):

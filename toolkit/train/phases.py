@@ -124,9 +124,9 @@ def _optimizer(name: str, learning_rate: float):
 def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, say: Say) -> list:
     import keras
 
-    from .callbacks import BestCheckpoint, HistoryWriter, Progress
+    from .callbacks import BestCheckpoint, HistoryWriter, Progress, StopOnNonFinite
 
-    callbacks = [BestCheckpoint(folder), HistoryWriter(folder), Progress(phase, epochs, images, say),
+    callbacks = [StopOnNonFinite(phase), BestCheckpoint(folder), HistoryWriter(folder), Progress(phase, epochs, images, say),
                  keras.callbacks.BackupAndRestore(str(folder / "backup"))]
     if recipe.train.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=recipe.train.early_stopping))
