@@ -144,3 +144,41 @@ def test_load_batch_stacks_and_names_a_bad_file(tmp_path):
     with pytest.raises(TkError) as info:
         load_batch([good, bad["truncated"]], (16, 16))
     assert str(bad["truncated"]) in str(info.value)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A few hundred bytes whose header claims width x height (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+
+
+def test_a_png_header_claiming_50000x50000_is_a_bad_image(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_claiming(50000, 50000))
+    with pytest.raises(BadImage, match="(?i)decompression bomb"):  # Pillow refuses this one in open()
+        open_rgb(path)
+
+
+def test_a_valid_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monkeypatch):
+    import toolkit.core.images as images
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 64 * 64 - 1)  # a real 64x64 PNG, the limit lowered
+    path = tmp_path / "big.png"
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(path)
+    with pytest.raises(BadImage, match="64x64 pixels"):
+        open_rgb(path)
+    monkeypatch.setattr(images, "MAX_PIXELS", 64 * 64)
+    assert open_rgb(path).size == (64, 64)
+
+
+def test_a_header_between_our_limit_and_pillows_is_refused_by_ours(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_claiming(10000, 8000))  # 80 MP: under Pillow's error threshold
+    with pytest.raises(BadImage, match="10000x8000 pixels is over the 64 megapixel limit"):
+        open_rgb(path)

@@ -18,6 +18,10 @@ from .errors import TkError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 INTERPOLATION = "bilinear"
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR}
+# Larger than the default output of phone cameras (12-50 MP) and bounded memory: 64 MP of RGB is
+# 192 MB decoded. Checked on the header before decoding, so a 50000x50000 bomb of a few hundred
+# bytes costs nothing; Pillow's own bomb check (89 MP warning, 179 MP error) is the backstop.
+MAX_PIXELS = 64_000_000
 
 
 class BadImage(Exception):
@@ -40,13 +44,17 @@ def open_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> Ima
         if path.stat().st_size == 0:
             raise BadImage("empty file")
         img = Image.open(path)
+        if img.width * img.height > MAX_PIXELS:
+            raise BadImage(f"{img.width}x{img.height} pixels is over the {MAX_PIXELS // 1_000_000} "
+                           f"megapixel limit (a decompression bomb, or a photo to downscale first)")
         if draft_size is not None and img.format == "JPEG":
             img.draft("RGB", draft_size)
         img = ImageOps.exif_transpose(img)
         img.load()
     except BadImage:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImage(f"not a readable image ({exc.__class__.__name__}: {exc})") from None
     return _to_rgb(img)
 
