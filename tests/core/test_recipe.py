@@ -196,3 +196,38 @@ def test_seed_must_fit_32_bits(tmp_path, seed):
     path.write_text(f"name: t\nseed: {seed}\n")
     with pytest.raises(TkError, match=r"seed: must be a whole number"):
         load_recipe(path)
+
+
+def test_a_yaml_alias_bomb_is_refused_fast(tmp_path):
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines).replace("a0:", "x0:") + "\nname: *a8\n")  # 10**9 strings
+    with pytest.raises(TkError, match=r"bomb.yaml: YAML aliases expand to over 10000 values"):
+        load_recipe(path)
+
+
+def test_a_self_referring_alias_is_refused(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("name: &a [*a]\n")
+    with pytest.raises(TkError, match="loop.yaml"):
+        load_recipe(path)
+
+
+def test_small_anchors_still_work(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: t\nseed: &s 7\nbench:\n  runs: *s\n")
+    recipe = load_recipe(path)
+    assert (recipe.seed, recipe.bench.runs) == (7, 7)
+
+
+def test_a_non_utf8_recipe_is_one_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(TkError, match=r"latin1.yaml: not UTF-8 text \(byte 9\)"):
+        load_recipe(path)
+
+
+def test_a_recipe_path_that_is_a_folder_says_so(tmp_path):
+    with pytest.raises(TkError, match="is a folder, not a recipe"):
+        load_recipe(tmp_path)

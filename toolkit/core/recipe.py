@@ -261,10 +261,16 @@ _RULES: list[tuple[str, Any, str]] = [
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file; raise TkError naming the key on any problem."""
     path = Path(path)
+    if path.is_dir():
+        raise TkError(f"{path}: is a folder, not a recipe (pass a YAML file, e.g. recipes/quickstart.yaml)")
     if not path.is_file():
         raise TkError(f"recipe not found: {path} (pass a YAML file, e.g. recipes/quickstart.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TkError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
+    try:
+        raw = _safe_load_bounded(text, path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -277,6 +283,41 @@ def load_recipe(path: str | Path) -> Recipe:
     except TkError as exc:
         raise TkError(f"{path}: {exc}") from None
     return dataclasses.replace(recipe, source_path=str(path))
+
+
+MAX_YAML_NODES = 10_000  # a real recipe has ~100 values; aliases can expand a few lines to 10**9
+
+
+def _safe_load_bounded(text: str, path: Path) -> Any:
+    """yaml.safe_load, refusing documents whose aliases expand past MAX_YAML_NODES (billion laughs)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set(), path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path: Path) -> int:
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_:
+        raise TkError(f"{path}: a YAML alias refers to itself; write the values out")
+    open_.add(id(node))
+    children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
+        node.value if isinstance(node, yaml.SequenceNode) else [])
+    size = 1
+    for child in children:
+        size += _expanded_size(child, sizes, open_, path)
+        if size > MAX_YAML_NODES:
+            raise TkError(f"{path}: YAML aliases expand to over {MAX_YAML_NODES} values (an alias bomb?); "
+                          f"write the values out")
+    open_.discard(id(node))
+    sizes[id(node)] = size
+    return size
 
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
