@@ -12,7 +12,7 @@ RECIPE ?= recipes/quickstart.yaml
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,jax,test]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -123,6 +123,9 @@ class TrainSection:
     # Feature extraction engine: tflite runs the frozen base through LiteRT (several times
     # faster on a CPU than Keras), keras runs it through model.predict.
     feature_engine: Literal["tflite", "keras"] = "tflite"
+    # Keras 3 backend to train on. KERAS_BACKEND in the environment overrides it (a one-off switch
+    # without editing the recipe); jax and torch never import TensorFlow (export still needs it).
+    backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,102 @@
+"""tk train on Keras' JAX backend with TensorFlow unimportable; its model exports and verifies here.
+
+The JAX legs run where jax is installed (`make setup` installs the [jax] extra); the subprocess
+cannot import TensorFlow at all, so any import of it on the training path fails the run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import small_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax not installed (make setup installs it)")
+
+
+def _train_without_tensorflow(recipe, tmp_path: Path, backend_env: str | None = "jax") -> subprocess.CompletedProcess:
+    path = tmp_path / f"{recipe.name}.yaml"
+    path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    # A finder that refuses tensorflow, not sys.modules['tensorflow'] = None: Keras' preprocessing
+    # layers take "tensorflow" in sys.modules to mean "maybe inside tf.data" and would import it.
+    code = ("import sys, importlib.abc\n"
+            "class NoTF(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'tensorflow': raise ImportError('tensorflow is blocked')\n"
+            "sys.meta_path.insert(0, NoTF())\n"
+            "from toolkit.cli.app import app; app()\n"
+            "assert 'tensorflow' not in sys.modules")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TK_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("KERAS_BACKEND", None)
+    if backend_env:
+        env["KERAS_BACKEND"] = backend_env
+    return subprocess.run([sys.executable, "-c", code, "train", str(path), "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def jax_run(synth_root, tmp_path_factory) -> Path:
+    """Scratch mode with augmentation, trained on JAX (backend from the environment)."""
+    tmp = tmp_path_factory.mktemp("jax")
+    recipe = small_recipe("jax_scratch", synth_root, train={
+        "epochs": 8, "augment": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "contrast": 0.1}})
+    proc = _train_without_tensorflow(recipe, tmp)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "backend jax, device CPU" in proc.stdout
+    assert "decoded once" in proc.stdout
+    return tmp / "runs" / "jax_scratch"
+
+
+@needs_jax
+@pytest.mark.slow
+def test_scratch_trains_on_jax_without_tensorflow(jax_run):
+    metrics = json.loads((jax_run / "metrics.json").read_text())["test"]
+    assert metrics["accuracy"] > 0.5  # 3 balanced classes: chance is 1/3
+    manifest = json.loads((jax_run / "manifest.json").read_text())
+    assert manifest["artifacts"]["model.keras"]["backend"] == "jax"
+
+
+@needs_jax
+@pytest.mark.slow
+def test_features_then_finetune_on_jax_from_the_recipe(synth_root, base_weights, tmp_path):
+    recipe = small_recipe("jax_features", synth_root, model={"weights": str(base_weights)},
+                          train={"mode": "features", "epochs": 2, "backend": "jax",
+                                 "fine_tune": {"epochs": 1, "unfreeze_from": "block2_conv1", "learning_rate": 1e-4}})
+    proc = _train_without_tensorflow(recipe, tmp_path, backend_env=None)  # backend from the recipe
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "backend jax" in proc.stdout
+    assert "extracting with engine keras" in proc.stdout  # LiteRT's engine converts through TensorFlow
+    phases = json.loads((tmp_path / "runs" / "jax_features" / "metrics.json").read_text())["phases"]
+    assert phases == ["features", "finetune"]
+
+
+@needs_jax
+@pytest.mark.slow
+def test_jax_model_exports_and_verifies_under_tensorflow(jax_run, tmp_path):
+    import shutil
+
+    from toolkit.export.exporter import export_run
+    from toolkit.export.verify import verify_run
+
+    run = tmp_path / "runs" / jax_run.name
+    shutil.copytree(jax_run, run)
+    export_run(run, formats=["tflite", "onnx"], quantizations=["none"], say=lambda _: None)
+    report = verify_run(run, say=lambda _: None)
+    assert report  # verify_run raises ParityError when an artifact disagrees with model.keras
+    assert any(p.suffix in (".tflite", ".onnx") for p in run.iterdir())
+
+
+def test_unknown_backend_in_the_environment_is_one_line(synth_root, tmp_path):
+    proc = _train_without_tensorflow(small_recipe("bad_backend", synth_root), tmp_path, backend_env="mxnet")
+    assert proc.returncode == 1
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: KERAS_BACKEND=mxnet"), lines
+    assert "Traceback" not in proc.stdout + proc.stderr
