@@ -100,3 +100,37 @@ def test_unknown_backend_in_the_environment_is_one_line(synth_root, tmp_path):
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: KERAS_BACKEND=mxnet"), lines
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("setting, gpus, policy", [
+    (True, [], "mixed_float16"), (False, [{"capability": 9.0}], "float32"),  # older recipes' booleans
+    ("auto", [], "float32"), ("auto", [{"capability": 9.0}], "mixed_bfloat16"),
+    ("auto", [{"capability": 9.0}, {"capability": 7.5}], "mixed_float16"), ("mixed_bfloat16", [], "mixed_bfloat16"),
+])
+def test_precision_policy_follows_the_gpu(setting, gpus, policy, monkeypatch):
+    from toolkit.train import backend
+
+    monkeypatch.setattr(backend, "_gpus", lambda: gpus)
+    assert backend.resolve_precision(setting) == policy
+
+
+def test_recipe_precision_and_backend_keys(synth_root):
+    from toolkit.core.errors import TkError
+
+    assert small_recipe("p", synth_root).train.mixed_precision == "auto"
+    assert small_recipe("p", synth_root, train={"mixed_precision": True}).train.mixed_precision is True
+    assert small_recipe("p", synth_root, train={"backend": "torch"}).train.backend == "torch"
+    with pytest.raises(TkError, match="train.mixed_precision: must be one of auto"):
+        small_recipe("p", synth_root, train={"mixed_precision": "half"})
+    with pytest.raises(TkError, match="train.backend: must be one of tensorflow, jax, torch"):
+        small_recipe("p", synth_root, train={"backend": "mxnet"})
+
+
+def test_commands_that_need_tensorflow_say_so_in_one_line(trained_run, tmp_path):
+    code = ("import sys; sys.modules['tensorflow'] = None\n"
+            "from toolkit.cli.app import app; app()")
+    proc = subprocess.run([sys.executable, "-c", code, "export", str(trained_run), "--format", "tflite"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("error: this command needs TensorFlow") and "tk-edge[train]" in lines[0]

@@ -119,7 +119,9 @@ class TrainSection:
     fine_tune: FineTuneSection = field(default_factory=FineTuneSection)
     # Stop a phase when val_loss has not improved for this many epochs (0: never).
     early_stopping: int = 0
-    mixed_precision: bool = False
+    # auto: bfloat16 on GPUs that have it, float16 on older ones, float32 on a CPU (train/backend.py);
+    # true and false (older recipes) mean mixed_float16 and float32.
+    mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16", True, False] = "auto"
     # Feature extraction engine: tflite runs the frozen base through LiteRT (several times
     # faster on a CPU than Keras), keras runs it through model.predict.
     feature_engine: Literal["tflite", "keras"] = "tflite"

@@ -50,39 +50,69 @@ def seed_everything(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def describe_device() -> str:
-    """'backend jax, device GPU (NVIDIA H100, 80 GiB)' or '... CPU (2 cores)'."""
+def _gpus() -> list[dict]:
+    """Each visible GPU: name, memory in GiB (None when the backend does not say), compute capability."""
     import keras
 
     backend = keras.backend.backend()
-    gpus: list[str] = []
+    found = []
     if backend == "tensorflow":
         import tensorflow as tf
 
         for gpu in tf.config.list_physical_devices("GPU"):
-            name = tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
-            gpus.append(name)
+            details = tf.config.experimental.get_device_details(gpu)
+            major, minor = details.get("compute_capability", (0, 0))
+            found.append({"name": details.get("device_name", gpu.name), "memory": None,
+                          "capability": major + minor / 10})
     elif backend == "jax":
         import jax
 
         for dev in jax.devices():
             if dev.platform == "gpu":
-                stats = dev.memory_stats() or {}
-                total = stats.get("bytes_limit")
-                gpus.append(dev.device_kind + (f", {total / 2**30:.0f} GiB" if total else ""))
+                total = (dev.memory_stats() or {}).get("bytes_limit")
+                found.append({"name": dev.device_kind, "memory": total / 2**30 if total else None,
+                              "capability": float(getattr(dev, "compute_capability", 0) or 0)})
     else:
         import torch
 
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            gpus.append(f"{props.name}, {props.total_memory / 2**30:.0f} GiB")
+            found.append({"name": props.name, "memory": props.total_memory / 2**30,
+                          "capability": props.major + props.minor / 10})
+    return found
+
+
+def describe_device() -> str:
+    """'backend jax, device GPU (NVIDIA H100, 80 GiB)' or '... CPU (2 cores)'."""
+    import keras
+
+    gpus = [g["name"] + (f", {g['memory']:.0f} GiB" if g["memory"] else "") for g in _gpus()]
     where = f"GPU ({'; '.join(gpus)})" if gpus else f"CPU ({os.cpu_count()} cores)"
-    return f"backend {backend}, device {where}"
+    return f"backend {keras.backend.backend()}, device {where}"
 
 
-def say_device(mixed_precision: bool, say: Say) -> None:
+def resolve_precision(setting) -> str:
+    """The Keras dtype policy for train.mixed_precision (old recipes' true/false still mean fp16/fp32).
+
+    auto: bfloat16 on GPUs with compute capability >= 8 (Ampere and later: same range as float32,
+    no loss scaling), float16 on older GPUs, float32 on a CPU (mixed precision is slower there).
+    """
+    if isinstance(setting, int):  # YAML's 1/0 compare equal to true/false in the recipe's Literal
+        setting = bool(setting)
+    if setting is True:
+        return "mixed_float16"
+    if setting is False:
+        return "float32"
+    if setting != "auto":
+        return setting
+    gpus = _gpus()
+    if not gpus:
+        return "float32"
+    return "mixed_bfloat16" if min(g["capability"] for g in gpus) >= 8 else "mixed_float16"
+
+
+def say_device(policy: str, say: Say) -> None:
     line = describe_device()
-    precision = "mixed_float16" if mixed_precision else "float32"
-    say(f"{line}, precision {precision}")
-    if mixed_precision and "GPU (" not in line:
-        say("warning: mixed_precision on a CPU is slower than float32; it pays off on a GPU")
+    say(f"{line}, precision {policy}")
+    if policy != "float32" and "GPU (" not in line:
+        say(f"warning: {policy} on a CPU is slower than float32; it pays off on a GPU")

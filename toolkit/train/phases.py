@@ -48,11 +48,13 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
     resolve_weights(recipe.model.weights)  # a missing weights file fails before TensorFlow loads
     import keras
 
-    from .backend import say_device, seed_everything
+    from .backend import resolve_precision, say_device, seed_everything
 
     seed_everything(recipe.seed)  # before the base is built: random init is seeded too
-    if recipe.train.mixed_precision:  # before any layer is built: the policy is fixed at construction
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    policy = resolve_precision(recipe.train.mixed_precision)
+    # Before any layer is built: the policy is fixed at construction. The head's output layer is
+    # float32 whatever the policy (backbones.build_head).
+    keras.mixed_precision.set_global_policy(policy)
     run_dir = Path(runs_dir) / recipe.name
     work = Path(runs_dir) / f"{recipe.name}.partial"
     try:
@@ -68,7 +70,7 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
             say(f"nothing to resume at {work}: starting a new run")
         work.mkdir(parents=True, exist_ok=True)
         save_split(dataset, work / "split.json")
-        say_device(recipe.train.mixed_precision, say)
+        say_device(policy, say)
         model, phases = _run_phases(recipe, dataset, base, work, say)
         metrics = evaluate(model, dataset, recipe, say)
         _finish_run(recipe, dataset, model, metrics, phases, work)
@@ -198,7 +200,7 @@ def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: 
             say(f"[features] backend {keras.backend.backend()}: extracting with engine keras "
                 "(the LiteRT engine converts the base through TensorFlow)")
             engine = "keras"
-        if train.mixed_precision and engine == "tflite":
+        if keras.mixed_precision.global_policy().name != "float32" and engine == "tflite":
             # A float16 graph does not convert to TFLite builtins; mixed precision means a GPU,
             # where Keras' predict is the fast engine anyway.
             say("[features] mixed_precision: extracting with engine keras (TFLite cannot run the float16 base)")
