@@ -134,3 +134,28 @@ def test_commands_that_need_tensorflow_say_so_in_one_line(trained_run, tmp_path)
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, lines
     assert lines[0].startswith("error: this command needs TensorFlow") and "tk-edge[train]" in lines[0]
+
+
+_TWO_TF_CPUS = ("import tensorflow as tf\n"
+                "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+                "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [
+    pytest.param("jax", marks=needs_jax),
+    "tensorflow",
+])
+def test_data_parallel_on_two_virtual_cpus_converges_like_one(backend, synth_root, tmp_path):
+    recipe = small_recipe(f"dp_{backend}", synth_root, train={"epochs": 8, "distribute": "data_parallel"})
+    path = tmp_path / "dp.yaml"
+    path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TK_CACHE_DIR": str(tmp_path / "cache"), "KERAS_BACKEND": backend,
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    code = (_TWO_TF_CPUS if backend == "tensorflow" else "") + "from toolkit.cli.app import app; app()"
+    proc = subprocess.run([sys.executable, "-c", code, "train", str(path), "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "distribute: data_parallel over 2 devices" in proc.stdout, proc.stdout
+    accuracy = json.loads((tmp_path / "runs" / recipe.name / "metrics.json").read_text())["test"]["accuracy"]
+    assert accuracy > 0.6, proc.stdout  # the single-device session run (trained_run) reaches ~0.9+

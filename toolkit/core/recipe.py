@@ -128,6 +128,9 @@ class TrainSection:
     # Keras 3 backend to train on. KERAS_BACKEND in the environment overrides it (a one-off switch
     # without editing the recipe); jax and torch never import TensorFlow (export still needs it).
     backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
+    # data_parallel: every local accelerator (or, for tests, virtual CPU device) gets a slice of each
+    # batch: keras.distribution.DataParallel on JAX, tf.distribute.MirroredStrategy on TensorFlow.
+    distribute: Literal["none", "data_parallel"] = "none"
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,45 @@ def say_device(policy: str, say: Say) -> None:
     say(f"{line}, precision {policy}")
     if policy != "float32" and "GPU (" not in line:
         say(f"warning: {policy} on a CPU is slower than float32; it pays off on a GPU")
+
+
+def distribution_scope(mode: str, say: Say):
+    """A context in which the model is built, compiled and fit (data_parallel), else a no-op."""
+    import contextlib
+
+    import keras
+
+    if mode == "none":
+        return contextlib.nullcontext()
+    backend = keras.backend.backend()
+    if backend == "jax":
+        devices = keras.distribution.list_devices()  # the default platform: GPUs when there are any
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        say(f"distribute: data_parallel over {len(devices)} devices ({', '.join(devices)}), keras DataParallel")
+        return _reset_distribution()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
+            [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
+        say(f"distribute: data_parallel over {strategy.num_replicas_in_sync} devices ({', '.join(devices)}), "
+            "tf.distribute.MirroredStrategy")
+        return strategy.scope()
+    raise TkError(f"train.distribute: data_parallel is built for the jax and tensorflow backends, not {backend}; "
+                  "use backend jax (or tensorflow), or distribute: none")
+
+
+def _reset_distribution():
+    import contextlib
+
+    import keras
+
+    @contextlib.contextmanager
+    def scope():
+        try:
+            yield
+        finally:
+            keras.distribution.set_distribution(None)
+
+    return scope()

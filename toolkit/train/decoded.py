@@ -98,8 +98,14 @@ def _decode_chunk(job) -> list[tuple[str, str]]:
 
 
 def batches(images: np.ndarray, labels: Optional[np.ndarray], batch_size: int, shuffle: bool = False, seed: int = 0):
-    """A keras PyDataset over decoded images: float32 0..255 batches (and labels)."""
+    """A keras PyDataset over decoded images: float32 0..255 batches (and labels).
+
+    Under a JAX DataParallel distribution every batch must split evenly over the devices: the
+    last, short batch is padded by repeating its own rows (callers trim predictions to N).
+    """
     import keras
+
+    shards = _batch_shards()
 
     class DecodedBatches(keras.utils.PyDataset):
         def __init__(self):
@@ -113,6 +119,8 @@ def batches(images: np.ndarray, labels: Optional[np.ndarray], batch_size: int, s
         def __getitem__(self, index):
             # Sorted within the batch: sequential reads when the array is memory-mapped.
             rows = np.sort(self.order[index * batch_size:(index + 1) * batch_size])
+            if len(rows) % shards:
+                rows = np.resize(rows, -(-len(rows) // shards) * shards)
             x = images[rows].astype(np.float32)
             return x if labels is None else (x, labels[rows])
 
@@ -121,3 +129,10 @@ def batches(images: np.ndarray, labels: Optional[np.ndarray], batch_size: int, s
                 self.order = self.rng.permutation(len(images))
 
     return DecodedBatches()
+
+
+def _batch_shards() -> int:
+    import keras
+
+    distribution = keras.distribution.distribution()
+    return int(distribution.device_mesh.shape[0]) if distribution is not None else 1

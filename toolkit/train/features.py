@@ -163,7 +163,7 @@ def _extract_keras(extractor, paths: list[str], size: int) -> np.ndarray:
     from .decoded import batches, decoded_images
 
     images = decoded_images(paths, size, CACHE_DIR, say=lambda _: None)
-    return np.asarray(extractor.predict(batches(images, None, 32), verbose=0), np.float32)
+    return np.asarray(extractor.predict(batches(images, None, 32), verbose=0)[:len(images)], np.float32)
 
 
 def build_extractor(base, image_size: int, scaling: str):

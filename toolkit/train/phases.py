@@ -7,6 +7,7 @@ partial run (finished phases are skipped, the running one restarts from its last
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -48,7 +49,7 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
     resolve_weights(recipe.model.weights)  # a missing weights file fails before TensorFlow loads
     import keras
 
-    from .backend import resolve_precision, say_device, seed_everything
+    from .backend import distribution_scope, resolve_precision, say_device, seed_everything
 
     seed_everything(recipe.seed)  # before the base is built: random init is seeded too
     policy = resolve_precision(recipe.train.mixed_precision)
@@ -57,7 +58,9 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
     keras.mixed_precision.set_global_policy(policy)
     run_dir = Path(runs_dir) / recipe.name
     work = Path(runs_dir) / f"{recipe.name}.partial"
+    scope = contextlib.ExitStack()  # not a with-block: the body below stays as it was
     try:
+        scope.enter_context(distribution_scope(recipe.train.distribute, say))  # model built and fit inside
         # Built once, first: layer-name mistakes and an offline ImageNet download fail here, before
         # the data is read and before an interrupted run's .partial folder (replaced by a new run)
         # is touched.
@@ -78,6 +81,7 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
         raise TkError(f"interrupted: best checkpoints kept in {work}; continue with "
                       f"tk train {recipe.source_path or 'RECIPE'} --resume") from None
     finally:
+        scope.close()
         keras.mixed_precision.set_global_policy("float32")
     _swap_into_place(work, run_dir)
     say(f"run written to {run_dir} (model.keras, metrics.json, curves)")
@@ -276,7 +280,8 @@ def evaluate(model, dataset: SplitDataset, recipe: Recipe, say: Say) -> dict:
     """Test-split metrics of the final model, printed as a short table."""
     from .decoded import batches
 
-    probs = model.predict(batches(_decoded(dataset, "test", recipe, say), None, recipe.train.batch_size), verbose=0)
+    images = _decoded(dataset, "test", recipe, say)
+    probs = model.predict(batches(images, None, recipe.train.batch_size), verbose=0)[:len(images)]
     metrics = classification_metrics(np.asarray(dataset.labels("test")), probs, dataset.classes)
     where = " (no test split: these are the validation images)" if dataset.test_is_validation else ""
     say(f"test accuracy {metrics['accuracy']:.4f} on {metrics['count']} images{where}")
