@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--train-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--decode-only", action="store_true", help="skip the training epochs (c)")
     args = parser.parse_args()
     paths = sorted(str(p) for p in args.folder.rglob("*") if p.is_file() and is_image_name(p))
     class_names = sorted({Path(p).parent.name for p in paths})
@@ -97,12 +98,16 @@ def main() -> None:
     for _ in range(args.repeats):
         best["pillow"] = max(best["pillow"], pillow_rate(paths, args.size))
         best["decode"] = max(best["decode"], decode_rate(paths, args.size))
+        if args.decode_only:
+            continue
         cache, arrays = epoch_rates(paths, labels, args.train_size, len(class_names))
         best["cache"], best["arrays"] = max(best["cache"], cache), max(best["arrays"], arrays)
     print(f"{len(paths)} images, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
     print("| what | img/s |\n|---|---|")
     print(f"| plain Pillow, {os.cpu_count()} processes, {args.size} px | {best['pillow']:.0f} |")
     print(f"| tk decode once (cold cache), {args.size} px | {best['decode']:.0f} ({best['decode'] / best['pillow']:.0%} of Pillow) |")
+    if args.decode_only:
+        return
     print(f"| MiniVGGNet {args.train_size} px epoch, arrays in memory | {best['arrays']:.0f} |")
     print(f"| MiniVGGNet {args.train_size} px epoch, decoded cache (PyDataset) | {best['cache']:.0f} ({best['cache'] / best['arrays']:.0%} of arrays) |")
 

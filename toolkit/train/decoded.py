@@ -1,6 +1,6 @@
 """Images decoded once: uint8 at the model's input size, cached on disk, fed to every epoch.
 
-Each file goes through core.images.load_image (the Pillow path the devices use: EXIF orientation,
+Each file goes through core.images.load_pixels (load_image's Pillow path the devices use: EXIF orientation,
 CMYK, 16-bit, alpha, bilinear resize) exactly once, in worker processes over all cores; the
 result is an (N, size, size, 3) uint8 .npy under <cache>/decoded/, keyed by the files' paths,
 sizes and modification times plus the input size (stat only: hashing every file's bytes would
@@ -22,12 +22,12 @@ from typing import Optional
 import numpy as np
 
 from ..core.errors import Say, TkError
-from ..core.images import BadImage, load_image
+from ..core.images import BadImage, load_pixels
 from ..core.io import atomic_path
 
 # Below this many images the worker start-up (~0.3 s each) costs more than it saves.
 IN_PROCESS_BELOW = 64
-CHUNK = 32
+CHUNK = 64
 # Decoded arrays larger than this share of physical memory stay memory-mapped on disk.
 RAM_FRACTION = 0.25
 
@@ -90,7 +90,7 @@ def _decode_chunk(job) -> list[tuple[str, str]]:
     bad = []
     for i, path in enumerate(paths):
         try:
-            out[start + i] = load_image(path, (size, size)).astype(np.uint8)  # integral 0..255 already
+            out[start + i] = load_pixels(path, (size, size))
         except (BadImage, OSError) as exc:
             bad.append((path, str(exc)))
     out.flush()
