@@ -104,6 +104,23 @@ def exported_run(trained_run, session_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def device_run(request) -> Path:
+    """The exported run the device-path (`edge`) tests read: .tflite/.onnx, manifest, test images.
+
+    CI also runs the `edge` tests in a venv with only the base install, where there is no
+    TensorFlow to train and export one: there TK_EDGE_RUN names the run the full suite exported
+    (the full suite writes its path to the file TK_EDGE_RUN_OUT names).
+    """
+    given = os.environ.get("TK_EDGE_RUN")
+    if given:
+        return Path(given)
+    run = request.getfixturevalue("exported_run")
+    if os.environ.get("TK_EDGE_RUN_OUT"):
+        Path(os.environ["TK_EDGE_RUN_OUT"]).write_text(str(run))
+    return run
+
+
+@pytest.fixture(scope="session")
 def base_weights(trained_run, session_dir) -> Path:
     """trained_run's MiniVGGNet conv base as a weights file: a "pretrained" base for the
     feature-extraction and fine-tuning tests (ImageNet weights would need the internet)."""

@@ -84,8 +84,9 @@ def test_threads_rows_and_a_later_bench_keeps_other_rows(report, bench_dir):
     assert {"model.keras", "model_int8.tflite", "model.onnx"} <= {r["file"] for r in out["rows"]}
 
 
-def test_edge_install_benches_tflite_and_onnx_only(exported_run, tmp_path):
-    run = Path(shutil.copytree(exported_run, tmp_path / "edge"))
+@pytest.mark.edge
+def test_edge_install_benches_tflite_and_onnx_only(device_run, tmp_path):
+    run = Path(shutil.copytree(device_run, tmp_path / "edge"))
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
             "from toolkit.cli.app import app\napp(sys.argv[1:])\n")
     proc = subprocess.run([sys.executable, "-c", code, "bench", str(run), "--threads", "1", "--runs", "2",
@@ -99,11 +100,12 @@ def test_edge_install_benches_tflite_and_onnx_only(exported_run, tmp_path):
     assert "model.keras: skipped (TensorFlow is not installed" in skipped and "saved_model: skipped" in skipped
 
 
-def test_without_test_images_latency_is_still_measured(exported_run, tmp_path):
+@pytest.mark.edge
+def test_without_test_images_latency_is_still_measured(device_run, tmp_path):
     device = tmp_path / "device"
     device.mkdir()
     for name in ("model_int8.tflite", "manifest.json"):
-        shutil.copy(exported_run / name, device)
+        shutil.copy(device_run / name, device)
     out = bench_run(device, TINY, say=lambda _: None)
     assert [r["file"] for r in out["rows"]] == ["model_int8.tflite"]
     assert out["rows"][0]["accuracy"] is None and out["rows"][0]["runs"] == 3
@@ -111,6 +113,7 @@ def test_without_test_images_latency_is_still_measured(exported_run, tmp_path):
     assert any("not present here" in n for n in out["notes"])
 
 
+@pytest.mark.edge
 def test_percentiles_are_ordered():
     stats = percentiles([5.0, 1.0, 3.0, 2.0, 100.0, 4.0])
     assert stats["min_ms"] == 1.0 and stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"] <= 100.0
@@ -130,12 +133,14 @@ SYNTHETIC = [
 ]
 
 
+@pytest.mark.edge
 def test_ship_the_smallest_that_meets_both_limits():
     best, why = choose_artifact(SYNTHETIC, max_latency_ms=12.0, min_accuracy=0.94)
     assert best["file"] == "model_float16.tflite"
     assert any(w.startswith("model_int8.tflite: accuracy 0.900 < 0.94") for w in why)
 
 
+@pytest.mark.edge
 def test_ship_uses_the_best_thread_count_and_never_the_reference():
     best, _ = choose_artifact(SYNTHETIC, max_latency_ms=8.0, min_accuracy=0.94)
     assert best["file"] == "model_float32.tflite" and best["threads"] == 2
@@ -143,6 +148,7 @@ def test_ship_uses_the_best_thread_count_and_never_the_reference():
     assert best["file"] == "model_int8.tflite"
 
 
+@pytest.mark.edge
 def test_ship_says_why_none_meets_the_limits():
     best, why = choose_artifact(SYNTHETIC, max_latency_ms=3.0, min_accuracy=0.99)
     assert best is None

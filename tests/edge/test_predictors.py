@@ -29,8 +29,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def held_out(exported_run):
-    split = load_split(exported_run / "split.json")
+def held_out(device_run):
+    split = load_split(device_run / "split.json")
     return split.paths("test"), np.asarray(split.labels("test"))
 
 
@@ -41,9 +41,9 @@ def reference_top1(exported_run, held_out):
 
 
 @pytest.fixture
-def run_copy(exported_run, tmp_path) -> Path:
+def run_copy(device_run, tmp_path) -> Path:
     """A copy of the exported run that a test may damage."""
-    return Path(shutil.copytree(exported_run, tmp_path / "run", ignore=shutil.ignore_patterns("saved_model")))
+    return Path(shutil.copytree(device_run, tmp_path / "run", ignore=shutil.ignore_patterns("saved_model")))
 
 
 def test_device_formats_predict_without_tensorflow(exported_run, held_out, reference_top1):
@@ -66,11 +66,13 @@ print(json.dumps({"top1": out, "loaded": loaded}))
         assert agreement >= (0.9 if "int8" in file else 1.0), (file, agreement)
 
 
+@pytest.mark.edge
 def test_the_tensorflow_guard_really_blocks_tensorflow():
     proc = subprocess.run([sys.executable, "-c", NO_TF + "import tensorflow"], capture_output=True, text=True)
     assert proc.returncode != 0 and "import of tensorflow halted" in proc.stderr
 
 
+@pytest.mark.edge
 def test_int8_quantize_dequantize_round_trip():
     x = np.linspace(0, 255, 97, dtype=np.float32)
     for dtype, zero_point in ((np.uint8, 0), (np.int8, -128)):
@@ -86,8 +88,9 @@ def test_int8_quantize_dequantize_round_trip():
     assert dequantize(floats, {"dtype": np.float32, "quantization": (0.0, 0)}) is not floats
 
 
-def test_int8_model_uses_integer_io_and_any_batch_size(exported_run, held_out):
-    model = TFLiteModel(exported_run / "model_int8.tflite", num_threads=1)
+@pytest.mark.edge
+def test_int8_model_uses_integer_io_and_any_batch_size(device_run, held_out):
+    model = TFLiteModel(device_run / "model_int8.tflite", num_threads=1)
     assert model._in["dtype"] in (np.uint8, np.int8) and model._out["dtype"] in (np.uint8, np.int8)
     images = load_batch(held_out[0][:5], model.input_shape[1:3])
     together = model.run(images)
@@ -97,11 +100,13 @@ def test_int8_model_uses_integer_io_and_any_batch_size(exported_run, held_out):
     assert np.all(together >= 0) and np.all(together <= 1.0 + 1e-6)
 
 
+@pytest.mark.edge
 def test_missing_model_file(run_copy, held_out):
     assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "nope.tflite"), held_out[0][0]]),
                           "nope.tflite", "not found")
 
 
+@pytest.mark.edge
 @pytest.mark.parametrize("file", ["model_int8.tflite", "model.onnx"])
 def test_truncated_model_file(run_copy, held_out, file):
     path = run_copy / file
@@ -114,6 +119,7 @@ def test_truncated_model_file(run_copy, held_out, file):
     assert_one_line_error(runner.invoke(app, ["predict", str(path), held_out[0][0]]), file, "not a valid")
 
 
+@pytest.mark.edge
 def test_non_image_input(run_copy, tmp_path):
     bogus = tmp_path / "notes.jpg"
     bogus.write_text("this is not a picture")
@@ -121,6 +127,7 @@ def test_non_image_input(run_copy, tmp_path):
                           "notes.jpg", "not a readable image")
 
 
+@pytest.mark.edge
 @pytest.mark.parametrize("file", ["model_float32.tflite", "model.onnx"])
 def test_input_size_differs_from_manifest(run_copy, held_out, file):
     manifest = load_manifest(run_copy)
@@ -131,6 +138,7 @@ def test_input_size_differs_from_manifest(run_copy, held_out, file):
                           file, f"model input is {height}x{width}", f"says {height + 8}x{width + 8}")
 
 
+@pytest.mark.edge
 def test_manifest_missing(run_copy, held_out, tmp_path):
     lonely = tmp_path / "device"
     lonely.mkdir()
@@ -139,12 +147,14 @@ def test_manifest_missing(run_copy, held_out, tmp_path):
                           "no manifest.json beside it")
 
 
+@pytest.mark.edge
 def test_manifest_that_is_not_a_tk_manifest(run_copy, held_out):
     (run_copy / "manifest.json").write_text(json.dumps({"artifacts": {}}))
     assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "model.onnx"), held_out[0][0]]),
                           "not a tk manifest")
 
 
+@pytest.mark.edge
 def test_sha256_mismatch(run_copy, held_out):
     with open(run_copy / "model.onnx", "ab") as fh:
         fh.write(b"\0")
@@ -152,6 +162,7 @@ def test_sha256_mismatch(run_copy, held_out):
                           "model.onnx", "sha256 differs", "re-run tk export")
 
 
+@pytest.mark.edge
 def test_unknown_format(run_copy, held_out):
     other = run_copy / "model.pt"
     other.write_bytes(b"\0" * 10)
@@ -159,6 +170,7 @@ def test_unknown_format(run_copy, held_out):
                           "unknown model format .pt", ".tflite, .onnx")
 
 
+@pytest.mark.edge
 def test_missing_tflite_runtime_names_the_package(monkeypatch):
     import builtins
 

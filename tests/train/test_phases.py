@@ -207,7 +207,7 @@ def test_mixed_precision_trains_with_a_float32_output(synth_root, base_weights, 
                           train={"mode": "features", "epochs": 1, "mixed_precision": True,
                                  "fine_tune": {"epochs": 1, "unfreeze_from": "block2_conv1"}})
     result = train(recipe, runs_dir=tmp_path, say=said.append)
-    assert any(m.startswith("device: ") for m in said)
+    assert any(m.startswith("backend tensorflow, device CPU") and m.endswith("precision mixed_float16") for m in said)
     assert any("mixed_precision: extracting with engine keras" in m for m in said)  # float16 has no TFLite path
     model = _load(result.run_dir / "model.keras")
     conv = model.get_layer("backbone").get_layer("block1_conv1")

@@ -64,10 +64,14 @@ def train(
 ):
     """Train the recipe's classifier: feature extraction, then fine-tuning (or from scratch)."""
     from ..core.recipe import load_recipe
-    quiet.import_tensorflow_quietly()
+    from ..train.backend import select_backend
+
+    loaded = load_recipe(recipe)
+    if select_backend(loaded) == "tensorflow":  # before keras is first imported: it reads KERAS_BACKEND once
+        quiet.import_tensorflow_quietly()
     from ..train.phases import train as run_training
 
-    run_training(load_recipe(recipe), runs_dir=runs_dir, resume=resume, strict=strict, say=say)
+    run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, say=say)
 
 
 @app.command()

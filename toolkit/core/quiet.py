@@ -35,8 +35,15 @@ def silenced_stderr() -> Iterator[None]:
 
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow (and Keras) once, without its start-up log lines."""
-    if "tensorflow" in sys.modules:
+    if sys.modules.get("tensorflow") is not None:
         return
-    with silenced_stderr():
-        import keras  # noqa: F401  (imports tensorflow as its backend)
-        import tensorflow  # noqa: F401
+    try:
+        with silenced_stderr():
+            import keras  # noqa: F401  (imports tensorflow as its backend)
+            import tensorflow  # noqa: F401
+    except ImportError as exc:
+        from .errors import TkError
+
+        # A JAX/PyTorch training box (the [jax] extra) has no TensorFlow: export there elsewhere.
+        raise TkError(f"this command needs TensorFlow ({exc}); install it with pip install 'tk-edge[train]', "
+                      "or copy the run folder to a machine that has it") from None

@@ -120,10 +120,18 @@ class TrainSection:
     fine_tune: FineTuneSection = field(default_factory=FineTuneSection)
     # Stop a phase when val_loss has not improved for this many epochs (0: never).
     early_stopping: int = 0
-    mixed_precision: bool = False
+    # auto: bfloat16 on GPUs that have it, float16 on older ones, float32 on a CPU (train/backend.py);
+    # true and false (older recipes) mean mixed_float16 and float32.
+    mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16", True, False] = "auto"
     # Feature extraction engine: tflite runs the frozen base through LiteRT (several times
     # faster on a CPU than Keras), keras runs it through model.predict.
     feature_engine: Literal["tflite", "keras"] = "tflite"
+    # Keras 3 backend to train on. KERAS_BACKEND in the environment overrides it (a one-off switch
+    # without editing the recipe); jax and torch never import TensorFlow (export still needs it).
+    backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
+    # data_parallel: every local accelerator (or, for tests, virtual CPU device) gets a slice of each
+    # batch: keras.distribution.DataParallel on JAX, tf.distribute.MirroredStrategy on TensorFlow.
+    distribute: Literal["none", "data_parallel"] = "none"
 
 
 @dataclass(frozen=True)

@@ -160,9 +160,10 @@ def _convert_via_saved_model(extractor) -> bytes:
 
 
 def _extract_keras(extractor, paths: list[str], size: int) -> np.ndarray:
-    from .inputs import image_dataset
+    from .decoded import batches, decoded_images
 
-    return np.asarray(extractor.predict(image_dataset(paths, None, size, 32), verbose=0), np.float32)
+    images = decoded_images(paths, size, CACHE_DIR, say=lambda _: None)
+    return np.asarray(extractor.predict(batches(images, None, 32), verbose=0)[:len(images)], np.float32)
 
 
 def build_extractor(base, image_size: int, scaling: str):

@@ -1,18 +1,14 @@
-"""tf.data input pipelines over a split, with images decoded by images.load_image.
+"""Augmentation in the training step: Keras' preprocessing layers, backend-neutral.
 
-Decoding goes through Pillow (EXIF orientation, CMYK, 16-bit, alpha) in parallel map calls, so
-training sees exactly the pixels the device will; batches are prefetched so the CPU decodes the
-next batch while the model runs. Augmentation runs here, in the pipeline, with Keras'
-preprocessing layers: the trained model stays free of random ops and exports cleanly.
+Images come decoded (train/decoded.py); flips, rotations, zooms and contrast changes run on the
+accelerator inside a training-only model that wraps the real one, so the exported model stays
+free of random ops.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
-
-from ..core.images import load_image
 from ..core.recipe import AugmentSection
 
 
@@ -34,31 +30,21 @@ def augmentation_layers(augment: AugmentSection, seed: int):
     return keras.Sequential(parts, name="augmentation") if parts else None
 
 
-def image_dataset(paths: list[str], labels: Optional[list[int]], size: int, batch_size: int, *,
-                  shuffle: bool = False, seed: int = 0, augment: Optional[AugmentSection] = None):
-    """A batched, prefetched tf.data.Dataset of (images, labels) or images alone."""
-    import tensorflow as tf
+def training_model(model, augment: Optional[AugmentSection], seed: int):
+    """The model fit() trains: augmentation layers in front of `model`, sharing its weights.
 
-    def decode(path):
-        return load_image(path.decode(), (size, size))
+    The augmentation runs inside the training step on the accelerator (and is the identity in
+    evaluation), and the exported model never contains it: only `model` is saved.
+    """
+    import keras
 
-    def load(path):
-        image = tf.numpy_function(decode, [path], tf.float32, stateful=False)
-        image.set_shape((size, size, 3))
-        return image
+    layers = augmentation_layers(augment, seed) if augment is not None else None
+    if layers is None:
+        return model
+    inputs = keras.Input(model.inputs[0].shape[1:], name="image")
+    return keras.Model(inputs, model(layers(inputs)), name="trainer")
 
-    ds = tf.data.Dataset.from_tensor_slices(list(paths))
-    if labels is not None:
-        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(np.asarray(labels, dtype=np.int32))))
-    if shuffle:
-        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    if labels is not None:
-        ds = ds.map(lambda p, y: (load(p), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size)
-    if augment is not None:
-        layers = augmentation_layers(augment, seed)
-        if layers is not None:
-            ds = ds.map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+
+def inner_model(saved, name: str):
+    """The classifier inside a saved trainer (or the saved model itself)."""
+    return saved.get_layer(name) if saved.name == "trainer" else saved

@@ -7,6 +7,7 @@ partial run (finished phases are skipped, the running one restarts from its last
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -47,15 +48,19 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
                       "(random features); use mode: scratch, or pretrained weights (imagenet or a file)")
     resolve_weights(recipe.model.weights)  # a missing weights file fails before TensorFlow loads
     import keras
-    import tensorflow as tf
 
-    keras.utils.set_random_seed(recipe.seed)  # before the base is built: random init is seeded too
-    tf.config.experimental.enable_op_determinism()
-    if recipe.train.mixed_precision:  # before any layer is built: the policy is fixed at construction
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    from .backend import distribution_scope, resolve_precision, say_device, seed_everything
+
+    seed_everything(recipe.seed)  # before the base is built: random init is seeded too
+    policy = resolve_precision(recipe.train.mixed_precision)
+    # Before any layer is built: the policy is fixed at construction. The head's output layer is
+    # float32 whatever the policy (backbones.build_head).
+    keras.mixed_precision.set_global_policy(policy)
     run_dir = Path(runs_dir) / recipe.name
     work = Path(runs_dir) / f"{recipe.name}.partial"
+    scope = contextlib.ExitStack()  # not a with-block: the body below stays as it was
     try:
+        scope.enter_context(distribution_scope(recipe.train.distribute, say))  # model built and fit inside
         # Built once, first: layer-name mistakes and an offline ImageNet download fail here, before
         # the data is read and before an interrupted run's .partial folder (replaced by a new run)
         # is touched.
@@ -68,7 +73,7 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
             say(f"nothing to resume at {work}: starting a new run")
         work.mkdir(parents=True, exist_ok=True)
         save_split(dataset, work / "split.json")
-        _describe_device(tf, recipe, say)
+        say_device(policy, say)
         model, phases = _run_phases(recipe, dataset, base, work, say)
         metrics = evaluate(model, dataset, recipe, say)
         _finish_run(recipe, dataset, model, metrics, phases, work)
@@ -76,6 +81,7 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
         raise TkError(f"interrupted: best checkpoints kept in {work}; continue with "
                       f"tk train {recipe.source_path or 'RECIPE'} --resume") from None
     finally:
+        scope.close()
         keras.mixed_precision.set_global_policy("float32")
     _swap_into_place(work, run_dir)
     say(f"run written to {run_dir} (model.keras, metrics.json, curves)")
@@ -104,14 +110,11 @@ def _dataset(recipe: Recipe, strict: Optional[bool], say: Say) -> SplitDataset:
     return dataset
 
 
-def _describe_device(tf, recipe: Recipe, say: Say) -> None:
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        say(f"device: GPU ({', '.join(g.name for g in gpus)})")
-    else:
-        say(f"device: CPU ({os.cpu_count()} cores; no GPU visible to TensorFlow)")
-        if recipe.train.mixed_precision:
-            say("warning: mixed_precision on a CPU is slower than float32; it pays off on a GPU")
+def _decoded(dataset: SplitDataset, split: str, recipe: Recipe, say: Say) -> np.ndarray:
+    from .decoded import decoded_images
+    from .features import CACHE_DIR
+
+    return decoded_images(dataset.paths(split), recipe.model.image_size, CACHE_DIR, say=say, label=split)
 
 
 def _optimizer(name: str, learning_rate: float):
@@ -197,7 +200,11 @@ def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: 
         # Built on the first cache miss only: with every split cached the base never runs.
         make_extractor = functools.cache(lambda: build_extractor(base, recipe.model.image_size, scaling))
         engine = train.feature_engine
-        if train.mixed_precision and engine == "tflite":
+        if engine == "tflite" and keras.backend.backend() != "tensorflow":
+            say(f"[features] backend {keras.backend.backend()}: extracting with engine keras "
+                "(the LiteRT engine converts the base through TensorFlow)")
+            engine = "keras"
+        if keras.mixed_precision.global_policy().name != "float32" and engine == "tflite":
             # A float16 graph does not convert to TFLite builtins; mixed precision means a GPU,
             # where Keras' predict is the fast engine anyway.
             say("[features] mixed_precision: extracting with engine keras (TFLite cannot run the float16 base)")
@@ -225,26 +232,29 @@ def _phase_end_to_end(phase: str, model, recipe: Recipe, dataset: SplitDataset, 
     """Train the composed model on images (augmented), keep the best weights by val_loss."""
     import keras
 
-    from .inputs import image_dataset
+    from .decoded import batches
+    from .inputs import inner_model, training_model
 
     folder.mkdir(parents=True, exist_ok=True)
-    train, size = recipe.train, recipe.model.image_size
+    train = recipe.train
     if not _phase_done(folder):
         start = time.perf_counter()
-        train_ds = image_dataset(dataset.paths("train"), dataset.labels("train"), size, train.batch_size,
-                                 shuffle=True, seed=recipe.seed, augment=train.augment if augment else None)
-        val_ds = image_dataset(dataset.paths("validation"), dataset.labels("validation"), size, train.batch_size)
-        model.compile(optimizer=_optimizer(train.optimizer, learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,  # tf.data shuffles
-                  callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, say))
+        train_ds = batches(_decoded(dataset, "train", recipe, say), np.asarray(dataset.labels("train"), np.int32),
+                           train.batch_size, shuffle=True, seed=recipe.seed)
+        val_ds = batches(_decoded(dataset, "validation", recipe, say),
+                         np.asarray(dataset.labels("validation"), np.int32), train.batch_size)
+        trainer = training_model(model, train.augment if augment else None, recipe.seed)
+        trainer.compile(optimizer=_optimizer(train.optimizer, learning_rate),
+                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,  # batches shuffle
+                    callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, say))
         _mark_done(folder, time.perf_counter() - start)
         _plot(folder, phase)
     else:
         say(f"[{phase}] phase already finished: reusing its best checkpoint")
     if (folder / "best.keras").is_file():
         best = keras.saving.load_model(folder / "best.keras", compile=False)
-        model.set_weights(best.get_weights())
+        model.set_weights(inner_model(best, model.name).get_weights())
 
 
 def _plot(folder: Path, phase: str) -> None:
@@ -268,10 +278,10 @@ def unfreeze(base, unfreeze_from: Optional[str], unfreeze_last: Optional[int]) -
 
 def evaluate(model, dataset: SplitDataset, recipe: Recipe, say: Say) -> dict:
     """Test-split metrics of the final model, printed as a short table."""
-    from .inputs import image_dataset
+    from .decoded import batches
 
-    ds = image_dataset(dataset.paths("test"), None, recipe.model.image_size, recipe.train.batch_size)
-    probs = model.predict(ds, verbose=0)
+    images = _decoded(dataset, "test", recipe, say)
+    probs = model.predict(batches(images, None, recipe.train.batch_size), verbose=0)[:len(images)]
     metrics = classification_metrics(np.asarray(dataset.labels("test")), probs, dataset.classes)
     where = " (no test split: these are the validation images)" if dataset.test_is_validation else ""
     say(f"test accuracy {metrics['accuracy']:.4f} on {metrics['count']} images{where}")
@@ -311,10 +321,17 @@ def _finish_run(recipe: Recipe, dataset: SplitDataset, model, metrics: dict, pha
                 "output": {"shape": [None, len(dataset.classes)], "dtype": "float32"},
                 "sha256": sha256_file(work / REFERENCE), "size_bytes": size_bytes(work / REFERENCE),
                 "versions": tool_versions("tensorflow", "keras"), "created": now(),
+                "backend": _backend_name(),
             }
         },
     }
     save_manifest(work, manifest)
+
+
+def _backend_name() -> str:
+    import keras
+
+    return keras.backend.backend()
 
 
 def _swap_into_place(work: Path, run_dir: Path) -> None:

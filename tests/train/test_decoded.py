@@ -1,0 +1,80 @@
+"""Decode once: the same pixels as core.images, decoded by worker processes, reused from disk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toolkit.core.errors import TkError
+from toolkit.core.images import load_image
+from toolkit.train import decoded
+
+
+def _paths(synth_root, n):
+    return sorted(str(p) for p in synth_root.rglob("*.jpg"))[:n]
+
+
+def test_worker_processes_decode_the_devices_pixels_once(synth_root, tmp_path, monkeypatch):
+    paths = _paths(synth_root, 100)  # above IN_PROCESS_BELOW: the process pool runs
+    said: list[str] = []
+    images = decoded.decoded_images(paths, 32, tmp_path, say=said.append, label="train")
+    assert images.dtype == np.uint8 and images.shape == (100, 32, 32, 3)
+    for i in (0, 57, 99):
+        assert np.array_equal(images[i], load_image(paths[i], (32, 32)).astype(np.uint8))
+    assert "decoded once" in said[-1] and str(tmp_path / "decoded") in said[-1]
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again: the cache was not reused")
+
+    monkeypatch.setattr(decoded, "_decode_into", no_decoding)
+    again = decoded.decoded_images(paths, 32, tmp_path, say=said.append)
+    assert np.array_equal(again, images) and "reused" in said[-1]
+    monkeypatch.setattr(decoded, "physical_memory", lambda: 1000)  # too big for RAM: memory-mapped
+    mapped = decoded.decoded_images(paths, 32, tmp_path, say=said.append)
+    assert isinstance(mapped, np.memmap) and np.array_equal(mapped, images)
+
+
+def test_a_changed_file_is_decoded_again_and_a_broken_one_is_named(synth_root, tmp_path):
+    import shutil
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    paths = [shutil.copy(p, folder) for p in _paths(synth_root, 5)]
+    decoded.decoded_images(paths, 32, tmp_path / "cache", say=lambda _: None)
+    with open(paths[2], "wb") as fh:
+        fh.write(b"not a jpeg")
+    with pytest.raises(TkError, match=r"imgs/.*decoded when the split was made"):
+        decoded.decoded_images(paths, 32, tmp_path / "cache", say=lambda _: None)
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.npy"))) == 1  # nothing half-written kept
+
+
+def test_batches_shuffle_every_epoch_and_cover_every_image(synth_root, tmp_path):
+    images = decoded.decoded_images(_paths(synth_root, 20), 32, tmp_path, say=lambda _: None)
+    labels = np.arange(20)
+    ds = decoded.batches(images, labels, 8, shuffle=True, seed=3)
+    assert len(ds) == 3
+    first = np.concatenate([ds[i][1] for i in range(len(ds))])
+    ds.on_epoch_end()
+    second = np.concatenate([ds[i][1] for i in range(len(ds))])
+    assert sorted(first) == sorted(second) == list(range(20)) and list(first) != list(second)
+    x, y = ds[0]
+    assert x.dtype == np.float32 and np.array_equal(x, images[y].astype(np.float32))
+
+
+def test_augmentation_trains_inside_a_wrapper_and_is_absent_from_the_model():
+    import keras
+
+    from toolkit.core.recipe import AugmentSection
+    from toolkit.train.inputs import inner_model, training_model
+
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)), name="classifier")
+    trainer = training_model(model, AugmentSection(flip="horizontal", rotation=0.1, zoom=0.1, contrast=0.1), seed=1)
+    assert trainer is not model and trainer.get_layer("classifier") is model  # shared weights
+    assert not any("random" in layer.name for layer in model.layers)
+    assert inner_model(trainer, "classifier") is model
+    x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    assert np.allclose(trainer(x, training=False), model(x))  # identity outside training
+    assert not np.allclose(trainer(x, training=True), model(x))
+    off = AugmentSection(flip="none", rotation=0.0, zoom=0.0, contrast=0.0)
+    assert training_model(model, off, seed=1) is model

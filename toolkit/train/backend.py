@@ -1,0 +1,160 @@
+"""Which Keras 3 backend trains: chosen before keras is first imported, reported with the device.
+
+Keras reads KERAS_BACKEND once, at its first import, so the CLI calls `select_backend` right after
+reading the recipe (core.recipe imports no keras). On jax and torch nothing here imports
+TensorFlow: a GPU box without TensorFlow wheels trains, and exports elsewhere (a .keras file moves
+between backends).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..core.errors import Say, TkError
+from ..core.recipe import Recipe
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def select_backend(recipe: Recipe) -> str:
+    """Set KERAS_BACKEND for this process: the environment's value if set, else the recipe's."""
+    chosen = os.environ.get("KERAS_BACKEND") or recipe.train.backend
+    if chosen not in BACKENDS:
+        raise TkError(f"KERAS_BACKEND={chosen} is not a Keras backend tk trains on; use one of {', '.join(BACKENDS)}")
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != chosen:
+            raise TkError(f"keras is already loaded on backend {keras.backend.backend()}, not {chosen}; "
+                          f"run tk train in a fresh process (or set KERAS_BACKEND={chosen})")
+        return chosen
+    os.environ["KERAS_BACKEND"] = chosen
+    return chosen
+
+
+def is_tensorflow() -> bool:
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
+def seed_everything(seed: int) -> None:
+    """Seeded, and on TensorFlow deterministic kernels (the other backends are deterministic on CPU)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if is_tensorflow():
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def _gpus() -> list[dict]:
+    """Each visible GPU: name, memory in GiB (None when the backend does not say), compute capability."""
+    import keras
+
+    backend = keras.backend.backend()
+    found = []
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        for gpu in tf.config.list_physical_devices("GPU"):
+            details = tf.config.experimental.get_device_details(gpu)
+            major, minor = details.get("compute_capability", (0, 0))
+            found.append({"name": details.get("device_name", gpu.name), "memory": None,
+                          "capability": major + minor / 10})
+    elif backend == "jax":
+        import jax
+
+        for dev in jax.devices():
+            if dev.platform == "gpu":
+                total = (dev.memory_stats() or {}).get("bytes_limit")
+                found.append({"name": dev.device_kind, "memory": total / 2**30 if total else None,
+                              "capability": float(getattr(dev, "compute_capability", 0) or 0)})
+    else:
+        import torch
+
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            found.append({"name": props.name, "memory": props.total_memory / 2**30,
+                          "capability": props.major + props.minor / 10})
+    return found
+
+
+def describe_device() -> str:
+    """'backend jax, device GPU (NVIDIA H100, 80 GiB)' or '... CPU (2 cores)'."""
+    import keras
+
+    gpus = [g["name"] + (f", {g['memory']:.0f} GiB" if g["memory"] else "") for g in _gpus()]
+    where = f"GPU ({'; '.join(gpus)})" if gpus else f"CPU ({os.cpu_count()} cores)"
+    return f"backend {keras.backend.backend()}, device {where}"
+
+
+def resolve_precision(setting) -> str:
+    """The Keras dtype policy for train.mixed_precision (old recipes' true/false still mean fp16/fp32).
+
+    auto: bfloat16 on GPUs with compute capability >= 8 (Ampere and later: same range as float32,
+    no loss scaling), float16 on older GPUs, float32 on a CPU (mixed precision is slower there).
+    """
+    if isinstance(setting, int):  # YAML's 1/0 compare equal to true/false in the recipe's Literal
+        setting = bool(setting)
+    if setting is True:
+        return "mixed_float16"
+    if setting is False:
+        return "float32"
+    if setting != "auto":
+        return setting
+    gpus = _gpus()
+    if not gpus:
+        return "float32"
+    return "mixed_bfloat16" if min(g["capability"] for g in gpus) >= 8 else "mixed_float16"
+
+
+def say_device(policy: str, say: Say) -> None:
+    line = describe_device()
+    say(f"{line}, precision {policy}")
+    if policy != "float32" and "GPU (" not in line:
+        say(f"warning: {policy} on a CPU is slower than float32; it pays off on a GPU")
+
+
+def distribution_scope(mode: str, say: Say):
+    """A context in which the model is built, compiled and fit (data_parallel), else a no-op."""
+    import contextlib
+
+    import keras
+
+    if mode == "none":
+        return contextlib.nullcontext()
+    backend = keras.backend.backend()
+    if backend == "jax":
+        devices = keras.distribution.list_devices()  # the default platform: GPUs when there are any
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        say(f"distribute: data_parallel over {len(devices)} devices ({', '.join(devices)}), keras DataParallel")
+        return _reset_distribution()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
+            [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
+        say(f"distribute: data_parallel over {strategy.num_replicas_in_sync} devices ({', '.join(devices)}), "
+            "tf.distribute.MirroredStrategy")
+        return strategy.scope()
+    raise TkError(f"train.distribute: data_parallel is built for the jax and tensorflow backends, not {backend}; "
+                  "use backend jax (or tensorflow), or distribute: none")
+
+
+def _reset_distribution():
+    import contextlib
+
+    import keras
+
+    @contextlib.contextmanager
+    def scope():
+        try:
+            yield
+        finally:
+            keras.distribution.set_distribution(None)
+
+    return scope()

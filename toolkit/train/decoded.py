@@ -1,0 +1,138 @@
+"""Images decoded once: uint8 at the model's input size, cached on disk, fed to every epoch.
+
+Each file goes through core.images.load_pixels (load_image's Pillow path the devices use: EXIF orientation,
+CMYK, 16-bit, alpha, bilinear resize) exactly once, in worker processes over all cores; the
+result is an (N, size, size, 3) uint8 .npy under <cache>/decoded/, keyed by the files' paths,
+sizes and modification times plus the input size (stat only: hashing every file's bytes would
+read the data set a second time). It is written atomically and reused by every epoch, phase and
+re-run. It is loaded into RAM when it fits in RAM_FRACTION of physical memory, else memory-mapped
+(pages come from the OS cache; memory stays bounded). Batches come through a keras PyDataset, so
+the same code feeds TensorFlow, JAX and PyTorch; augmentation runs in the model's training step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..core.errors import Say, TkError
+from ..core.images import BadImage, load_pixels
+from ..core.io import atomic_path
+
+# Below this many images the worker start-up (~0.3 s each) costs more than it saves.
+IN_PROCESS_BELOW = 64
+CHUNK = 64
+# Decoded arrays larger than this share of physical memory stay memory-mapped on disk.
+RAM_FRACTION = 0.25
+
+
+def decoded_key(paths: list[str], size: int) -> str:
+    digest = hashlib.sha256(f"decoded-uint8|{size}|v1".encode())
+    for path in paths:
+        st = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume small, prefer the memmap
+        return 4 * 2**30
+
+
+def decoded_images(paths: list[str], size: int, cache_dir: Path, say: Say = print, label: str = "") -> np.ndarray:
+    """(N, size, size, 3) uint8 for `paths`, from the cache or decoded once and stored there."""
+    path = Path(cache_dir) / "decoded" / f"{decoded_key(paths, size)}.npy"
+    nbytes = len(paths) * size * size * 3
+    if path.is_file():
+        say(f"images {label}: decoded earlier, reused ({len(paths)} images, {nbytes / 2**20:.0f} MiB, {path})")
+    else:
+        start = time.perf_counter()
+        with atomic_path(path, suffix=".npy") as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+            del out  # header written; workers fill the rows through their own maps
+            _decode_into(str(tmp), paths, size)
+        seconds = time.perf_counter() - start
+        say(f"images {label}: {len(paths)} decoded once in {seconds:.1f} s "
+            f"({len(paths) / max(seconds, 1e-9):.0f} images/s), cached at {path} ({nbytes / 2**20:.0f} MiB)")
+    in_ram = nbytes <= RAM_FRACTION * physical_memory()
+    return np.load(path) if in_ram else np.load(path, mmap_mode="r")
+
+
+def _decode_into(target: str, paths: list[str], size: int) -> None:
+    jobs = [(target, start, paths[start:start + CHUNK], size) for start in range(0, len(paths), CHUNK)]
+    workers = min(os.cpu_count() or 1, len(jobs))
+    if len(paths) < IN_PROCESS_BELOW or workers < 2:
+        errors = [_decode_chunk(job) for job in jobs]
+    else:
+        # forkserver/spawn, not fork: the parent may hold TensorFlow/JAX threads.
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(workers) as pool:
+            errors = pool.map(_decode_chunk, jobs, chunksize=1)
+    bad = [e for chunk in errors for e in chunk]
+    if bad:
+        # Files were checked when the split was made; one that fails now changed under us.
+        path, reason = bad[0]
+        raise TkError(f"{path}: {reason} (it decoded when the split was made); fix or remove it and train again"
+                      + (f" ({len(bad) - 1} more files failed)" if len(bad) > 1 else ""))
+
+
+def _decode_chunk(job) -> list[tuple[str, str]]:
+    target, start, paths, size = job
+    out = np.load(target, mmap_mode="r+")
+    bad = []
+    for i, path in enumerate(paths):
+        try:
+            out[start + i] = load_pixels(path, (size, size))
+        except (BadImage, OSError) as exc:
+            bad.append((path, str(exc)))
+    out.flush()
+    return bad
+
+
+def batches(images: np.ndarray, labels: Optional[np.ndarray], batch_size: int, shuffle: bool = False, seed: int = 0):
+    """A keras PyDataset over decoded images: float32 0..255 batches (and labels).
+
+    Under a JAX DataParallel distribution every batch must split evenly over the devices: the
+    last, short batch is padded by repeating its own rows (callers trim predictions to N).
+    """
+    import keras
+
+    shards = _batch_shards()
+
+    class DecodedBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(images)) if shuffle else np.arange(len(images))
+
+        def __len__(self):
+            return -(-len(images) // batch_size)
+
+        def __getitem__(self, index):
+            # Sorted within the batch: sequential reads when the array is memory-mapped.
+            rows = np.sort(self.order[index * batch_size:(index + 1) * batch_size])
+            if len(rows) % shards:
+                rows = np.resize(rows, -(-len(rows) // shards) * shards)
+            x = images[rows].astype(np.float32)
+            return x if labels is None else (x, labels[rows])
+
+        def on_epoch_end(self):
+            if shuffle:
+                self.order = self.rng.permutation(len(images))
+
+    return DecodedBatches()
+
+
+def _batch_shards() -> int:
+    import keras
+
+    distribution = keras.distribution.distribution()
+    return int(distribution.device_mesh.shape[0]) if distribution is not None else 1
