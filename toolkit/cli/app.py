@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from ..core import quiet
-from ..core.errors import TkError
+from ..core.errors import TkError, fault_line
 
 # TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user; set
 # TF_CPP_MIN_LOG_LEVEL=0 to see them again.
@@ -44,6 +44,12 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except TkError as exc:
             err_console.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except OSError as exc:  # only disk full / read-only / permission: anything else is a bug
+            line = fault_line(exc)
+            if line is None:
+                raise
+            err_console.print(f"error: {line}", style="red", markup=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
