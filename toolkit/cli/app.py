@@ -221,7 +221,10 @@ def bench(
     # A pipe gets 120 columns (rich would fold the table to 80); a terminal keeps its width.
     out = console if console.is_terminal else Console(width=120, highlight=False)
     for report in reports:
-        out.print(rows_table(report["rows"], title=f"{report['run']} on {machine_label(report['machine'])}"))
+        several = len({r["machine"] for r in report["rows"]}) > 1
+        where = "" if several else f" on {machine_label(report['machine'])}"
+        out.print(rows_table(report["rows"], title=f"{report['run']}{where}: {report['description']}",
+                             machine_column=several))
         for note in report["notes"]:
             say(f"note: {note}")
     if result["ship"] is not None:

@@ -2,7 +2,7 @@
 
 Every (artifact, thread count) is measured in a fresh `python -c` process: that is what a device
 pays when it starts the model (the cold start is process start to first prediction, its peak RSS
-read by the child from /proc), thread settings then apply even to TensorFlow (whose thread pool is
+read by the child), thread settings then apply even to TensorFlow (whose thread pool is
 fixed once created), and one artifact's allocations never inflate another's numbers. The parent
 never loads a model, so on the edge install (no TensorFlow) it benches .tflite and .onnx only.
 Benchmarks measure; they never assert timings.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -27,10 +26,12 @@ from ..core.errors import Say, TkError
 from ..core.formats import FORMATS, looks_like_model, sort_key
 from ..core.recipe import BenchSection
 from ..core.runs import MANIFEST, REFERENCE, load_manifest, record_metrics, resolve_run
-from ..core.io import now, tool_versions, write_json_atomic
+from ..core.io import now, write_json_atomic
+from .bench_rows import (describe_settings, earlier_note, merge_rows, row_settings, set_aside_note, split_comparable,
+                         upgrade_rows)
+from .machine import RUNTIME_PACKAGES, machine_info, machine_label, peak_rss_mb  # noqa: F401 (re-exported)
 
 BENCH_JSON = "bench.json"
-RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "tensorflow", "keras", "numpy", "pillow")
 _CHILD = "import sys; from toolkit.edge.bench import child_main; child_main(sys.argv[1])"
 _MARK = "TKBENCH "
 
@@ -84,54 +85,11 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
             "mean_ms": float(arr.mean()), "min_ms": float(arr.min())}
 
 
-def machine_info() -> dict[str, Any]:
-    """What a bench row was measured on, so files from a laptop and a Pi can be compared."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        # x86: "model name"; Raspberry Pi: "Model" (the board) or "Hardware"; other arm: "CPU part".
-        for key in ("model name", "Model", "Hardware"):
-            found = [line.split(":", 1)[1].strip() for line in info.splitlines()
-                     if line.split(":", 1)[0].strip() == key and ":" in line]
-            if found:
-                cpu = found[0]
-                break
-    except OSError:
-        pass
-    os_name = platform.platform()
-    try:
-        release = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
-        os_name = release.get("PRETTY_NAME", os_name).strip('"')
-    except OSError:
-        pass
-    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "os": os_name,
-            "arch": platform.machine(), "python": platform.python_version(),
-            "versions": tool_versions(*RUNTIME_PACKAGES),
-            "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
-
-
-def machine_label(machine: dict[str, Any]) -> str:
-    return f"{machine.get('host', '?')} ({machine.get('arch', '?')}, {machine.get('cores', '?')} cores)"
-
-
 def tensorflow_available() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
 # --------------------------------------------------------------------------- the child process
-
-def _peak_rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
 
 def child_main(spec_json: str) -> None:
     """Runs in the fresh process: load, first prediction (cold start), then the warm measurements."""
@@ -157,7 +115,7 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     predictor.predict(image)
     first_prediction_at = time.time()
     out: dict[str, Any] = {"pid": os.getpid(), "first_prediction_at": first_prediction_at,
-                           "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
+                           "load_s": load_s, "peak_rss_mb": peak_rss_mb(),
                            "tensorflow_loaded": sys.modules.get("tensorflow") is not None}
     for _ in range(spec["warmup"]):
         predictor.predict(image)
@@ -255,6 +213,9 @@ def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] 
     if why:
         notes.append(why)
     image = paths[0] if paths else None
+    created, machine = now(), machine_info()  # the load average before this call's own load
+    label = machine_label(machine)
+    call = {"warmup": settings.warmup, "batch": settings.batch, "measured_at": created, "machine": label}
     rows = []
     for entry in entries:
         file = entry["file"]
@@ -267,45 +228,63 @@ def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] 
             result = _run_child(spec, settings.timeout_s)
             latencies = result.pop("latencies_ms")
             row = {"file": file, "format": entry.get("format"), "quantization": entry.get("quantization", "none"),
-                   "reference": file == REFERENCE, "threads": threads,
-                   "size_bytes": entry.get("size_bytes"), "runs": len(latencies), "warmup": settings.warmup,
-                   "batch": settings.batch, "accuracy": None, "test_count": None,
-                   **percentiles(latencies), **result}
+                   "reference": file == REFERENCE, "threads": threads, "size_bytes": entry.get("size_bytes"),
+                   "sha256": entry.get("sha256"), "runs": len(latencies), "accuracy": None,
+                   "test_count": len(labels) if labels else None, **call, **percentiles(latencies), **result}
             if i > 0 and rows[-1]["file"] == file:
-                row["accuracy"], row["test_count"] = rows[-1].get("accuracy"), rows[-1].get("test_count")
+                row["accuracy"] = rows[-1].get("accuracy")
             rows.append(row)
-    report = {"run": manifest.get("name", run_dir.name), "created": now(), "machine": machine_info(),
-              "settings": {"threads": list(settings.threads), "runs": settings.runs,
-                           "warmup": settings.warmup, "batch": settings.batch},
-              "rows": _keep_previous_rows(run_dir / BENCH_JSON, rows), "notes": notes}
+    report = _bench_report(run_dir, manifest, rows, machine, notes)
     write_json_atomic(run_dir / BENCH_JSON, report)
     for entry in entries:
         mine = [r for r in rows if r["file"] == entry["file"]]
         record_metrics(run_dir, entry["file"], "bench", {
-            "created": report["created"], "machine": machine_label(report["machine"]),
-            "accuracy": mine[0].get("accuracy"),
+            "created": created, "machine": label, "accuracy": mine[0].get("accuracy"),
+            "settings": row_settings(mine[0]),
             "by_threads": {str(r["threads"]): {k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms", "throughput_ips",
                                                                  "cold_start_s", "peak_rss_mb")} for r in mine}})
     return report
 
 
-def _keep_previous_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A bench of some artifacts keeps the other artifacts' rows from this machine's last bench."""
+def _bench_report(run_dir: Path, manifest: dict[str, Any], rows: list[dict[str, Any]], machine: dict[str, Any],
+                  notes: list[str]) -> dict[str, Any]:
+    """bench.json: this call's rows with the earlier ones they did not re-measure, comparable ones
+    under "rows", those measured with other settings under "other_rows" (kept, never mixed in)."""
+    old = _read_previous(run_dir / BENCH_JSON)
+    label, created = rows[0]["machine"], rows[0]["measured_at"]
+    current_sha = {f: e.get("sha256") for f, e in manifest.get("artifacts", {}).items()}
+    previous = upgrade_rows(old, machine_label(old["machine"])) if old else []
+    previous += old.get("other_rows", []) if old else []
+    pool, stale = merge_rows(previous, rows, current_sha)
+    settings = row_settings(rows[0])
+    shown, other = split_comparable(pool, settings)
+    notes = list(notes)
+    if stale:
+        notes.append(f"{stale} earlier row(s) dropped: their artifact changed since (other sha256) or is no "
+                     "longer in the manifest")
+    notes += [n for n in (set_aside_note(other), earlier_note(shown, created)) if n]
+    machines = dict(old.get("machines", {})) if old else {}
+    if old and "machines" not in old:  # a bench.json of an older tk: its one machine
+        machines[machine_label(old["machine"])] = old["machine"]
+    machines[label] = machine
+    used = {r["machine"] for r in pool}
+    return {"run": manifest.get("name", run_dir.name), "created": created, "machine": machine,
+            "machines": {k: v for k, v in machines.items() if k in used},
+            "settings": {"threads": sorted({r["threads"] for r in shown}), **settings},
+            "description": describe_settings(settings),
+            "benched": list(dict.fromkeys(r["file"] for r in rows)),
+            "rows": shown, "other_rows": other, "notes": notes}
+
+
+def _read_previous(path: Path) -> Optional[dict[str, Any]]:
     if not path.is_file():
-        return rows
+        return None
     try:
         old = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return rows
-    if old.get("machine", {}).get("host") != platform.node():
-        return rows
-    benched = {r["file"] for r in rows}
-    kept = [r for r in old.get("rows", []) if r.get("file") not in benched]
-    return sorted(kept + rows, key=_row_order)
-
-
-def _row_order(row: dict[str, Any]) -> tuple:
-    return (*sort_key(row.get("format"), row.get("quantization"), row.get("file", "")), row.get("threads", 0))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # unreadable: this call's rows start a new file
+    ok = isinstance(old, dict) and isinstance(old.get("rows"), list) and isinstance(old.get("machine"), dict)
+    return old if ok else None
 
 
 def split_targets(targets: Sequence[str], runs_dir: Path, say: Say) -> dict[Path, Optional[list[str]]]:
@@ -382,8 +361,25 @@ def bench_targets(targets: Sequence[str], runs_dir: Path, overrides: dict[str, A
                for run, only in split_targets(targets, runs_dir, say).items()]
     ship = None
     if max_latency_ms is not None or min_accuracy is not None:
-        rows = [r for report in reports for r in report["rows"]]
+        rows = ship_candidates(reports)
         ship, why = choose_artifact(rows, max_latency_ms, min_accuracy)
         if ship is None:
             raise TkError("no artifact meets the limits: " + "; ".join(why))
+        ship = {**ship, "among": len({(r["machine"], r["file"]) for r in rows if not r.get("reference")})}
     return {"reports": reports, "ship": ship}
+
+
+def ship_candidates(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows a ship pick may compare: measured in this call, on this machine, with one set of settings.
+
+    Latency limits hold on the machine that measured them, and an artifact benched by an earlier
+    call (maybe with other settings) is not what the user just asked to choose between.
+    """
+    # Across runs the test splits differ anyway; timing settings must match.
+    settings = {", ".join(f"{k} {report['settings'][k]}" for k in ("runs", "warmup", "batch")) for report in reports}
+    if len(settings) > 1:
+        raise TkError("ship limits: these runs were benched with different settings ("
+                      + " vs ".join(sorted(settings)) + "); pass --runs, --warmup and --batch to bench them alike")
+    return [r for report in reports for r in report["rows"]
+            if r["measured_at"] == report["created"] and r["machine"] == machine_label(report["machine"])
+            and r["file"] in report["benched"]]
