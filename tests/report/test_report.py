@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from toolkit.edge.bench import BENCH_JSON, BenchSettings, bench_run
+from toolkit.edge.bench import BENCH_JSON, BenchSettings, bench_run, machine_label
 from toolkit.cli.app import app
 from toolkit.core.errors import ParityError
 from toolkit.report.report import PLOT, REPORT, latency_points, load_bench, merge_benches, write_report
@@ -37,8 +37,11 @@ def reported_run(exported_run, tmp_path_factory) -> Path:
 def other_machine(reported_run, tmp_path) -> Path:
     """The same bench.json as if measured on a Pi (another machine tag)."""
     bench = json.loads((reported_run / BENCH_JSON).read_text())
-    bench["machine"] = {**bench["machine"], "host": "raspberrypi", "arch": "aarch64", "cores": 4,
+    bench["machine"] = {**bench["machine"], "host": "raspberrypi", "arch": "aarch64", "cores": 4, "logical_cores": 4,
                         "cpu": "Raspberry Pi 4 Model B Rev 1.4"}
+    label = machine_label(bench["machine"])
+    bench["machines"] = {label: bench["machine"]}
+    bench["rows"] = [{**r, "machine": label} for r in bench["rows"]]
     path = tmp_path / "pi" / BENCH_JSON
     path.parent.mkdir()
     path.write_text(json.dumps(bench))
@@ -79,7 +82,7 @@ def test_merge_two_machines_into_one_table(reported_run, other_machine):
     bench = section((reported_run / REPORT).read_text(), "Bench")
     here = load_bench(reported_run / BENCH_JSON)["machine"]["host"]
     assert "| machine | artifact |" in bench
-    assert f"| {here} (" in bench and "| raspberrypi (aarch64, 4 cores) | model_int8.tflite |" in bench
+    assert f"| {here} (" in bench and "| raspberrypi (Raspberry Pi 4 Model B Rev 1.4, 4 cores) | model_int8.tflite |" in bench
     assert "Raspberry Pi 4 Model B" in bench
 
 
@@ -110,3 +113,22 @@ def test_bad_merge_file_is_one_line(reported_run, tmp_path, content, message):
     result = runner.invoke(app, ["report", str(reported_run), "--merge", str(path)])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
     assert ((reported_run / REPORT).read_text() if before is not None else None) == before
+
+
+def test_report_shows_comparable_rows_only_and_says_so(reported_run, other_machine, tmp_path):
+    run = Path(shutil.copytree(reported_run, tmp_path / "run"))
+    bench = json.loads((run / BENCH_JSON).read_text())
+    here = bench["rows"][0]["machine"]
+    # an earlier call's row with other settings, kept in bench.json but not shown
+    bench["other_rows"] = [{**bench["rows"][0], "file": "model_float16.tflite", "runs": 30}]
+    (run / BENCH_JSON).write_text(json.dumps(bench))
+    pi = json.loads(other_machine.read_text())
+    pi["rows"] = [*pi["rows"], {**pi["rows"][0], "file": "model_dynamic.tflite", "runs": 50}]  # timed otherwise
+    other_machine.write_text(json.dumps(pi))
+    text = section(write_report(run, merge=[other_machine], say=lambda _: None).read_text(), "Bench")
+    assert "Every row below: 3 timed batch-1 runs after 1 warm-up, throughput at batch 2." in text
+    assert "model_float16.tflite" not in text.split("- note")[0] and "model_dynamic.tflite" not in text.split("- note")[0]
+    assert "1 row(s) from earlier bench calls with other settings not shown" in text
+    assert "1 row(s) in these bench files with other settings not shown (runs 50, warmup 1, batch 2" in text
+    assert f"| {here} | model.onnx |" in text and "| raspberrypi (Raspberry Pi 4 Model B Rev 1.4, 4 cores) | model.onnx |" in text
+    assert "3 runs after 1 warm-up, throughput at batch 2, accuracy on" in text  # per machine, with its sample

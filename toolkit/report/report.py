@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..edge.bench import BENCH_JSON, HEADERS, format_row, machine_label
+from ..edge.bench_rows import describe_settings, set_aside_note, upgrade_rows
 from ..core.errors import Say, TkError
 from ..core.runs import load_manifest
 from ..core.io import now, write_text_atomic
@@ -47,17 +48,40 @@ def load_bench(path: Path) -> dict[str, Any]:
 
 
 def merge_benches(benches: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """All rows of several bench.json files, each tagged with its machine (numbered if two share one)."""
+    """All rows of several bench.json files, each tagged with its machine (numbered if two files share one)."""
     from collections import Counter
 
-    labels = [machine_label(b["machine"]) for b in benches]
-    total, seen = Counter(labels), Counter()
-    rows = []
-    for bench, label in zip(benches, labels):
-        seen[label] += 1
-        tag = f"{label} #{seen[label]}" if total[label] > 1 else label
-        rows += [{**row, "machine": tag} for row in bench["rows"]]
-    return rows
+    per_file = [upgrade_rows(b, machine_label(b["machine"])) for b in benches]
+    files_per_label = Counter(label for rows in per_file for label in {r["machine"] for r in rows})
+    seen: Counter = Counter()
+    out = []
+    for rows in per_file:
+        number = {}
+        for label in dict.fromkeys(r["machine"] for r in rows):
+            seen[label] += 1
+            number[label] = f"{label} #{seen[label]}" if files_per_label[label] > 1 else label
+        out += [{**row, "machine": number[row["machine"]], "machine_label": row["machine"]} for row in rows]
+    return out
+
+
+TIMING_KEYS = ("runs", "warmup", "batch")
+
+
+def comparable_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows timed like the first one, the others). Across machines only the timing settings must
+    match: each machine's accuracy sample is named beside it (a Pi may hold a smaller test sample)."""
+    if not rows:
+        return [], []
+    timing = {k: rows[0].get(k) for k in TIMING_KEYS}
+    same = [r for r in rows if {k: r.get(k) for k in TIMING_KEYS} == timing]
+    return same, [r for r in rows if {k: r.get(k) for k in TIMING_KEYS} != timing]
+
+
+def _machine_facts(benches: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    facts: dict[str, dict[str, Any]] = {}
+    for bench in benches:
+        facts.update(bench.get("machines") or {machine_label(bench["machine"]): bench["machine"]})
+    return facts
 
 
 def latency_points(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -142,20 +166,36 @@ def _bench(run_dir: Path, benches: list[dict[str, Any]], title: str) -> list[str
     out = ["## Bench (tk bench)", ""]
     if not benches:
         return out + ["Not run yet: `tk bench` measures size, cold start, memory, latency and accuracy.", ""]
-    rows = merge_benches(benches)
+    rows, left_out = comparable_rows(merge_benches(benches))
     several = len({r["machine"] for r in rows}) > 1
-    for bench in benches:
-        m, s = bench["machine"], bench.get("settings", {})
+    facts = _machine_facts(benches)
+    timing = {k: rows[0].get(k) for k in TIMING_KEYS} if rows else {}
+    out.append(f"Every row below: {timing.get('runs')} timed batch-1 runs after {timing.get('warmup')} warm-up, "
+               f"throughput at batch {timing.get('batch')}.")
+    out.append("")
+    for machine in dict.fromkeys(r["machine"] for r in rows):
+        mine = [r for r in rows if r["machine"] == machine]
+        m = facts.get(mine[0]["machine_label"], {})
         versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
-        out.append(f"- **{machine_label(m)}**: {m.get('cpu')}, {m.get('os')}, Python {m.get('python')}; {versions}; "
-                   f"load average {m.get('load_avg')}; {s.get('runs')} runs after {s.get('warmup')} warm-up, "
-                   f"throughput at batch {s.get('batch')}; measured {bench.get('created')}")
+        times = sorted({str(r.get("measured_at")) for r in mine})
+        when = times[0] if len(times) == 1 else f"{times[0]} .. {times[-1]} ({len(times)} calls)"
+        memory = f", {m['memory_gb']} GB RAM" if m.get("memory_gb") else ""
+        out.append(f"- **{machine}**: {m.get('cpu')}{memory}, {m.get('os')}, Python {m.get('python')}; {versions}; "
+                   f"load average {m.get('load_avg')}; {describe_settings(mine[0])}; measured {when}")
     out += ["", _table((["machine"] if several else []) + list(HEADERS), [format_row(r, several) for r in rows]), "",
             "`*` the Keras reference. cold s: process start to first prediction (a fresh process); RSS MB: "
             "its peak resident memory then; p50/p90/p99: batch-1 latency in ms; img/s: throughput at the batch "
             "size above; acc: test-split accuracy.", ""]
+    set_aside = sum(len(b.get("other_rows", [])) for b in benches)
+    if set_aside:
+        out.append(f"- note: {set_aside} row(s) from earlier bench calls with other settings not shown "
+                   "(bench.json keeps them under other_rows)")
+    if left_out:
+        out.append(f"- note: {set_aside_note(left_out, 'in these bench files')}; this table is timed as above: "
+                   "bench every machine with the same --runs, --warmup and --batch to compare them")
     for bench in benches:
-        out += [f"- note ({machine_label(bench['machine'])}): {n}" for n in bench.get("notes", [])]
+        out += [f"- note ({machine_label(bench['machine'])}): {n}" for n in bench.get("notes", [])
+                if "with other settings not shown" not in n]
     points = latency_points(rows)
     if points:
         from .plots import plot_latency_accuracy
