@@ -132,3 +132,27 @@ def test_report_shows_comparable_rows_only_and_says_so(reported_run, other_machi
     assert "1 row(s) in these bench files with other settings not shown (runs 50, warmup 1, batch 2" in text
     assert f"| {here} | model.onnx |" in text and "| raspberrypi (Raspberry Pi 4 Model B Rev 1.4, 4 cores) | model.onnx |" in text
     assert "3 runs after 1 warm-up, throughput at batch 2, accuracy on" in text  # per machine, with its sample
+
+
+@pytest.mark.parametrize("accuracies", [[1.0, 1.0, 1.0], [0.0, 0.02], [0.5, 0.98, 1.0], [0.31]])
+def test_accuracy_axis_stays_within_0_1(accuracies):
+    from toolkit.report.plots import accuracy_limits
+
+    bottom, top = accuracy_limits(accuracies)
+    assert -0.02 <= bottom <= min(accuracies) and max(accuracies) <= top <= 1.02 and top - bottom >= 0.09
+
+
+def test_plot_numbers_clustered_points_apart_and_ticks_stop_at_1(tmp_path):
+    from toolkit.report.plots import plot_latency_accuracy
+
+    names = ["model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite", "model.onnx", "model_int8.onnx"]
+    points = [{"label": n, "machine": m, "p50_ms": 2.0 + 0.05 * i, "accuracy": 1.0, "reference": False}
+              for m in ("vm (Intel Xeon, 2 cores)", "vm (AMD EPYC 7B13, 4 cores)") for i, n in enumerate(names)]
+    drawn = plot_latency_accuracy(points, tmp_path / "p.png", "clustered")
+    assert (tmp_path / "p.png").read_bytes().startswith(PNG)
+    assert drawn["ylim"][1] <= 1.02 and max(drawn["yticks"]) <= 1.0 and min(drawn["yticks"]) >= 0.0
+    assert len(drawn["numbers"]) == 10 and {m for _, m in drawn["numbers"].values()} == {p["machine"] for p in points}
+    # ten numbers on points a few pixels apart (two machines on the same spots): no two overlap
+    boxes = drawn["label_boxes"]
+    assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]]
