@@ -112,6 +112,7 @@ def test_feature_map_pngs(ex, run, held_out):
 
 def test_gradcam_pngs_and_contact_sheet(ex, run, held_out, tmp_path):
     from toolkit.explain.explainer import OVERLAY_MIN_SIDE
+    from toolkit.explain.figures import gradcam_pair_size_px
     from toolkit.explain.gradcam import explain_gradcam
 
     folder = tmp_path / "photos"
@@ -123,8 +124,8 @@ def test_gradcam_pngs_and_contact_sheet(ex, run, held_out, tmp_path):
     assert len(results) == 5
     for r in results:
         assert r.png.name == f"gradcam_{r.image.stem}_{r.class_name}.png"
-        # 48 px photos are enlarged for viewing: the image and its overlay side by side
-        assert Image.open(r.png).size == (2 * OVERLAY_MIN_SIDE, OVERLAY_MIN_SIDE)
+        # 48 px photos are enlarged for viewing: the image and its overlay side by side, a colour bar
+        assert Image.open(r.png).size == gradcam_pair_size_px(OVERLAY_MIN_SIDE, OVERLAY_MIN_SIDE)
     assert sheet.name == "gradcam_sheet_photos.png"
     assert Image.open(sheet).size[0] == 3 * GRID_CELL_PX
 
@@ -178,3 +179,18 @@ def test_cli(run, held_out):
         bad = runner.invoke(app, ["explain", str(run), *args])
         assert bad.exit_code == 1, (args, bad.output)
         assert message in bad.output and "Traceback" not in bad.output
+
+
+def test_gradcam_titles_name_true_and_predicted_class(ex, held_out, tmp_path):
+    from toolkit.explain.gradcam import _titles, true_class
+
+    path = Path(held_out[0][0])
+    truth = true_class(path, ex.classes)
+    assert truth == ex.classes[held_out[1][0]]  # class folders name the true class
+    probs = np.zeros(len(ex.classes))
+    probs[0], probs[1] = 0.7, 0.3
+    left, right, header = _titles(ex.classes, path, probs, 1, "block2_conv2")
+    assert left == f"true: {truth}"
+    assert right.startswith(f"predicted: {ex.classes[0]} 0.70") and right.endswith("✓" if truth == ex.classes[0] else "✗")
+    assert f"heat for class {ex.classes[1]} 0.30" in header and "block2_conv2" in header
+    assert _titles(ex.classes, tmp_path / "x.png", probs, 0, "l")[0].startswith("true: unknown")

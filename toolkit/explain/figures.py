@@ -91,3 +91,44 @@ def overlay_heatmap(image, heat, alpha: float = 0.5, cmap: str = "jet", grey: bo
         base = np.repeat(base @ np.array([0.299, 0.587, 0.114], np.float32), 3).reshape(base.shape)
     blended = (1.0 - alpha) * base + alpha * colour
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+# One Grad-CAM PNG: the photo | its heat overlay | a colour bar, under a header naming the classes.
+# Exact pixel sizes as for the grids: the images keep their pixels (no resampling by matplotlib).
+PAIR_HEADER_PX, PAIR_BAR_PX, PAIR_PAD_PX = 46, 78, 6
+
+
+def gradcam_pair_size_px(image_width: int, image_height: int) -> tuple[int, int]:
+    return 2 * image_width + 3 * PAIR_PAD_PX + PAIR_BAR_PX, image_height + PAIR_HEADER_PX + PAIR_PAD_PX
+
+
+def plot_gradcam_pair(photo, overlay, path: Path, left_title: str, right_title: str, header: str,
+                      cmap: str = "jet") -> tuple[int, int]:
+    """The photo and its Grad-CAM overlay side by side with titles and a colour bar of the heat scale.
+
+    The bar says what the colours mean: the heat is normalised per image (0 = no evidence, 1 = the
+    strongest evidence in this image), not a probability. Returns the PNG's (width, height) in px.
+    """
+    import matplotlib
+
+    plt = pyplot()
+    h, w = photo.shape[:2]
+    width, height = gradcam_pair_size_px(w, h)
+    fig = plt.figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI)
+    bottom = PAIR_PAD_PX / height
+    for k, (image, title) in enumerate(((photo, left_title), (overlay, right_title))):
+        left = (PAIR_PAD_PX + k * (w + PAIR_PAD_PX)) / width
+        ax = fig.add_axes([left, bottom, w / width, h / height])
+        ax.imshow(image, interpolation="nearest")
+        ax.set_axis_off()
+        fig.text(left + w / width / 2, (PAIR_PAD_PX + h + 4) / height, title, ha="center", va="bottom", fontsize=9)
+    fig.text(PAIR_PAD_PX / width, 1 - 6 / height, header, ha="left", va="top", fontsize=9, fontweight="bold")
+    bar = fig.add_axes([(2 * w + 3 * PAIR_PAD_PX + 8) / width, bottom + 0.1 * h / height, 14 / width, 0.8 * h / height])
+    mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0.0, 1.0), cmap=cmap)
+    colorbar = fig.colorbar(mappable, cax=bar, ticks=[0.0, 0.5, 1.0])
+    colorbar.ax.tick_params(labelsize=7)
+    colorbar.set_label("Grad-CAM heat\n(per image, 0..1)", fontsize=7)
+    with atomic_path(Path(path), suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=_DPI, format="png")
+    plt.close(fig)
+    return width, height

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 from ..core.errors import Say
-from .explainer import Explainer, display_image, folder_images, load_explainer, save_rgb, single_image, slug
+from .explainer import Explainer, display_image, folder_images, load_explainer, single_image, slug
 
 
 @dataclass
@@ -25,7 +25,7 @@ def explain_gradcam(run_dir: Path, target: Path, class_name: Optional[str] = Non
                     limit: int = 64, alpha: float = 0.5, say: Say = print,
                     explainer: Optional[Explainer] = None) -> tuple[list[GradCamResult], Optional[Path]]:
     """Grad-CAM overlays for one image or a folder (plus a contact sheet for a folder)."""
-    from .figures import overlay_heatmap, plot_image_grid
+    from .figures import overlay_heatmap, plot_gradcam_pair, plot_image_grid
 
     ex = explainer or load_explainer(run_dir)
     layer = ex.check_layer(layer, ex.spatial_layers(), "convolutional (spatial)") if layer else ex.gradcam_layer()
@@ -44,7 +44,7 @@ def explain_gradcam(run_dir: Path, target: Path, class_name: Optional[str] = Non
             photo = display_image(path)
             overlay = overlay_heatmap(photo, h, alpha=alpha)
             png = ex.out_dir / f"gradcam_{slug(path.stem)}_{ex.classes[int(k)]}.png"
-            save_rgb(np.concatenate([photo, overlay], axis=1), png)  # the image | its heat
+            plot_gradcam_pair(photo, overlay, png, *_titles(ex.classes, path, p, int(k), layer))
             overlays.append(overlay)
             results.append(GradCamResult(path, ex.classes[int(k)], float(p[int(k)]), h, png))
     for r in results:
@@ -57,3 +57,19 @@ def explain_gradcam(run_dir: Path, target: Path, class_name: Optional[str] = Non
                         f"({'class ' + class_name if class_name else 'predicted class'})")
         say(f"wrote {sheet}")
     return results, sheet
+
+
+def true_class(path: Path, classes: list[str]) -> Optional[str]:
+    """The image's class when its folder is named after one (class-folder datasets), else None."""
+    return path.parent.name if path.parent.name in classes else None
+
+
+def _titles(classes: list[str], path: Path, probs: np.ndarray, explained: int, layer: str) -> tuple[str, str, str]:
+    """(left title, right title, header) of one Grad-CAM PNG: true class, prediction, what the heat is for."""
+    predicted = int(np.argmax(probs))
+    truth = true_class(path, classes)
+    mark = "" if truth is None else (" ✓" if truth == classes[predicted] else " ✗")
+    left = f"true: {truth if truth is not None else 'unknown (folder is not a class)'}"
+    right = f"predicted: {classes[predicted]} {probs[predicted]:.2f}{mark}"
+    heat_for = "the predicted class" if explained == predicted else f"class {classes[explained]} {probs[explained]:.2f}"
+    return left, right, f"{path.name}: Grad-CAM at {layer}, heat for {heat_for}"
