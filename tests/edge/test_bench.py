@@ -252,3 +252,23 @@ def test_a_bench_with_other_runs_replaces_its_rows_and_sets_the_others_aside(dev
     assert "3 runs after 0 warm-up, throughput at batch 2" in out.output
     assert "model_int8.tflite" in out.output and "with the same settings from earlier calls" in out.output
     assert "with other settings not shown" not in out.output  # model.onnx's 2-run row was re-measured
+
+
+@pytest.mark.edge
+def test_machine_facts_are_sane_and_labels_tell_machines_apart(monkeypatch):
+    from toolkit.edge import machine
+
+    facts = machine.machine_info()
+    assert facts["host"] and facts["cpu"] and facts["cpu"] != "unknown CPU"
+    assert 1 <= facts["cores"] <= facts["logical_cores"] and 0.1 < facts["memory_gb"] < 100_000
+    assert facts["load_avg"] is None or len(facts["load_avg"]) == 3
+    assert 1 < machine.peak_rss_mb() < 100_000
+    label = machine.machine_label(facts)
+    assert label.startswith(facts["host"] + " (") and f"{facts['cores']} cores" in label
+    # two VMs both called "vm": the CPU and the core count still tell them apart
+    a = machine.machine_label({"host": "vm", "cpu": "Intel(R) Xeon(R) CPU @ 2.20GHz", "cores": 2, "logical_cores": 4})
+    b = machine.machine_label({"host": "vm", "cpu": "AMD EPYC 7B13 64-Core Processor", "cores": 2, "logical_cores": 2})
+    assert a == "vm (Intel Xeon, 2 cores/4 threads)" and b == "vm (AMD EPYC 7B13 64-Core, 2 cores)"
+    # a system tk has no reader for still names something
+    monkeypatch.setattr(machine.sys, "platform", "plan9")
+    assert machine.cpu_model()
