@@ -263,6 +263,14 @@ def test_machine_facts_are_sane_and_labels_tell_machines_apart(monkeypatch):
     assert 1 <= facts["cores"] <= facts["logical_cores"] and 0.1 < facts["memory_gb"] < 100_000
     assert facts["load_avg"] is None or len(facts["load_avg"]) == 3
     assert 1 < machine.peak_rss_mb() < 100_000
+    # a fresh process reports its own peak, not its parent's (ru_maxrss survives execve on Linux)
+    import numpy as np
+
+    ballast = np.ones(40_000_000)  # 320 MB resident in this process
+    child = subprocess.run([sys.executable, "-c", "from toolkit.edge.machine import peak_rss_mb; print(peak_rss_mb())"],
+                           capture_output=True, text=True, timeout=60, check=True)
+    assert ballast.sum() > 0 and 1 < float(child.stdout) < 200
+    del ballast
     label = machine.machine_label(facts)
     assert label.startswith(facts["host"] + " (") and f"{facts['cores']} cores" in label
     # two VMs both called "vm": the CPU and the core count still tell them apart

@@ -90,14 +90,25 @@ def machine_label(machine: dict[str, Any]) -> str:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (the child calls it after its first prediction)."""
-    try:
-        import resource  # Linux and macOS: the kernel keeps the high-water mark
+    """This process's peak resident memory so far (the child calls it after its first prediction).
 
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS: bytes; Linux: KiB
-    except ImportError:  # Windows
+    psutil has no peak on Linux, and getrusage's ru_maxrss survives execve there: a bench child
+    would report its parent's peak (a TensorFlow-laden 1.2 GB for a 0.1 MB model). VmHWM belongs
+    to the process's own memory map, which exec replaces.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass  # no /proc mounted: psutil's current RSS below
+    if sys.platform == "win32" or sys.platform.startswith("linux"):
         import psutil
 
         info = psutil.Process().memory_info()
-        return getattr(info, "peak_wset", info.rss) / 2**20
+        return getattr(info, "peak_wset", info.rss) / 2**20  # Windows keeps the peak working set
+    import resource  # macOS and the BSDs
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS: bytes; BSD: KiB

@@ -167,9 +167,11 @@ def _bench(run_dir: Path, benches: list[dict[str, Any]], title: str) -> list[str
     if not benches:
         return out + ["Not run yet: `tk bench` measures size, cold start, memory, latency and accuracy.", ""]
     rows, left_out = comparable_rows(merge_benches(benches))
+    if not rows:
+        return out + ["The bench files hold no rows: run `tk bench` again.", ""]
     several = len({r["machine"] for r in rows}) > 1
     facts = _machine_facts(benches)
-    timing = {k: rows[0].get(k) for k in TIMING_KEYS} if rows else {}
+    timing = {k: rows[0].get(k) for k in TIMING_KEYS}
     out.append(f"Every row below: {timing.get('runs')} timed batch-1 runs after {timing.get('warmup')} warm-up, "
                f"throughput at batch {timing.get('batch')}.")
     out.append("")
