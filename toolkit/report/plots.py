@@ -11,6 +11,7 @@ from ..train.curves import pyplot
 
 _MARKERS = "osD^v<>ph*"
 _NUMBER_FONT = 8
+_STEP = 7  # points per offset step: just clear of the largest marker
 # Candidate offsets (points) of a point's number, nearest first: the first free one is taken.
 _OFFSETS = [(dx * r, dy * r) for r in (1.2, 2, 3, 4) for dx, dy in
             ((1, 1), (1, -1), (-1, 1), (-1, -1), (1.4, 0), (-1.4, 0), (0, 1.4), (0, -1.4))]
@@ -40,14 +41,14 @@ def place_labels(xy_px: list[tuple[float, float]], texts: list[str], dpi: float,
     inside `bounds` (the axes, in pixels); with none free it takes the one overlapping least.
     """
     scale = dpi / 72.0
-    points = [(x - 4 * scale, y - 4 * scale, x + 4 * scale, y + 4 * scale) for x, y in xy_px]
+    points = [(x - 6 * scale, y - 6 * scale, x + 6 * scale, y + 6 * scale) for x, y in xy_px]  # the markers
     placed: list[tuple[float, float, float, float]] = []
     offsets = []
     for (x, y), text in zip(xy_px, texts):
         w, h = (0.62 * _NUMBER_FONT * len(text) + 2) * scale, (_NUMBER_FONT + 2) * scale
         best, best_hits = _OFFSETS[0], math.inf
         for dx, dy in _OFFSETS:
-            cx, cy = x + 5 * dx * scale, y + 5 * dy * scale
+            cx, cy = x + _STEP * dx * scale, y + _STEP * dy * scale
             box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
             inside = bounds[0] <= box[0] and box[2] <= bounds[2] and bounds[1] <= box[1] and box[3] <= bounds[3]
             hits = sum(_overlaps(box, [b]) for b in placed + points) + (0 if inside else 100)
@@ -56,7 +57,7 @@ def place_labels(xy_px: list[tuple[float, float]], texts: list[str], dpi: float,
             if hits == 0:
                 break
         placed.append(best_box)
-        offsets.append((5 * best[0], 5 * best[1]))
+        offsets.append((_STEP * best[0], _STEP * best[1]))
     return offsets, placed
 
 
