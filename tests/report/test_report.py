@@ -156,3 +156,15 @@ def test_plot_numbers_clustered_points_apart_and_ticks_stop_at_1(tmp_path):
     boxes = drawn["label_boxes"]
     assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
                 if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]]
+
+
+def test_a_bench_json_of_an_older_tk_still_reports(reported_run, tmp_path):
+    run = Path(shutil.copytree(reported_run, tmp_path / "old"))
+    bench = json.loads((run / BENCH_JSON).read_text())
+    for key in ("machines", "other_rows", "description", "benched"):
+        bench.pop(key)
+    bench["rows"] = [{k: v for k, v in r.items() if k not in ("machine", "measured_at", "sha256")} for r in bench["rows"]]
+    (run / BENCH_JSON).write_text(json.dumps(bench))
+    text = section(write_report(run, say=lambda _: None).read_text(), "Bench")
+    assert "| model.onnx | 1 |" in text and f"**{machine_label(bench['machine'])}**" in text
+    assert f"measured {bench['created']}" in text
