@@ -1,7 +1,8 @@
 """tk train: feature extraction (cached or with augmentation), fine-tuning, or from scratch.
 
 A run is built in exported/<name>.partial/ and swapped into exported/<name>/ only when it
-finishes, so an interrupted or failed run never destroys the previous one; `--resume` continues the
+finishes, so an interrupted or failed run never destroys the previous one, and a finished one moves
+the previous run aside (exported/<name>-<trained time>/, core/runs.archive_run); `--resume` continues the
 partial run (finished phases are skipped, the running one restarts from its last epoch).
 """
 
