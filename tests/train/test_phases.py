@@ -159,8 +159,16 @@ def test_interrupt_keeps_the_best_checkpoint_and_resume_finishes(synth_root, tra
     history = json.loads((result.run_dir / "phases" / "scratch" / "history.json").read_text())
     assert len(history["loss"]) == 4
     assert not (runs / "resumable.partial").exists()
-    assert _tree_hashes(result.run_dir) != before  # the finished run replaced the old one
+    assert _tree_hashes(result.run_dir) != before  # the finished run took the stable name
     assert json.loads((result.run_dir / "metrics.json").read_text())["test"]["count"] > 0
+    # retraining never destroys a finished run: the earlier one was moved aside, intact, and said so
+    assert result.archived is not None and result.archived.parent == runs
+    assert result.archived.name.startswith("resumable-") and _tree_hashes(result.archived) == before
+    assert any(m.startswith(f"kept the previous run as {result.archived}") for m in said)
+    from toolkit.core.runs import load_manifest, resolve_run
+
+    assert load_manifest(result.run_dir)["trained"] > load_manifest(result.archived)["trained"]
+    assert resolve_run(None, runs, lambda _: None) == result.run_dir  # latest: the run trained last
 
 
 # --- recipe mistakes fail before any work --------------------------------------------------------

@@ -58,6 +58,8 @@ def user_errors(fn):
 RunArg = Annotated[Optional[str], typer.Argument(help="Run folder, recipe file or run name (default: the latest run).")]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run folders live.")]
 DEFAULT_RUNS = Path(os.environ.get("TK_RUNS_DIR", "exported"))
+DataRoot = Annotated[Optional[Path], typer.Option(
+    "--data-root", help="The dataset folder on this machine, if it moved since training (default: the root split.json records).")]
 
 
 @app.command()
@@ -167,6 +169,7 @@ def export_cmd(
     quantize: Annotated[Optional[list[str]], typer.Option("--quantize", help="Quantization: none, float16, dynamic, int8 (TFLite and ONNX) or all; repeatable (default: export.quantize).")] = None,
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: export.onnx_opset).")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
+    data_root: DataRoot = None,
     int8_fallback: Annotated[Optional[bool], typer.Option("--int8-fallback/--no-int8-fallback", help="TFLite int8 that fails the int8 gate keeps its most sensitive layers in float (default: export.int8_fallback.enabled).")] = None,
 ):
     """Export a trained run to SavedModel, TFLite (float32/float16/dynamic/int8) and ONNX (float32/int8)."""
@@ -174,7 +177,8 @@ def export_cmd(
     from ..export.exporter import export_run
     from ..core.runs import resolve_run
 
-    export_run(resolve_run(run, runs_dir, say), formats, quantize, say=say, opset=opset, int8_fallback=int8_fallback)
+    export_run(resolve_run(run, runs_dir, say), formats, quantize, say=say, opset=opset, int8_fallback=int8_fallback,
+               data_root=data_root)
 
 
 @app.command()
@@ -183,13 +187,14 @@ def verify(
     run: RunArg = None,
     artifacts: Annotated[Optional[list[str]], typer.Option("--artifact", help="Only this artifact file name; repeatable (default: every exported artifact).")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
+    data_root: DataRoot = None,
 ):
     """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not)."""
     from ..core.runs import resolve_run
     quiet.import_tensorflow_quietly()
     from ..export.verify import verify_run
 
-    verify_run(resolve_run(run, runs_dir, say), artifacts, say=say)
+    verify_run(resolve_run(run, runs_dir, say), artifacts, say=say, data_root=data_root)
 
 
 @app.command()
@@ -204,6 +209,7 @@ def bench(
     min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Ship limit: test accuracy (0..1).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print bench.json content instead of a table.")] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
+    data_root: DataRoot = None,
 ):
     """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact."""
     from ..core.io import json_text
@@ -213,7 +219,7 @@ def bench(
 
     given = {"threads": parse_threads(threads) if threads else None, "runs": runs, "warmup": warmup, "batch": batch}
     result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy,
-                           say=(lambda _: None) if as_json else say)
+                           say=(lambda _: None) if as_json else say, data_root=data_root)
     reports = result["reports"]
     if as_json:
         say(json_text(reports if len(reports) > 1 else reports[0]))

@@ -161,19 +161,20 @@ def _run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- the parent
 
-def _test_split(run_dir: Path) -> tuple[Optional[list[str]], Optional[list[int]], Optional[str]]:
-    """The run's test images (paths as split.json records them), or why accuracy is skipped."""
+def _test_split(run_dir: Path, data_root: Optional[Path] = None
+                ) -> tuple[Optional[list[str]], Optional[list[int]], Optional[str]]:
+    """The run's test images (resolved against the data root, or data_root), or why accuracy is skipped."""
     from ..core.runs import load_split
 
     if not (run_dir / "split.json").is_file():
         return None, None, "no split.json in the run folder: accuracy not measured"
-    split = load_split(run_dir / "split.json")
+    split = load_split(run_dir / "split.json", data_root)
     items = split.splits.get("test") or []
-    missing = [p for p, _ in items if not Path(p).is_file()]
-    if not items or missing:
-        where = f" (e.g. {missing[0]})" if missing else ""
-        return None, None, (f"test images not found{where}: accuracy not measured; run from the folder "
-                            "tk train ran in, or copy the images with the same relative paths")
+    if not items:
+        return None, None, "the test split is empty: accuracy not measured"
+    missing = split.missing_line([p for p, _ in items], run_dir / "split.json")
+    if missing:
+        return None, None, f"accuracy not measured: {missing}"
     return [p for p, _ in items], [y for _, y in items], None
 
 
@@ -200,8 +201,10 @@ def _artifacts_of(run_dir: Path, manifest: dict[str, Any], only: Optional[list[s
 
 
 def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] = None,
-              say: Say = print) -> dict[str, Any]:
-    """Bench a run's artifacts (or `only` those files); write bench.json and the manifest metrics."""
+              say: Say = print, data_root: Optional[Path] = None) -> dict[str, Any]:
+    """Bench a run's artifacts (or `only` those files); write bench.json and the manifest metrics.
+
+    data_root overrides split.json's data root (where the test images are now)."""
     settings.check()
     manifest = load_manifest(run_dir)
     notes: list[str] = []
@@ -209,7 +212,7 @@ def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] 
     if not entries:
         raise TkError(f"{run_dir}: nothing to bench ({'; '.join(notes) or 'no artifacts in the manifest'}); "
                       "run tk export first")
-    paths, labels, why = _test_split(run_dir)
+    paths, labels, why = _test_split(run_dir, data_root)
     if why:
         notes.append(why)
     image = paths[0] if paths else None
@@ -351,13 +354,13 @@ def format_row(r: dict[str, Any], machine_column: bool = False) -> list[str]:
 
 def bench_targets(targets: Sequence[str], runs_dir: Path, overrides: dict[str, Any],
                   max_latency_ms: Optional[float] = None, min_accuracy: Optional[float] = None,
-                  say: Say = print) -> dict[str, Any]:
+                  say: Say = print, data_root: Optional[Path] = None) -> dict[str, Any]:
     """Bench every target (runs or artifact files); with limits, also pick the artifact to ship.
 
     Returns {"reports": [bench report per run], "ship": row or None}; raises TkError when limits
     are given and no artifact meets them.
     """
-    reports = [bench_run(run, settings_for(run, **overrides), only, say=say)
+    reports = [bench_run(run, settings_for(run, **overrides), only, say=say, data_root=data_root)
                for run, only in split_targets(targets, runs_dir, say).items()]
     ship = None
     if max_latency_ms is not None or min_accuracy is not None:

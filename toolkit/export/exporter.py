@@ -31,8 +31,9 @@ from .metadata import LABEL_FILE, add_metadata
 class ExportJob:
     """The shared, lazily built inputs of one `tk export`: model, SavedModel, calibration images."""
 
-    def __init__(self, run_dir: Path, recipe: Recipe, opset: int, say: Say):
+    def __init__(self, run_dir: Path, recipe: Recipe, opset: int, say: Say, data_root: Optional[Path] = None):
         self.run_dir = run_dir
+        self.data_root = data_root  # --data-root: where the split's images are now, if they moved
         self.recipe = recipe
         self.section: ExportSection = recipe.export
         self.opset = opset
@@ -64,18 +65,23 @@ class ExportJob:
         return path
 
     @functools.cached_property
+    def split(self):
+        """The run's split.json, its paths resolved against the data root (or --data-root)."""
+        return load_split(self.run_dir / SPLIT, self.data_root)
+
+    @functools.cached_property
     def calibration(self) -> np.ndarray:
         """A class-stratified sample of the TRAIN split, decoded exactly as training decodes it."""
         from ..core.images import load_batch
 
-        split = load_split(self.run_dir / SPLIT)
+        split = self.split
         items = split.splits.get("train", [])
         wanted = self.section.calibration_samples
         if not items:
             raise TkError(f"{self.run_dir}/split.json: the train split is empty, so there is no int8 "
                           "calibration data; re-run tk train on a dataset with training images")
         paths = stratified_sample(items, wanted, self.recipe.seed)
-        check_files_exist(paths, self.run_dir)
+        check_files_exist(paths, self.run_dir, split)
         chosen = set(paths)
         labels = {label for path, label in items if path in chosen}
         if len(labels) < 2:
@@ -281,11 +287,13 @@ def _expand(values: Sequence[str], allowed: Sequence[str], option: str) -> list[
 
 def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
                quantizations: Optional[Sequence[str]] = None, say: Say = print,
-               opset: Optional[int] = None, int8_fallback: Optional[bool] = None) -> list[dict[str, Any]]:
+               opset: Optional[int] = None, int8_fallback: Optional[bool] = None,
+               data_root: Optional[Path] = None) -> list[dict[str, Any]]:
     """Export the run's model.keras to every requested (format, quantization); return the entries.
 
     formats/quantizations default to the run recipe's export section, int8_fallback to its
-    export.int8_fallback.enabled. Raises TkError after trying every artifact if any failed.
+    export.int8_fallback.enabled. data_root overrides split.json's data root (int8 calibration
+    reads training images). Raises TkError after trying every artifact if any failed.
     """
     run_dir = Path(run_dir)
     recipe = run_recipe(run_dir)
@@ -296,7 +304,7 @@ def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
     if not ONNX_OPSETS[0] <= opset <= ONNX_OPSETS[1]:
         raise TkError(f"--opset: must be between {ONNX_OPSETS[0]} and {ONNX_OPSETS[1]} (got {opset})")
     pairs = plan(formats, quantizations, recipe.export, say)
-    job = ExportJob(run_dir, recipe, opset, say)
+    job = ExportJob(run_dir, recipe, opset, say, data_root)
     versions = tool_versions("tensorflow", "keras", "tf2onnx", "onnx")
     source = job.manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
     entries, failures = [], []

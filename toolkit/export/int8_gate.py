@@ -22,7 +22,7 @@ from ..core.images import load_batch
 from ..core.metrics import accuracy
 from ..core.quiet import silenced_stderr
 from ..core.recipe import Threshold
-from ..core.runs import SPLIT, check_files_exist, load_split
+from ..core.runs import SPLIT, check_files_exist
 from ..edge.predictors import TFLiteModel
 from .converters import tflite_from_saved_model
 from .int8_fallback import search
@@ -108,12 +108,13 @@ def int8_with_fallback(job: "ExportJob") -> tuple[bytes, dict[str, Any]]:
 
 
 def _gate_images(job: "ExportJob") -> tuple[np.ndarray, np.ndarray]:
-    items = load_split(job.run_dir / SPLIT).splits.get(GATE_SPLIT, [])
+    split = job.split
+    items = split.splits.get(GATE_SPLIT, [])
     if not items:
         raise TkError(f"{job.run_dir}/{SPLIT}: the {GATE_SPLIT} split is empty, so int8 fallback has nothing to "
                       "judge int8 on; re-run tk train with a validation split, or set export.int8_fallback.enabled: false")
     paths = [p for p, _ in items]
-    check_files_exist(paths, job.run_dir)
+    check_files_exist(paths, job.run_dir, split)
     return load_batch(paths, job.size), np.asarray([y for _, y in items])
 
 

@@ -34,13 +34,13 @@ MIN_SPREAD = 0.05
 
 
 def verify_run(run_dir: Path, files: Optional[Sequence[str]] = None, say: Say = print,
-               num_threads: Optional[int] = None) -> dict[str, Any]:
+               num_threads: Optional[int] = None, data_root: Optional[Path] = None) -> dict[str, Any]:
     """Compare artifacts with the reference, record the results, raise ParityError if any fails.
 
     `say` gets one ✓/✗ line per artifact as it is judged (Optimum's validation style).
     """
     run_dir = Path(run_dir)
-    report = compare_run(run_dir, files, say, num_threads)
+    report = compare_run(run_dir, files, say, num_threads, data_root)
     persist(run_dir, report)
     raise_on_failure(run_dir, report)
     say(f"all {len(report['artifacts'])} artifacts match the reference; wrote {run_dir / PARITY_FILE}")
@@ -48,16 +48,17 @@ def verify_run(run_dir: Path, files: Optional[Sequence[str]] = None, say: Say = 
 
 
 def compare_run(run_dir: Path, files: Optional[Sequence[str]], say: Say,
-                num_threads: Optional[int] = None) -> dict[str, Any]:
+                num_threads: Optional[int] = None, data_root: Optional[Path] = None) -> dict[str, Any]:
     """Run the reference and each artifact on the held-out split; the report, nothing written."""
     manifest = load_manifest(run_dir)
     section = _verify_section(run_dir)
     artifacts = _select(manifest, files, run_dir)
-    items = load_split(run_dir / SPLIT).splits.get(section.split, [])
+    split = load_split(run_dir / SPLIT, data_root)  # data_root: --data-root, the dataset moved
+    items = split.splits.get(section.split, [])
     if not items:
         raise TkError(f"{run_dir}/{SPLIT}: the {section.split} split is empty; set verify.split "
                       "in the recipe to a split with images (test or validation)")
-    check_files_exist([p for p, _ in items], run_dir)
+    check_files_exist([p for p, _ in items], run_dir, split)
     labels = np.asarray([y for _, y in items])
     images = load_batch([p for p, _ in items], tuple(manifest["preprocessing"]["size"]))  # decoded once
     say(f"verifying {len(artifacts)} artifact(s) of {run_dir} on {len(items)} {section.split} images")

@@ -1,7 +1,8 @@
 """tk train: feature extraction (cached or with augmentation), fine-tuning, or from scratch.
 
 A run is built in exported/<name>.partial/ and swapped into exported/<name>/ only when it
-finishes, so an interrupted or failed run never destroys the previous one; `--resume` continues the
+finishes, so an interrupted or failed run never destroys the previous one, and a finished one moves
+the previous run aside (exported/<name>-<trained time>/, core/runs.archive_run); `--resume` continues the
 partial run (finished phases are skipped, the running one restarts from its last epoch).
 """
 
@@ -25,7 +26,7 @@ from ..core.runs import SplitDataset, save_split
 from ..data.splits import discover
 from ..core.errors import Say, TkError
 from ..core.images import INTERPOLATION
-from ..core.runs import REFERENCE, RUNS_DIR, save_manifest
+from ..core.runs import REFERENCE, RUNS_DIR, archive_run, save_manifest
 from ..core.io import atomic_path, now, sha256_file, size_bytes, tool_versions, write_json_atomic, write_text_atomic
 from ..core.metrics import classification_metrics
 from ..core.recipe import Recipe
@@ -37,6 +38,7 @@ class TrainResult:
     run_dir: Path
     metrics: dict
     phases: list[str]
+    archived: Optional[Path] = None  # where the previous run of this recipe was moved, if there was one
 
 
 def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, strict: Optional[bool] = None,
@@ -83,9 +85,11 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
     finally:
         scope.close()
         keras.mixed_precision.set_global_policy("float32")
-    _swap_into_place(work, run_dir)
+    archived = _swap_into_place(work, run_dir)
+    if archived is not None:
+        say(f"kept the previous run as {archived} (tk export/verify/bench take it by that path)")
     say(f"run written to {run_dir} (model.keras, metrics.json, curves)")
-    return TrainResult(run_dir, metrics, phases)
+    return TrainResult(run_dir, metrics, phases, archived)
 
 
 def _dataset(recipe: Recipe, strict: Optional[bool], say: Say) -> SplitDataset:
@@ -305,6 +309,7 @@ def _finish_run(recipe: Recipe, dataset: SplitDataset, model, metrics: dict, pha
         "name": recipe.name,
         "tk_version": __version__,
         "created": now(),
+        "trained": now(),  # what "the latest run" sorts by (export, verify and bench rewrite the file)
         "recipe": recipe.source_path,
         "backbone": spec.name,
         "classes": dataset.classes,
@@ -334,11 +339,8 @@ def _backend_name() -> str:
     return keras.backend.backend()
 
 
-def _swap_into_place(work: Path, run_dir: Path) -> None:
-    """Replace the previous run with the finished one (its exports belonged to the old model)."""
-    old = run_dir.with_name(f"{run_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if run_dir.exists():
-        os.replace(run_dir, old)
+def _swap_into_place(work: Path, run_dir: Path) -> Optional[Path]:
+    """Make the finished run the recipe's stable name; the previous run is moved aside, never deleted."""
+    archived = archive_run(run_dir)
     os.replace(work, run_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    return archived
