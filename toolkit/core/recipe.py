@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
@@ -284,8 +284,10 @@ _RULES: list[tuple[str, Any, str]] = [
 ]
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file; raise TkError naming the key on any problem."""
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read and validate a recipe file; raise TkError naming the key on any problem.
+
+    overrides: `key=value` items (`tk ... --set`), applied before validation (core/overrides.py)."""
     path = Path(path)
     if path.is_dir():
         raise TkError(f"{path}: is a folder, not a recipe (pass a YAML file, e.g. recipes/quickstart.yaml)")
@@ -304,6 +306,10 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(raw, dict):
         raise TkError(f"{path}: a recipe is a mapping of sections (data, model, train, ...)")
     raw.setdefault("name", path.stem)
+    if overrides:
+        from .overrides import apply_overrides
+
+        raw = apply_overrides(raw, overrides)
     try:
         recipe = recipe_from_dict(raw)
     except TkError as exc:
