@@ -125,3 +125,37 @@ def test_a_bad_set_on_a_folder_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert_one_line_error(tk("train", root, "--set", "train.label_smoothing=1"), "train.label_smoothing: must be in [0, 1)")
     assert not list(tmp_path.glob("*.yaml"))
+
+
+def test_train_dir_export_verify_json_with_the_training_knobs(tmp_path, monkeypatch, feature_cache):
+    """The one training run here: `tk train DIR` with cosine, balanced weights and smoothing, then
+    export and verify, each --json with nothing else on stdout."""
+    root = make_synthetic_dataset(tmp_path / "shapes", classes=2, per_class=10, size=24, seed=0)
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(root), "--json", "--runs-dir", str(runs),
+                                 "--set", "train.epochs=2", "--set", "model.image_size=32",
+                                 "--set", "train.lr_schedule={name: cosine, warmup_epochs: 1}",
+                                 "--set", "train.class_weight=balanced", "--set", "train.label_smoothing=0.1"])
+    assert result.exit_code == 0, result.output
+    trained = json.loads(result.stdout)
+    assert trained["run"] == str(runs / "shapes") and trained["phases"] == ["scratch"]
+    assert trained["recipe"] == "shapes.yaml" and 0 <= trained["test"]["accuracy"] <= 1
+    written = yaml.safe_load((tmp_path / "shapes.yaml").read_text())
+    assert written["train"]["lr_schedule"] == {"name": "cosine", "warmup_epochs": 1}
+    history = json.loads((runs / "shapes" / "phases" / "scratch" / "history.json").read_text())
+    assert len(history["loss"]) == 2
+
+    result = runner.invoke(app, ["export", str(runs / "shapes"), "--format", "tflite", "--quantize", "none", "--json"])
+    assert result.exit_code == 0, result.output
+    exported = json.loads(result.stdout)
+    assert [a["file"] for a in exported["artifacts"]] == ["model_float32.tflite"]
+
+    result = runner.invoke(app, ["verify", str(runs / "shapes"), "--json"])
+    assert result.exit_code == 0, result.output
+    parity = json.loads(result.stdout)
+    assert parity["passed"] and list(parity["artifacts"]) == ["model_float32.tflite"]
+
+    result = runner.invoke(app, ["verify", str(runs / "shapes")])
+    lines = [line for line in result.stdout.splitlines() if "model_float32.tflite" in line]
+    assert result.exit_code == 0 and len(lines) == 1, result.stdout  # each result printed once
