@@ -187,3 +187,7 @@ def test_readme_python_api_example_imports_what_exists():
         assert f"`{dotted}(" in section
         signature = inspect.signature(getattr(importlib.import_module(module), name))
         assert all(p in signature.parameters for p in params), (dotted, list(signature.parameters))
+
+
+def test_train_on_a_missing_path_offers_both_forms(tmp_path):
+    assert_one_line_error(tk("train", tmp_path / "nope"), "no such recipe or folder", "a folder of class folders")

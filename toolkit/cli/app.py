@@ -22,6 +22,7 @@ from ..core.errors import TkError, fault_line
 # TF_CPP_MIN_LOG_LEVEL=0 to see them again.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+
 def _flags_without_type() -> None:
     """Typer 0.29's rich help shows every on/off flag (--json, --help too) as taking a `<bool>`;
     a flag takes no value, so show none (plain click help already leaves it out)."""
@@ -126,6 +127,9 @@ def train(
     from ..train.backend import select_backend
 
     out = quiet_say if as_json else say
+    if not recipe.exists():
+        raise TkError(f"{recipe}: no such recipe or folder (pass a recipe YAML, e.g. recipes/quickstart.yaml, "
+                      "or a folder of class folders)")
     if recipe.is_dir():
         from ..data.folder_recipe import write_folder_recipe
 
