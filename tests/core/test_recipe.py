@@ -231,3 +231,31 @@ def test_a_non_utf8_recipe_is_one_line(tmp_path):
 def test_a_recipe_path_that_is_a_folder_says_so(tmp_path):
     with pytest.raises(TkError, match="is a folder, not a recipe"):
         load_recipe(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "train, expected",
+    [
+        ({"lr_schedule": "cosin"}, "train.lr_schedule.name: must be one of constant, cosine (got 'cosin')"),
+        ({"lr_schedule": {"name": "constant", "warmup_epochs": 1}}, "train.lr_schedule.warmup_epochs: needs name: cosine"),
+        ({"lr_schedule": {"name": "cosine", "warmup_epochs": 10}, "epochs": 10}, "train.lr_schedule.warmup_epochs: must be < train.epochs (10)"),
+        ({"lr_schedule": {"name": "cosine", "warmup_epochs": -1}}, "train.lr_schedule.warmup_epochs: must be >= 0 (got -1)"),
+        ({"lr_schedule": {"name": "cosine", "warmup": 1}}, "train.lr_schedule.warmup: unknown key (did you mean 'warmup_epochs'?)"),
+        ({"class_weight": "balancd"}, "train.class_weight: must be one of none, balanced (got 'balancd')"),
+        ({"label_smoothing": 1.0}, "train.label_smoothing: must be in [0, 1) (got 1.0)"),
+    ],
+)
+def test_training_knob_errors_name_the_key(train, expected):
+    with pytest.raises(TkError) as err:
+        recipe_from_dict({"name": "t", "train": train})
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_training_knob_short_forms():
+    train = recipe_from_dict({"name": "t", "train": {"lr_schedule": "cosine", "class_weight": None,
+                                                     "label_smoothing": 0.1}}).train
+    assert (train.lr_schedule.name, train.lr_schedule.warmup_epochs) == ("cosine", 0)
+    assert train.class_weight == "none" and train.label_smoothing == 0.1
+    again = recipe_from_dict({"name": "t", **{"train": recipe_from_dict({"name": "t", "train": {
+        "lr_schedule": {"name": "cosine", "warmup_epochs": 2}}}).to_dict()["train"]}})
+    assert again.train.lr_schedule.warmup_epochs == 2  # the written-out recipe.yaml loads back

@@ -139,8 +139,9 @@ def test_a_truncated_artifact_is_a_clear_error(exported_run, tmp_path, file, mes
     result = runner.invoke(app, ["verify", str(run), "--artifact", file])
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0] and file in errors[0]
-    assert "Traceback" not in result.output
+    assert len(errors) == 1 and file in errors[0] and message not in errors[0]  # said once, on the ✗ line
+    assert sum(message in line for line in result.output.splitlines()) == 1
+    assert f"✗ {file}" in result.output and "Traceback" not in result.output
 
 
 def test_thresholds_come_from_the_recipe(exported_run, tmp_path):

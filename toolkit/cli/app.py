@@ -22,8 +22,31 @@ from ..core.errors import TkError, fault_line
 # TF_CPP_MIN_LOG_LEVEL=0 to see them again.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
-                  help="tk: transfer-learn an image classifier, export it for the edge, verify and benchmark it.")
+
+def _flags_without_type() -> None:
+    """Typer 0.29's rich help shows every on/off flag (--json, --help too) as taking a `<bool>`;
+    a flag takes no value, so show none (plain click help already leaves it out)."""
+    option = getattr(getattr(typer, "core", None), "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "_tk_flag_fix", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich._tk_flag_fix = True
+    option.display_type_rich = display_type_rich
+
+
+_flags_without_type()
+
+EXIT_CODES = ("Exit codes: 0 ok; 1 a failed check (verify parity, export, ship limits) or a mistake tk "
+              "explains in one red line (bad recipe, missing file, bad option value); 2 the command line "
+              "itself could not be parsed (unknown option, missing argument, wrong type).")
+
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="tk: transfer-learn an image classifier, export it for the edge, verify and benchmark it.",
+                  epilog=EXIT_CODES)
 data_app = typer.Typer(no_args_is_help=True, help="Make, inspect and fetch datasets.")
 app.add_typer(data_app, name="data")
 
@@ -33,6 +56,30 @@ err_console = Console(stderr=True, highlight=False)
 
 def say(message: str) -> None:
     console.print(message, markup=False, soft_wrap=True)
+
+
+def quiet_say(_message: str) -> None:
+    """Under --json stdout holds the JSON document only: progress lines are dropped."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            shown = version("tk-edge")
+        except PackageNotFoundError:  # run from a source tree without `pip install -e .`
+            from .. import __version__ as shown
+        typer.echo(f"tk {shown}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print tk's version and exit.")] = None,
+):
+    """tk: transfer-learn an image classifier, export it for the edge, verify and benchmark it."""
 
 
 def user_errors(fn):
@@ -60,37 +107,55 @@ RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run folders liv
 DEFAULT_RUNS = Path(os.environ.get("TK_RUNS_DIR", "exported"))
 DataRoot = Annotated[Optional[Path], typer.Option(
     "--data-root", help="The dataset folder on this machine, if it moved since training (default: the root split.json records).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (and nothing else on stdout).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY=VALUE", help="Override a recipe value, e.g. --set train.epochs=3 (dotted key, YAML value); repeatable.")]
 
 
 @app.command()
 @user_errors
 def train(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/quickstart.yaml.")],
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (e.g. recipes/quickstart.yaml), or a folder of class "
+                                                 "folders: trained with a default recipe written to recipes/<folder>.yaml (./<folder>.yaml if there is no recipes/ here).")],
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
     strict: Annotated[Optional[bool], typer.Option("--strict/--skip-bad", help="Fail on bad image files instead of skipping them.")] = None,
+    sets: SetOpt = None,
+    as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
     """Train the recipe's classifier: feature extraction, then fine-tuning (or from scratch)."""
+    from ..core.io import json_text
     from ..core.recipe import load_recipe
     from ..train.backend import select_backend
 
-    loaded = load_recipe(recipe)
+    out = quiet_say if as_json else say
+    if not recipe.exists():
+        raise TkError(f"{recipe}: no such recipe or folder (pass a recipe YAML, e.g. recipes/quickstart.yaml, "
+                      "or a folder of class folders)")
+    if recipe.is_dir():
+        from ..data.folder_recipe import write_folder_recipe
+
+        recipe, sets = write_folder_recipe(recipe, sets or [], out), None
+    loaded = load_recipe(recipe, sets or ())
     if select_backend(loaded) == "tensorflow":  # before keras is first imported: it reads KERAS_BACKEND once
         quiet.import_tensorflow_quietly()
     from ..train.phases import train as run_training
 
-    run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, say=say)
+    result = run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, say=out)
+    if as_json:
+        say(json_text({"run": str(result.run_dir), "recipe": str(recipe), "phases": result.phases,
+                       "test": result.metrics}))
 
 
 @app.command()
 @user_errors
-def layers(recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")]):
+def layers(recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")], sets: SetOpt = None):
     """List the backbone's layer names (for feature_layer and fine_tune.unfreeze_from)."""
     quiet.import_tensorflow_quietly()
     from ..train.backbones import layer_names
     from ..core.recipe import load_recipe
 
-    for name in layer_names(load_recipe(recipe).model):
+    for name in layer_names(load_recipe(recipe, sets or ()).model):
         say(name)
 
 
@@ -115,6 +180,7 @@ def data_synth(
 def data_inspect(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML whose data section to inspect.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    sets: SetOpt = None,
 ):
     """Counts per class and split, image sizes, bad files and warnings, before training."""
     from ..core.io import json_text
@@ -123,7 +189,7 @@ def data_inspect(
     from ..data.survey import survey
     from .render import survey_table
 
-    report = survey(load_recipe(recipe))
+    report = survey(load_recipe(recipe, sets or ()))
     if as_json:
         typer.echo(json_text(report))
         return
@@ -133,12 +199,12 @@ def data_inspect(
 
 @data_app.command("fetch")
 @user_errors
-def data_fetch(recipe: Annotated[Path, typer.Argument(help="Recipe YAML with data.source.url.")]):
+def data_fetch(recipe: Annotated[Path, typer.Argument(help="Recipe YAML with data.source.url.")], sets: SetOpt = None):
     """Download the recipe's dataset, check its sha256, unpack it safely into data.root."""
     from ..data.fetch import fetch
     from ..core.recipe import load_recipe
 
-    fetch(load_recipe(recipe), say=say)
+    fetch(load_recipe(recipe, sets or ()), say=say)
 
 
 @app.command()
@@ -148,15 +214,18 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
     top_k: Annotated[int, typer.Option("--top-k", help="Labels to show per image.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of one line per image.")] = False,
-    threads: Annotated[Optional[int], typer.Option(help="Runtime threads (default: all cores).")] = None,
+    threads: Annotated[Optional[str], typer.Option(help="Runtime threads, as in bench (e.g. 2 or 1,2); predict runs once, "
+                                                        "with the first count (default: all cores).")] = None,
 ):
     """Label images with an exported model; .tflite/.onnx need only the base install (no TensorFlow)."""
     from ..core.io import json_text
 
+    from ..edge.bench import parse_threads
     from ..edge.predict import format_prediction, predict as run_predict
 
     echo = None if as_json else (lambda p: say(format_prediction(p)))
-    results = run_predict(artifact, images, k=top_k, threads=threads, on_prediction=echo)
+    counts = parse_threads(threads) if threads is not None else ()
+    results = run_predict(artifact, images, k=top_k, threads=counts[0] if counts else None, on_prediction=echo)
     if as_json:
         say(json_text([p.to_json() for p in results]))
 
@@ -171,14 +240,21 @@ def export_cmd(
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
     int8_fallback: Annotated[Optional[bool], typer.Option("--int8-fallback/--no-int8-fallback", help="TFLite int8 that fails the int8 gate keeps its most sensitive layers in float (default: export.int8_fallback.enabled).")] = None,
+    as_json: JsonOpt = False,
 ):
     """Export a trained run to SavedModel, TFLite (float32/float16/dynamic/int8) and ONNX (float32/int8)."""
     quiet.import_tensorflow_quietly()
     from ..export.exporter import export_run
     from ..core.runs import resolve_run
 
-    export_run(resolve_run(run, runs_dir, say), formats, quantize, say=say, opset=opset, int8_fallback=int8_fallback,
-               data_root=data_root)
+    from ..core.io import json_text
+
+    out = quiet_say if as_json else say
+    run_dir = resolve_run(run, runs_dir, out)
+    entries = export_run(run_dir, formats, quantize, say=out, opset=opset, int8_fallback=int8_fallback,
+                         data_root=data_root)
+    if as_json:
+        say(json_text({"run": str(run_dir), "artifacts": entries}))
 
 
 @app.command()
@@ -186,15 +262,31 @@ def export_cmd(
 def verify(
     run: RunArg = None,
     artifacts: Annotated[Optional[list[str]], typer.Option("--artifact", help="Only this artifact file name; repeatable (default: every exported artifact).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the parity report as JSON, also when a check fails (exit 1).")] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
 ):
     """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not)."""
     from ..core.runs import resolve_run
     quiet.import_tensorflow_quietly()
-    from ..export.verify import verify_run
+    from ..core.io import json_text
+    from ..export.verify import PARITY_FILE, compare_run, persist
 
-    verify_run(resolve_run(run, runs_dir, say), artifacts, say=say, data_root=data_root)
+    out = quiet_say if as_json else say
+    run_dir = resolve_run(run, runs_dir, out)
+    report = compare_run(run_dir, artifacts, out, data_root=data_root)  # one ✓/✗ line per artifact, with its numbers and failures
+    persist(run_dir, report)
+    if as_json:
+        say(json_text(report))
+    failed = [f for f, r in report["artifacts"].items() if not r["passed"]]
+    if failed and not as_json:
+        # The ✗ lines above say why; the error line names the files only, so nothing is said twice.
+        raise TkError(f"{len(failed)} of {len(report['artifacts'])} artifacts fail parity: {', '.join(failed)}; "
+                      f"details in {run_dir / PARITY_FILE} (re-export a changed file with tk export {run_dir}, "
+                      "or loosen verify.thresholds in the recipe if the loss is acceptable)")
+    if failed:
+        raise typer.Exit(1)  # the JSON says which check failed
+    out(f"all {len(report['artifacts'])} artifacts match the reference; wrote {run_dir / PARITY_FILE}")
 
 
 @app.command()

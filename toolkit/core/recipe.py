@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
@@ -107,6 +107,16 @@ class FineTuneSection:
 
 
 @dataclass(frozen=True)
+class LrSchedule:
+    """constant: the phase's learning rate throughout. cosine: linear warm-up from 0 over
+    warmup_epochs, then cosine decay to 0 over the phase's remaining steps (MediaPipe Model
+    Maker's default); each phase (features/scratch, then finetune at its own lower rate) gets its own."""
+
+    name: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: int = 0
+
+
+@dataclass(frozen=True)
 class TrainSection:
     # features: run the frozen base once, cache features, train the head (fast).
     # augment: frozen base inside the model, augmentation in front, trained end to end.
@@ -132,6 +142,12 @@ class TrainSection:
     # data_parallel: every local accelerator (or, for tests, virtual CPU device) gets a slice of each
     # batch: keras.distribution.DataParallel on JAX, tf.distribute.MirroredStrategy on TensorFlow.
     distribute: Literal["none", "data_parallel"] = "none"
+    # `lr_schedule: cosine` or `{name: cosine, warmup_epochs: 1}`.
+    lr_schedule: LrSchedule = field(default_factory=LrSchedule)
+    # balanced: class c weighs n / (k * count_c) in the loss (train split counts), for imbalanced folders.
+    class_weight: Literal["none", "balanced"] = "none"
+    # Targets become (1 - s) * one_hot + s / k: a softer, better-calibrated classifier.
+    label_smoothing: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -239,6 +255,8 @@ _RULES: list[tuple[str, Any, str]] = [
     ("train.learning_rate", lambda v: v > 0, "must be > 0"),
     ("train.early_stopping", lambda v: v >= 0, "must be >= 0"),
     ("train.fine_tune.epochs", lambda v: v >= 0, "must be >= 0"),
+    ("train.lr_schedule.warmup_epochs", lambda v: v >= 0, "must be >= 0"),
+    ("train.label_smoothing", lambda v: 0 <= v < 1, "must be in [0, 1)"),
     ("train.fine_tune.learning_rate", lambda v: v > 0, "must be > 0"),
     ("train.fine_tune.unfreeze_last", lambda v: v is None or v > 0, "must be > 0"),
     ("train.augment.rotation", lambda v: 0 <= v <= 1, "must be in [0, 1] (fraction of a turn)"),
@@ -266,8 +284,10 @@ _RULES: list[tuple[str, Any, str]] = [
 ]
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file; raise TkError naming the key on any problem."""
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read and validate a recipe file; raise TkError naming the key on any problem.
+
+    overrides: `key=value` items (`tk ... --set`), applied before validation (core/overrides.py)."""
     path = Path(path)
     if path.is_dir():
         raise TkError(f"{path}: is a folder, not a recipe (pass a YAML file, e.g. recipes/quickstart.yaml)")
@@ -286,6 +306,10 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(raw, dict):
         raise TkError(f"{path}: a recipe is a mapping of sections (data, model, train, ...)")
     raw.setdefault("name", path.stem)
+    if overrides:
+        from .overrides import apply_overrides
+
+        raw = apply_overrides(raw, overrides)
     try:
         recipe = recipe_from_dict(raw)
     except TkError as exc:
@@ -330,6 +354,7 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     raw = _with_default_thresholds({k: v for k, v in raw.items() if k != "source_path"})
+    raw = _with_short_forms(raw)
     recipe = _build(Recipe, raw, "")
     _check_rules(recipe)
     return recipe
@@ -344,6 +369,19 @@ def _with_default_thresholds(raw: dict[str, Any]) -> dict[str, Any]:
     for kind, given in verify["thresholds"].items():
         merged[kind] = {**merged.get(kind, {}), **given} if isinstance(given, dict) else given
     return {**raw, "verify": {**verify, "thresholds": merged}}
+
+
+def _with_short_forms(raw: dict[str, Any]) -> dict[str, Any]:
+    """`lr_schedule: cosine` means `{name: cosine}`; `class_weight: null` means none."""
+    train = raw.get("train")
+    if not isinstance(train, dict):
+        return raw
+    train = dict(train)
+    if isinstance(train.get("lr_schedule"), str):
+        train["lr_schedule"] = {"name": train["lr_schedule"]}
+    if "class_weight" in train and train["class_weight"] is None:
+        train["class_weight"] = "none"
+    return {**raw, "train": train}
 
 
 def _check_rules(recipe: Recipe) -> None:
@@ -364,6 +402,12 @@ def _check_rules(recipe: Recipe) -> None:
         raise TkError("train.fine_tune: give unfreeze_from or unfreeze_last, not both")
     if ft.epochs and not (ft.unfreeze_from or ft.unfreeze_last):
         raise TkError("train.fine_tune: epochs > 0 needs unfreeze_from (a layer name) or unfreeze_last (N)")
+    schedule = recipe.train.lr_schedule
+    if schedule.warmup_epochs and schedule.name != "cosine":
+        raise TkError(f"train.lr_schedule.warmup_epochs: needs name: cosine (got name {schedule.name!r})")
+    if schedule.warmup_epochs >= recipe.train.epochs:
+        raise TkError(f"train.lr_schedule.warmup_epochs: must be < train.epochs ({recipe.train.epochs}) "
+                      f"so the schedule decays (got {schedule.warmup_epochs})")
     if ft.epochs and recipe.train.mode == "scratch":
         raise TkError("train.fine_tune: fine-tuning follows feature extraction; mode scratch trains every layer already")
     for fmt in recipe.export.formats:

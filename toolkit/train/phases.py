@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 
 from .. import __version__
+from . import knobs
 from .backbones import build_base, build_head, check_unfreeze_layer, compose, get_backbone, resolve_weights
 from ..core.runs import SplitDataset, save_split
 from ..data.splits import discover
@@ -121,7 +122,7 @@ def _decoded(dataset: SplitDataset, split: str, recipe: Recipe, say: Say) -> np.
     return decoded_images(dataset.paths(split), recipe.model.image_size, CACHE_DIR, say=say, label=split)
 
 
-def _optimizer(name: str, learning_rate: float):
+def _optimizer(name: str, learning_rate):  # a float or a keras LearningRateSchedule
     import keras
 
     return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
@@ -218,11 +219,16 @@ def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: 
             features, _ = cached_features(make_extractor, dataset.paths(split), recipe.model, engine,
                                           recipe.seed, say=say, label=split)
             arrays[split] = (features, np.asarray(dataset.labels(split)))
-        head.compile(optimizer=_optimizer(train.optimizer, train.learning_rate),
-                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         x, y = arrays["train"]
-        head.fit(x, y, validation_data=arrays["validation"], epochs=train.epochs, batch_size=train.batch_size,
-                 shuffle=True, verbose=0, callbacks=_callbacks("features", folder, train.epochs, len(x), recipe, say))
+        k = len(dataset.classes)
+        rate = knobs.learning_rate(train.lr_schedule, train.learning_rate, train.epochs,
+                                   knobs.steps_per_epoch(len(x), train.batch_size))
+        head.compile(optimizer=_optimizer(train.optimizer, rate), loss=knobs.loss(train), metrics=["accuracy"])
+        xv, yv = arrays["validation"]
+        head.fit(x, knobs.targets(y, k, train), validation_data=(xv, knobs.targets(yv, k, train)),
+                 epochs=train.epochs, batch_size=train.batch_size, shuffle=True, verbose=0,
+                 class_weight=knobs.class_weights(y, k, train.class_weight),
+                 callbacks=_callbacks("features", folder, train.epochs, len(x), recipe, say))
         _mark_done(folder, time.perf_counter() - start)
         _plot(folder, "features")
     else:
@@ -243,14 +249,16 @@ def _phase_end_to_end(phase: str, model, recipe: Recipe, dataset: SplitDataset, 
     train = recipe.train
     if not _phase_done(folder):
         start = time.perf_counter()
-        train_ds = batches(_decoded(dataset, "train", recipe, say), np.asarray(dataset.labels("train"), np.int32),
+        k, labels = len(dataset.classes), np.asarray(dataset.labels("train"), np.int32)
+        train_ds = batches(_decoded(dataset, "train", recipe, say), knobs.targets(labels, k, train),
                            train.batch_size, shuffle=True, seed=recipe.seed)
         val_ds = batches(_decoded(dataset, "validation", recipe, say),
-                         np.asarray(dataset.labels("validation"), np.int32), train.batch_size)
+                         knobs.targets(dataset.labels("validation"), k, train), train.batch_size)
         trainer = training_model(model, train.augment if augment else None, recipe.seed)
-        trainer.compile(optimizer=_optimizer(train.optimizer, learning_rate),
-                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        rate = knobs.learning_rate(train.lr_schedule, learning_rate, epochs, len(train_ds))
+        trainer.compile(optimizer=_optimizer(train.optimizer, rate), loss=knobs.loss(train), metrics=["accuracy"])
         trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,  # batches shuffle
+                    class_weight=knobs.class_weights(labels, k, train.class_weight),
                     callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, say))
         _mark_done(folder, time.perf_counter() - start)
         _plot(folder, phase)
