@@ -17,6 +17,7 @@ from rich.console import Console
 
 from ..core import quiet
 from ..core.errors import TkError, fault_line
+from .progress import live_console, progress_for
 
 # TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user; set
 # TF_CPP_MIN_LOG_LEVEL=0 to see them again.
@@ -32,7 +33,14 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def say(message: str) -> None:
-    console.print(message, markup=False, soft_wrap=True)
+    # While progress bars are live on stderr, print through their console: rich keeps the line
+    # above the bars (both streams are the same terminal then, or there would be no bars).
+    (live_console() or console).print(message, markup=False, soft_wrap=True)
+
+
+def progress(as_json: bool = False):
+    """Progress bars for one command: on stderr when it is a terminal, else (and under --json) none."""
+    return progress_for(console, err_console, as_json)
 
 
 def user_errors(fn):
@@ -77,7 +85,8 @@ def train(
         quiet.import_tensorflow_quietly()
     from ..train.phases import train as run_training
 
-    run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, say=say)
+    with progress() as bars:
+        run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, say=say, progress=bars)
 
 
 @app.command()
@@ -174,7 +183,9 @@ def export_cmd(
     from ..export.exporter import export_run
     from ..core.runs import resolve_run
 
-    export_run(resolve_run(run, runs_dir, say), formats, quantize, say=say, opset=opset, int8_fallback=int8_fallback)
+    with progress() as bars:
+        export_run(resolve_run(run, runs_dir, say), formats, quantize, say=say, opset=opset,
+                   int8_fallback=int8_fallback, progress=bars)
 
 
 @app.command()
@@ -189,7 +200,8 @@ def verify(
     quiet.import_tensorflow_quietly()
     from ..export.verify import verify_run
 
-    verify_run(resolve_run(run, runs_dir, say), artifacts, say=say)
+    with progress() as bars:
+        verify_run(resolve_run(run, runs_dir, say), artifacts, say=say, progress=bars)
 
 
 @app.command()
@@ -212,8 +224,9 @@ def bench(
     from .render import rows_table, ship_line
 
     given = {"threads": parse_threads(threads) if threads else None, "runs": runs, "warmup": warmup, "batch": batch}
-    result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy,
-                           say=(lambda _: None) if as_json else say)
+    with progress(as_json) as bars:
+        result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy,
+                               say=(lambda _: None) if as_json else say, progress=bars)
     reports = result["reports"]
     if as_json:
         say(json_text(reports if len(reports) > 1 else reports[0]))
