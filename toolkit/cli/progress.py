@@ -81,7 +81,8 @@ def live_console() -> Optional[Console]:
 
 
 def wants_progress(out: Console, err: Console, as_json: bool = False) -> bool:
-    return not as_json and all(c.is_terminal and not c.is_dumb_terminal for c in (out, err))
+    # is_interactive: a terminal that is not TERM=dumb; TTY_INTERACTIVE=0 turns bars off by hand.
+    return not as_json and all(c.is_terminal and c.is_interactive for c in (out, err))
 
 
 @contextlib.contextmanager
