@@ -42,7 +42,8 @@ def test_each_epoch_is_a_task_over_its_steps_and_keeps_its_summary_line(capsys):
               callbacks=[Progress("head", 2, len(x), lines.append, progress, batch_size=4)])
     assert progress.summary() == [("[head] epoch 1/2", 3, 3), ("[head] epoch 2/2", 3, 3)]  # 10 images, batch 4
     assert all(t.closed for t in progress.tasks)
-    notes = progress.tasks[0].notes
-    assert all("img/s" in n and "loss" in n for n in notes[:3]) and notes[-1] == "validating"
+    first, second = (t.notes for t in progress.tasks)
+    assert first[0] == "compiling the training step" and second[0] != first[0]  # only fit()'s first batch traces
+    assert all("img/s" in n and "loss" in n for n in first[1:4]) and first[-1] == "validating"
     assert len(lines) == 2 and lines[0].startswith("[head] epoch 1/2  loss") and "img/s  ETA" in lines[0]
     assert capsys.readouterr().out == ""  # verbose=0: no Keras bar beside tk's

@@ -93,6 +93,8 @@ class Progress(keras.callbacks.Callback):
         self._end_task()  # an epoch that raised never reached on_epoch_end
         self._context = self.progress.task(f"[{self.phase}] epoch {epoch + 1}/{self.epochs}", steps)
         self.task = self._context.__enter__()
+        if not self.durations:  # fit() traces the train step on its first batch: seconds at 0/N
+            self.task.advance(0, note="compiling the training step")
 
     def on_train_batch_end(self, batch, logs=None):
         if self.task is None:
