@@ -27,3 +27,23 @@ def test_fit_stops_at_the_nan_epoch_and_no_checkpoint_is_written(tmp_path):
         model.fit(x, y, validation_data=(x, y), epochs=3, verbose=0,
                   callbacks=[StopOnNonFinite("head"), BestCheckpoint(tmp_path)])
     assert not (tmp_path / "best.keras").exists()
+
+
+def test_each_epoch_is_a_task_over_its_steps_and_keeps_its_summary_line(capsys):
+    from fake_progress import RecordingProgress
+    from toolkit.train.callbacks import Progress
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(10, 2)).astype("float32")
+    y = np.array([0, 1] * 5)
+    progress, lines = RecordingProgress(), []
+    model.fit(x, y, validation_data=(x, y), epochs=2, batch_size=4, verbose=0,
+              callbacks=[Progress("head", 2, len(x), lines.append, progress, batch_size=4)])
+    assert progress.summary() == [("[head] epoch 1/2", 3, 3), ("[head] epoch 2/2", 3, 3)]  # 10 images, batch 4
+    assert all(t.closed for t in progress.tasks)
+    first, second = (t.notes for t in progress.tasks)
+    assert first[0] == "compiling the training step" and second[0] != first[0]  # only fit()'s first batch traces
+    assert all("img/s" in n and "loss" in n for n in first[1:4]) and first[-1] == "validating"
+    assert len(lines) == 2 and lines[0].startswith("[head] epoch 1/2  loss") and "img/s  ETA" in lines[0]
+    assert capsys.readouterr().out == ""  # verbose=0: no Keras bar beside tk's

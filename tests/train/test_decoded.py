@@ -78,3 +78,17 @@ def test_augmentation_trains_inside_a_wrapper_and_is_absent_from_the_model():
     assert not np.allclose(trainer(x, training=True), model(x))
     off = AugmentSection(flip="none", rotation=0.0, zoom=0.0, contrast=0.0)
     assert training_model(model, off, seed=1) is model
+
+
+@pytest.mark.parametrize("count", [100, 5])  # the worker pool, and in-process below IN_PROCESS_BELOW
+def test_decoding_reports_every_image_once_and_a_cache_hit_reports_nothing(synth_root, tmp_path, count):
+    from fake_progress import RecordingProgress
+
+    progress = RecordingProgress()
+    paths = _paths(synth_root, count)
+    decoded.decoded_images(paths, 32, tmp_path, say=lambda _: None, label="train", progress=progress)
+    (task,) = progress.tasks
+    assert (task.description, task.total, task.done, task.closed) == ("decoding train images", count, count, True)
+    assert len(task.advances) == -(-count // decoded.CHUNK)  # one advance per chunk, as it lands
+    decoded.decoded_images(paths, 32, tmp_path, say=lambda _: None, label="train", progress=progress)
+    assert len(progress.tasks) == 1

@@ -93,3 +93,26 @@ def test_a_bad_file_passed_to_the_extractor_is_named(finetuned_run, base_weights
     key = extractor_key(model, "tflite", finetuned_run.recipe.seed)  # converted already: no conversion here
     with pytest.raises(TkError, match="broken.jpg"):
         run_extractor(extractor, [str(path)], 32, "tflite", key=key, cache_dir=feature_cache)
+
+
+@pytest.mark.parametrize("engine", ["tflite", "keras"])
+def test_extraction_reports_every_image(engine, synth_root, tmp_path, monkeypatch):
+    import keras
+
+    from fake_progress import RecordingProgress
+
+    from toolkit.train import features
+
+    monkeypatch.setattr(features, "CACHE_DIR", tmp_path)  # engine keras decodes into the cache first
+    inputs = keras.Input((32, 32, 3))
+    extractor = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
+    paths = sorted(str(p) for p in synth_root.rglob("*.jpg"))[:20]
+    progress = RecordingProgress()
+    out = features.run_extractor(extractor, paths, 32, engine, progress=progress, label="train")
+    assert out.shape == (20, 30, 30, 2)
+    (task,) = progress.named("extracting features (train images)")
+    assert (task.total, task.done, task.closed) == (20, 20, True)
+    if engine == "tflite":  # a converted extractor runs EXTRACT_BATCH images at a time
+        assert task.advances == [16, 4] and progress.named("converting the extractor")[0].closed
+    else:  # decoded once (its own task), then predicted 32 at a time
+        assert progress.summary()[0] == ("decoding train images", 20, 20) and task.advances == [20]

@@ -225,3 +225,30 @@ def test_mixed_precision_trains_with_a_float32_output(synth_root, base_weights, 
     assert model.output.dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"  # reset for whatever runs next
     assert 0.0 <= result.metrics["accuracy"] <= 1.0 and result.metrics["count"] > 0
+
+
+def test_training_reports_decoding_and_every_step_and_keras_prints_no_bar(tmp_path, monkeypatch, capsys):
+    from fake_progress import RecordingProgress
+
+    from toolkit.data.synth import make_synthetic_dataset
+    from toolkit.train import features
+    from toolkit.train.phases import train
+
+    root = make_synthetic_dataset(tmp_path / "data", classes=2, per_class=20, size=32, seed=0)  # small: cheap
+    monkeypatch.setattr(features, "CACHE_DIR", tmp_path / "cache")  # a cold cache: every split is decoded
+    progress, lines = RecordingProgress(), []
+    result = train(small_recipe("progress", root, train={"epochs": 2}),
+                   runs_dir=tmp_path / "runs", say=lines.append, progress=progress)
+    split = json.loads((result.run_dir / "split.json").read_text())["splits"]
+    train_images = len(split["train"])
+    steps = -(-train_images // 16)
+    assert progress.summary() == [
+        ("decoding train images", train_images, train_images),
+        ("decoding validation images", len(split["validation"]), len(split["validation"])),
+        ("[scratch] epoch 1/2", steps, steps), ("[scratch] epoch 2/2", steps, steps),
+        ("decoding test images", len(split["test"]), len(split["test"])),
+    ]
+    assert all(t.closed for t in progress.tasks)
+    assert [line.split("  ")[0] for line in lines if " epoch " in line] == ["[scratch] epoch 1/2", "[scratch] epoch 2/2"]
+    out, err = capsys.readouterr()
+    assert out == "" and "━" not in err and "step" not in err  # Keras' own progress bar stays off

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from ..core import quiet
 from ..core.errors import TkError, fault_line
+from .progress import live_console, progress_for
 
 # TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user; set
 # TF_CPP_MIN_LOG_LEVEL=0 to see them again.
@@ -55,7 +56,14 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def say(message: str) -> None:
-    console.print(message, markup=False, soft_wrap=True)
+    # While progress bars are live on stderr, print through their console: rich keeps the line
+    # above the bars (both streams are the same terminal then, or there would be no bars).
+    (live_console() or console).print(message, markup=False, soft_wrap=True)
+
+
+def progress(as_json: bool = False):
+    """Progress bars for one command: on stderr when it is a terminal, else (and under --json) none."""
+    return progress_for(console, err_console, as_json)
 
 
 def quiet_say(_message: str) -> None:
@@ -141,7 +149,8 @@ def train(
         quiet.import_tensorflow_quietly()
     from ..train.phases import train as run_training
 
-    result = run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, say=out)
+    with progress(as_json) as bars:
+        result = run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, say=out, progress=bars)
     if as_json:
         say(json_text({"run": str(result.run_dir), "recipe": str(recipe), "phases": result.phases,
                        "test": result.metrics}))
@@ -251,8 +260,9 @@ def export_cmd(
 
     out = quiet_say if as_json else say
     run_dir = resolve_run(run, runs_dir, out)
-    entries = export_run(run_dir, formats, quantize, say=out, opset=opset, int8_fallback=int8_fallback,
-                         data_root=data_root)
+    with progress(as_json) as bars:
+        entries = export_run(run_dir, formats, quantize, say=out, opset=opset, int8_fallback=int8_fallback,
+                             data_root=data_root, progress=bars)
     if as_json:
         say(json_text({"run": str(run_dir), "artifacts": entries}))
 
@@ -274,7 +284,8 @@ def verify(
 
     out = quiet_say if as_json else say
     run_dir = resolve_run(run, runs_dir, out)
-    report = compare_run(run_dir, artifacts, out, data_root=data_root)  # one ✓/✗ line per artifact, with its numbers and failures
+    with progress(as_json) as bars:  # one ✓/✗ line per artifact, with its numbers and failures
+        report = compare_run(run_dir, artifacts, out, data_root=data_root, progress=bars)
     persist(run_dir, report)
     if as_json:
         say(json_text(report))
@@ -310,8 +321,9 @@ def bench(
     from .render import rows_table, ship_line
 
     given = {"threads": parse_threads(threads) if threads else None, "runs": runs, "warmup": warmup, "batch": batch}
-    result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy,
-                           say=(lambda _: None) if as_json else say, data_root=data_root)
+    with progress(as_json) as bars:
+        result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy,
+                               say=(lambda _: None) if as_json else say, data_root=data_root, progress=bars)
     reports = result["reports"]
     if as_json:
         say(json_text(reports if len(reports) > 1 else reports[0]))

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..core.errors import Say, TkError
 from ..core.formats import FORMATS, looks_like_model, sort_key
+from ..core.progress import NO_PROGRESS, Progress, tracked
 from ..core.recipe import BenchSection
 from ..core.runs import MANIFEST, REFERENCE, load_manifest, record_metrics, resolve_run
 from ..core.io import now, write_json_atomic
@@ -201,10 +202,13 @@ def _artifacts_of(run_dir: Path, manifest: dict[str, Any], only: Optional[list[s
 
 
 def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] = None,
-              say: Say = print, data_root: Optional[Path] = None) -> dict[str, Any]:
+              say: Say = print, data_root: Optional[Path] = None,
+              progress: Progress = NO_PROGRESS) -> dict[str, Any]:
     """Bench a run's artifacts (or `only` those files); write bench.json and the manifest metrics.
 
-    data_root overrides split.json's data root (where the test images are now)."""
+    data_root overrides split.json's data root (where the test images are now); `progress` gets
+    one task per artifact, advanced per thread count measured.
+    """
     settings.check()
     manifest = load_manifest(run_dir)
     notes: list[str] = []
@@ -222,7 +226,8 @@ def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] 
     rows = []
     for entry in entries:
         file = entry["file"]
-        for i, threads in enumerate(settings.threads):
+        for i, threads in tracked(progress, f"bench {file} (threads {','.join(map(str, settings.threads))})",
+                                  list(enumerate(settings.threads))):
             say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
             spec = {"artifact": str(run_dir / file), "threads": threads, "image": image,
                     "warmup": settings.warmup, "runs": settings.runs, "batch": settings.batch,
@@ -354,13 +359,14 @@ def format_row(r: dict[str, Any], machine_column: bool = False) -> list[str]:
 
 def bench_targets(targets: Sequence[str], runs_dir: Path, overrides: dict[str, Any],
                   max_latency_ms: Optional[float] = None, min_accuracy: Optional[float] = None,
-                  say: Say = print, data_root: Optional[Path] = None) -> dict[str, Any]:
+                  say: Say = print, data_root: Optional[Path] = None,
+                  progress: Progress = NO_PROGRESS) -> dict[str, Any]:
     """Bench every target (runs or artifact files); with limits, also pick the artifact to ship.
 
     Returns {"reports": [bench report per run], "ship": row or None}; raises TkError when limits
     are given and no artifact meets them.
     """
-    reports = [bench_run(run, settings_for(run, **overrides), only, say=say, data_root=data_root)
+    reports = [bench_run(run, settings_for(run, **overrides), only, say=say, data_root=data_root, progress=progress)
                for run, only in split_targets(targets, runs_dir, say).items()]
     ship = None
     if max_latency_ms is not None or min_accuracy is not None:

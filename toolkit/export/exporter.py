@@ -24,6 +24,7 @@ import numpy as np
 from ..core.errors import Say, TkError, suggest
 from ..core.io import atomic_path, tool_versions
 from ..core.formats import EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
+from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import ONNX_OPSETS, ExportSection, Recipe
 from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, record_artifact, run_recipe
 from .metadata import LABEL_FILE, add_metadata
@@ -288,8 +289,11 @@ def _expand(values: Sequence[str], allowed: Sequence[str], option: str) -> list[
 def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
                quantizations: Optional[Sequence[str]] = None, say: Say = print,
                opset: Optional[int] = None, int8_fallback: Optional[bool] = None,
-               data_root: Optional[Path] = None) -> list[dict[str, Any]]:
+               data_root: Optional[Path] = None, progress: Progress = NO_PROGRESS) -> list[dict[str, Any]]:
     """Export the run's model.keras to every requested (format, quantization); return the entries.
+
+    `progress` gets one task per artifact (done when written), and one while the shared
+    SavedModel is written.
 
     formats/quantizations default to the run recipe's export section, int8_fallback to its
     export.int8_fallback.enabled. data_root overrides split.json's data root (int8 calibration
@@ -312,15 +316,18 @@ def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
         job.model  # noqa: B018 -- every format starts from the model and its SavedModel: fail once
         job.labels = read_labels(run_dir, job.manifest["classes"], job.model.outputs[0].shape[-1])
         try:
-            job.saved_model  # noqa: B018
+            with progress.task("export: SavedModel every format converts from"):
+                job.saved_model  # noqa: B018
         except Exception as exc:
             raise TkError(f"{run_dir}/{REFERENCE}: model.export() to a SavedModel failed, so no format "
                           f"can be exported: {_cause(exc)}") from None
-        for fmt, quantization in pairs:
+        for number, (fmt, quantization) in enumerate(pairs, 1):
             file = fmt.file_name(quantization)
             try:
-                with atomic_path(run_dir / file, suffix=fmt.suffix) as tmp:
+                with progress.task(f"export {number}/{len(pairs)}: {file} ({fmt.name}, {tolerance_kind(quantization)})",
+                                   1) as task, atomic_path(run_dir / file, suffix=fmt.suffix) as tmp:
                     info = WRITERS[fmt.name](job, quantization, tmp)
+                    task.advance(1)
             except Exception as exc:  # a conversion failure of any kind: report it, export the rest
                 cause = _cause(exc)
                 failures.append(f"{file} ({fmt.name} {quantization}): {cause}")

@@ -23,9 +23,10 @@ from ..core.formats import tolerance_kind
 from ..core.images import load_batch
 from ..core.io import now, write_json_atomic
 from ..core.metrics import accuracy
+from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import Threshold, VerifySection
 from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, record_metrics, run_recipe
-from ..edge.predictors import load_predictor
+from ..edge.predictors import BATCH, load_predictor
 
 PARITY_FILE = "parity.json"
 # Below this spread (max - min over images of any class probability) the reference's outputs are
@@ -34,13 +35,15 @@ MIN_SPREAD = 0.05
 
 
 def verify_run(run_dir: Path, files: Optional[Sequence[str]] = None, say: Say = print,
-               num_threads: Optional[int] = None, data_root: Optional[Path] = None) -> dict[str, Any]:
+               num_threads: Optional[int] = None, data_root: Optional[Path] = None,
+               progress: Progress = NO_PROGRESS) -> dict[str, Any]:
     """Compare artifacts with the reference, record the results, raise ParityError if any fails.
 
-    `say` gets one ✓/✗ line per artifact as it is judged (Optimum's validation style).
+    `say` gets one ✓/✗ line per artifact as it is judged (Optimum's validation style); `progress`
+    one task per model run (the reference, then each artifact), advanced per image.
     """
     run_dir = Path(run_dir)
-    report = compare_run(run_dir, files, say, num_threads, data_root)
+    report = compare_run(run_dir, files, say, num_threads, data_root, progress)
     persist(run_dir, report)
     raise_on_failure(run_dir, report)
     say(f"all {len(report['artifacts'])} artifacts match the reference; wrote {run_dir / PARITY_FILE}")
@@ -48,7 +51,8 @@ def verify_run(run_dir: Path, files: Optional[Sequence[str]] = None, say: Say = 
 
 
 def compare_run(run_dir: Path, files: Optional[Sequence[str]], say: Say,
-                num_threads: Optional[int] = None, data_root: Optional[Path] = None) -> dict[str, Any]:
+                num_threads: Optional[int] = None, data_root: Optional[Path] = None,
+                progress: Progress = NO_PROGRESS) -> dict[str, Any]:
     """Run the reference and each artifact on the held-out split; the report, nothing written."""
     manifest = load_manifest(run_dir)
     section = _verify_section(run_dir)
@@ -60,17 +64,21 @@ def compare_run(run_dir: Path, files: Optional[Sequence[str]], say: Say,
                       "in the recipe to a split with images (test or validation)")
     check_files_exist([p for p, _ in items], run_dir, split)
     labels = np.asarray([y for _, y in items])
-    images = load_batch([p for p, _ in items], tuple(manifest["preprocessing"]["size"]))  # decoded once
+    with progress.task(f"verify: decoding {len(items)} {section.split} images"):
+        images = load_batch([p for p, _ in items], tuple(manifest["preprocessing"]["size"]))  # decoded once
     say(f"verifying {len(artifacts)} artifact(s) of {run_dir} on {len(items)} {section.split} images")
 
-    reference = load_predictor(run_dir / REFERENCE, num_threads).predict_batched(images)
+    with progress.task(f"verify: reference {REFERENCE}", len(images)) as task:
+        reference = _predict(load_predictor(run_dir / REFERENCE, num_threads), images, task)
     ref_accuracy = accuracy(labels, reference)
     warnings = degenerate_warnings(reference, manifest["classes"])
     for warning in warnings:
         say(f"warning: {warning}")
     results = {}
     for file, entry in artifacts.items():
-        results[file] = _judge(run_dir / file, entry, section, reference, labels, ref_accuracy, images, num_threads)
+        with progress.task(f"verify: {file}", len(images)) as task:
+            results[file] = _judge(run_dir / file, entry, section, reference, labels, ref_accuracy, images, num_threads,
+                                   task)
         say(result_line(file, results[file]))
     return {
         "run": str(run_dir), "split": section.split, "count": len(items), "measured": now(),
@@ -81,11 +89,11 @@ def compare_run(run_dir: Path, files: Optional[Sequence[str]], say: Say,
 
 
 def _judge(path: Path, entry: dict[str, Any], section: VerifySection, reference: np.ndarray, labels: np.ndarray,
-           ref_accuracy: float, images: np.ndarray, num_threads: Optional[int]) -> dict[str, Any]:
+           ref_accuracy: float, images: np.ndarray, num_threads: Optional[int], task=None) -> dict[str, Any]:
     kind = entry.get("tolerance") or tolerance_kind(entry.get("quantization", "none"))
     threshold = section.thresholds.get(kind, Threshold())
     try:
-        probs = load_predictor(path, num_threads).predict_batched(images)
+        probs = _predict(load_predictor(path, num_threads), images, task)
         result = {"kind": kind, **compare(reference, probs, labels, ref_accuracy, section.confident_margin)}
     except TkError as exc:  # a corrupt or changed file: a failed artifact, not a stop
         result = {"kind": kind, "passed": False, "error": str(exc), "failures": [str(exc)]}
@@ -93,6 +101,16 @@ def _judge(path: Path, entry: dict[str, Any], section: VerifySection, reference:
         result["failures"] = check(result, threshold)
         result["passed"] = not result["failures"]
     return {**result, "thresholds": dataclasses.asdict(threshold), "sha256": entry.get("sha256")}
+
+
+def _predict(predictor, images: np.ndarray, task=None) -> np.ndarray:
+    """predict_batched, a batch at a time, advancing `task` by the images done."""
+    chunks = []
+    for start in range(0, len(images), BATCH):
+        chunks.append(predictor.predict_batched(images[start:start + BATCH]))
+        if task is not None:
+            task.advance(len(chunks[-1]))
+    return np.concatenate(chunks) if chunks else predictor.predict_batched(images)
 
 
 def persist(run_dir: Path, report: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Keras callbacks for a training phase: best checkpoint, history on disk, progress lines.
+"""Keras callbacks for a training phase: best checkpoint, history on disk, progress lines and bars.
 
 The checkpoint is written atomically and its val_loss persisted, so Ctrl-C at any moment keeps
 the best model so far, and `--resume` (with Keras' BackupAndRestore) continues without losing it.
@@ -15,6 +15,8 @@ import keras
 
 from ..core.errors import Say, TkError
 from ..core.io import atomic_path, write_json_atomic
+from ..core.progress import NO_PROGRESS
+from ..core.progress import Progress as TaskProgress
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -73,17 +75,49 @@ class HistoryWriter(keras.callbacks.Callback):
 
 
 class Progress(keras.callbacks.Callback):
-    """One line per epoch: metrics, images/s and the phase's ETA."""
+    """One line per epoch: metrics, images/s and the phase's ETA; with `progress`, also a task per
+    epoch that advances per step (images/s and loss so far as its note). fit() runs with
+    verbose=0, so Keras' own bar never prints beside this one."""
 
-    def __init__(self, phase: str, epochs: int, images_per_epoch: int, say: Say):
+    def __init__(self, phase: str, epochs: int, images_per_epoch: int, say: Say,
+                 progress: TaskProgress = NO_PROGRESS, batch_size: int = 32):
         super().__init__()
         self.phase, self.epochs, self.images, self.say = phase, epochs, images_per_epoch, say
+        self.progress, self.batch_size = progress, batch_size
         self.durations: list[float] = []
+        self.task = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
+        steps = (self.params or {}).get("steps") or -(-self.images // self.batch_size)
+        self._end_task()  # an epoch that raised never reached on_epoch_end
+        self._context = self.progress.task(f"[{self.phase}] epoch {epoch + 1}/{self.epochs}", steps)
+        self.task = self._context.__enter__()
+        if not self.durations:  # fit() traces the train step on its first batch: seconds at 0/N
+            self.task.advance(0, note="compiling the training step")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.task is None:
+            return
+        images = min((batch + 1) * self.batch_size, self.images)
+        rate = images / max(time.perf_counter() - self.start, 1e-9)
+        loss = (logs or {}).get("loss")
+        self.task.advance(1, note=f"{rate:.0f} img/s" + (f"  loss {float(loss):.4f}" if loss is not None else ""))
+
+    def on_test_begin(self, logs=None):
+        if self.task is not None:
+            self.task.advance(0, note="validating")
+
+    def _end_task(self) -> None:
+        if self.task is not None:
+            self.task, context = None, self._context
+            context.__exit__(None, None, None)
+
+    def on_train_end(self, logs=None):
+        self._end_task()
 
     def on_epoch_end(self, epoch, logs=None):
+        self._end_task()
         seconds = time.perf_counter() - self.start
         self.durations.append(seconds)
         logs = logs or {}

@@ -24,6 +24,7 @@ import numpy as np
 from ..core.errors import Say, TkError
 from ..core.images import BadImage, load_pixels
 from ..core.io import atomic_path
+from ..core.progress import NO_PROGRESS, Progress
 
 # Below this many images the worker start-up (~0.3 s each) costs more than it saves.
 IN_PROCESS_BELOW = 64
@@ -47,7 +48,8 @@ def physical_memory() -> int:
         return 4 * 2**30
 
 
-def decoded_images(paths: list[str], size: int, cache_dir: Path, say: Say = print, label: str = "") -> np.ndarray:
+def decoded_images(paths: list[str], size: int, cache_dir: Path, say: Say = print, label: str = "",
+                   progress: Progress = NO_PROGRESS) -> np.ndarray:
     """(N, size, size, 3) uint8 for `paths`, from the cache or decoded once and stored there."""
     path = Path(cache_dir) / "decoded" / f"{decoded_key(paths, size)}.npy"
     nbytes = len(paths) * size * size * 3
@@ -58,7 +60,8 @@ def decoded_images(paths: list[str], size: int, cache_dir: Path, say: Say = prin
         with atomic_path(path, suffix=".npy") as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
             del out  # header written; workers fill the rows through their own maps
-            _decode_into(str(tmp), paths, size)
+            with progress.task(" ".join(filter(None, ("decoding", label, "images"))), len(paths)) as task:
+                _decode_into(str(tmp), paths, size, task.advance)
         seconds = time.perf_counter() - start
         say(f"images {label}: {len(paths)} decoded once in {seconds:.1f} s "
             f"({len(paths) / max(seconds, 1e-9):.0f} images/s), cached at {path} ({nbytes / 2**20:.0f} MiB)")
@@ -66,16 +69,22 @@ def decoded_images(paths: list[str], size: int, cache_dir: Path, say: Say = prin
     return np.load(path) if in_ram else np.load(path, mmap_mode="r")
 
 
-def _decode_into(target: str, paths: list[str], size: int) -> None:
+def _decode_into(target: str, paths: list[str], size: int, advance=lambda n: None) -> None:
     jobs = [(target, start, paths[start:start + CHUNK], size) for start in range(0, len(paths), CHUNK)]
     workers = min(os.cpu_count() or 1, len(jobs))
+    errors = []
     if len(paths) < IN_PROCESS_BELOW or workers < 2:
-        errors = [_decode_chunk(job) for job in jobs]
+        for job in jobs:
+            errors.append(_decode_chunk(job))
+            advance(len(job[2]))
     else:
         # forkserver/spawn, not fork: the parent may hold TensorFlow/JAX threads.
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         with multiprocessing.get_context(method).Pool(workers) as pool:
-            errors = pool.map(_decode_chunk, jobs, chunksize=1)
+            # imap, in order: each finished chunk advances the progress as it lands.
+            for job, bad in zip(jobs, pool.imap(_decode_chunk, jobs, chunksize=1)):
+                errors.append(bad)
+                advance(len(job[2]))
     bad = [e for chunk in errors for e in chunk]
     if bad:
         # Files were checked when the split was made; one that fails now changed under us.

@@ -27,6 +27,7 @@ import numpy as np
 from ..core.errors import Say
 from ..core.images import load_batch
 from ..core.io import atomic_path, sha256_file
+from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import ModelSection
 
 CACHE_DIR = Path(os.environ.get("TK_CACHE_DIR", "exported/.cache"))
@@ -55,7 +56,7 @@ def cache_key(extractor: str, paths: list[str]) -> str:
 
 def cached_features(make_extractor: Callable[[], object], paths: list[str], model: ModelSection, engine: str,
                     seed: int, cache_dir: Optional[Path] = None, say: Say = print,
-                    label: str = "") -> tuple[np.ndarray, bool]:
+                    label: str = "", progress: Progress = NO_PROGRESS) -> tuple[np.ndarray, bool]:
     """Features for `paths` from the cache, or computed and stored. Returns (features, hit).
 
     `make_extractor()` returns the Keras extractor; it is called on a cache miss only.
@@ -67,7 +68,7 @@ def cached_features(make_extractor: Callable[[], object], paths: list[str], mode
         return np.load(path), True
     start = time.perf_counter()
     features = run_extractor(make_extractor(), paths, model.image_size, engine, key=extractor_key(model, engine, seed),
-                             cache_dir=cache_dir)
+                             cache_dir=cache_dir, progress=progress, label=label)
     seconds = time.perf_counter() - start
     say(f"features {label}: {len(paths)} images in {seconds:.1f} s "
         f"({len(paths) / max(seconds, 1e-9):.0f} images/s, engine {engine}), cached at {path}")
@@ -78,7 +79,7 @@ def cached_features(make_extractor: Callable[[], object], paths: list[str], mode
 
 
 def run_extractor(extractor, paths: list[str], size: int, engine: str, key: Optional[str] = None,
-                  cache_dir: Optional[Path] = None) -> np.ndarray:
+                  cache_dir: Optional[Path] = None, progress: Progress = NO_PROGRESS, label: str = "") -> np.ndarray:
     """Run the Keras extractor (RGB 0..255 in, feature maps out) over image files.
 
     With `key` (extractor_key), the TFLite engine keeps the converted extractor in the cache:
@@ -86,8 +87,8 @@ def run_extractor(extractor, paths: list[str], size: int, engine: str, key: Opti
     happens once per backbone/weights/layer/size, not once per dataset or split.
     """
     if engine == "tflite":
-        return _extract_tflite(extractor, paths, size, key, cache_dir)
-    return _extract_keras(extractor, paths, size)
+        return _extract_tflite(extractor, paths, size, key, cache_dir, progress, label)
+    return _extract_keras(extractor, paths, size, progress, label)
 
 
 def _batches(paths: list[str], size: int, batch: int):
@@ -106,27 +107,38 @@ def _batches(paths: list[str], size: int, batch: int):
 
 
 def _extract_tflite(extractor, paths: list[str], size: int, key: Optional[str] = None,
-                    cache_dir: Optional[Path] = None) -> np.ndarray:
+                    cache_dir: Optional[Path] = None, progress: Progress = NO_PROGRESS, label: str = "") -> np.ndarray:
     if key is None:
         with tempfile.TemporaryDirectory(prefix="tk-extractor-") as tmp:
             model_path = Path(tmp) / "extractor.tflite"
-            model_path.write_bytes(_convert(extractor))
-            return _run_tflite(model_path, paths, size)
+            with progress.task("features: converting the extractor to TFLite"):
+                model_path.write_bytes(_convert(extractor))
+            return _run_tflite(model_path, paths, size, progress, label)
     name = hashlib.sha256(key.encode()).hexdigest()[:32]
     model_path = Path(cache_dir or CACHE_DIR) / "extractors" / f"{name}.tflite"
     if not model_path.is_file():
-        data = _convert(extractor)
+        with progress.task("features: converting the extractor to TFLite (once per backbone)"):
+            data = _convert(extractor)
         with atomic_path(model_path, suffix=".tflite") as tmp:
             Path(tmp).write_bytes(data)
-    return _run_tflite(model_path, paths, size)
+    return _run_tflite(model_path, paths, size, progress, label)
 
 
-def _run_tflite(model_path: Path, paths: list[str], size: int) -> np.ndarray:
+def _run_tflite(model_path: Path, paths: list[str], size: int, progress: Progress = NO_PROGRESS,
+                label: str = "") -> np.ndarray:
     from ..edge.predictors import TFLiteModel
 
     runner = TFLiteModel(model_path, num_threads=os.cpu_count())
-    outputs = [runner.run(batch) for batch in _batches(paths, size, EXTRACT_BATCH)]
+    outputs = []
+    with progress.task(_described("extracting features", label), len(paths)) as task:
+        for batch in _batches(paths, size, EXTRACT_BATCH):
+            outputs.append(runner.run(batch))
+            task.advance(len(batch))
     return np.concatenate(outputs).astype(np.float32)
+
+
+def _described(what: str, label: str) -> str:
+    return f"{what} ({label} images)" if label else what
 
 
 def _convert(extractor) -> bytes:
@@ -159,11 +171,19 @@ def _convert_via_saved_model(extractor) -> bytes:
         return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
 
 
-def _extract_keras(extractor, paths: list[str], size: int) -> np.ndarray:
+def _extract_keras(extractor, paths: list[str], size: int, progress: Progress = NO_PROGRESS,
+                   label: str = "") -> np.ndarray:
+    import keras
+
     from .decoded import batches, decoded_images
 
-    images = decoded_images(paths, size, CACHE_DIR, say=lambda _: None)
-    return np.asarray(extractor.predict(batches(images, None, 32), verbose=0)[:len(images)], np.float32)
+    images = decoded_images(paths, size, CACHE_DIR, say=lambda _: None, label=label, progress=progress)
+    with progress.task(_described("extracting features", label), len(images)) as task:
+        # verbose=0: Keras' own progress bar would print beside tk's; this callback feeds tk's.
+        done = keras.callbacks.LambdaCallback(
+            on_predict_batch_end=lambda batch, logs: task.advance(min(32, len(images) - 32 * batch)))
+        return np.asarray(extractor.predict(batches(images, None, 32), verbose=0, callbacks=[done])[:len(images)],
+                          np.float32)
 
 
 def build_extractor(base, image_size: int, scaling: str):

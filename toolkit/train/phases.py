@@ -30,6 +30,7 @@ from ..core.images import INTERPOLATION
 from ..core.runs import REFERENCE, RUNS_DIR, archive_run, save_manifest
 from ..core.io import atomic_path, now, sha256_file, size_bytes, tool_versions, write_json_atomic, write_text_atomic
 from ..core.metrics import classification_metrics
+from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import Recipe
 
 
@@ -43,8 +44,9 @@ class TrainResult:
 
 
 def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, strict: Optional[bool] = None,
-          say: Say = print) -> TrainResult:
-    """Train the recipe's model end to end and write its run folder."""
+          say: Say = print, progress: Progress = NO_PROGRESS) -> TrainResult:
+    """Train the recipe's model end to end and write its run folder (`progress`: decoding,
+    feature extraction and each epoch's steps)."""
     get_backbone(recipe.model.backbone)  # an unknown name fails before TensorFlow loads
     if recipe.train.mode != "scratch" and recipe.model.weights == "none":
         raise TkError(f"train.mode: {recipe.train.mode} freezes the conv base, but model.weights is none "
@@ -77,8 +79,8 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
         work.mkdir(parents=True, exist_ok=True)
         save_split(dataset, work / "split.json")
         say_device(policy, say)
-        model, phases = _run_phases(recipe, dataset, base, work, say)
-        metrics = evaluate(model, dataset, recipe, say)
+        model, phases = _run_phases(recipe, dataset, base, work, say, progress)
+        metrics = evaluate(model, dataset, recipe, say, progress)
         _finish_run(recipe, dataset, model, metrics, phases, work)
     except KeyboardInterrupt:
         raise TkError(f"interrupted: best checkpoints kept in {work}; continue with "
@@ -115,11 +117,12 @@ def _dataset(recipe: Recipe, strict: Optional[bool], say: Say) -> SplitDataset:
     return dataset
 
 
-def _decoded(dataset: SplitDataset, split: str, recipe: Recipe, say: Say) -> np.ndarray:
+def _decoded(dataset: SplitDataset, split: str, recipe: Recipe, say: Say, progress: Progress = NO_PROGRESS) -> np.ndarray:
     from .decoded import decoded_images
     from .features import CACHE_DIR
 
-    return decoded_images(dataset.paths(split), recipe.model.image_size, CACHE_DIR, say=say, label=split)
+    return decoded_images(dataset.paths(split), recipe.model.image_size, CACHE_DIR, say=say, label=split,
+                          progress=progress)
 
 
 def _optimizer(name: str, learning_rate):  # a float or a keras LearningRateSchedule
@@ -129,26 +132,28 @@ def _optimizer(name: str, learning_rate):  # a float or a keras LearningRateSche
             "sgd": keras.optimizers.SGD}[name](learning_rate=learning_rate)
 
 
-def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, say: Say) -> list:
+def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, say: Say,
+               progress: Progress = NO_PROGRESS) -> list:
     import keras
 
-    from .callbacks import BestCheckpoint, HistoryWriter, Progress, StopOnNonFinite
+    from .callbacks import BestCheckpoint, HistoryWriter, Progress as EpochProgress, StopOnNonFinite
 
-    callbacks = [StopOnNonFinite(phase), BestCheckpoint(folder), HistoryWriter(folder), Progress(phase, epochs, images, say),
+    callbacks = [StopOnNonFinite(phase), BestCheckpoint(folder), HistoryWriter(folder),
+                 EpochProgress(phase, epochs, images, say, progress, recipe.train.batch_size),
                  keras.callbacks.BackupAndRestore(str(folder / "backup"))]
     if recipe.train.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=recipe.train.early_stopping))
     return callbacks
 
 
-def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, say: Say):
+def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, say: Say, progress: Progress = NO_PROGRESS):
     """Train phase by phase; returns the composed model with the best weights, and phase names."""
     spec = get_backbone(recipe.model.backbone)
     size, train = recipe.model.image_size, recipe.train
     head = build_head(tuple(base.output.shape[1:]), len(dataset.classes), recipe.model, spec.name)
     phases: list[str] = []
     if train.mode == "features":
-        _phase_features(recipe, dataset, base, head, spec.scaling, work / "phases" / "features", say)
+        _phase_features(recipe, dataset, base, head, spec.scaling, work / "phases" / "features", say, progress)
         phases.append("features")
         model = compose(base, head, size, spec.scaling, base_training=False)
     else:
@@ -158,7 +163,7 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, say: Sa
             _fast_batchnorm(base)
         model = compose(base, head, size, spec.scaling, base_training=None if scratch else False)
         _phase_end_to_end(train.mode, model, recipe, dataset, work / "phases" / train.mode,
-                          train.epochs, train.learning_rate, augment=True, say=say)
+                          train.epochs, train.learning_rate, augment=True, say=say, progress=progress)
         phases.append(train.mode)
     if train.fine_tune.epochs:
         unfreeze(base, train.fine_tune.unfreeze_from, train.fine_tune.unfreeze_last)
@@ -166,7 +171,8 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, say: Sa
         say(f"[finetune] {trainable} backbone layers with weights unfrozen "
             f"(BatchNorm kept in inference mode), learning rate {train.fine_tune.learning_rate:g}")
         _phase_end_to_end("finetune", model, recipe, dataset, work / "phases" / "finetune",
-                          train.fine_tune.epochs, train.fine_tune.learning_rate, augment=True, say=say)
+                          train.fine_tune.epochs, train.fine_tune.learning_rate, augment=True, say=say,
+                          progress=progress)
         phases.append("finetune")
     return model, phases
 
@@ -191,7 +197,8 @@ def _mark_done(folder: Path, seconds: float) -> None:
     shutil.rmtree(folder / "backup", ignore_errors=True)
 
 
-def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: str, folder: Path, say: Say) -> None:
+def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: str, folder: Path, say: Say,
+                    progress: Progress = NO_PROGRESS) -> None:
     """Fast feature extraction: cached conv-base features, head trained on them."""
     import keras
 
@@ -217,7 +224,7 @@ def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: 
         arrays = {}
         for split in ("train", "validation"):
             features, _ = cached_features(make_extractor, dataset.paths(split), recipe.model, engine,
-                                          recipe.seed, say=say, label=split)
+                                          recipe.seed, say=say, label=split, progress=progress)
             arrays[split] = (features, np.asarray(dataset.labels(split)))
         x, y = arrays["train"]
         k = len(dataset.classes)
@@ -228,7 +235,7 @@ def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: 
         head.fit(x, knobs.targets(y, k, train), validation_data=(xv, knobs.targets(yv, k, train)),
                  epochs=train.epochs, batch_size=train.batch_size, shuffle=True, verbose=0,
                  class_weight=knobs.class_weights(y, k, train.class_weight),
-                 callbacks=_callbacks("features", folder, train.epochs, len(x), recipe, say))
+                 callbacks=_callbacks("features", folder, train.epochs, len(x), recipe, say, progress))
         _mark_done(folder, time.perf_counter() - start)
         _plot(folder, "features")
     else:
@@ -238,7 +245,7 @@ def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: 
 
 
 def _phase_end_to_end(phase: str, model, recipe: Recipe, dataset: SplitDataset, folder: Path, epochs: int,
-                      learning_rate: float, augment: bool, say: Say) -> None:
+                      learning_rate: float, augment: bool, say: Say, progress: Progress = NO_PROGRESS) -> None:
     """Train the composed model on images (augmented), keep the best weights by val_loss."""
     import keras
 
@@ -250,16 +257,16 @@ def _phase_end_to_end(phase: str, model, recipe: Recipe, dataset: SplitDataset, 
     if not _phase_done(folder):
         start = time.perf_counter()
         k, labels = len(dataset.classes), np.asarray(dataset.labels("train"), np.int32)
-        train_ds = batches(_decoded(dataset, "train", recipe, say), knobs.targets(labels, k, train),
+        train_ds = batches(_decoded(dataset, "train", recipe, say, progress), knobs.targets(labels, k, train),
                            train.batch_size, shuffle=True, seed=recipe.seed)
-        val_ds = batches(_decoded(dataset, "validation", recipe, say),
+        val_ds = batches(_decoded(dataset, "validation", recipe, say, progress),
                          knobs.targets(dataset.labels("validation"), k, train), train.batch_size)
         trainer = training_model(model, train.augment if augment else None, recipe.seed)
         rate = knobs.learning_rate(train.lr_schedule, learning_rate, epochs, len(train_ds))
         trainer.compile(optimizer=_optimizer(train.optimizer, rate), loss=knobs.loss(train), metrics=["accuracy"])
         trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,  # batches shuffle
                     class_weight=knobs.class_weights(labels, k, train.class_weight),
-                    callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, say))
+                    callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, say, progress))
         _mark_done(folder, time.perf_counter() - start)
         _plot(folder, phase)
     else:
@@ -288,11 +295,11 @@ def unfreeze(base, unfreeze_from: Optional[str], unfreeze_last: Optional[int]) -
         layer.trainable = i >= start and not is_bn
 
 
-def evaluate(model, dataset: SplitDataset, recipe: Recipe, say: Say) -> dict:
+def evaluate(model, dataset: SplitDataset, recipe: Recipe, say: Say, progress: Progress = NO_PROGRESS) -> dict:
     """Test-split metrics of the final model, printed as a short table."""
     from .decoded import batches
 
-    images = _decoded(dataset, "test", recipe, say)
+    images = _decoded(dataset, "test", recipe, say, progress)
     probs = model.predict(batches(images, None, recipe.train.batch_size), verbose=0)[:len(images)]
     metrics = classification_metrics(np.asarray(dataset.labels("test")), probs, dataset.classes)
     where = " (no test split: these are the validation images)" if dataset.test_is_validation else ""
