@@ -84,12 +84,17 @@ def resolve_run(target: Optional[str], runs_dir: Path = RUNS_DIR, say=print) -> 
         if not (run / MANIFEST).is_file():
             raise TkError(f"{target}: no trained run at {run} (train it first: tk train RECIPE)")
         return run
-    runs = [p.parent for p in Path(runs_dir).glob(f"*/{MANIFEST}")]
+    runs = [p.parent for p in Path(runs_dir).glob(f"*/{MANIFEST}") if not _in_progress(p.parent)]
     if not runs:
         raise TkError(f"no runs under {runs_dir}/; train one first (tk train recipes/quickstart.yaml)")
     latest = max(runs, key=lambda p: (p / MANIFEST).stat().st_mtime)
     say(f"using the latest run: {latest}")
     return latest
+
+
+def _in_progress(folder: Path) -> bool:
+    """A training's <name>.partial, a swap's <name>.old or a hidden temporary: never "the latest run"."""
+    return folder.name.startswith(".") or folder.suffix in (".partial", ".old")
 
 
 def run_recipe(run_dir: Path) -> "Recipe":

@@ -27,7 +27,7 @@ from ..core.errors import Say, TkError
 from ..core.formats import FORMATS, looks_like_model, sort_key
 from ..core.recipe import BenchSection
 from ..core.runs import MANIFEST, REFERENCE, load_manifest, record_metrics, resolve_run
-from ..core.io import now, tool_versions, write_json_atomic
+from ..core.io import check_writable, now, tool_versions, write_json_atomic
 
 BENCH_JSON = "bench.json"
 RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "tensorflow", "keras", "numpy", "pillow")
@@ -246,6 +246,7 @@ def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] 
     """Bench a run's artifacts (or `only` those files); write bench.json and the manifest metrics."""
     settings.check()
     manifest = load_manifest(run_dir)
+    check_writable(run_dir)  # a read-only run folder fails now, not after minutes of measuring
     notes: list[str] = []
     entries = _artifacts_of(run_dir, manifest, only, notes)
     if not entries:

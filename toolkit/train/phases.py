@@ -26,7 +26,9 @@ from ..data.splits import discover
 from ..core.errors import Say, TkError
 from ..core.images import INTERPOLATION
 from ..core.runs import REFERENCE, RUNS_DIR, save_manifest
-from ..core.io import atomic_path, now, sha256_file, size_bytes, tool_versions, write_json_atomic, write_text_atomic
+from ..core.lock import run_lock
+from .checkpoints import prepare_partial
+from ..core.io import atomic_path, check_writable, now, sha256_file, size_bytes, tool_versions, write_json_atomic, write_text_atomic
 from ..core.metrics import classification_metrics
 from ..core.recipe import Recipe
 
@@ -67,23 +69,22 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
         base = build_base(recipe.model)
         check_unfreeze_layer(base, recipe.train.fine_tune.unfreeze_from)
         dataset = _dataset(recipe, strict, say)
-        if work.exists() and not resume:
-            shutil.rmtree(work)
-        if resume and not work.exists():
-            say(f"nothing to resume at {work}: starting a new run")
-        work.mkdir(parents=True, exist_ok=True)
+        # Held from before .partial is touched until the run is swapped in: one writer per run.
+        check_writable(Path(runs_dir))
+        scope.enter_context(run_lock(run_dir, "tk train", say))
+        prepare_partial(work, recipe, resume, say)
         save_split(dataset, work / "split.json")
         say_device(policy, say)
         model, phases = _run_phases(recipe, dataset, base, work, say)
         metrics = evaluate(model, dataset, recipe, say)
         _finish_run(recipe, dataset, model, metrics, phases, work)
+        _swap_into_place(work, run_dir)  # inside: under the lock
     except KeyboardInterrupt:
         raise TkError(f"interrupted: best checkpoints kept in {work}; continue with "
                       f"tk train {recipe.source_path or 'RECIPE'} --resume") from None
     finally:
         scope.close()
         keras.mixed_precision.set_global_policy("float32")
-    _swap_into_place(work, run_dir)
     say(f"run written to {run_dir} (model.keras, metrics.json, curves)")
     return TrainResult(run_dir, metrics, phases)
 
@@ -127,10 +128,10 @@ def _optimizer(name: str, learning_rate: float):
 def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, say: Say) -> list:
     import keras
 
-    from .callbacks import BestCheckpoint, HistoryWriter, Progress, StopOnNonFinite
+    from .callbacks import AtomicBackupAndRestore, BestCheckpoint, HistoryWriter, Progress, StopOnNonFinite
 
     callbacks = [StopOnNonFinite(phase), BestCheckpoint(folder), HistoryWriter(folder), Progress(phase, epochs, images, say),
-                 keras.callbacks.BackupAndRestore(str(folder / "backup"))]
+                 AtomicBackupAndRestore(folder / "backup", phase, say)]
     if recipe.train.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=recipe.train.early_stopping))
     return callbacks
