@@ -50,17 +50,24 @@ class BestCheckpoint(keras.callbacks.Callback):
         val_loss = float((logs or {}).get("val_loss", math.inf))
         if val_loss < self.best:
             self.best = val_loss
-            save_atomic(self.folder / "best.keras", ".keras", self.model.save)
+            save_atomic(self.folder / "best.keras", ".keras", self.model.save, state_bytes(self.model))
             write_json_atomic(self.folder / "best.json", {"epoch": epoch + 1, "val_loss": val_loss})
 
 
-def save_atomic(path: Path, suffix: str, save: Callable[[Path], None]) -> None:
+def state_bytes(model) -> int:
+    """About what saving the model takes on disk: its variables and its optimizer's, 4 bytes each."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = list(model.variables) + (list(optimizer.variables) if optimizer is not None else [])
+    return sum(4 * math.prod(int(d) for d in v.shape) for v in variables)
+
+
+def save_atomic(path: Path, suffix: str, save: Callable[[Path], None], estimate: int = 0) -> None:
     """save(tmp) into a temporary sibling, renamed onto path when complete: a full disk leaves the
     previous file. Checked first against the free space the previous file's size says it needs,
     because HDF5 has crashed the process on a disk that fills mid-write; an errno-less OSError from
     h5py on a disk that is now full is reported as the ENOSPC it is."""
     path = Path(path)
-    needed = path.stat().st_size if path.is_file() else 0
+    needed = max(path.stat().st_size if path.is_file() else 0, estimate)
     _check_free(path, needed)
     try:
         with atomic_path(path, suffix=suffix) as tmp:
@@ -94,7 +101,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         self.folder.mkdir(parents=True, exist_ok=True)
         save_atomic(Path(self._weights_path), ".weights.h5",
-                    lambda tmp: self.model.save_weights(filepath=str(tmp), overwrite=True))
+                    lambda tmp: self.model.save_weights(filepath=str(tmp), overwrite=True), state_bytes(self.model))
         write_json_atomic(Path(self._training_metadata_path),
                           {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
