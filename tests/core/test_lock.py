@@ -96,3 +96,9 @@ def test_a_lock_from_another_host_is_refused_with_how_to_clear_it(tmp_path):
     with pytest.raises(TkError, match="elsewhere.example.*delete the lock"):
         with run_lock(run, "tk train"):
             pass
+
+
+def test_the_lock_of_a_run_given_as_dot_is_named_after_the_run(tmp_path, monkeypatch):
+    (tmp_path / "r1").mkdir()
+    monkeypatch.chdir(tmp_path / "r1")
+    assert lock_path(Path(".")) == tmp_path / ".r1.lock"

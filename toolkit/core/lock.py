@@ -30,7 +30,7 @@ except ImportError:  # Windows: the pid check alone
 
 def lock_path(run_dir: Path) -> Path:
     """The lock of a run folder: exported/.<name>.lock (train's <name>.partial shares it)."""
-    run_dir = Path(run_dir)
+    run_dir = Path(os.path.abspath(run_dir))  # `tk export .` inside the run: its real name
     return run_dir.parent / f".{run_dir.name}.lock"
 
 
