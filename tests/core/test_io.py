@@ -26,3 +26,27 @@ def test_run_files_are_strict_json(tmp_path):
     path = tmp_path / "manifest.json"
     write_json_atomic(path, {"loss": math.nan, "accuracy": 0.75})
     assert _strict_loads(path.read_text()) == {"loss": None, "accuracy": 0.75}
+
+
+def test_leftovers_of_killed_writers_are_removed_and_a_half_swapped_folder_restored(tmp_path):
+    from toolkit.core.io import remove_leftovers
+
+    run = tmp_path / "run"
+    (run / ".export-ab12cd" / "saved_model").mkdir(parents=True)  # a killed export's work folder
+    (run / ".export-ab12cd" / "saved_model" / "saved_model.pb").write_bytes(b"x")
+    (run / ".model.onnx.k3j2.tmp.onnx").write_bytes(b"half")  # a killed atomic write
+    (run / ".saved_model.x9.tmp").mkdir()  # a killed folder write
+    (run / ".saved_model.old").mkdir()  # killed between the two renames: the only copy
+    (run / ".saved_model.old" / "saved_model.pb").write_bytes(b"previous")
+    (run / "phases" / "scratch").mkdir(parents=True)
+    (run / "phases" / "scratch" / ".best.keras.q1.tmp.keras").write_bytes(b"half")
+    keep = {"model.onnx": b"good", "manifest.json": b"{}", ".hidden-user-file": b"mine"}
+    for name, data in keep.items():
+        (run / name).write_bytes(data)
+
+    removed = {p.name for p in remove_leftovers(run)}
+    assert removed == {".export-ab12cd", ".model.onnx.k3j2.tmp.onnx", ".saved_model.x9.tmp"}
+    assert (run / "saved_model" / "saved_model.pb").read_bytes() == b"previous"
+    assert (run / "phases" / "scratch" / ".best.keras.q1.tmp.keras").exists()  # not recursive
+    assert {p.name for p in remove_leftovers(run, recursive=True)} == {".best.keras.q1.tmp.keras"}
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == keep

@@ -47,3 +47,32 @@ def test_each_epoch_is_a_task_over_its_steps_and_keeps_its_summary_line(capsys):
     assert all("img/s" in n and "loss" in n for n in first[1:4]) and first[-1] == "validating"
     assert len(lines) == 2 and lines[0].startswith("[head] epoch 1/2  loss") and "img/s  ETA" in lines[0]
     assert capsys.readouterr().out == ""  # verbose=0: no Keras bar beside tk's
+
+
+def test_a_checkpoint_that_would_not_fit_is_refused_before_hdf5_writes_and_the_old_one_kept(tmp_path, monkeypatch):
+    import errno
+    from collections import namedtuple
+
+    import toolkit.train.callbacks as callbacks
+
+    path = tmp_path / "latest.weights.h5"
+    path.write_bytes(b"w" * 4096)  # the previous epoch's backup
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(callbacks.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 1000, 1000))
+    calls: list = []
+    with pytest.raises(OSError) as info:
+        callbacks.save_atomic(path, ".weights.h5", calls.append)
+    assert info.value.errno == errno.ENOSPC and "needs about" in str(info.value) and not calls
+    assert path.read_bytes() == b"w" * 4096
+
+    monkeypatch.setattr(callbacks.shutil, "disk_usage", lambda _: usage(10**9, 0, 5000))
+
+    def h5py_on_a_full_disk(tmp):  # h5py's write errors carry no errno
+        tmp.write_bytes(b"half")
+        monkeypatch.setattr(callbacks.shutil, "disk_usage", lambda _: usage(10**9, 10**9, 0))
+        raise OSError("Unable to synchronously write data")
+
+    with pytest.raises(OSError) as info:
+        callbacks.save_atomic(path, ".weights.h5", h5py_on_a_full_disk)
+    assert info.value.errno == errno.ENOSPC
+    assert path.read_bytes() == b"w" * 4096 and sorted(p.name for p in tmp_path.iterdir()) == [path.name]

@@ -105,3 +105,39 @@ def tool_versions(*packages: str) -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+def remove_leftovers(folder: Path, recursive: bool = False) -> list[Path]:
+    """Remove what a killed writer left in folder: atomic_path's temporaries (.<name>.*.tmp*) and
+    export's work folders (.export-*). A .<name>.old whose <name> is gone (killed between the two
+    renames of a folder replace) is moved back; one whose <name> exists is removed. Call it only
+    while holding the folder's lock (core/lock.py): a live writer's temporaries look the same."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    found = folder.rglob(".*") if recursive else folder.glob(".*")
+    for path in sorted(found, key=lambda p: len(p.parts)):
+        name = path.name
+        if not (".tmp" in name or name.startswith(".export-") or (name.endswith(".old") and name.count(".") >= 2)):
+            continue
+        if not os.path.lexists(path):  # inside a leftover removed already
+            continue
+        if name.endswith(".old") and ".tmp" not in name:
+            target = path.with_name(name[1:-len(".old")])
+            if not target.exists():
+                os.replace(path, target)
+                continue
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        removed.append(path)
+    return removed
+
+
+def check_writable(folder: Path) -> None:
+    """Raise the OSError (EROFS, EACCES, ...) writing in folder would give, before the work that
+    would be lost to it (training, conversions, minutes of benchmarking) rather than after."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tk-write-check.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)

@@ -178,6 +178,7 @@ def archive_run(run_dir: Path) -> Optional[Path]:
     raise TkError(f"{run_dir}: 10000 archived runs of this name already exist beside it; delete old ones")
 
 
+
 def run_recipe(run_dir: Path) -> "Recipe":
     """The recipe the run was trained with (recipe.yaml in the run folder)."""
     from .recipe import load_recipe

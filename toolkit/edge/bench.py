@@ -27,7 +27,7 @@ from ..core.formats import FORMATS, looks_like_model, sort_key
 from ..core.progress import NO_PROGRESS, Progress, tracked
 from ..core.recipe import BenchSection
 from ..core.runs import MANIFEST, REFERENCE, load_manifest, record_metrics, resolve_run
-from ..core.io import now, write_json_atomic
+from ..core.io import check_writable, now, write_json_atomic
 from .bench_rows import (describe_settings, earlier_note, merge_rows, row_settings, set_aside_note, split_comparable,
                          upgrade_rows)
 from .machine import RUNTIME_PACKAGES, machine_info, machine_label, peak_rss_mb  # noqa: F401 (re-exported)
@@ -211,6 +211,7 @@ def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] 
     """
     settings.check()
     manifest = load_manifest(run_dir)
+    check_writable(run_dir)  # a read-only run folder fails now, not after minutes of measuring
     notes: list[str] = []
     entries = _artifacts_of(run_dir, manifest, only, notes)
     if not entries:

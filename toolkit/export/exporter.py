@@ -21,8 +21,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..core.errors import Say, TkError, suggest
-from ..core.io import atomic_path, tool_versions
+from ..core.errors import Say, TkError, fault_line, suggest
+from ..core.io import atomic_path, check_writable, remove_leftovers, tool_versions
+from ..core.lock import run_lock
 from ..core.formats import EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
 from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import ONNX_OPSETS, ExportSection, Recipe
@@ -308,6 +309,15 @@ def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
     if not ONNX_OPSETS[0] <= opset <= ONNX_OPSETS[1]:
         raise TkError(f"--opset: must be between {ONNX_OPSETS[0]} and {ONNX_OPSETS[1]} (got {opset})")
     pairs = plan(formats, quantizations, recipe.export, say)
+    check_writable(run_dir)
+    with run_lock(run_dir, "tk export", say):  # one writer per run (a tk train swaps the folder)
+        for path in remove_leftovers(run_dir):
+            say(f"removed {path}: left by an interrupted export")
+        return _export_pairs(run_dir, recipe, opset, pairs, say, data_root, progress)
+
+
+def _export_pairs(run_dir: Path, recipe: Recipe, opset: int, pairs: list[tuple[Format, str]],
+                  say: Say, data_root: Optional[Path], progress: Progress) -> list[dict[str, Any]]:
     job = ExportJob(run_dir, recipe, opset, say, data_root)
     versions = tool_versions("tensorflow", "keras", "tf2onnx", "onnx")
     source = job.manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
@@ -319,6 +329,8 @@ def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
             with progress.task("export: SavedModel every format converts from"):
                 job.saved_model  # noqa: B018
         except Exception as exc:
+            if isinstance(exc, OSError) and fault_line(exc) is not None:
+                raise
             raise TkError(f"{run_dir}/{REFERENCE}: model.export() to a SavedModel failed, so no format "
                           f"can be exported: {_cause(exc)}") from None
         for number, (fmt, quantization) in enumerate(pairs, 1):
@@ -328,6 +340,12 @@ def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
                                    1) as task, atomic_path(run_dir / file, suffix=fmt.suffix) as tmp:
                     info = WRITERS[fmt.name](job, quantization, tmp)
                     task.advance(1)
+            except OSError as exc:
+                if fault_line(exc) is not None:  # disk full / read-only: every other format would fail too
+                    raise
+                failures.append(f"{file} ({fmt.name} {quantization}): {_cause(exc)}")
+                say(f"export failed: {file} ({fmt.name}, {tolerance_kind(quantization)}): {_cause(exc)}")
+                continue
             except Exception as exc:  # a conversion failure of any kind: report it, export the rest
                 cause = _cause(exc)
                 failures.append(f"{file} ({fmt.name} {quantization}): {cause}")

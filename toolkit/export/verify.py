@@ -21,7 +21,7 @@ import numpy as np
 from ..core.errors import ParityError, Say, TkError
 from ..core.formats import tolerance_kind
 from ..core.images import load_batch
-from ..core.io import now, write_json_atomic
+from ..core.io import check_writable, now, write_json_atomic
 from ..core.metrics import accuracy
 from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import Threshold, VerifySection
@@ -43,6 +43,7 @@ def verify_run(run_dir: Path, files: Optional[Sequence[str]] = None, say: Say = 
     one task per model run (the reference, then each artifact), advanced per image.
     """
     run_dir = Path(run_dir)
+    check_writable(run_dir)  # a read-only run folder fails now, not after every artifact has run
     report = compare_run(run_dir, files, say, num_threads, data_root, progress)
     persist(run_dir, report)
     raise_on_failure(run_dir, report)

@@ -17,7 +17,7 @@ from ..edge.bench import BENCH_JSON, HEADERS, format_row, machine_label
 from ..edge.bench_rows import describe_settings, set_aside_note, upgrade_rows
 from ..core.errors import Say, TkError
 from ..core.runs import load_manifest
-from ..core.io import now, write_text_atomic
+from ..core.io import check_writable, now, write_text_atomic
 
 REPORT = "REPORT.md"
 PLOT = "bench_latency_accuracy.png"
@@ -222,6 +222,7 @@ def write_report(run_dir: Path, merge: Sequence[Path] = (), say: Say = print) ->
     """Write RUN/REPORT.md (and the latency plot) from the files in the run folder."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
+    check_writable(run_dir)
     name = manifest.get("name", run_dir.name)
     benches = [load_bench(run_dir / BENCH_JSON)] if (run_dir / BENCH_JSON).is_file() else []
     benches += [load_bench(Path(p)) for p in merge]

@@ -6,10 +6,13 @@ the best model so far, and `--resume` (with Keras' BackupAndRestore) continues w
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import keras
 
@@ -49,9 +52,85 @@ class BestCheckpoint(keras.callbacks.Callback):
         val_loss = float((logs or {}).get("val_loss", math.inf))
         if val_loss < self.best:
             self.best = val_loss
-            with atomic_path(self.folder / "best.keras", suffix=".keras") as tmp:
-                self.model.save(tmp)
+            save_atomic(self.folder / "best.keras", ".keras", self.model.save, state_bytes(self.model))
             write_json_atomic(self.folder / "best.json", {"epoch": epoch + 1, "val_loss": val_loss})
+
+
+def state_bytes(model) -> int:
+    """About what saving the model takes on disk: its variables and its optimizer's, 4 bytes each."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = list(model.variables) + (list(optimizer.variables) if optimizer is not None else [])
+    return sum(4 * math.prod(int(d) for d in v.shape) for v in variables)
+
+
+def save_atomic(path: Path, suffix: str, save: Callable[[Path], None], estimate: int = 0) -> None:
+    """save(tmp) into a temporary sibling, renamed onto path when complete: a full disk leaves the
+    previous file. Checked first against the free space the previous file's size says it needs,
+    because HDF5 has crashed the process on a disk that fills mid-write; an errno-less OSError from
+    h5py on a disk that is now full is reported as the ENOSPC it is."""
+    path = Path(path)
+    needed = max(path.stat().st_size if path.is_file() else 0, estimate)
+    _check_free(path, needed)
+    try:
+        with atomic_path(path, suffix=suffix) as tmp:
+            save(tmp)
+    except OSError as exc:
+        if exc.errno is None:
+            _check_free(path, max(needed, 1 << 20))
+        raise
+
+
+def _check_free(path: Path, needed: int) -> None:
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"No space left on device ({free / 2**20:.1f} MiB free, "
+                      f"{path.name} needs about {needed / 2**20:.1f} MiB)", str(path))
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' resume backup, written atomically (weights, then the epoch they belong to), so a full
+    disk or a kill mid-write leaves the previous epoch's backup. A backup that does not load (a
+    truncated latest.weights.h5 left by an older tk) falls back to the phase's best checkpoint,
+    or to the phase's first epoch, and says so instead of crashing."""
+
+    def __init__(self, backup_dir: Path, phase: str, say: Say):
+        super().__init__(str(backup_dir))
+        self.folder, self.phase, self.say = Path(backup_dir), phase, say
+
+    def _save_model(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_atomic(Path(self._weights_path), ".weights.h5",
+                    lambda tmp: self.model.save_weights(filepath=str(tmp), overwrite=True), state_bytes(self.model))
+        write_json_atomic(Path(self._training_metadata_path),
+                          {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+    def on_train_begin(self, logs=None):
+        try:
+            self._load_model()
+        except Exception as exc:  # h5py raises OSError, KeyError or ValueError on a damaged file
+            self._fall_back(exc)
+
+    def _fall_back(self, exc: Exception) -> None:
+        damaged = self._weights_path
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.model._initial_epoch = 0
+        best, state = self.folder.parent / "best.keras", self.folder.parent / "best.json"
+        where = "from its first epoch"
+        if best.is_file() and state.is_file():
+            try:
+                if self.model.optimizer is not None and not self.model.optimizer.built:
+                    self.model.optimizer.build(self.model.trainable_variables)
+                self.model.load_weights(best)
+                epoch = int(json.loads(state.read_text())["epoch"])
+                self.model._initial_epoch = epoch
+                where = f"from its best checkpoint (epoch {epoch}, {best})"
+            except Exception:  # noqa: BLE001 -- the best checkpoint is damaged too: start the phase over
+                pass
+        self.say(f"[{self.phase}] the resume backup {damaged} does not load ({type(exc).__name__}); "
+                 f"resuming the phase {where}")
 
 
 class HistoryWriter(keras.callbacks.Callback):

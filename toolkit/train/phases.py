@@ -28,7 +28,9 @@ from ..data.splits import discover
 from ..core.errors import Say, TkError
 from ..core.images import INTERPOLATION
 from ..core.runs import REFERENCE, RUNS_DIR, archive_run, save_manifest
-from ..core.io import atomic_path, now, sha256_file, size_bytes, tool_versions, write_json_atomic, write_text_atomic
+from ..core.lock import run_lock
+from .checkpoints import prepare_partial
+from ..core.io import atomic_path, check_writable, now, sha256_file, size_bytes, tool_versions, write_json_atomic, write_text_atomic
 from ..core.metrics import classification_metrics
 from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import Recipe
@@ -72,23 +74,22 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
         base = build_base(recipe.model)
         check_unfreeze_layer(base, recipe.train.fine_tune.unfreeze_from)
         dataset = _dataset(recipe, strict, say)
-        if work.exists() and not resume:
-            shutil.rmtree(work)
-        if resume and not work.exists():
-            say(f"nothing to resume at {work}: starting a new run")
-        work.mkdir(parents=True, exist_ok=True)
+        # Held from before .partial is touched until the run is swapped in: one writer per run.
+        check_writable(Path(runs_dir))
+        scope.enter_context(run_lock(run_dir, "tk train", say))
+        prepare_partial(work, recipe, resume, say)
         save_split(dataset, work / "split.json")
         say_device(policy, say)
         model, phases = _run_phases(recipe, dataset, base, work, say, progress)
         metrics = evaluate(model, dataset, recipe, say, progress)
         _finish_run(recipe, dataset, model, metrics, phases, work)
+        archived = _swap_into_place(work, run_dir)  # inside: under the lock
     except KeyboardInterrupt:
         raise TkError(f"interrupted: best checkpoints kept in {work}; continue with "
                       f"tk train {recipe.source_path or 'RECIPE'} --resume") from None
     finally:
         scope.close()
         keras.mixed_precision.set_global_policy("float32")
-    archived = _swap_into_place(work, run_dir)
     if archived is not None:
         say(f"kept the previous run as {archived} (tk export/verify/bench take it by that path)")
     say(f"run written to {run_dir} (model.keras, metrics.json, curves)")
@@ -136,11 +137,11 @@ def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recip
                progress: Progress = NO_PROGRESS) -> list:
     import keras
 
-    from .callbacks import BestCheckpoint, HistoryWriter, Progress as EpochProgress, StopOnNonFinite
+    from .callbacks import AtomicBackupAndRestore, BestCheckpoint, HistoryWriter, Progress as EpochProgress, StopOnNonFinite
 
     callbacks = [StopOnNonFinite(phase), BestCheckpoint(folder), HistoryWriter(folder),
                  EpochProgress(phase, epochs, images, say, progress, recipe.train.batch_size),
-                 keras.callbacks.BackupAndRestore(str(folder / "backup"))]
+                 AtomicBackupAndRestore(folder / "backup", phase, say)]
     if recipe.train.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=recipe.train.early_stopping))
     return callbacks

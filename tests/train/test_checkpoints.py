@@ -1,0 +1,96 @@
+"""--resume refuses a recipe edited in ways that change what the saved state means."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import small_recipe
+
+from toolkit.core.errors import TkError
+from toolkit.train.checkpoints import check_resumable, prepare_partial
+
+
+def test_resume_names_the_changed_keys_and_allows_epochs(tmp_path):
+    work = tmp_path / "r.partial"
+    said: list[str] = []
+    prepare_partial(work, small_recipe("r", tmp_path, train={"epochs": 3}), resume=False, say=said.append)
+    longer = small_recipe("r", tmp_path, train={"epochs": 9, "early_stopping": 2}, export={"formats": ["onnx"]})
+    check_resumable(work, longer, said.append)  # how long to train and what follows: allowed
+    edited = small_recipe("r", tmp_path, train={"learning_rate": 0.01}, model={"image_size": 48})
+    with pytest.raises(TkError) as info:
+        check_resumable(work, edited, said.append)
+    line = str(info.value)
+    assert "model.image_size (32 -> 48)" in line and "train.learning_rate (0.001 -> 0.01)" in line
+    assert "train.epochs" in line and "without --resume" in line and "\n" not in line
+
+
+def test_resume_cleans_tmp_files_and_a_fresh_run_discards_the_partial(tmp_path):
+    work = tmp_path / "r.partial"
+    recipe = small_recipe("r", tmp_path)
+    prepare_partial(work, recipe, resume=False, say=lambda _: None)
+    stale = work / "phases" / "scratch" / "backup" / ".latest.weights.h5.a1.tmp.weights.h5"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half")
+    said: list[str] = []
+    prepare_partial(work, recipe, resume=True, say=said.append)
+    assert not stale.exists() and any("interrupted write" in s for s in said)
+    assert stale.parent.is_dir()
+    prepare_partial(work, recipe, resume=False, say=lambda _: None)
+    assert not (work / "phases").exists() and (work / "recipe.yaml").is_file()
+
+
+def test_a_partial_run_of_an_older_tk_resumes_with_a_note(tmp_path):
+    work = tmp_path / "r.partial"
+    work.mkdir()
+    said: list[str] = []
+    check_resumable(work, small_recipe("r", tmp_path), said.append)
+    assert "cannot check" in said[0]
+
+
+def test_a_truncated_resume_backup_falls_back_to_the_best_checkpoint(synth_root, feature_cache, tmp_path, monkeypatch):
+    import json
+
+    from toolkit.train.callbacks import Progress
+    from toolkit.train.phases import train
+
+    recipe = small_recipe("truncated", synth_root, train={"epochs": 3})
+    original = Progress.on_epoch_begin
+
+    def ctrl_c_after_epoch_2(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(Progress, "on_epoch_begin", ctrl_c_after_epoch_2)
+    with pytest.raises(TkError, match="--resume"):
+        train(recipe, runs_dir=tmp_path, say=lambda _: None)
+    phase = tmp_path / "truncated.partial" / "phases" / "scratch"
+    latest = phase / "backup" / "latest.weights.h5"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # as an older tk left it on a full disk
+    best_epoch = json.loads((phase / "best.json").read_text())["epoch"]
+
+    monkeypatch.setattr(Progress, "on_epoch_begin", original)
+    said: list[str] = []
+    result = train(recipe, runs_dir=tmp_path, resume=True, say=said.append)
+    note = next(s for s in said if "does not load" in s)
+    assert str(latest) in note and f"best checkpoint (epoch {best_epoch}" in note
+    epochs = [s for s in said if s.startswith("[scratch] epoch")]
+    assert epochs[0].startswith(f"[scratch] epoch {best_epoch + 1}/3")
+    assert len(json.loads((result.run_dir / "phases" / "scratch" / "history.json").read_text())["loss"]) == 3
+
+
+def test_resume_through_the_cli_refuses_an_edited_recipe_in_one_line(synth_root, tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+
+    recipe = small_recipe("edited", synth_root, train={"epochs": 3})
+    prepare_partial(tmp_path / "runs" / "edited.partial", recipe, resume=False, say=lambda _: None)
+    edited = small_recipe("edited", synth_root, train={"epochs": 3, "batch_size": 8})
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(edited.to_dict()))
+    result = CliRunner().invoke(app, ["train", str(path), "--runs-dir", str(tmp_path / "runs"), "--resume"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: --resume") and "train.batch_size (16 -> 8)" in last
+    assert not (tmp_path / "runs" / ".edited.lock").exists()  # released on the way out
