@@ -36,7 +36,10 @@ def load_manifest(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise TkError(f"{run_dir}: no {MANIFEST}; train a model first (tk train RECIPE)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:  # tk writes UTF-8; a hand edit saved as latin-1 is not
+        raise TkError(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8, or re-run "
+                      "tk export to rewrite it") from None
     except json.JSONDecodeError as exc:
         raise TkError(f"{path}: not valid JSON ({exc}); re-run tk train or tk export to rewrite it") from None
 
@@ -142,7 +145,14 @@ def save_split(dataset: SplitDataset, path: Path) -> None:
 def load_split(path: Path) -> SplitDataset:
     if not path.is_file():
         raise TkError(f"{path}: no split recorded; train this run first (tk train RECIPE)")
-    return SplitDataset.from_json(json.loads(path.read_text()))
+    try:
+        return SplitDataset.from_json(json.loads(path.read_bytes().decode("utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        # truncated (a copy cut short, a full disk before atomic writes) or hand-edited
+        why = f"not valid JSON ({exc})" if isinstance(exc, json.JSONDecodeError) else \
+            f"not a tk split file ({exc.__class__.__name__}: {exc})"
+        raise TkError(f"{path}: {why}; re-run tk train to rewrite it, or copy it again from the run "
+                      "folder") from None
 
 
 

@@ -210,7 +210,8 @@ def _test_split(run_dir: Path) -> tuple[Optional[list[str]], Optional[list[int]]
     if not (run_dir / "split.json").is_file():
         return None, None, "no split.json in the run folder: accuracy not measured"
     split = load_split(run_dir / "split.json")
-    items = split.splits.get("test") or []
+    items = [(_beside(run_dir, p), y) for p, y in zip(split.paths("test"), split.labels("test"))] \
+        if "test" in split.splits else []
     missing = [p for p, _ in items if not Path(p).is_file()]
     if not items or missing:
         where = f" (e.g. {missing[0]})" if missing else ""
@@ -219,9 +220,19 @@ def _test_split(run_dir: Path) -> tuple[Optional[list[str]], Optional[list[int]]
     return [p for p, _ in items], [y for _, y in items], None
 
 
+def _beside(run_dir: Path, path: str) -> str:
+    """A relative split path that is not there from here but is under the run folder: a bundle
+    (tk pack writes paths relative to itself) or a run copied with its images."""
+    if not Path(path).is_absolute() and not Path(path).is_file() and (run_dir / path).is_file():
+        return str(run_dir / path)
+    return path
+
+
 def _artifacts_of(run_dir: Path, manifest: dict[str, Any], only: Optional[list[str]],
                   notes: list[str]) -> list[dict[str, Any]]:
-    entries = manifest.get("artifacts", {})
+    from .predictors import artifact_entries
+
+    entries = artifact_entries(manifest, run_dir / MANIFEST)
     names = only if only is not None else list(entries)
     chosen = []
     for name in names:
@@ -235,6 +246,9 @@ def _artifacts_of(run_dir: Path, manifest: dict[str, Any], only: Optional[list[s
             continue
         fmt = FORMATS.get(entry.get("format"))
         if fmt is not None and fmt.needs_tensorflow and not tensorflow_available():
+            if only is not None:
+                raise TkError(f"{run_dir / name}: a {fmt.name} model needs TensorFlow, which the base install "
+                              "does not have: pip install 'tk-edge[train]', or bench the .tflite/.onnx files")
             notes.append(f"{name}: skipped (TensorFlow is not installed: the edge install benches .tflite/.onnx)")
             continue
         chosen.append(entry)
