@@ -147,6 +147,9 @@ def pack(run_dir: Path, target: Path, formats: Optional[Sequence[str]] = None,
                                              "(tk bench will measure latency only)"]
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.pack-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)  # mkdtemp makes it 0700: the bundle gets a normal folder's mode
     try:
         packed = {}
         for entry in entries:
