@@ -230,13 +230,23 @@ def predict(
     from ..core.io import json_text
 
     from ..edge.bench import parse_threads
-    from ..edge.predict import format_prediction, predict as run_predict
+    from ..edge.predict import bad_files_line, format_prediction, predict as run_predict
 
     echo = None if as_json else (lambda p: say(format_prediction(p)))
+    bad: list[tuple[str, str]] = []
+
+    def skipped(file: str, why: str) -> None:  # reported as met, on stderr; the rest go on
+        bad.append((file, why))
+        if len(bad) > 1:  # the first one is named in the closing error line
+            err_console.print(f"skipped: {file}: {why}", style="yellow", markup=False, soft_wrap=True)
+
     counts = parse_threads(threads) if threads is not None else ()
-    results = run_predict(artifact, images, k=top_k, threads=counts[0] if counts else None, on_prediction=echo)
+    results = run_predict(artifact, images, k=top_k, threads=counts[0] if counts else None, on_prediction=echo,
+                          on_bad=skipped)
     if as_json:
         say(json_text([p.to_json() for p in results]))
+    if bad:  # exit 1: a script must not take a partial answer for a whole one
+        raise TkError(bad_files_line(bad, len(results)))
 
 
 @app.command("export")
@@ -280,10 +290,12 @@ def verify(
     from ..core.runs import resolve_run
     quiet.import_tensorflow_quietly()
     from ..core.io import json_text
+    from ..core.io import check_writable
     from ..export.verify import PARITY_FILE, compare_run, persist
 
     out = quiet_say if as_json else say
     run_dir = resolve_run(run, runs_dir, out)
+    check_writable(run_dir)  # a read-only run folder fails now, not after every artifact has run
     with progress(as_json) as bars:  # one ✓/✗ line per artifact, with its numbers and failures
         report = compare_run(run_dir, artifacts, out, data_root=data_root, progress=bars)
     persist(run_dir, report)
@@ -339,6 +351,28 @@ def bench(
             say(f"note: {note}")
     if result["ship"] is not None:
         say(ship_line(result["ship"]))
+
+
+@app.command("pack")
+@user_errors
+def pack_cmd(
+    run: Annotated[str, typer.Argument(help="Run folder, recipe file or run name.")],
+    directory: Annotated[Path, typer.Argument(help="Folder to write the device bundle to (new or empty).")],
+    formats: Annotated[Optional[list[str]], typer.Option("--format", help="Only artifacts of this format (tflite, onnx); repeatable (default: every .tflite and .onnx).")] = None,
+    artifacts: Annotated[Optional[list[str]], typer.Option("--artifact", help="Only this artifact file, e.g. model_int8.tflite; repeatable.")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Test images to include, stratified by class (0: none).")] = 200,
+    force: Annotated[bool, typer.Option("--force", help="Replace DIR if it holds an earlier bundle.")] = False,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Write the folder a device gets: artifacts, manifest, labels.txt and a labelled test sample."""
+    from ..core.runs import resolve_run
+    from ..edge.pack import pack
+
+    out = pack(resolve_run(run, runs_dir, say), directory, formats, artifacts, samples, force, say=say)
+    for note in out["notes"]:
+        say(f"note: {note}")
+    say(f"packed {len(out['artifacts'])} artifact(s), {out['samples']} test images of {out['classes']} classes "
+        f"into {out['dir']} ({out['size_bytes'] / 1e6:.1f} MB); on the device: tk bench {out['dir']}")
 
 
 @app.command()

@@ -40,6 +40,7 @@ SPLIT = "split.json"
 SPLITS = ("train", "validation", "test")
 RUN_RECIPE = "recipe.yaml"
 # split.json "format": 2 = paths relative to "root" (absolute); absent = relative to the cwd of tk train.
+BUNDLE = "bundle"  # the layout of a split tk pack wrote
 SPLIT_FORMAT = 2
 # Folders beside the runs that are not runs: a run in progress, a swap leftover, temp folders.
 NOT_RUN_SUFFIXES = (".partial", ".old")
@@ -50,7 +51,10 @@ def load_manifest(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise TkError(f"{run_dir}: no {MANIFEST}; train a model first (tk train RECIPE)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:  # tk writes UTF-8; a hand edit saved as latin-1 is not
+        raise TkError(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8, or re-run "
+                      "tk export to rewrite it") from None
     except json.JSONDecodeError as exc:
         raise TkError(f"{path}: not valid JSON ({exc}); re-run tk train or tk export to rewrite it") from None
 
@@ -213,16 +217,21 @@ class SplitDataset:
         return {s: {self.classes[k]: v for k, v in sorted(Counter(self.labels(s)).items())} for s in self.splits}
 
     def to_json(self) -> dict:
-        root = os.path.abspath(self.root)
-        rel = functools.partial(_relative, root=root)
+        if self.layout == BUNDLE:  # tk pack: paths relative to the bundle, wherever it is copied
+            root, rel = ".", str
+        else:
+            root = os.path.abspath(self.root)
+            rel = functools.partial(_relative, root=root)
         return {"format": SPLIT_FORMAT, "root": root, "layout": self.layout, "classes": self.classes,
                 "splits": {s: [[rel(p), y] for p, y in items] for s, items in self.splits.items()},
                 "skipped": [[rel(p), r] for p, r in self.skipped], "test_is_validation": self.test_is_validation}
 
     @classmethod
-    def from_json(cls, obj: dict, data_root: Optional[Path] = None) -> "SplitDataset":
+    def from_json(cls, obj: dict, data_root: Optional[Path] = None, base: Optional[Path] = None) -> "SplitDataset":
+        """`base`: the folder split.json is in; a relative recorded root (a bundle's ".") is relative to it."""
         if obj.get("format") == SPLIT_FORMAT:
-            root, root_from = (os.path.abspath(data_root), "--data-root") if data_root else (obj["root"], "recorded")
+            recorded = obj["root"] if os.path.isabs(obj["root"]) else os.path.join(base or ".", obj["root"])
+            root, root_from = (os.path.abspath(data_root), "--data-root") if data_root else (recorded, "recorded")
             place = functools.partial(_joined, root=root)
         elif data_root:  # an old split.json moved: its paths start with its root (as tk train was given it)
             root, root_from = os.path.abspath(data_root), "--data-root"
@@ -279,10 +288,13 @@ def load_split(path: Path, data_root: Optional[Path] = None) -> SplitDataset:
     if data_root is not None and not Path(data_root).is_dir():
         raise TkError(f"--data-root: folder not found: {data_root} (pass the dataset folder, the one with the class folders)")
     try:
-        obj = json.loads(path.read_text())
-        return SplitDataset.from_json(obj, data_root)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise TkError(f"{path}: not a valid split file ({type(exc).__name__}: {exc}); re-run tk train to rewrite it") from None
+        return SplitDataset.from_json(json.loads(path.read_bytes().decode("utf-8")), data_root, base=path.parent)
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        # truncated (a copy cut short, a full disk before atomic writes) or hand-edited
+        why = f"not valid JSON ({exc})" if isinstance(exc, json.JSONDecodeError) else \
+            f"not a tk split file ({exc.__class__.__name__}: {exc})"
+        raise TkError(f"{path}: {why}; re-run tk train to rewrite it, or copy it again from the run "
+                      "folder") from None
 
 
 def check_files_exist(paths: Sequence[str], run_dir: Path, split: Optional[SplitDataset] = None) -> None:

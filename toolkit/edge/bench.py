@@ -179,9 +179,12 @@ def _test_split(run_dir: Path, data_root: Optional[Path] = None
     return [p for p, _ in items], [y for _, y in items], None
 
 
+
 def _artifacts_of(run_dir: Path, manifest: dict[str, Any], only: Optional[list[str]],
                   notes: list[str]) -> list[dict[str, Any]]:
-    entries = manifest.get("artifacts", {})
+    from .predictors import artifact_entries
+
+    entries = artifact_entries(manifest, run_dir / MANIFEST)
     names = only if only is not None else list(entries)
     chosen = []
     for name in names:
@@ -195,6 +198,9 @@ def _artifacts_of(run_dir: Path, manifest: dict[str, Any], only: Optional[list[s
             continue
         fmt = FORMATS.get(entry.get("format"))
         if fmt is not None and fmt.needs_tensorflow and not tensorflow_available():
+            if only is not None:
+                raise TkError(f"{run_dir / name}: a {fmt.name} model needs TensorFlow, which the base install "
+                              "does not have: pip install 'tk-edge[train]', or bench the .tflite/.onnx files")
             notes.append(f"{name}: skipped (TensorFlow is not installed: the edge install benches .tflite/.onnx)")
             continue
         chosen.append(entry)

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..core.errors import TkError
-from ..core.images import is_image_name, load_batch
+from ..core.images import BadImage, is_image_name, load_image
 from .predictors import Predictor, load_predictor
 
 BATCH = 32
@@ -54,29 +54,58 @@ def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, f
     return [(labels[i], float(probs[i])) for i in order]
 
 
-def predict_paths(predictor: Predictor, files: Sequence[Path], k: int = 1,
-                  batch: int = BATCH) -> Iterator[Prediction]:
-    """Predictions batch by batch (decoded through images.load_batch, like training)."""
+BadFile = Callable[[str, str], None]  # (file, reason) for an input that is not a readable image
+
+
+def predict_paths(predictor: Predictor, files: Sequence[Path], k: int = 1, batch: int = BATCH,
+                  on_bad: BadFile | None = None) -> Iterator[Prediction]:
+    """Predictions batch by batch (decoded through images.load_image, like training). A file that
+    is not a readable image goes to `on_bad` and the others are still predicted; without `on_bad`
+    it is a TkError naming it."""
     for start in range(0, len(files), batch):
-        chunk = list(files[start:start + batch])
-        probs = predictor.predict(load_batch(chunk, predictor.size))
-        for path, row in zip(chunk, probs):
+        good, pixels = [], []
+        for path in files[start:start + batch]:
+            try:
+                pixels.append(load_image(path, predictor.size))
+                good.append(path)
+            except BadImage as exc:
+                if on_bad is None:
+                    raise TkError(f"{path}: {exc}; pass JPEG, PNG, BMP or GIF images") from None
+                on_bad(str(path), str(exc))
+        if not good:
+            continue
+        probs = predictor.predict(np.stack(pixels))
+        for path, row in zip(good, probs):
             yield Prediction(str(path), top_k(row, predictor.labels, k))
 
 
 def predict(artifact: str | Path, inputs: Sequence[str | Path], k: int = 1, threads: int | None = None,
-            on_prediction: Callable[[Prediction], None] | None = None) -> list[Prediction]:
-    """Load the artifact (manifest + sha256 checked) and predict every input image."""
+            on_prediction: Callable[[Prediction], None] | None = None,
+            on_bad: BadFile | None = None) -> list[Prediction]:
+    """Load the artifact (manifest + sha256 checked) and predict every input image.
+
+    Unreadable files go to `on_bad` as they are met and the rest are predicted (the caller says
+    so at the end: see bad_files_line); without `on_bad` the first one is a TkError.
+    """
     if k < 1:
         raise TkError(f"--top-k: must be >= 1 (got {k})")
+    if threads is not None and threads < 1:
+        raise TkError(f"--threads: must be >= 1 (got {threads})")
     files = expand_inputs(inputs)
     predictor = load_predictor(artifact, num_threads=threads)
     out = []
-    for prediction in predict_paths(predictor, files, k):
+    for prediction in predict_paths(predictor, files, k, on_bad=on_bad):
         out.append(prediction)
         if on_prediction:
             on_prediction(prediction)
     return out
+
+
+def bad_files_line(bad: Sequence[tuple[str, str]], predicted: int) -> str:
+    """The closing line when some inputs were not images (each was reported as it was met)."""
+    first, why = bad[0]
+    return (f"{len(bad)} of {len(bad) + predicted} files are not readable images (first: {first}: {why}); "
+            f"the other {predicted} were predicted; pass JPEG, PNG, BMP or GIF images")
 
 
 def format_prediction(prediction: Prediction) -> str:

@@ -42,6 +42,24 @@ class Predictor:
     def predict(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _check_outputs(self, count: int, shape: Sequence[Any]) -> None:
+        """One output of (batch, classes), as many classes as the manifest names: labels are never
+        attached to an output they do not describe."""
+        if count != 1:
+            raise TkError(f"{self.path}: model has {count} outputs; tk runs classifiers with one output "
+                          "(class probabilities): export the model with a single output")
+        self._check_classes(shape)
+
+    def _check_classes(self, shape: Sequence[Any]) -> None:
+        if len(shape) != 2:
+            raise TkError(f"{self.path}: model output has shape {list(shape)}, expected (batch, classes); "
+                          "tk runs image classifiers")
+        classes = shape[-1]
+        if isinstance(classes, (int, np.integer)) and classes != len(self.labels):
+            raise TkError(f"{self.path}: model outputs {classes} classes but the manifest lists "
+                          f"{len(self.labels)} ({', '.join(self.labels)}); copy the manifest.json of the "
+                          "run that exported this model")
+
     def predict_batched(self, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
         """Probabilities for any number of decoded images, `batch_size` at a time."""
         chunks = [self.predict(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
@@ -57,6 +75,11 @@ class Predictor:
         if len(shape) != 4:
             raise TkError(f"{self.path}: model input has shape {list(shape)}, expected (batch, height, width, 3); "
                           "re-run tk export")
+        channels = shape[3]
+        if isinstance(channels, (int, np.integer)) and channels != 3:
+            layout = " (channels-first NCHW: tk feeds NHWC)" if shape[1] == 3 else ""
+            raise TkError(f"{self.path}: model input has {channels} channel(s){layout}, shape {list(shape)}; "
+                          "tk feeds RGB images as (batch, height, width, 3): export the model with that input")
         if not all(isinstance(d, (int, np.integer)) for d in shape[1:3]):
             return  # symbolic height/width (a fully dynamic graph): any size the manifest names fits
         height, width = int(shape[1]), int(shape[2])
@@ -93,6 +116,7 @@ class TFLiteModel:
             raise TkError(f"{path}: not a valid .tflite model (truncated or corrupt?): {exc}; re-run tk export") from None
         self._details()
         self.input_shape = tuple(self._in["shape"])
+        self.output_count = len(self.interpreter.get_output_details())
         self._batch = int(self._in["shape"][0])
 
     def _details(self) -> None:
@@ -118,6 +142,7 @@ class TFLitePredictor(Predictor):
         super().__init__(path, manifest)
         self.model = TFLiteModel(path, num_threads)
         self._check_input(self.model.input_shape)
+        self._check_outputs(self.model.output_count, tuple(self.model._out["shape"]))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.model.run(images)
@@ -156,11 +181,46 @@ class OnnxPredictor(Predictor):
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             raise TkError(f"{path}: not a valid .onnx model (truncated or corrupt?): {exc}; re-run tk export") from None
-        self._input = self.session.get_inputs()[0]
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1:
+            raise TkError(f"{path}: model has {len(inputs)} inputs; tk runs classifiers with one image input")
+        self._input = inputs[0]
         self._check_input(self._input.shape)
+        self._check_outputs(len(outputs), outputs[0].shape)
+        if self._input.type not in _ONNX_INPUTS:
+            raise TkError(f"{path}: model input type {self._input.type} is not supported; tk feeds "
+                          f"{', '.join(sorted(_ONNX_INPUTS))} (RGB pixels 0..255)")
+        if outputs[0].type not in _ONNX_FLOATS:
+            raise TkError(f"{path}: model output type {outputs[0].type} is not supported; tk reads class "
+                          "probabilities as float (a quantized output needs its scale: use QDQ, as tk export does)")
+        # A fixed batch dimension (e.g. 1) is fed that many images per call.
+        batch = self._input.shape[0]
+        self._batch = int(batch) if isinstance(batch, (int, np.integer)) and batch > 0 else None
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self._input.name: images.astype(np.float32, copy=False)})[0]
+        pixels = _ONNX_INPUTS[self._input.type](images)
+        step = self._batch or max(len(pixels), 1)
+        chunks = []
+        for i in range(0, len(pixels), step):
+            chunk = pixels[i:i + step]
+            if len(chunk) < step and self._batch:  # pad the last chunk to the fixed batch
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
+            out = np.asarray(self.session.run(None, {self._input.name: chunk})[0], dtype=np.float32)
+            chunks.append(out[:len(pixels) - i])
+        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
+        self._check_classes(probs.shape)  # a symbolic class dimension is checked on the first output
+        return probs
+
+
+_ONNX_FLOATS = ("tensor(float)", "tensor(float16)", "tensor(double)")
+# What an image input of each type is fed: float types take the 0..255 pixels as they are; uint8
+# takes the pixel itself (what load_image decoded, so rounding restores it exactly).
+_ONNX_INPUTS = {
+    "tensor(float)": lambda x: x.astype(np.float32, copy=False),
+    "tensor(float16)": lambda x: x.astype(np.float16),
+    "tensor(double)": lambda x: x.astype(np.float64),
+    "tensor(uint8)": lambda x: np.clip(np.round(x), 0, 255).astype(np.uint8),
+}
 
 
 def predictor_class(fmt: Format) -> type[Predictor]:
@@ -174,30 +234,67 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
     path = Path(path)
     if not path.exists():
         raise TkError(f"{path}: model file not found")
+    if num_threads is not None and num_threads < 1:
+        raise TkError(f"--threads: must be >= 1 (got {num_threads})")
     fmt = format_of_path(path)
+    if fmt.needs_tensorflow and not tensorflow_installed():
+        raise TkError(f"{path}: a {fmt.name} model needs TensorFlow, which the base install does not have: "
+                      "pip install 'tk-edge[train]', or use the run's .tflite/.onnx files")
     manifest_path = path.parent / MANIFEST
     if not manifest_path.is_file():
         raise TkError(f"{path}: no {MANIFEST} beside it; copy the run's manifest.json with the model "
                       "(it holds the labels and preprocessing)")
+    manifest = read_manifest(manifest_path)
+    entry = artifact_entries(manifest, manifest_path).get(path.name)
+    if not isinstance(entry, dict):
+        raise TkError(f"{path}: not listed in {manifest_path}; the manifest is out of date (re-run tk export)")
+    if check_hash:
+        # A manifest entry without sha256 is refused, not trusted: the hash is what ties this file
+        # to the labels and preprocessing beside it.
+        if not entry.get("sha256"):
+            raise TkError(f"{manifest_path}: no sha256 recorded for {path.name}; copy the manifest.json of "
+                          "the run that exported it (or re-run tk export / tk pack)")
+        if sha256_file(path) != entry["sha256"]:
+            raise TkError(f"{path}: sha256 differs from {manifest_path}; the file changed after export "
+                          "(re-run tk export, or copy the matching manifest)")
+    return predictor_class(fmt)(path, manifest, num_threads=num_threads)
+
+
+def tensorflow_installed() -> bool:
+    """Both TensorFlow and Keras importable (the [train] install); never imports them."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("tensorflow", "keras"))
+
+
+def read_manifest(manifest_path: Path) -> dict[str, Any]:
+    """A manifest beside a model, checked for the fields every predictor reads."""
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TkError(f"{manifest_path}: not UTF-8 text (byte {exc.start}); tk writes UTF-8: copy it again "
+                      "from the run folder, or re-save it as UTF-8") from None
     except json.JSONDecodeError as exc:
         raise TkError(f"{manifest_path}: not valid JSON ({exc}); copy it again from the run folder") from None
     _check_manifest(manifest, manifest_path)
-    entry = manifest.get("artifacts", {}).get(path.name)
-    if entry is None:
-        raise TkError(f"{path}: not listed in {manifest_path}; the manifest is out of date (re-run tk export)")
-    if check_hash and entry.get("sha256") and sha256_file(path) != entry["sha256"]:
-        raise TkError(f"{path}: sha256 differs from {manifest_path}; the file changed after export "
-                      "(re-run tk export, or copy the matching manifest)")
-    return predictor_class(fmt)(path, manifest, num_threads=num_threads)
+    return manifest
+
+
+def artifact_entries(manifest: dict[str, Any], manifest_path: Path) -> dict[str, Any]:
+    """The manifest's artifacts mapping (file -> entry); a list or other shape is one clear line."""
+    entries = manifest.get("artifacts", {})
+    if not isinstance(entries, dict):
+        raise TkError(f"{manifest_path}: 'artifacts' must map file names to entries (got "
+                      f"{type(entries).__name__}); copy manifest.json again from the run folder")
+    return entries
 
 
 def _check_manifest(manifest: Any, manifest_path: Path) -> None:
     """The fields every predictor reads; a hand-edited or foreign JSON file fails here, by name."""
     try:
         classes, size = manifest["classes"], manifest["preprocessing"]["size"]
-        ok = isinstance(classes, list) and len(classes) >= 2 and len(size) == 2 and all(int(v) > 0 for v in size)
+        ok = (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
+              and len(size) == 2 and all(int(v) > 0 for v in size))
     except (KeyError, TypeError, ValueError):
         ok = False
     if not ok:
