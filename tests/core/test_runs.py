@@ -85,7 +85,7 @@ def test_old_cwd_relative_split_still_loads_or_says_how(tmp_path, monkeypatch):
 
 def test_truncated_split_is_one_line(tmp_path):
     (tmp_path / "split.json").write_text('{"root": "x", "classes": [')
-    with pytest.raises(TkError, match="not a valid split file"):
+    with pytest.raises(TkError, match="not valid JSON"):
         load_split(tmp_path / "split.json")
 
 

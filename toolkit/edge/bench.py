@@ -277,7 +277,7 @@ def _bench_report(run_dir: Path, manifest: dict[str, Any], rows: list[dict[str, 
     if stale:
         notes.append(f"{stale} earlier row(s) dropped: their artifact changed since (other sha256) or is no "
                      "longer in the manifest")
-    notes += [n for n in (set_aside_note(other), earlier_note(shown, created)) if n]
+    notes += [n for n in (set_aside_note(other), earlier_note(shown, rows)) if n]
     machines = dict(old.get("machines", {})) if old else {}
     if old and "machines" not in old:  # a bench.json of an older tk: its one machine
         machines[machine_label(old["machine"])] = old["machine"]

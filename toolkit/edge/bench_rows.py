@@ -76,9 +76,12 @@ def set_aside_note(other: Sequence[dict[str, Any]], where: str = "from earlier c
     return f"{len(other)} row(s) {where} with other settings not shown ({detail})"
 
 
-def earlier_note(rows: Sequence[dict[str, Any]], created: str) -> Optional[str]:
-    """Rows shown that this call did not measure (same settings, an earlier call): say when they were."""
-    earlier = [r for r in rows if r.get("measured_at") != created]
+def earlier_note(rows: Sequence[dict[str, Any]], fresh: Sequence[dict[str, Any]]) -> Optional[str]:
+    """Rows shown that this call did not measure (same settings, an earlier call): say when they were.
+
+    By key, not by time: two calls within one second share a timestamp."""
+    measured = {(r["file"], r.get("machine"), r["threads"]) for r in fresh}
+    earlier = [r for r in rows if (r["file"], r.get("machine"), r["threads"]) not in measured]
     if not earlier:
         return None
     times = sorted({str(r.get("measured_at")) for r in earlier})
