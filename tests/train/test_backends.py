@@ -56,10 +56,14 @@ def _train_without_tensorflow(recipe, tmp_path: Path, backend_env: str | None = 
     path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     # A finder that refuses tensorflow, not sys.modules['tensorflow'] = None: Keras' preprocessing
     # layers take "tensorflow" in sys.modules to mean "maybe inside tf.data" and would import it.
-    code = ("import sys, importlib.abc\n"
-            "class NoTF(importlib.abc.MetaPathFinder):\n"
+    # find_spec answers (with no file: torch's dynamo asks find_spec for every library it skips,
+    # and would stop at an error there); importing it fails.
+    code = ("import sys, importlib.abc, importlib.machinery\n"
+            "class NoTF(importlib.abc.MetaPathFinder, importlib.abc.Loader):\n"
             "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] == 'tensorflow': raise ImportError('tensorflow is blocked')\n"
+            "        if name.split('.')[0] == 'tensorflow': return importlib.machinery.ModuleSpec(name, self)\n"
+            "    def create_module(self, spec): raise ImportError('tensorflow is blocked')\n"
+            "    def exec_module(self, module): raise ImportError('tensorflow is blocked')\n"
             "sys.meta_path.insert(0, NoTF())\n"
             "from toolkit.cli.app import app; app()\n"
             "assert 'tensorflow' not in sys.modules")
