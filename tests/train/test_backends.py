@@ -1,11 +1,16 @@
-"""tk train on Keras' JAX backend with TensorFlow unimportable; its model exports and verifies here.
+"""tk train on Keras' JAX and PyTorch backends with TensorFlow unimportable; their models export and
+verify here, under TensorFlow.
 
-The JAX legs run where jax is installed (`make setup` installs the [jax] extra); the subprocess
-cannot import TensorFlow at all, so any import of it on the training path fails the run.
+The JAX legs run where jax is installed (`make setup` installs the [jax] extra). The torch legs
+run where torch is importable: in this interpreter, or in the one TK_TORCH_PYTHON names (a venv
+with `pip install -e '.[torch,test]'`, no TensorFlow in it), so the export half still runs here.
+The training subprocess cannot import TensorFlow at all, so any import of it on the training
+path fails the run.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -22,15 +27,43 @@ REPO = Path(__file__).resolve().parents[2]
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax not installed (make setup installs it)")
 
 
-def _train_without_tensorflow(recipe, tmp_path: Path, backend_env: str | None = "jax") -> subprocess.CompletedProcess:
+@functools.lru_cache(maxsize=None)
+def torch_python() -> str | None:
+    """An interpreter that imports torch: this one, else the one TK_TORCH_PYTHON names."""
+    if importlib.util.find_spec("torch") is not None:
+        return sys.executable
+    given = os.environ.get("TK_TORCH_PYTHON")
+    if given and subprocess.run([given, "-c", "import torch, keras"], capture_output=True,
+                                env={**os.environ, "KERAS_BACKEND": "torch"}, timeout=120).returncode == 0:
+        return given
+    return None
+
+
+needs_torch = pytest.mark.skipif(
+    "torch_python() is None",
+    reason="torch is not importable here and TK_TORCH_PYTHON names no python that imports it "
+           "(pip install -e '.[torch,test]' in a venv, then TK_TORCH_PYTHON=<venv>/bin/python)")
+BACKENDS = [pytest.param("jax", marks=needs_jax), pytest.param("torch", marks=needs_torch)]
+
+
+def _python(backend: str) -> str:
+    return torch_python() if backend == "torch" else sys.executable
+
+
+def _train_without_tensorflow(recipe, tmp_path: Path, backend_env: str | None = "jax",
+                              python: str | None = None) -> subprocess.CompletedProcess:
     path = tmp_path / f"{recipe.name}.yaml"
     path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     # A finder that refuses tensorflow, not sys.modules['tensorflow'] = None: Keras' preprocessing
     # layers take "tensorflow" in sys.modules to mean "maybe inside tf.data" and would import it.
-    code = ("import sys, importlib.abc\n"
-            "class NoTF(importlib.abc.MetaPathFinder):\n"
+    # find_spec answers (with no file: torch's dynamo asks find_spec for every library it skips,
+    # and would stop at an error there); importing it fails.
+    code = ("import sys, importlib.abc, importlib.machinery\n"
+            "class NoTF(importlib.abc.MetaPathFinder, importlib.abc.Loader):\n"
             "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] == 'tensorflow': raise ImportError('tensorflow is blocked')\n"
+            "        if name.split('.')[0] == 'tensorflow': return importlib.machinery.ModuleSpec(name, self)\n"
+            "    def create_module(self, spec): raise ImportError('tensorflow is blocked')\n"
+            "    def exec_module(self, module): raise ImportError('tensorflow is blocked')\n"
             "sys.meta_path.insert(0, NoTF())\n"
             "from toolkit.cli.app import app; app()\n"
             "assert 'tensorflow' not in sys.modules")
@@ -38,56 +71,68 @@ def _train_without_tensorflow(recipe, tmp_path: Path, backend_env: str | None = 
     env.pop("KERAS_BACKEND", None)
     if backend_env:
         env["KERAS_BACKEND"] = backend_env
-    return subprocess.run([sys.executable, "-c", code, "train", str(path), "--runs-dir", str(tmp_path / "runs")],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run([python or sys.executable, "-c", code, "train", str(path), "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, env=env, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def jax_run(synth_root, tmp_path_factory) -> Path:
-    """Scratch mode with augmentation, trained on JAX (backend from the environment)."""
-    tmp = tmp_path_factory.mktemp("jax")
-    recipe = small_recipe("jax_scratch", synth_root, train={
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend_run(request, synth_root, tmp_path_factory) -> Path:
+    """Scratch mode with augmentation, trained on JAX or torch (backend from the environment)."""
+    backend = request.param
+    tmp = tmp_path_factory.mktemp(backend)
+    recipe = small_recipe(f"{backend}_scratch", synth_root, train={
         "epochs": 8, "augment": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "contrast": 0.1}})
-    proc = _train_without_tensorflow(recipe, tmp)
+    proc = _train_without_tensorflow(recipe, tmp, backend_env=backend, python=_python(backend))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "backend jax, device CPU" in proc.stdout
+    assert f"backend {backend}, device CPU" in proc.stdout
     assert "decoded once" in proc.stdout
-    return tmp / "runs" / "jax_scratch"
+    return tmp / "runs" / f"{backend}_scratch"
 
 
-@needs_jax
 @pytest.mark.slow
-def test_scratch_trains_on_jax_without_tensorflow(jax_run):
-    metrics = json.loads((jax_run / "metrics.json").read_text())["test"]
+def test_scratch_trains_without_tensorflow(backend_run):
+    metrics = json.loads((backend_run / "metrics.json").read_text())["test"]
     assert metrics["accuracy"] > 0.5  # 3 balanced classes: chance is 1/3
-    manifest = json.loads((jax_run / "manifest.json").read_text())
-    assert manifest["artifacts"]["model.keras"]["backend"] == "jax"
+    manifest = json.loads((backend_run / "manifest.json").read_text())
+    assert manifest["artifacts"]["model.keras"]["backend"] == backend_run.name.split("_")[0]
 
 
-@needs_jax
 @pytest.mark.slow
-def test_features_then_finetune_on_jax_from_the_recipe(synth_root, base_weights, tmp_path):
-    recipe = small_recipe("jax_features", synth_root, model={"weights": str(base_weights)},
-                          train={"mode": "features", "epochs": 2, "backend": "jax",
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_features_then_finetune_from_the_recipe(backend, synth_root, base_weights, tmp_path):
+    recipe = small_recipe(f"{backend}_features", synth_root, model={"weights": str(base_weights)},
+                          train={"mode": "features", "epochs": 2, "backend": backend,
                                  "fine_tune": {"epochs": 1, "unfreeze_from": "block2_conv1", "learning_rate": 1e-4}})
-    proc = _train_without_tensorflow(recipe, tmp_path, backend_env=None)  # backend from the recipe
+    proc = _train_without_tensorflow(recipe, tmp_path, backend_env=None, python=_python(backend))  # backend from the recipe
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "backend jax" in proc.stdout
+    assert f"backend {backend}" in proc.stdout
     assert "extracting with engine keras" in proc.stdout  # LiteRT's engine converts through TensorFlow
-    phases = json.loads((tmp_path / "runs" / "jax_features" / "metrics.json").read_text())["phases"]
+    phases = json.loads((tmp_path / "runs" / recipe.name / "metrics.json").read_text())["phases"]
     assert phases == ["features", "finetune"]
 
 
-@needs_jax
 @pytest.mark.slow
-def test_jax_model_exports_and_verifies_under_tensorflow(jax_run, tmp_path):
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=needs_torch)])
+def test_frozen_base_with_augmentation(backend, synth_root, base_weights, tmp_path):
+    recipe = small_recipe(f"{backend}_augment", synth_root, model={"weights": str(base_weights)},
+                          train={"mode": "augment", "epochs": 2, "backend": backend,
+                                 "augment": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "contrast": 0.1}})
+    proc = _train_without_tensorflow(recipe, tmp_path, backend_env=None, python=_python(backend))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = tmp_path / "runs" / recipe.name
+    assert json.loads((run / "metrics.json").read_text())["phases"] == ["augment"]
+    assert json.loads((run / "manifest.json").read_text())["artifacts"]["model.keras"]["backend"] == backend
+
+
+@pytest.mark.slow
+def test_model_exports_and_verifies_under_tensorflow(backend_run, tmp_path):
     import shutil
 
     from toolkit.export.exporter import export_run
     from toolkit.export.verify import verify_run
 
-    run = tmp_path / "runs" / jax_run.name
-    shutil.copytree(jax_run, run)
+    run = tmp_path / "runs" / backend_run.name
+    shutil.copytree(backend_run, run)
     export_run(run, formats=["tflite", "onnx"], quantizations=["none"], say=lambda _: None)
     report = verify_run(run, say=lambda _: None)
     assert report  # verify_run raises ParityError when an artifact disagrees with model.keras

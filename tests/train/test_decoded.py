@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,9 @@ def test_worker_processes_decode_the_devices_pixels_once(synth_root, tmp_path, m
     for i in (0, 57, 99):
         assert np.array_equal(images[i], load_image(paths[i], (32, 32)).astype(np.uint8))
     assert "decoded once" in said[-1] and str(tmp_path / "decoded") in said[-1]
+    # Served from the file the workers just wrote (its pages are in the OS cache), not a second copy.
+    cached = list((tmp_path / "decoded").glob("*.npy"))
+    assert isinstance(images, np.memmap) and not images.flags.writeable and [Path(images.filename)] == cached
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again: the cache was not reused")
@@ -92,3 +97,14 @@ def test_decoding_reports_every_image_once_and_a_cache_hit_reports_nothing(synth
     assert len(task.advances) == -(-count // decoded.CHUNK)  # one advance per chunk, as it lands
     decoded.decoded_images(paths, 32, tmp_path, say=lambda _: None, label="train", progress=progress)
     assert len(progress.tasks) == 1
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full (every write: ENOSPC)")
+def test_a_full_disk_is_an_os_error_not_a_bad_image(synth_root):
+    import errno
+
+    # Rows are plain writes (a memory map would die of SIGBUS here): the error reaches the caller,
+    # whose CLI turns ENOSPC into one line naming the folder; it is never listed as a bad file.
+    with pytest.raises(OSError) as info:
+        decoded._decode_chunk(("/dev/full", 128, 0, _paths(synth_root, 2), 32))
+    assert info.value.errno == errno.ENOSPC
