@@ -62,7 +62,7 @@ def main() -> None:
             edge = tk_bench(base_tk, [f"{tmp}/model_int8.tflite", f"{tmp}/model_float32.tflite"], args, "1")
     load_after = os.getloadavg()
 
-    from toolkit.bench import HEADERS, format_row
+    from toolkit.edge.bench import HEADERS, format_row
 
     rows = second["rows"]
     print(f"machine: {second['machine']['cpu']}, {second['machine']['cores']} cores, {second['machine']['os']}, "

@@ -108,7 +108,7 @@ def test_zero_test_fraction_evaluates_on_validation(folder_root):
 
 
 @pytest.mark.parametrize("change, split, named", [
-    (lambda root: shutil.rmtree(root / "test" / "square"), "test", "missing: ['square']"),
+    (lambda root: shutil.rmtree(root / "validation" / "square"), "validation", "missing: ['square']"),
     (lambda root: (root / "validation" / "star").mkdir(), "validation", "extra: ['star']"),
 ])
 def test_class_sets_differing_between_splits_is_an_error(tmp_path, change, split, named):

@@ -209,7 +209,7 @@ def test_a_damaged_model_is_one_error_and_writes_nothing(trained_run, tmp_path):
     result = CliRunner().invoke(app, ["export", str(run)])
     assert result.exit_code == 1
     errors = _error_lines(result.output)
-    assert len(errors) == 1 and "model.keras: cannot load the trained model" in errors[0]
+    assert len(errors) == 1 and "model.keras: not a .keras archive (damaged or truncated)" in errors[0]
     assert "Traceback" not in result.output
     assert sorted(p.name for p in run.iterdir()) == before
 

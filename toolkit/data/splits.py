@@ -20,8 +20,11 @@ from ..core.runs import SPLITS, SplitDataset
 _SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "val", "valid"), "test": ("test",)}
 
 
-def discover(data: DataSection, seed: int) -> SplitDataset:
-    """Find classes and images under data.root, screen bad files, and split."""
+def discover(data: DataSection, seed: int, complete: bool = True) -> SplitDataset:
+    """Find classes and images under data.root, screen bad files, and split.
+
+    complete: a class with no usable image in train or validation is an error (inspect passes
+    False to list it among its warnings instead)."""
     root = Path(data.root)
     if not root.is_dir():
         if data.source:
@@ -39,8 +42,8 @@ def discover(data: DataSection, seed: int) -> SplitDataset:
         if "train" not in split_dirs or "validation" not in split_dirs:
             raise TkError(f"data.root: {root} needs train/ and validation/ subfolders for layout presplit "
                           f"(found {', '.join(p.name for p in root.iterdir() if p.is_dir()) or 'none'})")
-        return _presplit(root, split_dirs, data.strict)
-    return _folder(root, data, seed)
+        return _presplit(root, split_dirs, data.strict, complete)
+    return _folder(root, data, seed, complete)
 
 
 def _presplit_dirs(root: Path) -> dict[str, Path]:
@@ -63,11 +66,12 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def _presplit(root: Path, split_dirs: dict[str, Path], strict: bool) -> SplitDataset:
+def _presplit(root: Path, split_dirs: dict[str, Path], strict: bool, complete: bool) -> SplitDataset:
     class_sets = {s: _class_dirs(d) for s, d in split_dirs.items()}
     classes = class_sets["train"]
     for split, names in class_sets.items():
-        if names != classes:
+        # A test/ without some class folder is the same as an empty one: stated, not fatal (check_complete).
+        if names != classes and not (split == "test" and set(names) < set(classes)):
             missing = sorted(set(classes) - set(names))
             extra = sorted(set(names) - set(classes))
             raise TkError(f"data.root: class folders of {split_dirs[split]} differ from train/ "
@@ -75,30 +79,66 @@ def _presplit(root: Path, split_dirs: dict[str, Path], strict: bool) -> SplitDat
     _check_classes(classes, root)
     splits, skipped = {}, []
     for split, folder in split_dirs.items():
-        items = [(str(p), k) for k, c in enumerate(classes) for p in _files(folder / c)]
+        items = [(str(p), k) for k, c in enumerate(classes) if (folder / c).is_dir() for p in _files(folder / c)]
         good, bad = screen(items)
         splits[split], skipped = good, skipped + bad
     _finish(skipped, strict, root)
+    for split in ("train", "validation") if complete else ():
+        for name in missing_classes(classes, splits[split]):
+            raise TkError(f"data.root: {split_dirs[split] / name} has no usable images{_skipped_in(skipped, split_dirs[split] / name)}; "
+                          f"add images to it, or remove the class {name!r} from every split")
     no_test = "test" not in splits
     if no_test:
         splits["test"] = list(splits["validation"])  # evaluated on validation; said in inspect
     return SplitDataset(str(root), classes, splits, skipped, layout="presplit", test_is_validation=no_test)
 
 
-def _folder(root: Path, data: DataSection, seed: int) -> SplitDataset:
+def _folder(root: Path, data: DataSection, seed: int, complete: bool) -> SplitDataset:
     classes = _class_dirs(root)
     _check_classes(classes, root)
     items = [(str(p), k) for k, c in enumerate(classes) for p in _files(root / c)]
     good, skipped = screen(items)
     _finish(skipped, data.strict, root)
+    for name in missing_classes(classes, good) if complete else ():
+        raise TkError(f"data.root: {root / name} has no usable images{_skipped_in(skipped, root / name)}; "
+                      "add images to it, or remove the folder")
     splits = stratified_split(good, len(classes), data.split.train, data.split.validation, seed)
     for split, members in splits.items():
         if split != "test" and not members:
             raise TkError(f"data.split: the {split} split of {root} is empty; add images or change the fractions")
+    for name in missing_classes(classes, splits["validation"]) if complete else ():
+        count = sum(1 for _, y in good if classes[y] == name)
+        raise TkError(f"data.split: {root / name} has {count} usable image(s), too few for the validation split "
+                      "to get one; add images (3 or more per class)")
     no_test = not splits["test"]
     if no_test:
         splits["test"] = list(splits["validation"])
     return SplitDataset(str(root), classes, splits, skipped, layout="folder", test_is_validation=no_test)
+
+
+def missing_classes(classes: list[str], items: list[tuple[str, int]]) -> list[str]:
+    """The classes with no image among items (a split), in class order."""
+    present = {y for _, y in items}
+    return [c for k, c in enumerate(classes) if k not in present]
+
+
+def gap_in_test(dataset: SplitDataset) -> str | None:
+    """One line when the test split lacks a class (its metrics are not comparable), else None.
+
+    Not an error: small classes can get no test image from the fractions, and some test sets lack
+    a rare class on purpose; train states it and records it in metrics.json.
+    """
+    missing = missing_classes(dataset.classes, dataset.splits["test"])
+    if not missing:
+        return None
+    return (f"the test split has no images of {', '.join(missing)}: test metrics cover "
+            f"{len(dataset.classes) - len(missing)} of {len(dataset.classes)} classes and are not comparable "
+            "with a complete test split; add test images of those classes")
+
+
+def _skipped_in(skipped: list[tuple[str, str]], folder: Path) -> str:
+    n = sum(1 for path, _ in skipped if Path(path).is_relative_to(folder))
+    return f" ({n} unusable file(s) skipped)" if n else ""
 
 
 def _check_classes(classes: list[str], root: Path) -> None:

@@ -27,7 +27,8 @@ def survey(recipe: Recipe) -> dict[str, Any]:
     """Discover the recipe's data (bad files listed, never fatal here) and summarise it."""
     data = recipe.data
     # Inspect lists bad files rather than failing on the first one, whatever data.strict says.
-    dataset = discover(dataclasses.replace(data, strict=False), recipe.seed)
+    # Lists classes missing from a split among the warnings rather than stopping at the first.
+    dataset = discover(dataclasses.replace(data, strict=False), recipe.seed, complete=False)
     counts = {split: {c: 0 for c in dataset.classes} for split in dataset.splits}
     for split, items in dataset.splits.items():
         for _, label in items:
@@ -82,7 +83,9 @@ def _warnings(report: dict[str, Any]) -> list[str]:
             continue
         empty = [c for c, n in per_class.items() if n == 0]
         if empty:
-            out.append(f"the {split} split has 0 images of {', '.join(empty)}: every class needs images in every split")
+            effect = ("test metrics will not cover them" if split == "test"
+                      else "training will FAIL: add images of them or remove the class")
+            out.append(f"the {split} split has 0 images of {', '.join(empty)}: {effect}")
     train = {c: n for c, n in counts["train"].items() if n > 0}
     if len(train) >= 2:
         most = max(train, key=train.get)

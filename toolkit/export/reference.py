@@ -8,6 +8,7 @@ reported as one line), used by export, verify and explain.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,11 +24,23 @@ def load_keras_model(path: Path):
 
     from ..train.backbones import ensure_custom_objects
 
+    path = Path(path)
+    # A .keras file is a zip: name the damage plainly rather than pass on Keras' zip/h5 errors.
+    if path.is_file() and path.stat().st_size == 0:
+        raise TkError(f"{path}: empty file, not a trained model; re-run tk train (or restore the file from a backup)")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise TkError(f"{path}: not a .keras archive (damaged or truncated); re-run tk train "
+                      "(or restore the file from a backup)")
     ensure_custom_objects()
     try:
         return keras.saving.load_model(str(path), compile=False)
     except Exception as exc:  # zip/h5 errors of every kind on a damaged file
-        raise TkError(f"{path}: cannot load the trained model ({exc}); re-run tk train") from None
+        text = " ".join(str(exc).split())  # Keras' messages span lines; the CLI shows one
+        if "Lambda" in text or "safe_mode" in text:
+            # Loading it would run code stored in the file; tk never writes one, so refuse, not unlock.
+            raise TkError(f"{path}: holds a Lambda layer (code Keras will not load from a file, safe_mode); "
+                          "tk models have none: re-run tk train to get one") from None
+        raise TkError(f"{path}: cannot load the trained model ({text[:300]}); re-run tk train") from None
 
 
 class KerasPredictor(Predictor):

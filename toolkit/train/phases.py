@@ -24,7 +24,7 @@ from .. import __version__
 from . import knobs
 from .backbones import build_base, build_head, check_unfreeze_layer, compose, get_backbone, resolve_weights
 from ..core.runs import SplitDataset, save_split
-from ..data.splits import discover
+from ..data.splits import discover, gap_in_test, missing_classes
 from ..core.errors import Say, TkError
 from ..core.images import INTERPOLATION
 from ..core.runs import REFERENCE, RUNS_DIR, archive_run, save_manifest
@@ -115,6 +115,9 @@ def _dataset(recipe: Recipe, strict: Optional[bool], say: Say) -> SplitDataset:
     counts = {s: len(items) for s, items in dataset.splits.items()}
     say(f"data: {len(dataset.classes)} classes ({', '.join(dataset.classes)}); "
         + ", ".join(f"{s} {n}" for s, n in counts.items()) + (f"; {len(dataset.skipped)} files skipped" if dataset.skipped else ""))
+    gap = gap_in_test(dataset)
+    if gap:
+        say(f"warning: {gap}")
     return dataset
 
 
@@ -316,7 +319,12 @@ def _finish_run(recipe: Recipe, dataset: SplitDataset, model, metrics: dict, pha
 
     with atomic_path(work / REFERENCE, suffix=".keras") as tmp:
         model.save(tmp)
-    write_json_atomic(work / "metrics.json", {"test": metrics, "phases": phases})
+    record = {"test": metrics, "phases": phases}
+    missing = missing_classes(dataset.classes, dataset.splits["test"])
+    if missing:  # so a later reader knows these test figures are not comparable
+        record["test_missing_classes"] = missing
+        record["warnings"] = [gap_in_test(dataset)]
+    write_json_atomic(work / "metrics.json", record)
     write_text_atomic(work / "labels.txt", "\n".join(dataset.classes) + "\n")
     write_text_atomic(work / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     spec = get_backbone(recipe.model.backbone)
