@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine with only Python 3.10+ on it; each sets itself up.
-#   make demo   train -> export -> verify -> bench -> report on the offline quickstart recipe
+#   make demo   train -> export -> verify -> bench -> report -> pack on the offline quickstart recipe
 #   make test   the test suite (offline, CPU)
 PYTHON ?= python3
 VENV   := .venv
@@ -24,6 +24,7 @@ demo: setup
 	$(BIN)/tk verify $(RECIPE)
 	$(BIN)/tk bench $(RECIPE) --runs 30
 	$(BIN)/tk report $(RECIPE)
+	$(BIN)/tk pack $(RECIPE) exported/$$(basename $(RECIPE) .yaml)-device --force
 
 # The device install (no TensorFlow): the `edge` tests run there too, on the run the full suite exported.
 $(EDGE)/.installed: pyproject.toml constraints.txt

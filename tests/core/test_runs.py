@@ -119,6 +119,15 @@ def test_latest_prefers_the_stable_name_on_a_tie_and_skips_temp_folders(tmp_path
     assert [p.name for p in list_runs(tmp_path)] == ["quickstart", "quickstart-20260102-100000"]
 
 
+def test_a_pack_bundle_beside_the_runs_is_not_a_run(tmp_path):
+    run = _run(tmp_path, "quickstart", "2026-01-02T10:00:00+00:00")
+    bundle = tmp_path / "quickstart-device"  # make demo packs here; its manifest is newer than any run
+    bundle.mkdir()
+    (bundle / MANIFEST).write_text(json.dumps({"name": "quickstart", "created": "2027-01-01T00:00:00+00:00",
+                                               "bundle": {"source": str(run)}, "artifacts": {}}))
+    assert list_runs(tmp_path) == [run] and resolve_run(None, tmp_path, lambda _: None) == run
+
+
 def test_old_runs_without_trained_sort_by_created(tmp_path):
     old = _run(tmp_path, "a", None)
     (old / MANIFEST).write_text(json.dumps({"name": "a", "created": "2026-03-01T00:00:00+00:00"}))

@@ -363,12 +363,14 @@ def pack_cmd(
     samples: Annotated[int, typer.Option("--samples", help="Test images to include, stratified by class (0: none).")] = 200,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it holds an earlier bundle.")] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
+    data_root: DataRoot = None,
 ):
     """Write the folder a device gets: artifacts, manifest, labels.txt and a labelled test sample."""
     from ..core.runs import resolve_run
     from ..edge.pack import pack
 
-    out = pack(resolve_run(run, runs_dir, say), directory, formats, artifacts, samples, force, say=say)
+    out = pack(resolve_run(run, runs_dir, say), directory, formats, artifacts, samples, force, say=say,
+               data_root=data_root)
     for note in out["notes"]:
         say(f"note: {note}")
     say(f"packed {len(out['artifacts'])} artifact(s), {out['samples']} test images of {out['classes']} classes "

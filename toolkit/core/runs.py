@@ -119,7 +119,16 @@ def resolve_run(target: Optional[str], runs_dir: Path = RUNS_DIR, say=print) -> 
 def list_runs(runs_dir: Path = RUNS_DIR) -> list[Path]:
     """Every finished run folder under runs_dir: stable names and archived runs alike."""
     return sorted(p.parent for p in Path(runs_dir).glob(f"*/{MANIFEST}")
-                  if not p.parent.name.startswith(".") and not p.parent.name.endswith(NOT_RUN_SUFFIXES))
+                  if not p.parent.name.startswith(".") and not p.parent.name.endswith(NOT_RUN_SUFFIXES)
+                  and not _is_bundle(p))
+
+
+def _is_bundle(manifest: Path) -> bool:
+    """A tk pack bundle (its manifest says "bundle") beside the runs is what a device gets, not a run."""
+    try:
+        return "bundle" in json.loads(manifest.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def trained_at(run_dir: Path) -> float:

@@ -134,15 +134,17 @@ def _check_target(target: Path, run_dir: Path, force: bool) -> None:
 
 def pack(run_dir: Path, target: Path, formats: Optional[Sequence[str]] = None,
          files: Optional[Sequence[str]] = None, samples: int = DEFAULT_SAMPLES, force: bool = False,
-         say: Say = print) -> dict[str, Any]:
-    """Write the device bundle for a run; return what it holds (files, samples, size)."""
+         say: Say = print, data_root: Optional[Path] = None) -> dict[str, Any]:
+    """Write the device bundle for a run; return what it holds (files, samples, size).
+
+    data_root overrides split.json's data root (where the test images are now)."""
     run_dir, target = Path(run_dir), Path(target)
     if not 0 <= samples <= MAX_SAMPLES:
         raise TkError(f"--samples: must be between 0 and {MAX_SAMPLES} (got {samples})")
     manifest = load_manifest(run_dir)
     entries = choose_artifacts(run_dir, manifest, formats, files)
     _check_target(target, run_dir, force)
-    split = load_split(run_dir / SPLIT) if samples and (run_dir / SPLIT).is_file() else None
+    split = load_split(run_dir / SPLIT, data_root) if samples and (run_dir / SPLIT).is_file() else None
     notes = [] if split or not samples else [f"{run_dir}: no {SPLIT}, so the bundle has no test images "
                                              "(tk bench will measure latency only)"]
     target.parent.mkdir(parents=True, exist_ok=True)
