@@ -142,3 +142,11 @@ def test_a_failed_pack_leaves_the_earlier_bundle_and_no_temp(device_run, bundle,
 def test_bad_choices_are_one_line(device_run, tmp_path, args, message):
     assert_one_line_error(runner.invoke(app, ["pack", str(device_run), str(tmp_path / "b"), *args]), message)
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.edge
+def test_pack_json_is_the_result_only(device_run, tmp_path):
+    out = CliRunner().invoke(app, ["pack", str(device_run), str(tmp_path / "b"), "--samples", "3", "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)  # nothing but the JSON on stdout
+    assert result["samples"] == 3 and set(result["artifacts"]) and (tmp_path / "b" / "manifest.json").is_file()

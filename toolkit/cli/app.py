@@ -364,13 +364,19 @@ def pack_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it holds an earlier bundle.")] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
+    as_json: JsonOpt = False,
 ):
     """Write the folder a device gets: artifacts, manifest, labels.txt and a labelled test sample."""
+    from ..core.io import json_text
     from ..core.runs import resolve_run
     from ..edge.pack import pack
 
-    out = pack(resolve_run(run, runs_dir, say), directory, formats, artifacts, samples, force, say=say,
+    tell = quiet_say if as_json else say
+    out = pack(resolve_run(run, runs_dir, tell), directory, formats, artifacts, samples, force, say=tell,
                data_root=data_root)
+    if as_json:
+        say(json_text(out))
+        return
     for note in out["notes"]:
         say(f"note: {note}")
     say(f"packed {len(out['artifacts'])} artifact(s), {out['samples']} test images of {out['classes']} classes "
