@@ -45,6 +45,23 @@ def small_recipe(name: str, root: Path, **sections):
     return recipe_from_dict(raw)
 
 
+def interrupt_at_epoch(monkeypatch, epoch: int):
+    """Make training raise KeyboardInterrupt as epoch `epoch` begins (as if Ctrl-C came once the
+    epoch before was done): the callbacks have saved that epoch's checkpoint and resume backup.
+    Returns the function that lets training run on again (for the --resume that follows)."""
+    from toolkit.train.callbacks import Progress
+
+    original = Progress.on_epoch_begin
+
+    def ctrl_c(self, at, logs=None):
+        if at == epoch:
+            raise KeyboardInterrupt
+        original(self, at, logs)
+
+    monkeypatch.setattr(Progress, "on_epoch_begin", ctrl_c)
+    return lambda: monkeypatch.setattr(Progress, "on_epoch_begin", original)
+
+
 def assert_one_line_error(result, *fragments: str) -> None:
     """A user mistake: exit 1, one line starting 'error: ', no traceback, naming the fragments."""
     assert result.exit_code == 1, result.output

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import small_recipe
+from conftest import interrupt_at_epoch, small_recipe
 
 from toolkit.core.errors import TkError
 from toolkit.train.checkpoints import check_resumable, prepare_partial
@@ -49,18 +49,10 @@ def test_a_partial_run_of_an_older_tk_resumes_with_a_note(tmp_path):
 def test_a_truncated_resume_backup_falls_back_to_the_best_checkpoint(synth_root, feature_cache, tmp_path, monkeypatch):
     import json
 
-    from toolkit.train.callbacks import Progress
     from toolkit.train.phases import train
 
     recipe = small_recipe("truncated", synth_root, train={"epochs": 3})
-    original = Progress.on_epoch_begin
-
-    def ctrl_c_after_epoch_2(self, epoch, logs=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original(self, epoch, logs)
-
-    monkeypatch.setattr(Progress, "on_epoch_begin", ctrl_c_after_epoch_2)
+    resume_training = interrupt_at_epoch(monkeypatch, 2)
     with pytest.raises(TkError, match="--resume"):
         train(recipe, runs_dir=tmp_path, say=lambda _: None)
     phase = tmp_path / "truncated.partial" / "phases" / "scratch"
@@ -68,7 +60,7 @@ def test_a_truncated_resume_backup_falls_back_to_the_best_checkpoint(synth_root,
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # as an older tk left it on a full disk
     best_epoch = json.loads((phase / "best.json").read_text())["epoch"]
 
-    monkeypatch.setattr(Progress, "on_epoch_begin", original)
+    resume_training()
     said: list[str] = []
     result = train(recipe, runs_dir=tmp_path, resume=True, say=said.append)
     note = next(s for s in said if "does not load" in s)

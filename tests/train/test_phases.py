@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import small_recipe
+from conftest import interrupt_at_epoch, small_recipe
 
 from toolkit.core.errors import TkError
 from toolkit.core.io import sha256_file
@@ -127,7 +127,6 @@ def _tree_hashes(folder: Path) -> dict[str, str]:
 
 
 def test_interrupt_keeps_the_best_checkpoint_and_resume_finishes(synth_root, trained_run, tmp_path, monkeypatch):
-    from toolkit.train.callbacks import Progress
     from toolkit.train.phases import train
 
     runs = tmp_path / "runs"
@@ -135,15 +134,7 @@ def test_interrupt_keeps_the_best_checkpoint_and_resume_finishes(synth_root, tra
     shutil.copytree(trained_run, previous)  # a finished earlier run under the same name
     before = _tree_hashes(previous)
     recipe = small_recipe("resumable", synth_root, train={"epochs": 4})
-
-    original = Progress.on_epoch_begin
-
-    def ctrl_c_after_epoch_2(self, epoch, logs=None):  # as if Ctrl-C came once epoch 2 was done
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original(self, epoch, logs)
-
-    monkeypatch.setattr(Progress, "on_epoch_begin", ctrl_c_after_epoch_2)
+    resume_training = interrupt_at_epoch(monkeypatch, 2)  # as if Ctrl-C came once epoch 2 was done
     with pytest.raises(TkError, match="--resume"):
         train(recipe, runs_dir=runs, say=lambda _: None)
     assert _tree_hashes(previous) == before  # the earlier run is untouched
@@ -151,7 +142,7 @@ def test_interrupt_keeps_the_best_checkpoint_and_resume_finishes(synth_root, tra
     assert (partial / "best.keras").is_file()
     assert len(json.loads((partial / "history.json").read_text())["loss"]) == 2
 
-    monkeypatch.setattr(Progress, "on_epoch_begin", original)
+    resume_training()
     said: list[str] = []
     result = train(recipe, runs_dir=runs, resume=True, say=said.append)
     epochs_run = [m for m in said if m.startswith("[scratch] epoch")]

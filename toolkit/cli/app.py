@@ -290,26 +290,17 @@ def verify(
     from ..core.runs import resolve_run
     quiet.import_tensorflow_quietly()
     from ..core.io import json_text
-    from ..core.io import check_writable
-    from ..export.verify import PARITY_FILE, compare_run, persist
+    from ..export.verify import raise_on_failure, verify_run
 
     out = quiet_say if as_json else say
     run_dir = resolve_run(run, runs_dir, out)
-    check_writable(run_dir)  # a read-only run folder fails now, not after every artifact has run
     with progress(as_json) as bars:  # one ✓/✗ line per artifact, with its numbers and failures
-        report = compare_run(run_dir, artifacts, out, data_root=data_root, progress=bars)
-    persist(run_dir, report)
+        report = verify_run(run_dir, artifacts, say=out, data_root=data_root, progress=bars, check=False)
     if as_json:
         say(json_text(report))
-    failed = [f for f, r in report["artifacts"].items() if not r["passed"]]
-    if failed and not as_json:
-        # The ✗ lines above say why; the error line names the files only, so nothing is said twice.
-        raise TkError(f"{len(failed)} of {len(report['artifacts'])} artifacts fail parity: {', '.join(failed)}; "
-                      f"details in {run_dir / PARITY_FILE} (re-export a changed file with tk export {run_dir}, "
-                      "or loosen verify.thresholds in the recipe if the loss is acceptable)")
-    if failed:
-        raise typer.Exit(1)  # the JSON says which check failed
-    out(f"all {len(report['artifacts'])} artifacts match the reference; wrote {run_dir / PARITY_FILE}")
+        if not report["passed"]:
+            raise typer.Exit(1)  # the JSON says which check failed
+    raise_on_failure(run_dir, report, reasons=False)  # the ✗ lines above said why: nothing said twice
 
 
 @app.command()

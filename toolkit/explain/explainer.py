@@ -235,12 +235,3 @@ def display_image(path: Path) -> np.ndarray:
     if scale != 1.0:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BICUBIC)
     return np.asarray(img)
-
-
-def save_rgb(array: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    from ..core.io import atomic_path
-
-    with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")

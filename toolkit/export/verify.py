@@ -36,8 +36,9 @@ MIN_SPREAD = 0.05
 
 def verify_run(run_dir: Path, files: Optional[Sequence[str]] = None, say: Say = print,
                num_threads: Optional[int] = None, data_root: Optional[Path] = None,
-               progress: Progress = NO_PROGRESS) -> dict[str, Any]:
-    """Compare artifacts with the reference, record the results, raise ParityError if any fails.
+               progress: Progress = NO_PROGRESS, check: bool = True) -> dict[str, Any]:
+    """Compare artifacts with the reference, record the results, raise ParityError if any fails
+    (with check=False, return the failing report instead: the CLI's --json prints it first).
 
     `say` gets one ✓/✗ line per artifact as it is judged (Optimum's validation style); `progress`
     one task per model run (the reference, then each artifact), advanced per image.
@@ -46,8 +47,10 @@ def verify_run(run_dir: Path, files: Optional[Sequence[str]] = None, say: Say = 
     check_writable(run_dir)  # a read-only run folder fails now, not after every artifact has run
     report = compare_run(run_dir, files, say, num_threads, data_root, progress)
     persist(run_dir, report)
-    raise_on_failure(run_dir, report)
-    say(f"all {len(report['artifacts'])} artifacts match the reference; wrote {run_dir / PARITY_FILE}")
+    if check:
+        raise_on_failure(run_dir, report)
+    if report["passed"]:
+        say(f"all {len(report['artifacts'])} artifacts match the reference; wrote {run_dir / PARITY_FILE}")
     return report
 
 
@@ -127,14 +130,15 @@ def persist(run_dir: Path, report: dict[str, Any]) -> None:
                                              "passed": all(r["passed"] for r in merged.values())})
 
 
-def raise_on_failure(run_dir: Path, report: dict[str, Any]) -> None:
+def raise_on_failure(run_dir: Path, report: dict[str, Any], reasons: bool = True) -> None:
+    """ParityError naming the failing artifacts; reasons=False when the ✗ lines already said why."""
     results = report["artifacts"]
     failed = [f for f, r in results.items() if not r["passed"]]
     if failed:
-        raise ParityError(f"{len(failed)} of {len(results)} artifacts fail parity: "
-                          + "; ".join(f"{f} ({', '.join(results[f]['failures'])})" for f in failed)
-                          + f"; details in {run_dir / PARITY_FILE} (re-export a changed file with tk export {run_dir}, "
-                            "or loosen verify.thresholds in the recipe if the loss is acceptable)")
+        named = "; ".join(f"{f} ({', '.join(results[f]['failures'])})" for f in failed) if reasons else ", ".join(failed)
+        raise ParityError(f"{len(failed)} of {len(results)} artifacts fail parity: {named}; details in "
+                          f"{run_dir / PARITY_FILE} (re-export a changed file with tk export {run_dir}, "
+                          "or loosen verify.thresholds in the recipe if the loss is acceptable)")
 
 
 def _earlier_results(run_dir: Path, report: dict[str, Any], manifest: dict[str, Any]) -> dict[str, dict]:
