@@ -56,7 +56,7 @@ def decode_rate(paths, size) -> tuple[float, float]:
         decoded = time.perf_counter() - start
         order = np.random.default_rng(0).permutation(len(paths))
         for i in range(0, len(order), 32):
-            images[np.sort(order[i:i + 32])]
+            images[np.sort(order[i : i + 32])]
         read = time.perf_counter() - start
         del images
         return len(paths) / decoded, len(paths) / read
@@ -118,15 +118,23 @@ def main() -> None:
     print(f"{len(paths)} images, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
     print("| what | img/s |\n|---|---|")
     print(f"| plain Pillow, {os.cpu_count()} processes, {args.size} px | {best['pillow']:.0f} |")
-    print(f"| tk decode once (cold cache), {args.size} px | {best['decode']:.0f} ({best['decode'] / best['pillow']:.0%} of Pillow) |")
-    print(f"| tk decode once + first read of every row, {args.size} px | {best['read']:.0f} ({best['read'] / best['pillow']:.0%} of Pillow) |")
-    print(f"median of the {len(pairs)} adjacent pairs: decode {np.median([a for a, _ in pairs]):.0%}, "
-          f"decode + first read {np.median([b for _, b in pairs]):.0%} of Pillow "
-          f"(pairs: {', '.join(f'{a:.0%}' for a, _ in pairs)})")
+    print(
+        f"| tk decode once (cold cache), {args.size} px | {best['decode']:.0f} ({best['decode'] / best['pillow']:.0%} of Pillow) |"
+    )
+    print(
+        f"| tk decode once + first read of every row, {args.size} px | {best['read']:.0f} ({best['read'] / best['pillow']:.0%} of Pillow) |"
+    )
+    print(
+        f"median of the {len(pairs)} adjacent pairs: decode {np.median([a for a, _ in pairs]):.0%}, "
+        f"decode + first read {np.median([b for _, b in pairs]):.0%} of Pillow "
+        f"(pairs: {', '.join(f'{a:.0%}' for a, _ in pairs)})"
+    )
     if args.decode_only:
         return
     print(f"| MiniVGGNet {args.train_size} px epoch, arrays in memory | {best['arrays']:.0f} |")
-    print(f"| MiniVGGNet {args.train_size} px epoch, decoded cache (PyDataset) | {best['cache']:.0f} ({best['cache'] / best['arrays']:.0%} of arrays) |")
+    print(
+        f"| MiniVGGNet {args.train_size} px epoch, decoded cache (PyDataset) | {best['cache']:.0f} ({best['cache'] / best['arrays']:.0%} of arrays) |"
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,20 @@ from pathlib import Path
 
 
 def tk_bench(tk: Path, targets: list[str], args: argparse.Namespace, threads: str) -> dict:
-    cmd = [str(tk), "bench", *targets, "--threads", threads, "--runs", str(args.runs),
-           "--warmup", str(args.warmup), "--batch", str(args.batch), "--json"]
+    cmd = [
+        str(tk),
+        "bench",
+        *targets,
+        "--threads",
+        threads,
+        "--runs",
+        str(args.runs),
+        "--warmup",
+        str(args.warmup),
+        "--batch",
+        str(args.batch),
+        "--json",
+    ]
     print("$ " + " ".join(cmd), file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if proc.returncode != 0:
@@ -65,10 +77,15 @@ def main() -> None:
     from toolkit.edge.bench import HEADERS, format_row
 
     rows = second["rows"]
-    print(f"machine: {second['machine']['cpu']}, {second['machine']['cores']} cores, {second['machine']['os']}, "
-          f"Python {second['machine']['python']}; " + ", ".join(f"{k} {v}" for k, v in second["machine"]["versions"].items()))
-    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; {args.runs} runs after {args.warmup} "
-          f"warm-up, throughput at batch {args.batch}\n")
+    print(
+        f"machine: {second['machine']['cpu']}, {second['machine']['cores']} cores, {second['machine']['os']}, "
+        f"Python {second['machine']['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in second["machine"]["versions"].items())
+    )
+    print(
+        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; {args.runs} runs after {args.warmup} "
+        f"warm-up, throughput at batch {args.batch}\n"
+    )
     print("| " + " | ".join(HEADERS) + " |\n|" + "---|" * len(HEADERS))
     for r in rows:
         print("| " + " | ".join(format_row(r)) + " |")
@@ -77,24 +94,37 @@ def main() -> None:
     for threads in sorted({t for _, t in two}):
         int8, f32, keras = (two.get((f, threads)) for f in ("model_int8.tflite", "model_float32.tflite", "model.keras"))
         if int8 and f32:
-            print(f"- threads {threads}: int8 TFLite p50 {int8['p50_ms']:.2f} ms = "
-                  f"{int8['p50_ms'] / f32['p50_ms']:.2f}x float32 TFLite ({f32['p50_ms']:.2f} ms)")
-        fastest = min((r for (f, t), r in two.items() if t == threads and not r["reference"]), key=lambda r: r["p50_ms"])
+            print(
+                f"- threads {threads}: int8 TFLite p50 {int8['p50_ms']:.2f} ms = "
+                f"{int8['p50_ms'] / f32['p50_ms']:.2f}x float32 TFLite ({f32['p50_ms']:.2f} ms)"
+            )
+        fastest = min(
+            (r for (f, t), r in two.items() if t == threads and not r["reference"]), key=lambda r: r["p50_ms"]
+        )
         if keras:
-            print(f"- threads {threads}: fastest {fastest['file']} p50 {fastest['p50_ms']:.2f} ms is "
-                  f"{keras['p50_ms'] / fastest['p50_ms']:.1f}x faster than the Keras model ({keras['p50_ms']:.2f} ms)")
+            print(
+                f"- threads {threads}: fastest {fastest['file']} p50 {fastest['p50_ms']:.2f} ms is "
+                f"{keras['p50_ms'] / fastest['p50_ms']:.1f}x faster than the Keras model ({keras['p50_ms']:.2f} ms)"
+            )
     keras = two.get(("model.keras", 1))
     if edge:
         for r in edge["rows"]:
-            print(f"- edge cold start (base install, {r['file']}, tensorflow loaded: {r['tensorflow_loaded']}): "
-                  f"{r['cold_start_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB"
-                  + (f"; TensorFlow path (model.keras): {keras['cold_start_s']:.2f} s, {keras['peak_rss_mb']:.0f} MB"
-                     if keras else ""))
+            print(
+                f"- edge cold start (base install, {r['file']}, tensorflow loaded: {r['tensorflow_loaded']}): "
+                f"{r['cold_start_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB"
+                + (
+                    f"; TensorFlow path (model.keras): {keras['cold_start_s']:.2f} s, {keras['peak_rss_mb']:.0f} MB"
+                    if keras
+                    else ""
+                )
+            )
     drifts = {k: abs(two[k]["p50_ms"] - one[k]["p50_ms"]) / one[k]["p50_ms"] for k in two if k in one}
     worst = max(drifts, key=drifts.get)
     within = sum(d <= 0.10 for d in drifts.values())
-    print(f"- two consecutive runs: p50 within 10% for {within}/{len(drifts)} rows; largest difference "
-          f"{drifts[worst]:.0%} ({worst[0]}, threads {worst[1]}: {one[worst]['p50_ms']:.2f} -> {two[worst]['p50_ms']:.2f} ms)")
+    print(
+        f"- two consecutive runs: p50 within 10% for {within}/{len(drifts)} rows; largest difference "
+        f"{drifts[worst]:.0%} ({worst[0]}, threads {worst[1]}: {one[worst]['p50_ms']:.2f} -> {two[worst]['p50_ms']:.2f} ms)"
+    )
     print("\n<details><summary>per-row p50 drift between the two runs</summary>\n")
     for (file, threads), d in sorted(drifts.items()):
         a, b = one[(file, threads)]["p50_ms"], two[(file, threads)]["p50_ms"]

@@ -50,10 +50,14 @@ def recipe(name: str, root: Path, epochs: int) -> dict:
         train = {"mode": "features", "epochs": 15, "batch_size": 16, "learning_rate": 1e-3}
         weights = str(root / f"{backbone}_standin.weights.h5")
     return {
-        "name": name, "seed": 1,
+        "name": name,
+        "seed": 1,
         "data": {"root": str(root / "data"), "split": {"train": 0.7, "validation": 0.15, "test": 0.15}},
-        "model": {**BACKBONES[backbone], "weights": weights,
-                  "head": {"pooling": "avg", "dense": [128], "dropout": 0.3}},
+        "model": {
+            **BACKBONES[backbone],
+            "weights": weights,
+            "head": {"pooling": "avg", "dense": [128], "dropout": 0.3},
+        },
         "train": {**train, "augment": {"flip": "none", "rotation": 0.0, "zoom": 0.0}},
         "export": {"calibration_samples": 100},
     }
@@ -88,8 +92,19 @@ def standin_weights(root: Path, backbone: str) -> Path:
     batch_norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if batch_norms:
         if not (root / "bn-data").is_dir():
-            tk("data", "synth", str(root / "bn-data"), "--classes", "3", "--per-class", "20", "--size", "256",
-               "--seed", "7")
+            tk(
+                "data",
+                "synth",
+                str(root / "bn-data"),
+                "--classes",
+                "3",
+                "--per-class",
+                "20",
+                "--size",
+                "256",
+                "--seed",
+                "7",
+            )
         for layer in batch_norms:
             layer.momentum = 0.0
         images = load_batch(sorted(str(p) for p in (root / "bn-data").rglob("*.jpg")), (size, size))
@@ -141,25 +156,30 @@ def table(root: Path) -> str:
         manifest = json.loads((run / "manifest.json").read_text())
         parity = json.loads((run / "parity.json").read_text())
         t = timings.get(name, {})
-        out.append(f"**{name}** ({manifest['backbone']}, {manifest['preprocessing']['size'][0]} px, "
-                   f"{len(manifest['classes'])} classes): reference model.keras "
-                   f"{manifest['artifacts']['model.keras']['size_bytes'] / 1e6:.1f} MB, test accuracy "
-                   f"{parity['reference']['accuracy']:.3f} on {parity['count']} {parity['split']} images"
-                   + (f"; train {t['train']:.0f} s, export {t['export']:.0f} s, verify {t['verify']:.0f} s"
-                      if t else ""))
+        out.append(
+            f"**{name}** ({manifest['backbone']}, {manifest['preprocessing']['size'][0]} px, "
+            f"{len(manifest['classes'])} classes): reference model.keras "
+            f"{manifest['artifacts']['model.keras']['size_bytes'] / 1e6:.1f} MB, test accuracy "
+            f"{parity['reference']['accuracy']:.3f} on {parity['count']} {parity['split']} images"
+            + (f"; train {t['train']:.0f} s, export {t['export']:.0f} s, verify {t['verify']:.0f} s" if t else "")
+        )
         for warning in parity["reference"]["warnings"]:
             out.append(f"(verify warned: {warning})")
         out.append("")
-        out.append("| artifact | kind | size (MB) | agreement | max abs diff | mean abs diff | accuracy | delta | pass |")
+        out.append(
+            "| artifact | kind | size (MB) | agreement | max abs diff | mean abs diff | accuracy | delta | pass |"
+        )
         out.append("|---|---|---:|---:|---:|---:|---:|---:|:-:|")
         for file, r in parity["artifacts"].items():
             size = manifest["artifacts"][file]["size_bytes"] / 1e6
             if "error" in r:
                 out.append(f"| {file} | {r['kind']} | {size:.1f} | - | - | - | - | - | ✗ ({r['error']}) |")
                 continue
-            out.append(f"| {file} | {r['kind']} | {size:.1f} | {r['agreement']:.1%} | {r['max_abs_diff']:.2e} | "
-                       f"{r['mean_abs_diff']:.2e} | {r['accuracy']:.3f} | {r['accuracy_delta']:+.3f} | "
-                       f"{'✓' if r['passed'] else '✗'} |")
+            out.append(
+                f"| {file} | {r['kind']} | {size:.1f} | {r['agreement']:.1%} | {r['max_abs_diff']:.2e} | "
+                f"{r['mean_abs_diff']:.2e} | {r['accuracy']:.3f} | {r['accuracy_delta']:+.3f} | "
+                f"{'✓' if r['passed'] else '✗'} |"
+            )
         out.append("")
     return "\n".join(out)
 

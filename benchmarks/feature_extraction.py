@@ -52,8 +52,9 @@ def seed_loop(paths: list[str], size: int, backbone: str) -> np.ndarray:
     preprocess_input = getattr(keras.applications, module).preprocess_input
     features = []
     for i in range(0, len(paths), 32):
-        batch = np.array([keras.utils.img_to_array(keras.utils.load_img(p, target_size=(size, size)))
-                          for p in paths[i:i + 32]])
+        batch = np.array(
+            [keras.utils.img_to_array(keras.utils.load_img(p, target_size=(size, size))) for p in paths[i : i + 32]]
+        )
         features.append(conv_base.predict(preprocess_input(batch), verbose=0))
     return np.concatenate(features)
 
@@ -89,12 +90,18 @@ def cached_head(workdir: Path, root: Path, size: int, backbone: str, epochs: int
     # initialised base runs exactly the same computation as the ImageNet one.
     ctor, _ = KERAS_APPS[backbone]
     weights = workdir / f"{backbone}.weights.h5"
-    getattr(keras.applications, ctor)(weights=None, include_top=False, input_shape=(size, size, 3)).save_weights(weights)
-    recipe = recipe_from_dict({
-        "name": f"bench_{backbone}", "seed": 1, "data": {"root": str(root)},
-        "model": {"backbone": backbone, "weights": str(weights), "image_size": size},
-        "train": {"mode": "features", "epochs": epochs, "batch_size": 32},
-    })
+    getattr(keras.applications, ctor)(weights=None, include_top=False, input_shape=(size, size, 3)).save_weights(
+        weights
+    )
+    recipe = recipe_from_dict(
+        {
+            "name": f"bench_{backbone}",
+            "seed": 1,
+            "data": {"root": str(root)},
+            "model": {"backbone": backbone, "weights": str(weights), "image_size": size},
+            "train": {"mode": "features", "epochs": epochs, "batch_size": 32},
+        }
+    )
     wall, phase = {}, {}
     for run in ("first", "second"):
         start = time.perf_counter()
@@ -117,8 +124,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="tk-bench-") as tmp:
         workdir = Path(tmp)
-        root = make_synthetic_dataset(workdir / "images", classes=3, per_class=args.images // 3,
-                                      size=args.source_size, seed=0)
+        root = make_synthetic_dataset(
+            workdir / "images", classes=3, per_class=args.images // 3, size=args.source_size, seed=0
+        )
         paths = sorted(str(p) for p in root.glob("*/*.jpg"))
         for p in paths:  # warm the page cache so the first method does not pay for the disk
             Path(p).read_bytes()
@@ -131,8 +139,9 @@ def main() -> None:
             methods = {
                 "seed loop (load_img + predict per batch)": lambda: seed_loop(paths, args.size, backbone),
                 "tk, engine tflite, conversion included": lambda: tk_extract(paths, args.size, backbone, "tflite"),
-                "tk, engine tflite, converted extractor cached":
-                    lambda: tk_extract(paths, args.size, backbone, "tflite", cache),
+                "tk, engine tflite, converted extractor cached": lambda: tk_extract(
+                    paths, args.size, backbone, "tflite", cache
+                ),
                 "tk, engine keras (decode once + predict)": lambda: tk_extract(paths, args.size, backbone, "keras"),
             }
             # Rounds interleave the methods, so a burst of load from other jobs hits all of them.
@@ -148,12 +157,16 @@ def main() -> None:
         print("| backbone | method | best s | images/s | speed-up vs loop | every run (s) |")
         print("|---|---|---:|---:|---:|---|")
         for backbone, method, measured, ratio in rows:
-            print(f"| {backbone} @ {args.size} px | {method} | {min(measured):.2f} | {len(paths) / min(measured):.0f} "
-                  f"| {ratio:.2f}x | {', '.join(f'{t:.2f}' for t in measured)} |")
+            print(
+                f"| {backbone} @ {args.size} px | {method} | {min(measured):.2f} | {len(paths) / min(measured):.0f} "
+                f"| {ratio:.2f}x | {', '.join(f'{t:.2f}' for t in measured)} |"
+            )
         if args.cache_backbone:
             wall, phase = cached_head(workdir, root, args.size, args.cache_backbone, args.epochs)
-            print(f"\ncached head training ({args.cache_backbone} @ {args.size} px, {args.epochs} head epochs, "
-                  f"features of train+validation):\n")
+            print(
+                f"\ncached head training ({args.cache_backbone} @ {args.size} px, {args.epochs} head epochs, "
+                f"features of train+validation):\n"
+            )
             print("| run | features phase (s) | whole train() (s) |")
             print("|---|---:|---:|")
             for run in ("first", "second"):

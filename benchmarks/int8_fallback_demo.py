@@ -73,6 +73,7 @@ def representative_of(images: np.ndarray):
     def gen():
         for image in images:
             yield [image[None]]
+
     return gen
 
 
@@ -105,22 +106,28 @@ def main() -> None:
     model = load_keras_model(run / "model.keras")
     reference = model.predict(test, verbose=0)
     top2 = np.sort(reference, 1)[:, -2:]
-    print(f"Keras reference: accuracy {(reference.argmax(1) == labels).mean():.3f} on {len(test)} test images, "
-          f"median top-1 probability {np.median(top2[:, 1]):.2f}, median top-1/top-2 margin "
-          f"{np.median(top2[:, 1] - top2[:, 0]):.2f}; calibration {len(calibration)} train images")
+    print(
+        f"Keras reference: accuracy {(reference.argmax(1) == labels).mean():.3f} on {len(test)} test images, "
+        f"median top-1 probability {np.median(top2[:, 1]):.2f}, median top-1/top-2 margin "
+        f"{np.median(top2[:, 1] - top2[:, 0]):.2f}; calibration {len(calibration)} train images"
+    )
 
     def score(flatbuffer: bytes) -> dict:
         probs = predict(flatbuffer, test)
-        return {"agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
-                "accuracy": float((probs.argmax(1) == labels).mean()),
-                "max_abs_diff": float(np.abs(probs - reference).max())}
+        return {
+            "agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
+            "accuracy": float((probs.argmax(1) == labels).mean()),
+            "max_abs_diff": float(np.abs(probs - reference).max()),
+        }
 
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "saved_model"
         export_saved_model(model, saved)
         rep = representative_of(calibration)
-        rows = {"float32 TFLite": tflite_from_saved_model(saved, "none"),
-                "int8 TFLite (tk export)": tflite_from_saved_model(saved, "int8", rep, "uint8")}
+        rows = {
+            "float32 TFLite": tflite_from_saved_model(saved, "none"),
+            "int8 TFLite (tk export)": tflite_from_saved_model(saved, "int8", rep, "uint8"),
+        }
         seen: list[bytes] = []  # every model the search tried, in order, for the table below
 
         def gate(flatbuffer: bytes):
@@ -133,32 +140,45 @@ def main() -> None:
         print(f"search: {time.perf_counter() - start:.0f} s, {len(result['tried'])} tries, passed {result['passed']}")
         short = [name.split(";")[0] for name in result["ranked"]]  # fused ops: the first name says which
         print(f"{len(short)} candidate tensors; most sensitive ({args.metric}):", json.dumps(short[:10], indent=1))
-        print(f"float layers kept ({len(result['float_layers'])}):", json.dumps(short[:len(result["float_layers"])]))
+        print(f"float layers kept ({len(result['float_layers'])}):", json.dumps(short[: len(result["float_layers"])]))
         for t, flatbuffer in zip(result["tried"], seen):
             print("  tried " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in t.items()))
-            rows[f"int8, {t['float_layers']} layers float" + (" (search result)" if flatbuffer == result["model"] else "")] = flatbuffer
+            rows[
+                f"int8, {t['float_layers']} layers float"
+                + (" (search result)" if flatbuffer == result["model"] else "")
+            ] = flatbuffer
         print("\n| model | size (MB) | agreement | accuracy | max abs diff | p50 1 thread (ms) | p50 2 threads (ms) |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for name, flatbuffer in rows.items():
             s = score(flatbuffer)
             lat = [p50(flatbuffer, test[0], t) for t in (1, 2)]
-            print(f"| {name} | {len(flatbuffer) / 1e6:.2f} | {s['agreement']:.1%} | {s['accuracy']:.3f} | "
-                  f"{s['max_abs_diff']:.3f} | {lat[0]:.2f} | {lat[1]:.2f} |", flush=True)
+            print(
+                f"| {name} | {len(flatbuffer) / 1e6:.2f} | {s['agreement']:.1%} | {s['accuracy']:.3f} | "
+                f"{s['max_abs_diff']:.3f} | {lat[0]:.2f} | {lat[1]:.2f} |",
+                flush=True,
+            )
 
         if args.calibration_counts:
             pool = [p for p in stratified_sample(split.splits["train"], 10**6, recipe.seed)]
             if args.extra_images:
-                extra = [(str(p), i) for i, d in enumerate(sorted(args.extra_images.iterdir()))
-                         for p in sorted(d.glob("*.jpg"))]
+                extra = [
+                    (str(p), i)
+                    for i, d in enumerate(sorted(args.extra_images.iterdir()))
+                    for p in sorted(d.glob("*.jpg"))
+                ]
                 pool += stratified_sample(extra, 10**6, recipe.seed)
-            print(f"\n| calibration images | int8 agreement vs Keras | accuracy | max abs diff |  (pool: "
-                  f"{len(split.splits['train'])} train + extra)")
+            print(
+                f"\n| calibration images | int8 agreement vs Keras | accuracy | max abs diff |  (pool: "
+                f"{len(split.splits['train'])} train + extra)"
+            )
             print("|---:|---:|---:|---:|")
             for count in (int(c) for c in args.calibration_counts.split(",")):
                 images = load_batch(pool[:count], size)
                 s = score(tflite_from_saved_model(saved, "int8", representative_of(images), "uint8"))
-                print(f"| {len(images)} | {s['agreement']:.1%} | {s['accuracy']:.3f} | {s['max_abs_diff']:.3f} |",
-                      flush=True)
+                print(
+                    f"| {len(images)} | {s['agreement']:.1%} | {s['accuracy']:.3f} | {s['max_abs_diff']:.3f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

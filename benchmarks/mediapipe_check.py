@@ -22,6 +22,7 @@ Commands (see benchmarks/BENCHMARKS.md for the recorded run):
 TK_PREDICT overrides the predict command (default "tk predict"). Relative image paths in
 split.json are taken from the current directory (where tk train ran).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,14 @@ def prepare(run: Path, out: Path) -> None:
     test = [(Path(p), int(y)) for p, y in split["splits"]["test"]]
     # tk's own decode (the one Pillow path): whole 0..255 values, so uint8 loses nothing.
     images = load_batch([str(p) for p, _ in test], tuple(manifest["preprocessing"]["size"])).astype(np.uint8)
-    np.savez(out / "images.npz", images=images, files=np.array([str(p) for p, _ in test]),
-             run=np.array(str(run.resolve())),
-             labels=np.array([y for _, y in test]), classes=np.array(manifest["classes"]))
+    np.savez(
+        out / "images.npz",
+        images=images,
+        files=np.array([str(p) for p, _ in test]),
+        run=np.array(str(run.resolve())),
+        labels=np.array([y for _, y in test]),
+        classes=np.array(manifest["classes"]),
+    )
 
     predict = shlex.split(os.environ.get("TK_PREDICT", "tk predict"))
     tk = {}
@@ -57,9 +63,13 @@ def prepare(run: Path, out: Path) -> None:
         metadata = read_metadata((run / name).read_bytes())
         if metadata is None or metadata["output"]["labels"] != manifest["classes"]:
             sys.exit(f"{run / name}: no tk metadata with the run's labels; export it with this tk first")
-        res = subprocess.run([*predict, str(run / name), *[str(p) for p, _ in test], "--json"],
-                             check=True, capture_output=True, text=True)
-        rows = json.loads(res.stdout[res.stdout.index("["):])
+        res = subprocess.run(
+            [*predict, str(run / name), *[str(p) for p, _ in test], "--json"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        rows = json.loads(res.stdout[res.stdout.index("[") :])
         tk[q] = {r["file"]: {"label": r["label"], "probability": r["probability"]} for r in rows}
     (out / "tk_predict.json").write_text(json.dumps(tk, indent=1))
     print(f"prepared {len(test)} test images and {len(QUANTS)} models in {out}")
@@ -75,8 +85,9 @@ def classify(out: Path) -> int:
     tk = json.loads((out / "tk_predict.json").read_text())
 
     def make(path: Path):
-        return ImageClassifier.create_from_options(ImageClassifierOptions(
-            base_options=BaseOptions(model_asset_path=str(path)), max_results=1))
+        return ImageClassifier.create_from_options(
+            ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=1)
+        )
 
     run = Path(str(data["run"]))
     results = {"mediapipe": mp.__version__, "images": len(files), "run": str(run)}
@@ -85,13 +96,11 @@ def classify(out: Path) -> int:
         row = {"same_top1": 0, "names_are_classes": True, "max_abs_score_diff": 0.0, "differ": []}
         with make(run / f"model_{q}.tflite") as clf:
             for i, f in enumerate(files):
-                image = mp.Image(image_format=mp.ImageFormat.SRGB,
-                                 data=np.ascontiguousarray(data["images"][i]))
+                image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(data["images"][i]))
                 top = clf.classify(image).classifications[0].categories[0]
                 ref = tk[q][f]
                 row["names_are_classes"] &= top.category_name == classes[top.index]
-                row["max_abs_score_diff"] = max(row["max_abs_score_diff"],
-                                                abs(top.score - ref["probability"]))
+                row["max_abs_score_diff"] = max(row["max_abs_score_diff"], abs(top.score - ref["probability"]))
                 if top.category_name == ref["label"]:
                     row["same_top1"] += 1
                 else:
@@ -104,8 +113,7 @@ def classify(out: Path) -> int:
     print("|---|---|---|---|")
     for q in QUANTS:
         r = results[q]
-        print(f"| {q} | {r['same_top1']}/{len(files)} | {r['names_are_classes']} "
-              f"| {r['max_abs_score_diff']:.2g} |")
+        print(f"| {q} | {r['same_top1']}/{len(files)} | {r['names_are_classes']} | {r['max_abs_score_diff']:.2g} |")
     return 1 if failed else 0
 
 

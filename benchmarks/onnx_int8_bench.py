@@ -22,7 +22,6 @@ from toolkit.export.exporter import ExportJob  # calibration exactly as tk expor
 from toolkit.export.onnx_int8 import quantize_onnx_int8 as quantize
 
 
-
 def p50(path: Path, image: np.ndarray, threads: int, warmup: int = 20, runs: int = 300) -> float:
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
@@ -55,8 +54,10 @@ def main() -> None:
     test = load_batch([p for p, _ in split.splits["test"]], size)
     float_path = run / "model.onnx"
     ref = predict(float_path, test)
-    print(f"calibration {calibration.shape}, test {test.shape}; float ONNX predicts "
-          f"{len(set(ref.argmax(1)))} classes, probability spread {ref.std(0).mean():.3f}")
+    print(
+        f"calibration {calibration.shape}, test {test.shape}; float ONNX predicts "
+        f"{len(set(ref.argmax(1)))} classes, probability spread {ref.std(0).mean():.3f}"
+    )
     rows = [("float32", float_path, None)]
     for method in methods:
         for act in ("uint8", "int8"):
@@ -70,8 +71,11 @@ def main() -> None:
     for name, path, _ in rows:
         got = predict(path, test)
         lat = [p50(path, one, t) for t in (1, 2)]
-        print(f"| {name} | {path.stat().st_size / 1e6:.2f} | {lat[0]:.2f} | {lat[1]:.2f} | "
-              f"{(got.argmax(1) == ref.argmax(1)).mean():.1%} | {np.abs(got - ref).max():.2e} |", flush=True)
+        print(
+            f"| {name} | {path.stat().st_size / 1e6:.2f} | {lat[0]:.2f} | {lat[1]:.2f} | "
+            f"{(got.argmax(1) == ref.argmax(1)).mean():.1%} | {np.abs(got - ref).max():.2e} |",
+            flush=True,
+        )
     print(json.dumps(rows[1][2], indent=1))
 
 

@@ -36,8 +36,12 @@ def small_recipe(name: str, root: Path, **sections):
         "seed": 7,
         "data": {"root": str(root)},
         "model": {"backbone": "mini_vgg", "weights": "none", "image_size": 32},
-        "train": {"mode": "scratch", "epochs": 12, "batch_size": 16,
-                  "augment": {"flip": "none", "rotation": 0.0, "zoom": 0.0}},
+        "train": {
+            "mode": "scratch",
+            "epochs": 12,
+            "batch_size": 16,
+            "augment": {"flip": "none", "rotation": 0.0, "zoom": 0.0},
+        },
         "export": {"calibration_samples": 60},
     }
     for key, value in sections.items():
@@ -164,16 +168,24 @@ def finetuned_run(synth_root, session_dir, feature_cache, base_weights):
 
     import toolkit.train.phases as train_module
 
-    recipe = small_recipe("finetune", synth_root, model={"weights": str(base_weights)},
-                          train={"mode": "features", "epochs": 3,
-                                 "fine_tune": {"epochs": 2, "unfreeze_from": "block2_conv1", "learning_rate": 1e-4}})
+    recipe = small_recipe(
+        "finetune",
+        synth_root,
+        model={"weights": str(base_weights)},
+        train={
+            "mode": "features",
+            "epochs": 3,
+            "fine_tune": {"epochs": 2, "unfreeze_from": "block2_conv1", "learning_rate": 1e-4},
+        },
+    )
     snapshot: dict = {}
     original = train_module._phase_end_to_end
 
     def spy(phase, model, *args, **kwargs):  # unfreeze() only flips flags: weights are as features left them
         if phase == "finetune":
-            snapshot.update({layer.name: [w.numpy().copy() for w in layer.weights]
-                             for layer in model.get_layer("backbone").layers})
+            snapshot.update(
+                {layer.name: [w.numpy().copy() for w in layer.weights] for layer in model.get_layer("backbone").layers}
+            )
         return original(phase, model, *args, **kwargs)
 
     messages: list[str] = []
@@ -202,6 +214,10 @@ def int8_inputs(exported_run):
     size = tuple(load_manifest(exported_run)["preprocessing"]["size"])
     test = load_batch(split.paths("test"), size)
     model = load_keras_model(exported_run / "model.keras")
-    return SimpleNamespace(saved_model=exported_run / "saved_model", onnx=exported_run / "model.onnx",
-                           calibration=load_batch(split.paths("train")[:40], size), test=test,
-                           reference=np.asarray(model.predict(test, verbose=0)))
+    return SimpleNamespace(
+        saved_model=exported_run / "saved_model",
+        onnx=exported_run / "model.onnx",
+        calibration=load_batch(split.paths("train")[:40], size),
+        test=test,
+        reference=np.asarray(model.predict(test, verbose=0)),
+    )

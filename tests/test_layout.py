@@ -51,9 +51,11 @@ def test_every_module_lives_in_a_ranked_package():
 
 def upward_imports(path: Path, root: Path = PACKAGE) -> list[str]:
     package = path.relative_to(root).parts[0]
-    return [f"{path.relative_to(root)}:{line} imports toolkit.{target}, which sits above {package}"
-            for line, target in _toolkit_imports(path, root)
-            if target not in RANK or (RANK[target] >= RANK[package] and target != package)]
+    return [
+        f"{path.relative_to(root)}:{line} imports toolkit.{target}, which sits above {package}"
+        for line, target in _toolkit_imports(path, root)
+        if target not in RANK or (RANK[target] >= RANK[package] and target != package)
+    ]
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -64,8 +66,10 @@ def test_imports_point_down(path):
 def test_the_contract_catches_upward_imports(tmp_path):
     (tmp_path / "edge").mkdir()
     module = tmp_path / "edge" / "m.py"
-    module.write_text("from ..core.io import now\n\ndef f():\n    from ..export.reference import KerasPredictor\n"
-                      "    import toolkit.cli.app\n")
+    module.write_text(
+        "from ..core.io import now\n\ndef f():\n    from ..export.reference import KerasPredictor\n"
+        "    import toolkit.cli.app\n"
+    )
     found = upward_imports(module, tmp_path)
     assert [line.split(" imports ")[1].split(",")[0] for line in found] == ["toolkit.export", "toolkit.cli"]
 
@@ -74,9 +78,11 @@ def test_the_contract_catches_upward_imports(tmp_path):
 @pytest.mark.parametrize("package", ["core", "edge"])
 def test_base_packages_import_without_tensorflow(package):
     modules = [f"toolkit.{package}." + p.stem for p in sorted((PACKAGE / package).glob("*.py")) if p.stem != "__init__"]
-    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
-            f"import importlib\nfor m in {modules!r}: importlib.import_module(m)\n"
-            "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx', 'matplotlib')"
-            " and sys.modules[m] is not None]\nassert not heavy, heavy\n")
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+        f"import importlib\nfor m in {modules!r}: importlib.import_module(m)\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx', 'matplotlib')"
+        " and sys.modules[m] is not None]\nassert not heavy, heavy\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import pytest
 import yaml
+from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit import __version__
@@ -17,11 +18,21 @@ from toolkit.core.recipe import load_recipe
 from toolkit.data.folder_recipe import write_folder_recipe
 from toolkit.data.synth import make_synthetic_dataset
 
-from conftest import assert_one_line_error
-
 runner = CliRunner()
-COMMANDS = [["train"], ["layers"], ["predict"], ["export"], ["verify"], ["bench"], ["explain"], ["report"],
-            ["data", "synth"], ["data", "inspect"], ["data", "fetch"], []]
+COMMANDS = [
+    ["train"],
+    ["layers"],
+    ["predict"],
+    ["export"],
+    ["verify"],
+    ["bench"],
+    ["explain"],
+    ["report"],
+    ["data", "synth"],
+    ["data", "inspect"],
+    ["data", "fetch"],
+    [],
+]
 
 
 def tk(*args):
@@ -58,8 +69,9 @@ def test_set_is_offered_wherever_a_recipe_is_loaded(command):
 
 def test_usage_errors_exit_2_and_tk_errors_exit_1(tmp_path):
     assert tk("predict", "--no-such-option").exit_code == 2
-    assert_one_line_error(tk("predict", tmp_path / "m.onnx", tmp_path, "--threads", "1,x"),
-                          "--threads: expected comma-separated integers")
+    assert_one_line_error(
+        tk("predict", tmp_path / "m.onnx", tmp_path, "--threads", "1,x"), "--threads: expected comma-separated integers"
+    )
 
 
 @pytest.fixture
@@ -70,21 +82,33 @@ def recipe_file(tmp_path):
 
 
 def test_set_overrides_with_yaml_values(recipe_file, tmp_path):
-    recipe = load_recipe(recipe_file, ["train.epochs=3", "train.lr_schedule=cosine", "bench.threads=[1, 4]",
-                                       "data.split.test=0.1", "data.split.validation=0.2", "data.strict=true",
-                                       f"data.root={tmp_path}"])
+    recipe = load_recipe(
+        recipe_file,
+        [
+            "train.epochs=3",
+            "train.lr_schedule=cosine",
+            "bench.threads=[1, 4]",
+            "data.split.test=0.1",
+            "data.split.validation=0.2",
+            "data.strict=true",
+            f"data.root={tmp_path}",
+        ],
+    )
     assert recipe.train.epochs == 3 and recipe.train.lr_schedule.name == "cosine"
     assert recipe.bench.threads == (1, 4) and recipe.data.split.test == 0.1 and recipe.data.strict is True
     assert recipe.data.root == str(tmp_path)
 
 
-@pytest.mark.parametrize("item, fragments", [
-    ("train.epoch=3", ["r.yaml: train.epoch: unknown key (did you mean 'epochs'?)"]),
-    ("train.epochs=-1", ["train.epochs: must be > 0 (got -1)"]),
-    ("train.epochs=three", ["train.epochs: must be a whole number (got 'three')"]),
-    ("train", ["--set: expected key=value"]),
-    ("train.epochs.x=1", ["--set train.epochs.x=1: train.epochs is a value (5), not a section"]),
-])
+@pytest.mark.parametrize(
+    "item, fragments",
+    [
+        ("train.epoch=3", ["r.yaml: train.epoch: unknown key (did you mean 'epochs'?)"]),
+        ("train.epochs=-1", ["train.epochs: must be > 0 (got -1)"]),
+        ("train.epochs=three", ["train.epochs: must be a whole number (got 'three')"]),
+        ("train", ["--set: expected key=value"]),
+        ("train.epochs.x=1", ["--set train.epochs.x=1: train.epochs is a value (5), not a section"]),
+    ],
+)
 def test_set_errors_are_the_schema_errors_in_one_line(recipe_file, item, fragments):
     assert_one_line_error(tk("data", "inspect", recipe_file, "--set", item), *fragments)
 
@@ -104,7 +128,12 @@ def test_a_folder_gets_a_default_recipe_written_once(tmp_path, monkeypatch):
     path = write_folder_recipe(root, ["train.epochs=2"], said.append)
     assert path.as_posix() == "recipes/my_shapes.yaml" and "written to recipes/my_shapes.yaml" in said[0]
     recipe = load_recipe(path)
-    assert (recipe.name, recipe.train.epochs, recipe.model.backbone, recipe.data.root) == ("my_shapes", 2, "mini_vgg", str(root))
+    assert (recipe.name, recipe.train.epochs, recipe.model.backbone, recipe.data.root) == (
+        "my_shapes",
+        2,
+        "mini_vgg",
+        str(root),
+    )
     assert write_folder_recipe(root, ["train.epochs=2"], said.append) == path  # same content: reused
     assert "written by an earlier tk train" in said[-1]
     with pytest.raises(TkError, match="exists already and differs"):
@@ -123,7 +152,9 @@ def test_a_folder_without_class_folders_is_one_line(tmp_path, monkeypatch):
 def test_a_bad_set_on_a_folder_writes_nothing(tmp_path, monkeypatch):
     root = make_synthetic_dataset(tmp_path / "d", classes=2, per_class=5, size=16, seed=0)
     monkeypatch.chdir(tmp_path)
-    assert_one_line_error(tk("train", root, "--set", "train.label_smoothing=1"), "train.label_smoothing: must be in [0, 1)")
+    assert_one_line_error(
+        tk("train", root, "--set", "train.label_smoothing=1"), "train.label_smoothing: must be in [0, 1)"
+    )
     assert not list(tmp_path.glob("*.yaml"))
 
 
@@ -133,10 +164,26 @@ def test_train_dir_export_verify_json_with_the_training_knobs(tmp_path, monkeypa
     root = make_synthetic_dataset(tmp_path / "shapes", classes=2, per_class=10, size=24, seed=0)
     monkeypatch.chdir(tmp_path)
     runs = tmp_path / "runs"
-    result = runner.invoke(app, ["train", str(root), "--json", "--runs-dir", str(runs),
-                                 "--set", "train.epochs=2", "--set", "model.image_size=32",
-                                 "--set", "train.lr_schedule={name: cosine, warmup_epochs: 1}",
-                                 "--set", "train.class_weight=balanced", "--set", "train.label_smoothing=0.1"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(root),
+            "--json",
+            "--runs-dir",
+            str(runs),
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "model.image_size=32",
+            "--set",
+            "train.lr_schedule={name: cosine, warmup_epochs: 1}",
+            "--set",
+            "train.class_weight=balanced",
+            "--set",
+            "train.label_smoothing=0.1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     trained = json.loads(result.stdout)
     assert trained["run"] == str(runs / "shapes") and trained["phases"] == ["scratch"]
@@ -170,19 +217,24 @@ def test_readme_python_api_example_imports_what_exists():
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = text[text.index("## Python API"):text.index("## Tests")]
-    code = section[section.index("```python\n") + 10:section.index("```", section.index("```python\n") + 10)]
+    section = text[text.index("## Python API") : text.index("## Tests")]
+    code = section[section.index("```python\n") + 10 : section.index("```", section.index("```python\n") + 10)]
     tree = ast.parse(code)
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module.startswith("toolkit"):
             module = importlib.import_module(node.module)
             assert all(hasattr(module, alias.name) for alias in node.names), node.module
-    for dotted, params in [("toolkit.core.recipe.load_recipe", ["path", "overrides"]),
-                           ("toolkit.train.phases.train", ["recipe", "runs_dir", "resume", "say"]),
-                           ("toolkit.export.exporter.export_run", ["run_dir", "formats", "quantizations", "say"]),
-                           ("toolkit.export.verify.verify_run", ["run_dir", "files", "say"]),
-                           ("toolkit.edge.bench.bench_targets", ["targets", "runs_dir", "overrides", "max_latency_ms", "min_accuracy", "say"]),
-                           ("toolkit.edge.predict.predict", ["artifact", "inputs", "k", "threads"])]:
+    for dotted, params in [
+        ("toolkit.core.recipe.load_recipe", ["path", "overrides"]),
+        ("toolkit.train.phases.train", ["recipe", "runs_dir", "resume", "say"]),
+        ("toolkit.export.exporter.export_run", ["run_dir", "formats", "quantizations", "say"]),
+        ("toolkit.export.verify.verify_run", ["run_dir", "files", "say"]),
+        (
+            "toolkit.edge.bench.bench_targets",
+            ["targets", "runs_dir", "overrides", "max_latency_ms", "min_accuracy", "say"],
+        ),
+        ("toolkit.edge.predict.predict", ["artifact", "inputs", "k", "threads"]),
+    ]:
         module, name = dotted.rsplit(".", 1)
         assert f"`{dotted}(" in section
         signature = inspect.signature(getattr(importlib.import_module(module), name))

@@ -10,12 +10,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
 from toolkit.data.synth import make_synthetic_dataset
-
-from conftest import assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -114,8 +113,10 @@ def test_fetch_then_skip(tmp_path):
         tf.add(src, arcname="photos")
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     root = tmp_path / "data" / "photos"
-    recipe = write_recipe(tmp_path / "f.yaml", {"root": str(root), "source": {
-        "url": archive.as_uri(), "sha256": digest, "subdir": "photos"}})
+    recipe = write_recipe(
+        tmp_path / "f.yaml",
+        {"root": str(root), "source": {"url": archive.as_uri(), "sha256": digest, "subdir": "photos"}},
+    )
     first = tk("data", "fetch", recipe)
     assert first.exit_code == 0, first.output
     assert "sha256 ok" in first.output and f"extracted 9 files to {root}" in first.output
@@ -128,8 +129,9 @@ def test_fetch_bad_checksum_is_one_line(tmp_path):
     archive = tmp_path / "a.tgz"
     with tarfile.open(archive, "w:gz") as tf:
         tf.add(make_synthetic_dataset(tmp_path / "src", classes=2, per_class=2, size=16), arcname="x")
-    recipe = write_recipe(tmp_path / "f.yaml", {"root": str(tmp_path / "out"),
-                                                "source": {"url": archive.as_uri(), "sha256": "f" * 64}})
+    recipe = write_recipe(
+        tmp_path / "f.yaml", {"root": str(tmp_path / "out"), "source": {"url": archive.as_uri(), "sha256": "f" * 64}}
+    )
     result = tk("data", "fetch", recipe)
     assert result.exit_code == 1 and "sha256 mismatch" in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
@@ -149,11 +151,13 @@ def test_bad_recipe_key_is_one_line(tmp_path):
 def test_data_commands_do_not_import_tensorflow(tmp_path):
     root = make_synthetic_dataset(tmp_path / "d", classes=2, per_class=5, size=16)
     recipe = write_recipe(tmp_path / "r.yaml", {"root": str(root)})
-    code = ("import sys\nfrom toolkit.cli.app import app\n"
-            f"try:\n    app(['data', 'inspect', {str(recipe)!r}, '--json'])\nexcept SystemExit as e:\n"
-            "    assert not e.code, e.code\n"
-            "import toolkit.data.fetch\n"
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow imported'\n")
+    code = (
+        "import sys\nfrom toolkit.cli.app import app\n"
+        f"try:\n    app(['data', 'inspect', {str(recipe)!r}, '--json'])\nexcept SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "import toolkit.data.fetch\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow imported'\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["images"] == 10

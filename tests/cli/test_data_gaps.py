@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import assert_one_line_error, small_recipe
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
 from toolkit.data.synth import make_synthetic_dataset
-
-from conftest import assert_one_line_error, small_recipe
 
 runner = CliRunner()
 
@@ -49,8 +48,12 @@ def test_a_class_folder_with_no_usable_images_stops_train_and_inspect_warns(tmp_
     _empty_class(root, "square")
     recipe = write_recipe(tmp_path / "gap.yaml", root)
     runs = tmp_path / "runs"
-    assert_one_line_error(tk("train", recipe, "--runs-dir", runs),
-                          f"{root / 'square'} has no usable images", "1 unusable file(s) skipped", "remove the folder")
+    assert_one_line_error(
+        tk("train", recipe, "--runs-dir", runs),
+        f"{root / 'square'} has no usable images",
+        "1 unusable file(s) skipped",
+        "remove the folder",
+    )
     assert not runs.exists() or not any(runs.iterdir())  # stopped before training touched anything
     result = tk("data", "inspect", recipe, "--json")
     assert result.exit_code == 0, result.output  # inspect lists the gap instead of stopping
@@ -62,16 +65,23 @@ def test_a_class_too_small_for_the_validation_fraction_is_an_error(tmp_path):
     root = make_synthetic_dataset(tmp_path / "flat", classes=2, per_class=8, size=24, seed=0)
     for path in sorted((root / "circle").glob("*.jpg"))[2:]:
         path.unlink()  # 2 circles: 0.15 of 2 rounds to no validation image
-    assert_one_line_error(tk("train", write_recipe(tmp_path / "few.yaml", root), "--runs-dir", tmp_path / "runs"),
-                          f"{root / 'circle'} has 2 usable image(s)", "validation", "add images")
+    assert_one_line_error(
+        tk("train", write_recipe(tmp_path / "few.yaml", root), "--runs-dir", tmp_path / "runs"),
+        f"{root / 'circle'} has 2 usable image(s)",
+        "validation",
+        "add images",
+    )
 
 
 @pytest.mark.parametrize("split", ["train", "validation"])
 def test_presplit_train_or_validation_missing_a_class_is_an_error(tmp_path, split):
     root = _presplit(tmp_path / "pre")
     _empty_class(root / split, "square")
-    assert_one_line_error(tk("train", write_recipe(tmp_path / "pre.yaml", root), "--runs-dir", tmp_path / "runs"),
-                          f"{root / split / 'square'} has no usable images", "add images to it")
+    assert_one_line_error(
+        tk("train", write_recipe(tmp_path / "pre.yaml", root), "--runs-dir", tmp_path / "runs"),
+        f"{root / split / 'square'} has no usable images",
+        "add images to it",
+    )
 
 
 def test_a_test_split_missing_a_class_trains_but_says_so_and_records_it(tmp_path, feature_cache):

@@ -13,8 +13,9 @@ from toolkit.cli.app import app
 from toolkit.core.errors import fault_line
 
 
-@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only"),
-                                         (errno.EACCES, "permission")])
+@pytest.mark.parametrize(
+    "code, words", [(errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only"), (errno.EACCES, "permission")]
+)
 def test_fault_errnos_become_one_line_naming_the_folder(code, words):
     line = fault_line(OSError(code, "boom", "/runs/r1/model.keras"))
     assert line.startswith("could not write in /runs/r1") and words in line
@@ -29,8 +30,9 @@ def test_disk_full_while_writing_synthetic_data_is_one_line(tmp_path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "data" / "x.json"))
 
     monkeypatch.setattr(io.tempfile, "mkstemp", full)
-    import toolkit.core.images as images  # noqa: F401
     from PIL import Image
+
+    import toolkit.core.images as images  # noqa: F401
 
     monkeypatch.setattr(Image.Image, "save", full)
     result = CliRunner().invoke(app, ["data", "synth", str(tmp_path / "data")])
@@ -49,8 +51,11 @@ from conftest import assert_one_line_error, small_recipe  # noqa: E402
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _ends_in_one_error_line(result, *fragments: str) -> None:
@@ -71,8 +76,9 @@ def _recipe_file(tmp_path: Path, recipe) -> Path:
     return path
 
 
-def test_disk_full_mid_checkpoint_keeps_the_last_backup_and_resume_finishes(synth_root, trained_run, feature_cache,
-                                                                             tmp_path, monkeypatch):
+def test_disk_full_mid_checkpoint_keeps_the_last_backup_and_resume_finishes(
+    synth_root, trained_run, feature_cache, tmp_path, monkeypatch
+):
     import keras
 
     runs = tmp_path / "runs"
@@ -108,8 +114,9 @@ def test_disk_full_mid_checkpoint_keeps_the_last_backup_and_resume_finishes(synt
     assert len(history["loss"]) == 3
 
 
-def test_read_only_runs_folder_fails_train_before_training(synth_root, trained_run, feature_cache, tmp_path,
-                                                           monkeypatch):
+def test_read_only_runs_folder_fails_train_before_training(
+    synth_root, trained_run, feature_cache, tmp_path, monkeypatch
+):
     runs = tmp_path / "runs"
     shutil.copytree(trained_run, runs / trained_run.name)
     before = _hashes(runs)
@@ -132,8 +139,15 @@ def _read_only(monkeypatch, folder: Path) -> None:
     monkeypatch.setattr(io.tempfile, "mkstemp", mkstemp)
 
 
-@pytest.mark.parametrize("command", [["verify"], ["bench", "--runs", "3", "--warmup", "1", "--threads", "1"],
-                                     ["report"], ["export", "--format", "onnx"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["verify"],
+        ["bench", "--runs", "3", "--warmup", "1", "--threads", "1"],
+        ["report"],
+        ["export", "--format", "onnx"],
+    ],
+)
 def test_read_only_run_folder_is_one_line_before_the_work(exported_run, tmp_path, monkeypatch, command):
     run = tmp_path / exported_run.name
     shutil.copytree(exported_run, run)

@@ -52,8 +52,9 @@ def test_cli_lines_print_through_the_bars_console_while_they_are_live(monkeypatc
     assert out.file.getvalue() == "after\n"
 
 
-@pytest.mark.parametrize("out_terminal, err_terminal, as_json", [(False, True, False), (True, False, False),
-                                                                 (True, True, True)])
+@pytest.mark.parametrize(
+    "out_terminal, err_terminal, as_json", [(False, True, False), (True, False, False), (True, True, True)]
+)
 def test_no_bars_unless_both_streams_are_terminals_and_not_json(out_terminal, err_terminal, as_json):
     def console(terminal):
         return Console(force_terminal=terminal, file=StringIO())

@@ -32,8 +32,9 @@ def held_elsewhere(tmp_path):
     """A live process holding tmp_path/runs/r1's lock; released (and reaped) after the test."""
     run = tmp_path / "runs" / "r1"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
     assert proc.stdout.readline().strip() == "held"
     yield run, proc
     proc.stdin.close()
@@ -73,8 +74,9 @@ def test_the_lock_is_released_after_the_block(tmp_path):
 def test_a_killed_holders_lock_is_taken_over(tmp_path):
     run = tmp_path / "r1"
     path = lock_path(run)
-    path.write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "started": "then",
-                                "command": "tk train"}))
+    path.write_text(
+        json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "started": "then", "command": "tk train"})
+    )
     said: list[str] = []
     with run_lock(run, "tk export", say=said.append):
         assert json.loads(path.read_text())["pid"] == os.getpid()
@@ -91,8 +93,9 @@ def test_an_empty_lock_left_by_a_kill_mid_create_is_taken_over(tmp_path):
 
 def test_a_lock_from_another_host_is_refused_with_how_to_clear_it(tmp_path):
     run = tmp_path / "r1"
-    lock_path(run).write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "started": "then",
-                                          "command": "tk train"}))
+    lock_path(run).write_text(
+        json.dumps({"pid": 1, "host": "elsewhere.example", "started": "then", "command": "tk train"})
+    )
     with pytest.raises(TkError, match="elsewhere.example.*delete the lock"):
         with run_lock(run, "tk train"):
             pass

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from fake_progress import RecordingProgress
+
 from toolkit.core.progress import NO_PROGRESS, tracked
 
 pytestmark = pytest.mark.edge

@@ -37,14 +37,17 @@ def test_unknown_top_level_section():
     assert "trian" in message and "'train'" in message and "allowed keys" in message
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ({"train": {"epochs": "ten"}}, "train.epochs: must be a whole number (got 'ten')"),
-    ({"train": {"epochs": 2.5}}, "train.epochs: must be a whole number (got 2.5)"),
-    ({"train": {"learning_rate": "fast"}}, "train.learning_rate: must be a number (got 'fast')"),
-    ({"data": {"strict": "yes"}}, "data.strict: must be true or false (got 'yes')"),
-    ({"train": {"mode": "magic"}}, "train.mode: must be one of features, augment, scratch (got 'magic')"),
-    ({"model": "vgg16"}, "model: must be a mapping (got 'vgg16')"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"train": {"epochs": "ten"}}, "train.epochs: must be a whole number (got 'ten')"),
+        ({"train": {"epochs": 2.5}}, "train.epochs: must be a whole number (got 2.5)"),
+        ({"train": {"learning_rate": "fast"}}, "train.learning_rate: must be a number (got 'fast')"),
+        ({"data": {"strict": "yes"}}, "data.strict: must be true or false (got 'yes')"),
+        ({"train": {"mode": "magic"}}, "train.mode: must be one of features, augment, scratch (got 'magic')"),
+        ({"model": "vgg16"}, "model: must be a mapping (got 'vgg16')"),
+    ],
+)
 def test_wrong_type_names_key_and_value(raw, expected):
     assert error_of(raw) == expected
 
@@ -55,14 +58,20 @@ def test_negative_epochs_message():
 
 def test_yaml_float_written_as_exponent_is_a_number():
     # YAML 1.1 reads 1e-5 (no dot) as a string: the schema must still take it as a float.
-    assert recipe_from_dict({"name": "t", "train": {"fine_tune": {"learning_rate": "1e-5"}}}).train.fine_tune.learning_rate == 1e-5
+    assert (
+        recipe_from_dict({"name": "t", "train": {"fine_tune": {"learning_rate": "1e-5"}}}).train.fine_tune.learning_rate
+        == 1e-5
+    )
 
 
-@pytest.mark.parametrize("split", [
-    {"train": 0.5, "validation": 0.2, "test": 0.2},
-    {"train": 0.0, "validation": 0.5, "test": 0.5},
-    {"train": 1.2, "validation": -0.1, "test": -0.1},
-])
+@pytest.mark.parametrize(
+    "split",
+    [
+        {"train": 0.5, "validation": 0.2, "test": 0.2},
+        {"train": 0.0, "validation": 0.5, "test": 0.5},
+        {"train": 1.2, "validation": -0.1, "test": -0.1},
+    ],
+)
 def test_split_fractions_must_sum_to_one(split):
     message = error_of({"data": {"split": split}})
     assert message.startswith("data.split: fractions must be >= 0, train > 0, and sum to 1")
@@ -153,16 +162,27 @@ def test_every_shipped_recipe_loads(path):
     assert recipe.data.root
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ({"export": {"int8_fallback": {"max_size_ratio": 0.5}}}, "export.int8_fallback.max_size_ratio: must be >= 1"),
-    ({"export": {"int8_fallback": {"max_float_layers": 0}}}, "export.int8_fallback.max_float_layers: must be > 0 (got 0)"),
-    ({"export": {"int8_fallback": {"enable": True}}}, "did you mean 'enabled'?"),
-    ({"export": {"onnx_int8_activations": "int4"}}, "export.onnx_int8_activations: must be one of uint8, int8"),
-    ({"export": {"onnx_int8_calibration": "minmax"}}, "export.onnx_int8_calibration: must be one of Percentile, MinMax"),
-    ({"verify": {"confident_margin": 1.5}}, "verify.confident_margin: must be in [0, 1) (got 1.5)"),
-    ({"verify": {"thresholds": {"int8": {"min_confident_agreement": 2}}}},
-     "verify.thresholds.int8.min_confident_agreement: must be in [0, 1] (got 2.0)"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"export": {"int8_fallback": {"max_size_ratio": 0.5}}}, "export.int8_fallback.max_size_ratio: must be >= 1"),
+        (
+            {"export": {"int8_fallback": {"max_float_layers": 0}}},
+            "export.int8_fallback.max_float_layers: must be > 0 (got 0)",
+        ),
+        ({"export": {"int8_fallback": {"enable": True}}}, "did you mean 'enabled'?"),
+        ({"export": {"onnx_int8_activations": "int4"}}, "export.onnx_int8_activations: must be one of uint8, int8"),
+        (
+            {"export": {"onnx_int8_calibration": "minmax"}},
+            "export.onnx_int8_calibration: must be one of Percentile, MinMax",
+        ),
+        ({"verify": {"confident_margin": 1.5}}, "verify.confident_margin: must be in [0, 1) (got 1.5)"),
+        (
+            {"verify": {"thresholds": {"int8": {"min_confident_agreement": 2}}}},
+            "verify.thresholds.int8.min_confident_agreement: must be in [0, 1] (got 2.0)",
+        ),
+    ],
+)
 def test_int8_and_metadata_keys_are_checked(raw, expected):
     assert expected in error_of(raw)
 
@@ -237,10 +257,22 @@ def test_a_recipe_path_that_is_a_folder_says_so(tmp_path):
     "train, expected",
     [
         ({"lr_schedule": "cosin"}, "train.lr_schedule.name: must be one of constant, cosine (got 'cosin')"),
-        ({"lr_schedule": {"name": "constant", "warmup_epochs": 1}}, "train.lr_schedule.warmup_epochs: needs name: cosine"),
-        ({"lr_schedule": {"name": "cosine", "warmup_epochs": 10}, "epochs": 10}, "train.lr_schedule.warmup_epochs: must be < train.epochs (10)"),
-        ({"lr_schedule": {"name": "cosine", "warmup_epochs": -1}}, "train.lr_schedule.warmup_epochs: must be >= 0 (got -1)"),
-        ({"lr_schedule": {"name": "cosine", "warmup": 1}}, "train.lr_schedule.warmup: unknown key (did you mean 'warmup_epochs'?)"),
+        (
+            {"lr_schedule": {"name": "constant", "warmup_epochs": 1}},
+            "train.lr_schedule.warmup_epochs: needs name: cosine",
+        ),
+        (
+            {"lr_schedule": {"name": "cosine", "warmup_epochs": 10}, "epochs": 10},
+            "train.lr_schedule.warmup_epochs: must be < train.epochs (10)",
+        ),
+        (
+            {"lr_schedule": {"name": "cosine", "warmup_epochs": -1}},
+            "train.lr_schedule.warmup_epochs: must be >= 0 (got -1)",
+        ),
+        (
+            {"lr_schedule": {"name": "cosine", "warmup": 1}},
+            "train.lr_schedule.warmup: unknown key (did you mean 'warmup_epochs'?)",
+        ),
         ({"class_weight": "balancd"}, "train.class_weight: must be one of none, balanced (got 'balancd')"),
         ({"label_smoothing": 1.0}, "train.label_smoothing: must be in [0, 1) (got 1.0)"),
     ],
@@ -252,10 +284,19 @@ def test_training_knob_errors_name_the_key(train, expected):
 
 
 def test_training_knob_short_forms():
-    train = recipe_from_dict({"name": "t", "train": {"lr_schedule": "cosine", "class_weight": None,
-                                                     "label_smoothing": 0.1}}).train
+    train = recipe_from_dict(
+        {"name": "t", "train": {"lr_schedule": "cosine", "class_weight": None, "label_smoothing": 0.1}}
+    ).train
     assert (train.lr_schedule.name, train.lr_schedule.warmup_epochs) == ("cosine", 0)
     assert train.class_weight == "none" and train.label_smoothing == 0.1
-    again = recipe_from_dict({"name": "t", **{"train": recipe_from_dict({"name": "t", "train": {
-        "lr_schedule": {"name": "cosine", "warmup_epochs": 2}}}).to_dict()["train"]}})
+    again = recipe_from_dict(
+        {
+            "name": "t",
+            **{
+                "train": recipe_from_dict(
+                    {"name": "t", "train": {"lr_schedule": {"name": "cosine", "warmup_epochs": 2}}}
+                ).to_dict()["train"]
+            },
+        }
+    )
     assert again.train.lr_schedule.warmup_epochs == 2  # the written-out recipe.yaml loads back

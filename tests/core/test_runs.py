@@ -12,8 +12,18 @@ from pathlib import Path
 import pytest
 
 from toolkit.core.errors import TkError
-from toolkit.core.runs import (MANIFEST, SPLIT_FORMAT, SplitDataset, archive_run, check_files_exist, list_runs,
-                               load_split, resolve_run, save_manifest, save_split)
+from toolkit.core.runs import (
+    MANIFEST,
+    SPLIT_FORMAT,
+    SplitDataset,
+    archive_run,
+    check_files_exist,
+    list_runs,
+    load_split,
+    resolve_run,
+    save_manifest,
+    save_split,
+)
 
 
 def _dataset(root: Path) -> SplitDataset:
@@ -25,8 +35,12 @@ def _dataset(root: Path) -> SplitDataset:
             path = root / name / f"{i}.jpg"
             path.write_bytes(b"x")
             items.append((str(path), k))
-    return SplitDataset(str(root), ["cat", "dog"], {"train": items[:4], "validation": items[4:], "test": items[4:]},
-                        skipped=[(str(root / "cat" / "bad.jpg"), "not an image")])
+    return SplitDataset(
+        str(root),
+        ["cat", "dog"],
+        {"train": items[:4], "validation": items[4:], "test": items[4:]},
+        skipped=[(str(root / "cat" / "bad.jpg"), "not an image")],
+    )
 
 
 def test_split_json_is_relative_to_an_absolute_root(tmp_path, monkeypatch):
@@ -46,11 +60,19 @@ def test_split_json_is_relative_to_an_absolute_root(tmp_path, monkeypatch):
 
 
 def _dataset_json(root: Path) -> dict:
-    dataset = SplitDataset(str(root), ["cat", "dog"],
-                           {s: [(str(root / c / f"{i}.jpg"), k) for k, c in enumerate(("cat", "dog")) for i in range(3)]
-                            for s in ("train", "validation", "test")})
-    return {"root": dataset.root, "classes": dataset.classes,
-            "splits": {s: [[p, y] for p, y in items] for s, items in dataset.splits.items()}}
+    dataset = SplitDataset(
+        str(root),
+        ["cat", "dog"],
+        {
+            s: [(str(root / c / f"{i}.jpg"), k) for k, c in enumerate(("cat", "dog")) for i in range(3)]
+            for s in ("train", "validation", "test")
+        },
+    )
+    return {
+        "root": dataset.root,
+        "classes": dataset.classes,
+        "splits": {s: [[p, y] for p, y in items] for s, items in dataset.splits.items()},
+    }
 
 
 def test_moved_dataset_is_one_line_then_found_with_data_root(tmp_path):
@@ -123,8 +145,16 @@ def test_a_pack_bundle_beside_the_runs_is_not_a_run(tmp_path):
     run = _run(tmp_path, "quickstart", "2026-01-02T10:00:00+00:00")
     bundle = tmp_path / "quickstart-device"  # make demo packs here; its manifest is newer than any run
     bundle.mkdir()
-    (bundle / MANIFEST).write_text(json.dumps({"name": "quickstart", "created": "2027-01-01T00:00:00+00:00",
-                                               "bundle": {"source": str(run)}, "artifacts": {}}))
+    (bundle / MANIFEST).write_text(
+        json.dumps(
+            {
+                "name": "quickstart",
+                "created": "2027-01-01T00:00:00+00:00",
+                "bundle": {"source": str(run)},
+                "artifacts": {},
+            }
+        )
+    )
     assert list_runs(tmp_path) == [run] and resolve_run(None, tmp_path, lambda _: None) == run
 
 

@@ -65,6 +65,7 @@ def dataset(tmp_path) -> Path:
 
 # 1. normal archives ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz", "w"])
 def test_tar_of_class_folders(dataset, tmp_path, mode):
     archive = tmp_path / "flowers.tar"
@@ -106,6 +107,7 @@ def test_unknown_kind_names_the_file_and_the_kinds(tmp_path):
 
 # 2. CVE-2025-4517 ---------------------------------------------------------------------------------
 
+
 def pathmax_poc(path: Path) -> Path:
     """The public PoC: 16 nested 247-char folders, each reached through a one-letter symlink, so the
     link chain resolves past PATH_MAX (where realpath stops checking); `escape` then climbs four
@@ -126,8 +128,9 @@ def pathmax_poc(path: Path) -> Path:
 def test_pathmax_symlink_chain_cannot_escape(tmp_path):
     archive = pathmax_poc(tmp_path / "poc.tar")
     dest = tmp_path / "w1" / "w2" / "w3" / "w4" / "dest"
-    sentinels = [tmp_path / "target"] + [tmp_path.joinpath(*[f"w{j}" for j in range(1, i + 1)], "target")
-                                         for i in range(1, 5)]
+    sentinels = [tmp_path / "target"] + [
+        tmp_path.joinpath(*[f"w{j}" for j in range(1, i + 1)], "target") for i in range(1, 5)
+    ]
     for sentinel in sentinels:
         sentinel.parent.mkdir(parents=True, exist_ok=True)
         sentinel.write_text("original\n")
@@ -142,30 +145,50 @@ def test_pathmax_symlink_chain_cannot_escape(tmp_path):
 
 # 3. hostile members -------------------------------------------------------------------------------
 
+
 def _nul_member() -> tarfile.TarInfo:
     info = file_info("data/nul.jpg")
     info.pax_headers = {"path": "data/a\x00b.jpg"}  # a ustar name cannot hold NUL; a pax path can
     return info
 
 
-@pytest.mark.parametrize("member, payload, why", [
-    (link_info("data/circle/passwd", "/etc/passwd", tarfile.SYMTYPE), None, "links are not extracted"),
-    (link_info("data/circle/out", "../outside", tarfile.SYMTYPE), None, "links are not extracted"),
-    (link_info("data/circle/hard", "../outside", tarfile.LNKTYPE), None, "links are not extracted"),
-    (link_info("data/circle/inner", "a.jpg", tarfile.SYMTYPE), None, "links are not extracted"),
-    (file_info("/tmp/x"), b"bad", "absolute path"),
-    (file_info("../x"), b"bad", "'..' in the path"),
-    (file_info("a/../../x"), b"bad", "'..' in the path"),
-    (file_info("C:/x"), b"bad", "drive letter"),
-    (file_info("data\\..\\..\\x"), b"bad", "backslash"),
-    (_nul_member(), b"bad", "NUL byte"),
-    (file_info("data/" + "n" * 256), b"bad", "longer than 255 bytes"),
-    (file_info("/".join(["d" * 200] * 21)), b"bad", "longer than 4096 bytes"),
-    (link_info("data/circle/tty", "", tarfile.CHRTYPE), None, "device file or fifo"),
-    (link_info("data/circle/disk", "", tarfile.BLKTYPE), None, "device file or fifo"),
-    (link_info("data/circle/pipe", "", tarfile.FIFOTYPE), None, "device file or fifo"),
-], ids=["symlink-abs", "symlink-up", "hardlink-up", "symlink-inside", "absolute", "dotdot", "nested-dotdot",
-        "drive", "backslash", "nul", "long-component", "long-name", "chardev", "blockdev", "fifo"])
+@pytest.mark.parametrize(
+    "member, payload, why",
+    [
+        (link_info("data/circle/passwd", "/etc/passwd", tarfile.SYMTYPE), None, "links are not extracted"),
+        (link_info("data/circle/out", "../outside", tarfile.SYMTYPE), None, "links are not extracted"),
+        (link_info("data/circle/hard", "../outside", tarfile.LNKTYPE), None, "links are not extracted"),
+        (link_info("data/circle/inner", "a.jpg", tarfile.SYMTYPE), None, "links are not extracted"),
+        (file_info("/tmp/x"), b"bad", "absolute path"),
+        (file_info("../x"), b"bad", "'..' in the path"),
+        (file_info("a/../../x"), b"bad", "'..' in the path"),
+        (file_info("C:/x"), b"bad", "drive letter"),
+        (file_info("data\\..\\..\\x"), b"bad", "backslash"),
+        (_nul_member(), b"bad", "NUL byte"),
+        (file_info("data/" + "n" * 256), b"bad", "longer than 255 bytes"),
+        (file_info("/".join(["d" * 200] * 21)), b"bad", "longer than 4096 bytes"),
+        (link_info("data/circle/tty", "", tarfile.CHRTYPE), None, "device file or fifo"),
+        (link_info("data/circle/disk", "", tarfile.BLKTYPE), None, "device file or fifo"),
+        (link_info("data/circle/pipe", "", tarfile.FIFOTYPE), None, "device file or fifo"),
+    ],
+    ids=[
+        "symlink-abs",
+        "symlink-up",
+        "hardlink-up",
+        "symlink-inside",
+        "absolute",
+        "dotdot",
+        "nested-dotdot",
+        "drive",
+        "backslash",
+        "nul",
+        "long-component",
+        "long-name",
+        "chardev",
+        "blockdev",
+        "fifo",
+    ],
+)
 def test_hostile_tar_members_are_refused(tmp_path, member, payload, why):
     archive = make_tar(tmp_path / "bad.tgz", [(member, payload)])
     outside = tmp_path / "outside"
@@ -203,20 +226,22 @@ def test_zip_dotdot_is_refused(tmp_path):
 
 # 4, 5. bombs and caps -----------------------------------------------------------------------------
 
+
 def test_zip_bomb_is_refused_before_writing(tmp_path):
     archive = make_zip(tmp_path / "bomb.zip", {"data/zeros.bin": bytes(50 * 2**20)})
     assert archive.stat().st_size < 200_000  # ~50 kB on disk, 50 MiB unpacked
     dest = tmp_path / "out"
     with pytest.raises(TkError) as info:
         extract(archive, dest, max_bytes=10 * 2**20)
-    assert str(info.value) == ("bomb.zip: unpacks to more than 10 MiB (stopped at 'data/zeros.bin'); "
-                               "raise data.source.max_bytes if the dataset really is that big")
+    assert str(info.value) == (
+        "bomb.zip: unpacks to more than 10 MiB (stopped at 'data/zeros.bin'); "
+        "raise data.source.max_bytes if the dataset really is that big"
+    )
     assert sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) <= 10 * 2**20 + CHUNK
 
 
 def test_tar_bomb_stops_at_the_cap(tmp_path):
-    archive = make_tar(tmp_path / "bomb.tgz", [(file_info(f"data/{i}.bin", 2**20), bytes(2**20))
-                                               for i in range(12)])
+    archive = make_tar(tmp_path / "bomb.tgz", [(file_info(f"data/{i}.bin", 2**20), bytes(2**20)) for i in range(12)])
     dest = tmp_path / "out"
     with pytest.raises(TkError, match=r"bomb.tgz: unpacks to more than 10 MiB \(stopped at 'data/9.bin'\)"):
         extract(archive, dest, max_bytes=10 * 2**20)
@@ -243,7 +268,7 @@ def test_zip_lying_about_its_size_writes_no_more_than_declared(tmp_path):
     raw = bytearray(archive.read_bytes())
     raw[22:26] = (1000).to_bytes(4, "little")  # local header: uncompressed size
     central = raw.rindex(b"PK\x01\x02")
-    raw[central + 24:central + 28] = (1000).to_bytes(4, "little")  # central directory: uncompressed size
+    raw[central + 24 : central + 28] = (1000).to_bytes(4, "little")  # central directory: uncompressed size
     archive.write_bytes(bytes(raw))
     dest = tmp_path / "out"
     with pytest.raises(TkError, match=r"liar.zip: not a readable archive near member 'data/zeros.bin' \(Bad CRC"):
@@ -261,7 +286,9 @@ def test_bytes_are_counted_from_the_stream_not_the_header(tmp_path, monkeypatch,
         archive = make_zip(tmp_path / "small.zip", {"data/circle/a.jpg": b"jpg"})
         monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, info: io.BytesIO(bytes(30 * 2**20)))
     dest = tmp_path / "out"
-    with pytest.raises(TkError, match=rf"{archive.name}: unpacks to more than 10 MiB \(stopped at 'data/circle/a.jpg'\)"):
+    with pytest.raises(
+        TkError, match=rf"{archive.name}: unpacks to more than 10 MiB \(stopped at 'data/circle/a.jpg'\)"
+    ):
         extract(archive, dest, max_bytes=10 * 2**20)
     assert (dest / "data" / "circle" / "a.jpg").stat().st_size <= 10 * 2**20
 
@@ -272,8 +299,14 @@ def test_defaults_are_sane():
 
 # 6. duplicates, file-as-folder ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("second", [file_info("data/circle/a.jpg"),  # same name twice
-                                    link_info("data/circle/a.jpg", "", tarfile.DIRTYPE)])  # file, then folder
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        file_info("data/circle/a.jpg"),  # same name twice
+        link_info("data/circle/a.jpg", "", tarfile.DIRTYPE),
+    ],
+)  # file, then folder
 def test_duplicate_names_are_refused(tmp_path, second):
     archive = make_tar(tmp_path / "dup.tgz", [(second, b"new" if second.isfile() else None)])
     dest = tmp_path / "out"
@@ -295,14 +328,18 @@ def test_member_under_a_file_is_refused_cleanly(tmp_path):
     archive = make_tar(tmp_path / "under.tgz", [(file_info("data/circle/a.jpg/b.jpg"), b"jpg")])
     with pytest.raises(TkError) as info:
         extract(archive, tmp_path / "out")
-    assert str(info.value).startswith("under.tgz: unsafe archive member 'data/circle/a.jpg/b.jpg' "
-                                      "('data/circle/a.jpg' is a file in the archive, not a folder)")
+    assert str(info.value).startswith(
+        "under.tgz: unsafe archive member 'data/circle/a.jpg/b.jpg' "
+        "('data/circle/a.jpg' is a file in the archive, not a folder)"
+    )
 
 
 # 7. damaged archives ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("suffix, mode", [(".tar.gz", "w:gz"), (".tar.bz2", "w:bz2"), (".tar.xz", "w:xz"),
-                                          (".zip", None)])
+
+@pytest.mark.parametrize(
+    "suffix, mode", [(".tar.gz", "w:gz"), (".tar.bz2", "w:bz2"), (".tar.xz", "w:xz"), (".zip", None)]
+)
 def test_truncated_archive_is_not_readable(dataset, tmp_path, suffix, mode):
     archive = tmp_path / f"cut{suffix}"
     if mode:

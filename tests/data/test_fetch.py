@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import io
 import tarfile
@@ -12,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.data.splits import discover
 from toolkit.core.errors import TkError
-from toolkit.data.fetch import fetch
 from toolkit.core.recipe import recipe_from_dict
+from toolkit.data.fetch import fetch
+from toolkit.data.splits import discover
 from toolkit.data.synth import make_synthetic_dataset
 
 
@@ -30,8 +29,9 @@ def recipe_for(root: Path, url: str, **source):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """flower_photos/{circle,square}/*.jpg plus a LICENSE.txt, as in TensorFlow's flowers archive."""
-    top = make_synthetic_dataset(tmp_path_factory.mktemp("src") / "flower_photos", classes=2, per_class=6,
-                                 size=24, seed=0)
+    top = make_synthetic_dataset(
+        tmp_path_factory.mktemp("src") / "flower_photos", classes=2, per_class=6, size=24, seed=0
+    )
     (top / "LICENSE.txt").write_text("CC-BY\n")
     return top
 
@@ -115,15 +115,19 @@ def test_malformed_sha256_is_rejected_before_download(archive, tmp_path):
         fetch(recipe_for(tmp_path / "x", archive.as_uri(), sha256="abc"), lambda _: None)
 
 
-@pytest.mark.parametrize("member, payload, why", [
-    (_file_info("../evil.txt", 4), b"evil", "'..' in the path"),
-    (_file_info("data/../../evil.txt", 4), b"evil", "'..' in the path"),
-    (_file_info("/tmp/evil.txt", 4), b"evil", "absolute path"),
-    (_link_info("data/circle/link.jpg", "../../../evil.txt", tarfile.SYMTYPE), None, "symlink"),
-    (_link_info("data/circle/abs.jpg", "/etc/passwd", tarfile.SYMTYPE), None, "symlink"),
-    (_link_info("data/circle/hard.jpg", "../evil.txt", tarfile.LNKTYPE), None, "hard link"),
-    (_link_info("data/circle/dev", "", tarfile.CHRTYPE), None, "device"),
-], ids=["dotdot", "nested-dotdot", "absolute", "symlink-out", "symlink-abs", "hardlink-out", "device"])
+@pytest.mark.parametrize(
+    "member, payload, why",
+    [
+        (_file_info("../evil.txt", 4), b"evil", "'..' in the path"),
+        (_file_info("data/../../evil.txt", 4), b"evil", "'..' in the path"),
+        (_file_info("/tmp/evil.txt", 4), b"evil", "absolute path"),
+        (_link_info("data/circle/link.jpg", "../../../evil.txt", tarfile.SYMTYPE), None, "symlink"),
+        (_link_info("data/circle/abs.jpg", "/etc/passwd", tarfile.SYMTYPE), None, "symlink"),
+        (_link_info("data/circle/hard.jpg", "../evil.txt", tarfile.LNKTYPE), None, "hard link"),
+        (_link_info("data/circle/dev", "", tarfile.CHRTYPE), None, "device"),
+    ],
+    ids=["dotdot", "nested-dotdot", "absolute", "symlink-out", "symlink-abs", "hardlink-out", "device"],
+)
 def test_unsafe_members_are_rejected(tmp_path, member, payload, why):
     bad = tar_with(tmp_path / "bad.tgz", [(member, payload)])
     root = tmp_path / "deep" / "data" / "out"
@@ -138,8 +142,13 @@ def test_unsafe_members_are_rejected(tmp_path, member, payload, why):
 def test_even_an_internal_symlink_is_refused(tmp_path):
     # Links are never extracted: a class-folder dataset needs none, and a link that stays inside
     # by its text can still leave through another link (CVE-2025-4517). See data/extract.py.
-    good = tar_with(tmp_path / "ok.tgz", [(_file_info("data/square/b.jpg", 3), b"jpg"),
-                                          (_link_info("data/square/c.jpg", "b.jpg", tarfile.SYMTYPE), None)])
+    good = tar_with(
+        tmp_path / "ok.tgz",
+        [
+            (_file_info("data/square/b.jpg", 3), b"jpg"),
+            (_link_info("data/square/c.jpg", "b.jpg", tarfile.SYMTYPE), None),
+        ],
+    )
     root = tmp_path / "out"
     with pytest.raises(TkError, match="unsafe archive member 'data/square/c.jpg'"):
         fetch(recipe_for(root, good.as_uri(), subdir="data"), lambda _: None)

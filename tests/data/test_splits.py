@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.core.runs import SplitDataset, load_split, save_split
-from toolkit.data.splits import discover, stratified_split
 from toolkit.core.errors import TkError
 from toolkit.core.recipe import DataSection, SplitFractions
+from toolkit.core.runs import SplitDataset, load_split, save_split
+from toolkit.data.splits import discover, stratified_split
 from toolkit.data.synth import make_synthetic_dataset
 
 
@@ -23,8 +23,12 @@ def make_presplit(root: Path, splits=("train", "validation", "test"), classes=2,
 
 def add_bad_files(folder: Path) -> dict[str, Path]:
     good = next(folder.glob("*.jpg"))
-    bad = {"empty": folder / "empty.jpg", "truncated": folder / "cut.jpg", "text": folder / "notes.jpg",
-           "suffix": folder / "labels.csv"}
+    bad = {
+        "empty": folder / "empty.jpg",
+        "truncated": folder / "cut.jpg",
+        "text": folder / "notes.jpg",
+        "suffix": folder / "labels.csv",
+    }
     bad["empty"].write_bytes(b"")
     bad["truncated"].write_bytes(good.read_bytes()[:200])
     bad["text"].write_text("not a photo")
@@ -107,10 +111,13 @@ def test_zero_test_fraction_evaluates_on_validation(folder_root):
     assert len(dataset.splits["train"]) + len(dataset.splits["validation"]) == 60
 
 
-@pytest.mark.parametrize("change, split, named", [
-    (lambda root: shutil.rmtree(root / "validation" / "square"), "validation", "missing: ['square']"),
-    (lambda root: (root / "validation" / "star").mkdir(), "validation", "extra: ['star']"),
-])
+@pytest.mark.parametrize(
+    "change, split, named",
+    [
+        (lambda root: shutil.rmtree(root / "validation" / "square"), "validation", "missing: ['square']"),
+        (lambda root: (root / "validation" / "star").mkdir(), "validation", "extra: ['star']"),
+    ],
+)
 def test_class_sets_differing_between_splits_is_an_error(tmp_path, change, split, named):
     root = make_presplit(tmp_path / "pre")
     change(root)

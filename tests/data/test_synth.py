@@ -47,9 +47,9 @@ def test_object_is_drawn_inside_its_box(tmp_path):
             continue
         x = np.asarray(Image.open(root / rel), dtype=np.float32)
         saturation = x.max(axis=2) - x.min(axis=2)  # the background is grey, the object coloured
-        inside = saturation[y0 + 2:y1 - 2, x0 + 2:x1 - 2].mean()
+        inside = saturation[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].mean()
         mask = np.ones_like(saturation, dtype=bool)
-        mask[max(y0 - 2, 0):y1 + 2, max(x0 - 2, 0):x1 + 2] = False
+        mask[max(y0 - 2, 0) : y1 + 2, max(x0 - 2, 0) : x1 + 2] = False
         assert inside > 3 * saturation[mask].mean(), rel
 
 
@@ -62,12 +62,15 @@ def test_deterministic_by_seed(tmp_path):
     assert digests(a) != digests(c)
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    ({"classes": 1}, "--classes"),
-    ({"classes": len(SHAPES) + 1}, "--classes"),
-    ({"per_class": 0}, "--per-class"),
-    ({"size": 8}, "--size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"classes": 1}, "--classes"),
+        ({"classes": len(SHAPES) + 1}, "--classes"),
+        ({"per_class": 0}, "--per-class"),
+        ({"size": 8}, "--size"),
+    ],
+)
 def test_bad_arguments_are_user_errors(tmp_path, kwargs, key):
     with pytest.raises(TkError, match=key):
         make_synthetic_dataset(tmp_path / "s", **kwargs)

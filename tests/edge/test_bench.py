@@ -14,19 +14,48 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from toolkit.edge.bench import (BENCH_JSON, BenchSettings, bench_run, choose_artifact, parse_threads, percentiles,
-                           split_targets)
 from toolkit.cli.app import app
-from toolkit.core.runs import load_split
 from toolkit.core.errors import TkError
-from toolkit.core.runs import load_manifest
+from toolkit.core.runs import load_manifest, load_split
+from toolkit.edge.bench import (
+    BENCH_JSON,
+    BenchSettings,
+    bench_run,
+    choose_artifact,
+    parse_threads,
+    percentiles,
+    split_targets,
+)
 
 runner = CliRunner()
 TINY = BenchSettings(threads=(1,), runs=3, warmup=1, batch=4)
-ROW_FIELDS = {"file", "format", "quantization", "reference", "threads", "size_bytes", "runs", "warmup", "batch",
-              "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "cold_start_s", "peak_rss_mb", "load_s",
-              "throughput_ips", "accuracy", "test_count", "pid", "tensorflow_loaded", "sha256", "machine",
-              "measured_at"}
+ROW_FIELDS = {
+    "file",
+    "format",
+    "quantization",
+    "reference",
+    "threads",
+    "size_bytes",
+    "runs",
+    "warmup",
+    "batch",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "min_ms",
+    "cold_start_s",
+    "peak_rss_mb",
+    "load_s",
+    "throughput_ips",
+    "accuracy",
+    "test_count",
+    "pid",
+    "tensorflow_loaded",
+    "sha256",
+    "machine",
+    "measured_at",
+}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +98,9 @@ def test_bench_json_and_manifest_metrics(report, bench_dir):
     assert "onnxruntime" in machine["versions"] and machine["cores"] >= 1
     test_count = report["rows"][0]["test_count"]
     assert written["settings"] == {"threads": [1], "runs": 3, "warmup": 1, "batch": 4, "test_count": test_count}
-    assert written["description"] == f"3 runs after 1 warm-up, throughput at batch 4, accuracy on {test_count} test images"
+    assert (
+        written["description"] == f"3 runs after 1 warm-up, throughput at batch 4, accuracy on {test_count} test images"
+    )
     for row in report["rows"]:
         metrics = load_manifest(bench_dir)["artifacts"][row["file"]]["metrics"]["bench"]
         assert metrics["by_threads"]["1"]["p50_ms"] == row["p50_ms"]
@@ -77,8 +108,22 @@ def test_bench_json_and_manifest_metrics(report, bench_dir):
 
 
 def test_threads_rows_and_a_later_bench_with_the_same_settings_keeps_other_rows(report, bench_dir):
-    result = runner.invoke(app, ["bench", str(bench_dir / "model_float16.tflite"), "--threads", "1,2",
-                                 "--runs", "3", "--warmup", "1", "--batch", "4", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            str(bench_dir / "model_float16.tflite"),
+            "--threads",
+            "1,2",
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--batch",
+            "4",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     mine = [r for r in out["rows"] if r["file"] == "model_float16.tflite"]
@@ -92,14 +137,37 @@ def test_threads_rows_and_a_later_bench_with_the_same_settings_keeps_other_rows(
 @pytest.mark.edge
 def test_edge_install_benches_tflite_and_onnx_only(device_run, tmp_path):
     run = Path(shutil.copytree(device_run, tmp_path / "edge"))
-    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
-            "from toolkit.cli.app import app\napp(sys.argv[1:])\n")
-    proc = subprocess.run([sys.executable, "-c", code, "bench", str(run), "--threads", "1", "--runs", "2",
-                           "--warmup", "0", "--batch", "2", "--json"], capture_output=True, text=True, timeout=600)
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+        "from toolkit.cli.app import app\napp(sys.argv[1:])\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "bench",
+            str(run),
+            "--threads",
+            "1",
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--batch",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert {r["format"] for r in out["rows"]} == {"tflite", "onnx"}
-    assert {"model.onnx": "none", "model_int8.onnx": "int8"}.items() <= {r["file"]: r["quantization"] for r in out["rows"]}.items()
+    assert {"model.onnx": "none", "model_int8.onnx": "int8"}.items() <= {
+        r["file"]: r["quantization"] for r in out["rows"]
+    }.items()
     assert not any(r["tensorflow_loaded"] for r in out["rows"])
     skipped = " ".join(out["notes"])
     assert "model.keras: skipped (TensorFlow is not installed" in skipped and "saved_model: skipped" in skipped
@@ -125,8 +193,14 @@ def test_percentiles_are_ordered():
 
 
 def row(file, size, p50, accuracy, threads=1, reference=False):
-    return {"file": file, "size_bytes": size, "p50_ms": p50, "accuracy": accuracy, "threads": threads,
-            "reference": reference}
+    return {
+        "file": file,
+        "size_bytes": size,
+        "p50_ms": p50,
+        "accuracy": accuracy,
+        "threads": threads,
+        "reference": reference,
+    }
 
 
 SYNTHETIC = [
@@ -171,11 +245,14 @@ def test_cli_ship_line_and_no_ship_exit(bench_dir, report):
     assert result.exit_code == 1 and "error: no artifact meets the limits" in result.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--threads", "1,x"], "--threads: expected comma-separated integers"),
-    (["--threads", "0"], "--threads: thread counts must be >= 1"),
-    (["--runs", "0"], "--runs: must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--threads", "1,x"], "--threads: expected comma-separated integers"),
+        (["--threads", "0"], "--threads: thread counts must be >= 1"),
+        (["--runs", "0"], "--runs: must be >= 1"),
+    ],
+)
 def test_bad_settings_are_one_line(bench_dir, args, message):
     result = runner.invoke(app, ["bench", str(bench_dir), *args])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
@@ -205,21 +282,42 @@ def test_settings_come_from_the_recipe_and_options_override_them(bench_dir, tmp_
 
 
 def bench_row(file, machine="laptop", threads=1, runs=3, sha="a", measured_at="t1"):
-    return {"file": file, "machine": machine, "threads": threads, "runs": runs, "warmup": 1, "batch": 4,
-            "test_count": 10, "sha256": sha, "measured_at": measured_at, "format": "tflite", "quantization": "none"}
+    return {
+        "file": file,
+        "machine": machine,
+        "threads": threads,
+        "runs": runs,
+        "warmup": 1,
+        "batch": 4,
+        "test_count": 10,
+        "sha256": sha,
+        "measured_at": measured_at,
+        "format": "tflite",
+        "quantization": "none",
+    }
 
 
 @pytest.mark.edge
 def test_merge_replaces_re_measured_rows_and_drops_stale_ones():
     from toolkit.edge.bench_rows import merge_rows, set_aside_note, split_comparable
 
-    old = [bench_row("a.tflite"), bench_row("a.tflite", threads=2), bench_row("b.onnx", sha="old"),
-           bench_row("c.onnx"), bench_row("a.tflite", machine="pi"), {**bench_row("d.onnx"), "sha256": None}]
+    old = [
+        bench_row("a.tflite"),
+        bench_row("a.tflite", threads=2),
+        bench_row("b.onnx", sha="old"),
+        bench_row("c.onnx"),
+        bench_row("a.tflite", machine="pi"),
+        {**bench_row("d.onnx"), "sha256": None},
+    ]
     new = [bench_row("a.tflite", runs=20, measured_at="t2")]
     pool, stale = merge_rows(old, new, {"a.tflite": "a", "b.onnx": "new", "c.onnx": "a", "d.onnx": "a"})
     assert stale == 2  # b.onnx re-exported since; d.onnx from a tk that recorded no sha256
     assert sorted((r["file"], r["machine"], r["threads"], r["runs"]) for r in pool) == [
-        ("a.tflite", "laptop", 1, 20), ("a.tflite", "laptop", 2, 3), ("a.tflite", "pi", 1, 3), ("c.onnx", "laptop", 1, 3)]
+        ("a.tflite", "laptop", 1, 20),
+        ("a.tflite", "laptop", 2, 3),
+        ("a.tflite", "pi", 1, 3),
+        ("c.onnx", "laptop", 1, 3),
+    ]
     shown, other = split_comparable(pool, {"runs": 20, "warmup": 1, "batch": 4, "test_count": 10})
     assert [r["runs"] for r in shown] == [20] and len(other) == 3
     assert set_aside_note(other).startswith("3 row(s) from earlier calls with other settings not shown (runs 3,")
@@ -232,22 +330,31 @@ def test_a_bench_with_other_runs_replaces_its_rows_and_sets_the_others_aside(dev
     run = Path(shutil.copytree(device_run, tmp_path / "run", ignore=shutil.ignore_patterns("saved_model", "*.keras")))
     (run / BENCH_JSON).unlink(missing_ok=True)
     quiet = dict(say=lambda _: None)
-    first = bench_run(run, BenchSettings(threads=(1,), runs=2, warmup=0, batch=2),
-                      only=["model_int8.tflite", "model.onnx"], **quiet)
+    first = bench_run(
+        run, BenchSettings(threads=(1,), runs=2, warmup=0, batch=2), only=["model_int8.tflite", "model.onnx"], **quiet
+    )
     assert [(r["file"], r["runs"]) for r in first["rows"]] == [("model_int8.tflite", 2), ("model.onnx", 2)]
-    result = bench_targets([str(run / "model_int8.tflite")], tmp_path, {"threads": (1,), "runs": 3, "warmup": 0,
-                           "batch": 2}, max_latency_ms=1e9, **quiet)
+    result = bench_targets(
+        [str(run / "model_int8.tflite")],
+        tmp_path,
+        {"threads": (1,), "runs": 3, "warmup": 0, "batch": 2},
+        max_latency_ms=1e9,
+        **quiet,
+    )
     second = result["reports"][0]
     assert [(r["file"], r["runs"]) for r in second["rows"]] == [("model_int8.tflite", 3)]  # the 2-run row replaced
     assert [(r["file"], r["runs"]) for r in second["other_rows"]] == [("model.onnx", 2)]  # kept, not shown
     assert second["settings"]["runs"] == 3 and second["description"].startswith("3 runs after 0 warm-up")
-    assert any(n.startswith("1 row(s) from earlier calls with other settings not shown (runs 2") for n in second["notes"])
+    assert any(
+        n.startswith("1 row(s) from earlier calls with other settings not shown (runs 2") for n in second["notes"]
+    )
     assert json.loads((run / BENCH_JSON).read_text())["rows"] == second["rows"]
     # the ship pick compares what this call measured, never the set-aside model.onnx
     assert result["ship"]["file"] == "model_int8.tflite" and result["ship"]["among"] == 1
     # the terminal says the same: the settings in the title, the set-aside rows in a note
-    out = runner.invoke(app, ["bench", str(run / "model.onnx"), "--threads", "1", "--runs", "3", "--warmup", "0",
-                              "--batch", "2"])
+    out = runner.invoke(
+        app, ["bench", str(run / "model.onnx"), "--threads", "1", "--runs", "3", "--warmup", "0", "--batch", "2"]
+    )
     assert out.exit_code == 0, out.output
     assert "3 runs after 0 warm-up, throughput at batch 2" in out.output
     assert "model_int8.tflite" in out.output and "with the same settings from earlier calls" in out.output
@@ -267,8 +374,13 @@ def test_machine_facts_are_sane_and_labels_tell_machines_apart(monkeypatch):
     import numpy as np
 
     ballast = np.ones(40_000_000)  # 320 MB resident in this process
-    child = subprocess.run([sys.executable, "-c", "from toolkit.edge.machine import peak_rss_mb; print(peak_rss_mb())"],
-                           capture_output=True, text=True, timeout=60, check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", "from toolkit.edge.machine import peak_rss_mb; print(peak_rss_mb())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert ballast.sum() > 0 and 1 < float(child.stdout) < 200
     del ballast
     label = machine.machine_label(facts)

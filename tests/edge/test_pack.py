@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
@@ -20,8 +21,6 @@ from toolkit.core.io import sha256_file
 from toolkit.core.runs import load_manifest, load_split, save_manifest
 from toolkit.edge.pack import pack
 from toolkit.edge.predictors import load_predictor
-
-from conftest import assert_one_line_error
 
 runner = CliRunner()
 NO_TF = "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
@@ -63,9 +62,28 @@ def test_bench_on_the_bundle_without_tensorflow_reports_accuracy_from_the_packed
     elsewhere = tmp_path / "home"
     elsewhere.mkdir()
     code = NO_TF + "from toolkit.cli.app import app\napp(sys.argv[1:])\n"
-    proc = subprocess.run([sys.executable, "-c", code, "bench", str(device), "--threads", "1", "--runs", "2",
-                           "--warmup", "0", "--batch", "4", "--json"], capture_output=True, text=True,
-                          timeout=600, cwd=elsewhere)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "bench",
+            str(device),
+            "--threads",
+            "1",
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--batch",
+            "4",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=elsewhere,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     split = load_split(device / "split.json")
@@ -81,8 +99,9 @@ def test_bench_on_the_bundle_without_tensorflow_reports_accuracy_from_the_packed
 @pytest.mark.edge
 def test_cli_pack_chooses_artifacts_and_predict_runs_on_the_samples(device_run, tmp_path):
     target = tmp_path / "int8"
-    result = runner.invoke(app, ["pack", str(device_run), str(target), "--artifact", "model_int8.tflite",
-                                 "--samples", "3"])
+    result = runner.invoke(
+        app, ["pack", str(device_run), str(target), "--artifact", "model_int8.tflite", "--samples", "3"]
+    )
     assert result.exit_code == 0, result.output
     assert "packed 1 artifact(s), 3 test images" in result.output
     assert set(load_manifest(target)["artifacts"]) == {"model_int8.tflite"}
@@ -102,11 +121,14 @@ def test_an_existing_folder_is_refused_unless_force_and_a_bundle(device_run, bun
     (other / "keep.txt").write_text("mine")
     args = ["--samples", "0", "--format", "onnx"]
     assert_one_line_error(runner.invoke(app, ["pack", str(device_run), str(other), *args]), "not empty", "--force")
-    assert_one_line_error(runner.invoke(app, ["pack", str(device_run), str(other), *args, "--force"]),
-                          "not a tk bundle")
+    assert_one_line_error(
+        runner.invoke(app, ["pack", str(device_run), str(other), *args, "--force"]), "not a tk bundle"
+    )
     assert (other / "keep.txt").read_text() == "mine"
-    assert_one_line_error(runner.invoke(app, ["pack", str(device_run), str(device_run.parent), *args, "--force"]),
-                          "(or holds) the run folder")
+    assert_one_line_error(
+        runner.invoke(app, ["pack", str(device_run), str(device_run.parent), *args, "--force"]),
+        "(or holds) the run folder",
+    )
     again = Path(shutil.copytree(bundle, tmp_path / "again"))
     assert runner.invoke(app, ["pack", str(device_run), str(again), *args, "--force"]).exit_code == 0
     assert {e["format"] for e in load_manifest(again)["artifacts"].values()} == {"onnx"}
@@ -133,12 +155,15 @@ def test_a_failed_pack_leaves_the_earlier_bundle_and_no_temp(device_run, bundle,
 
 
 @pytest.mark.edge
-@pytest.mark.parametrize("args, message", [
-    (["--format", "keras"], "cannot be packed for a device"),
-    (["--artifact", "model.keras"], "needs TensorFlow"),
-    (["--artifact", "nope.tflite"], "not listed in"),
-    (["--samples", "5000"], "--samples: must be between 0 and 1000"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "keras"], "cannot be packed for a device"),
+        (["--artifact", "model.keras"], "needs TensorFlow"),
+        (["--artifact", "nope.tflite"], "not listed in"),
+        (["--samples", "5000"], "--samples: must be between 0 and 1000"),
+    ],
+)
 def test_bad_choices_are_one_line(device_run, tmp_path, args, message):
     assert_one_line_error(runner.invoke(app, ["pack", str(device_run), str(tmp_path / "b"), *args]), message)
     assert not (tmp_path / "b").exists()

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
-from toolkit.core.runs import load_split
 from toolkit.core.errors import TkError
+from toolkit.core.runs import load_split
 from toolkit.edge.predict import expand_inputs, predict_paths, top_k
 from toolkit.edge.predictors import load_predictor
 
@@ -65,10 +65,21 @@ def test_batches_predict_what_single_images_predict(device_run, image_folder):
 
 
 def test_cli_json_on_a_folder(device_run, image_folder):
-    result = runner.invoke(app, ["predict", str(device_run / "model_int8.tflite"), str(image_folder),
-                                 "--top-k", "2", "--json", "--threads", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(device_run / "model_int8.tflite"),
+            str(image_folder),
+            "--top-k",
+            "2",
+            "--json",
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output[result.output.index("["):])
+    out = json.loads(result.output[result.output.index("[") :])
     classes = json.loads((device_run / "manifest.json").read_text())["classes"]
     assert len(out) == len(expand_inputs([image_folder]))
     for item in out:
@@ -91,14 +102,20 @@ def test_top_k_must_be_positive(device_run, image_folder):
 
 def test_cli_runs_with_the_base_install_alone(device_run, image_folder):
     """The whole `tk predict` command, in a process where TensorFlow and Keras cannot be imported."""
-    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
-            "from toolkit.cli.app import app\n"
-            "try:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n"
-            "    loaded = [m for m, mod in sys.modules.items() if mod is not None and m.split('.')[0] in ('tensorflow', 'keras')]\n"
-            "    print('LOADED', loaded)\n    raise\n")
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+        "from toolkit.cli.app import app\n"
+        "try:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n"
+        "    loaded = [m for m, mod in sys.modules.items() if mod is not None and m.split('.')[0] in ('tensorflow', 'keras')]\n"
+        "    print('LOADED', loaded)\n    raise\n"
+    )
     for file in ("model_int8.tflite", "model.onnx"):
-        proc = subprocess.run([sys.executable, "-c", code, "predict", str(device_run / file), str(image_folder)],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "predict", str(device_run / file), str(image_folder)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         lines = proc.stdout.strip().splitlines()
         assert lines[-1] == "LOADED []"

@@ -10,19 +10,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
-from toolkit.core.runs import load_split
 from toolkit.core.images import load_batch
-from toolkit.core.runs import load_manifest, save_manifest
 from toolkit.core.io import sha256_file
+from toolkit.core.runs import load_manifest, load_split, save_manifest
 from toolkit.edge.predictors import TFLiteModel, dequantize, load_predictor, quantize
 
-from conftest import assert_one_line_error
-
-DEVICE_FORMATS = ["model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite",
-                  "model_int8.tflite", "model.onnx"]
+DEVICE_FORMATS = [
+    "model_float32.tflite",
+    "model_float16.tflite",
+    "model_dynamic.tflite",
+    "model_int8.tflite",
+    "model.onnx",
+]
 # Importing tensorflow or keras raises ImportError in this process: what the edge install is like.
 NO_TF = "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
 runner = CliRunner()
@@ -47,7 +50,9 @@ def run_copy(device_run, tmp_path) -> Path:
 
 
 def test_device_formats_predict_without_tensorflow(exported_run, held_out, reference_top1):
-    child = NO_TF + """
+    child = (
+        NO_TF
+        + """
 import json
 from toolkit.edge.predictors import load_predictor
 run, files, paths = sys.argv[1], sys.argv[2].split(","), json.loads(sys.argv[3])
@@ -55,8 +60,13 @@ out = {f: load_predictor(f"{run}/{f}", num_threads=1).predict_files(paths).argma
 loaded = sorted(m for m, mod in sys.modules.items() if mod is not None and m.split(".")[0] in ("tensorflow", "keras"))
 print(json.dumps({"top1": out, "loaded": loaded}))
 """
-    proc = subprocess.run([sys.executable, "-c", child, str(exported_run), ",".join(DEVICE_FORMATS),
-                           json.dumps(held_out[0])], capture_output=True, text=True, timeout=300)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", child, str(exported_run), ",".join(DEVICE_FORMATS), json.dumps(held_out[0])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["loaded"] == []
@@ -94,7 +104,7 @@ def test_int8_model_uses_integer_io_and_any_batch_size(device_run, held_out):
     assert model._in["dtype"] in (np.uint8, np.int8) and model._out["dtype"] in (np.uint8, np.int8)
     images = load_batch(held_out[0][:5], model.input_shape[1:3])
     together = model.run(images)
-    one_by_one = np.concatenate([model.run(images[i:i + 1]) for i in range(5)])
+    one_by_one = np.concatenate([model.run(images[i : i + 1]) for i in range(5)])
     assert together.dtype == np.float32 and together.shape == one_by_one.shape
     np.testing.assert_allclose(together, one_by_one, atol=1e-6)
     assert np.all(together >= 0) and np.all(together <= 1.0 + 1e-6)
@@ -102,8 +112,9 @@ def test_int8_model_uses_integer_io_and_any_batch_size(device_run, held_out):
 
 @pytest.mark.edge
 def test_missing_model_file(run_copy, held_out):
-    assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "nope.tflite"), held_out[0][0]]),
-                          "nope.tflite", "not found")
+    assert_one_line_error(
+        runner.invoke(app, ["predict", str(run_copy / "nope.tflite"), held_out[0][0]]), "nope.tflite", "not found"
+    )
 
 
 @pytest.mark.edge
@@ -123,8 +134,9 @@ def test_truncated_model_file(run_copy, held_out, file):
 def test_non_image_input(run_copy, tmp_path):
     bogus = tmp_path / "notes.jpg"
     bogus.write_text("this is not a picture")
-    assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "model.onnx"), str(bogus)]),
-                          "notes.jpg", "not a readable image")
+    assert_one_line_error(
+        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), str(bogus)]), "notes.jpg", "not a readable image"
+    )
 
 
 @pytest.mark.edge
@@ -134,8 +146,12 @@ def test_input_size_differs_from_manifest(run_copy, held_out, file):
     height, width = manifest["preprocessing"]["size"]
     manifest["preprocessing"]["size"] = [height + 8, width + 8]
     save_manifest(run_copy, manifest)
-    assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / file), held_out[0][0]]),
-                          file, f"model input is {height}x{width}", f"says {height + 8}x{width + 8}")
+    assert_one_line_error(
+        runner.invoke(app, ["predict", str(run_copy / file), held_out[0][0]]),
+        file,
+        f"model input is {height}x{width}",
+        f"says {height + 8}x{width + 8}",
+    )
 
 
 @pytest.mark.edge
@@ -143,39 +159,46 @@ def test_manifest_missing(run_copy, held_out, tmp_path):
     lonely = tmp_path / "device"
     lonely.mkdir()
     shutil.copy(run_copy / "model_int8.tflite", lonely)
-    assert_one_line_error(runner.invoke(app, ["predict", str(lonely / "model_int8.tflite"), held_out[0][0]]),
-                          "no manifest.json beside it")
+    assert_one_line_error(
+        runner.invoke(app, ["predict", str(lonely / "model_int8.tflite"), held_out[0][0]]), "no manifest.json beside it"
+    )
 
 
 @pytest.mark.edge
 def test_manifest_that_is_not_a_tk_manifest(run_copy, held_out):
     (run_copy / "manifest.json").write_text(json.dumps({"artifacts": {}}))
-    assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "model.onnx"), held_out[0][0]]),
-                          "not a tk manifest")
+    assert_one_line_error(
+        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), held_out[0][0]]), "not a tk manifest"
+    )
 
 
 @pytest.mark.edge
 def test_sha256_mismatch(run_copy, held_out):
     with open(run_copy / "model.onnx", "ab") as fh:
         fh.write(b"\0")
-    assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "model.onnx"), held_out[0][0]]),
-                          "model.onnx", "sha256 differs", "re-run tk export")
+    assert_one_line_error(
+        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), held_out[0][0]]),
+        "model.onnx",
+        "sha256 differs",
+        "re-run tk export",
+    )
 
 
 @pytest.mark.edge
 def test_unknown_format(run_copy, held_out):
     other = run_copy / "model.pt"
     other.write_bytes(b"\0" * 10)
-    assert_one_line_error(runner.invoke(app, ["predict", str(other), held_out[0][0]]),
-                          "unknown model format .pt", ".tflite, .onnx")
+    assert_one_line_error(
+        runner.invoke(app, ["predict", str(other), held_out[0][0]]), "unknown model format .pt", ".tflite, .onnx"
+    )
 
 
 @pytest.mark.edge
 def test_missing_tflite_runtime_names_the_package(monkeypatch):
     import builtins
 
-    from toolkit.edge import predictors as runtime
     from toolkit.core.errors import TkError
+    from toolkit.edge import predictors as runtime
 
     real_import = builtins.__import__
 

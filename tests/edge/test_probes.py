@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
 from toolkit.core.io import sha256_file
 from toolkit.core.runs import load_manifest, load_split, save_manifest
 from toolkit.edge.predictors import load_predictor
-
-from conftest import assert_one_line_error
 
 runner = CliRunner()
 NO_TF = "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
@@ -44,8 +43,9 @@ def _edit_manifest(run: Path, edit) -> None:
 @pytest.mark.edge
 def test_artifacts_as_a_list_or_empty(run_copy, image):
     _edit_manifest(run_copy, lambda m: m.update(artifacts=[]))
-    assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]),
-                          "'artifacts' must map file names")
+    assert_one_line_error(
+        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]), "'artifacts' must map file names"
+    )
     assert_one_line_error(runner.invoke(app, ["bench", str(run_copy / "model.onnx")]), "'artifacts' must map")
     assert_one_line_error(runner.invoke(app, ["bench", str(run_copy)]), "'artifacts' must map")
     _edit_manifest(run_copy, lambda m: m.update(artifacts={}))
@@ -57,8 +57,9 @@ def test_artifacts_as_a_list_or_empty(run_copy, image):
 @pytest.mark.parametrize("file", ["model_int8.tflite", "model.onnx"])
 def test_fewer_classes_than_the_model_outputs(run_copy, image, file):
     _edit_manifest(run_copy, lambda m: m.update(classes=m["classes"][:2]))
-    assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / file), image]),
-                          file, "outputs 3 classes but the manifest lists 2")
+    assert_one_line_error(
+        runner.invoke(app, ["predict", str(run_copy / file), image]), file, "outputs 3 classes but the manifest lists 2"
+    )
 
 
 @pytest.mark.edge
@@ -66,23 +67,27 @@ def test_a_latin1_manifest(run_copy, image):
     manifest = load_manifest(run_copy)
     manifest["description"] = "café"
     (run_copy / "manifest.json").write_bytes(json.dumps(manifest, ensure_ascii=False).encode("latin-1"))
-    assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]),
-                          "manifest.json: not UTF-8")
+    assert_one_line_error(
+        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]), "manifest.json: not UTF-8"
+    )
     assert_one_line_error(runner.invoke(app, ["bench", str(run_copy)]), "manifest.json: not UTF-8")
 
 
 @pytest.mark.edge
 def test_a_deleted_sha256_is_refused_not_skipped(run_copy, image):
     _edit_manifest(run_copy, lambda m: m["artifacts"]["model.onnx"].pop("sha256"))
-    assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]),
-                          "no sha256 recorded for model.onnx")
+    assert_one_line_error(
+        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]), "no sha256 recorded for model.onnx"
+    )
 
 
 @pytest.mark.edge
 @pytest.mark.parametrize("threads", ["-4", "0"])
 def test_bad_thread_count_is_a_usage_error(run_copy, image, threads):
-    assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "model_int8.tflite"), image,
-                                              "--threads", threads]), f"--threads: must be >= 1 (got {threads})")
+    assert_one_line_error(
+        runner.invoke(app, ["predict", str(run_copy / "model_int8.tflite"), image, "--threads", threads]),
+        f"--threads: must be >= 1 (got {threads})",
+    )
 
 
 @pytest.mark.edge
@@ -108,8 +113,11 @@ def test_one_html_file_among_many_images(run_copy, device_run, tmp_path):
 def test_a_truncated_split_in_bench(run_copy):
     text = (run_copy / "split.json").read_text()
     (run_copy / "split.json").write_text(text[: len(text) // 2])
-    assert_one_line_error(runner.invoke(app, ["bench", str(run_copy / "model_int8.tflite"), "--runs", "1"]),
-                          "split.json: not valid JSON", "re-run tk train")
+    assert_one_line_error(
+        runner.invoke(app, ["bench", str(run_copy / "model_int8.tflite"), "--runs", "1"]),
+        "split.json: not valid JSON",
+        "re-run tk train",
+    )
 
 
 def test_a_truncated_split_in_verify(exported_run, tmp_path):
@@ -121,8 +129,15 @@ def test_a_truncated_split_in_verify(exported_run, tmp_path):
 
 
 @pytest.mark.edge
-@pytest.mark.parametrize("args", [["predict", "{run}/model.keras", "{image}"], ["predict", "{run}/saved_model", "{image}"],
-                                  ["bench", "{run}/model.keras"], ["bench", "{run}/saved_model"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["predict", "{run}/model.keras", "{image}"],
+        ["predict", "{run}/saved_model", "{image}"],
+        ["bench", "{run}/model.keras"],
+        ["bench", "{run}/saved_model"],
+    ],
+)
 def test_tensorflow_formats_on_the_base_install(device_run, image, tmp_path, args):
     run = tmp_path / "run"
     run.mkdir()
@@ -131,11 +146,17 @@ def test_tensorflow_formats_on_the_base_install(device_run, image, tmp_path, arg
     (run / "saved_model").mkdir()
     (run / "saved_model" / "saved_model.pb").write_bytes(b"")
     code = NO_TF + "from toolkit.cli.app import app\napp(sys.argv[1:])\n"
-    proc = subprocess.run([sys.executable, "-c", code, *(a.format(run=run, image=image) for a in args)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *(a.format(run=run, image=image) for a in args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ") and "needs TensorFlow" in lines[0] and "pip install 'tk-edge[train]'" in lines[0]
+    assert (
+        lines[0].startswith("error: ") and "needs TensorFlow" in lines[0] and "pip install 'tk-edge[train]'" in lines[0]
+    )
 
 
 # --------------------------------------------------------------------------- foreign ONNX files
@@ -154,22 +175,32 @@ def _onnx_model(tmp_path: Path, shape, dtype="float", outputs=1, name="model.onn
     if dtype != "float":
         nodes.append(helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT))
         x = "xf"
-    nodes += [helper.make_node("ReduceMean", [x], ["m"], axes=[1, 2], keepdims=0),
-              helper.make_node("Mul", ["m", "k"], ["s"]),
-              helper.make_node("Softmax", ["s"], ["p"], axis=1)]
+    nodes += [
+        helper.make_node("ReduceMean", [x], ["m"], axes=[1, 2], keepdims=0),
+        helper.make_node("Mul", ["m", "k"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["p"], axis=1),
+    ]
     outs = [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["n", shape[-1]])]
     for i in range(1, outputs):
         nodes.append(helper.make_node("Identity", ["p"], [f"p{i}"]))
         outs.append(helper.make_tensor_value_info(f"p{i}", TensorProto.FLOAT, ["n", shape[-1]]))
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", elem, shape)], outs,
-                              [helper.make_tensor("k", TensorProto.FLOAT, [], [0.05])])
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", elem, shape)],
+        outs,
+        [helper.make_tensor("k", TensorProto.FLOAT, [], [0.05])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     path = tmp_path / name
     onnx.save(model, path)
     manifest_path = tmp_path / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {
-        "classes": CLASSES, "preprocessing": {"size": [8, 8]}, "artifacts": {}}
+    manifest = (
+        json.loads(manifest_path.read_text())
+        if manifest_path.is_file()
+        else {"classes": CLASSES, "preprocessing": {"size": [8, 8]}, "artifacts": {}}
+    )
     manifest["artifacts"][name] = {"file": name, "format": "onnx", "sha256": sha256_file(path)}
     manifest_path.write_text(json.dumps(manifest))
     return path
@@ -194,11 +225,14 @@ def test_onnx_uint8_input_and_fixed_batch_predict_what_the_float_model_does(tmp_
 
 
 @pytest.mark.edge
-@pytest.mark.parametrize("shape, outputs, message", [
-    (["n", 8, 8, 1], 1, "model input has 1 channel(s)"),
-    (["n", 3, 8, 8], 1, "channels-first"),
-    (["n", 8, 8, 3], 5, "model has 5 outputs"),
-])
+@pytest.mark.parametrize(
+    "shape, outputs, message",
+    [
+        (["n", 8, 8, 1], 1, "model input has 1 channel(s)"),
+        (["n", 3, 8, 8], 1, "channels-first"),
+        (["n", 8, 8, 3], 5, "model has 5 outputs"),
+    ],
+)
 def test_onnx_models_tk_cannot_label_are_refused(tmp_path, image, shape, outputs, message):
     path = _onnx_model(tmp_path, shape, outputs=outputs)
     assert_one_line_error(runner.invoke(app, ["predict", str(path), image]), "model.onnx", message)

@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
-
-from conftest import assert_one_line_error
 
 runner = CliRunner()
 
@@ -32,8 +31,14 @@ def _empty(path: Path) -> None:
 def _lambda(path: Path) -> None:
     import keras
 
-    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Lambda(lambda x: x * 2.0),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Lambda(lambda x: x * 2.0),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
     path.unlink()
     model.save(path)
 

@@ -46,7 +46,7 @@ def held_out(run, ex, synth_root):
         x0, y0, x1, y1 = boxes[str(Path(path).relative_to(synth_root))]
         scale = size / Image.open(path).width
         mask = np.zeros((size, size), bool)
-        mask[int(y0 * scale):int(np.ceil(y1 * scale)), int(x0 * scale):int(np.ceil(x1 * scale))] = True
+        mask[int(y0 * scale) : int(np.ceil(y1 * scale)), int(x0 * scale) : int(np.ceil(x1 * scale))] = True
         masks.append(mask)
     return paths, np.array(split.labels("test")), np.stack(masks)
 
@@ -97,10 +97,13 @@ def test_feature_map_pngs(ex, run, held_out):
     from toolkit.explain.feature_maps import explain_feature_maps
 
     image = Path(held_out[0][0])
-    written = explain_feature_maps(run, image, ["block1_conv1", "block2_conv2"], count=8, say=lambda _: None,
-                                   explainer=ex)
-    assert [p.name for p in written] == [f"featuremaps_{image.stem}_block1_conv1.png",
-                                         f"featuremaps_{image.stem}_block2_conv2.png"]
+    written = explain_feature_maps(
+        run, image, ["block1_conv1", "block2_conv2"], count=8, say=lambda _: None, explainer=ex
+    )
+    assert [p.name for p in written] == [
+        f"featuremaps_{image.stem}_block1_conv1.png",
+        f"featuremaps_{image.stem}_block2_conv2.png",
+    ]
     for path in written:
         assert path.parent == run / "explain"
         width, height = Image.open(path).size
@@ -133,8 +136,9 @@ def test_gradcam_pngs_and_contact_sheet(ex, run, held_out, tmp_path):
 def test_filters_png(ex, run):
     from toolkit.explain.maximize import AscentSettings, explain_filters
 
-    path, result = explain_filters(run, "block1_conv1", count=4, settings=AscentSettings(steps=10),
-                                   say=lambda _: None, explainer=ex)
+    path, result = explain_filters(
+        run, "block1_conv1", count=4, settings=AscentSettings(steps=10), say=lambda _: None, explainer=ex
+    )
     assert path == run / "explain" / "filters_block1_conv1.png"
     assert Image.open(path).size[0] == 2 * GRID_CELL_PX and result.filters == [0, 1, 2, 3]
 
@@ -160,8 +164,9 @@ def test_cli(run, held_out):
     runner = CliRunner()
     image = held_out[0][0]
     runs_dir = str(run.parent)
-    ok = runner.invoke(app, ["explain", "--runs-dir", runs_dir, "--image", image, "--layers", "block1_conv2",
-                             "--count", "4"])
+    ok = runner.invoke(
+        app, ["explain", "--runs-dir", runs_dir, "--image", image, "--layers", "block1_conv2", "--count", "4"]
+    )
     assert ok.exit_code == 0, ok.output
     assert "using the latest run" in ok.output and "featuremaps_" in ok.output
     ok = runner.invoke(app, ["explain", str(run), "--gradcam", "--image", image, "--class", "circle"])
@@ -170,12 +175,14 @@ def test_cli(run, held_out):
     ok = runner.invoke(app, ["explain", str(run), "--filters", "predictions", "--steps", "5"])
     assert ok.exit_code == 0, ok.output
     assert (run / "explain" / "filters_predictions.png").is_file()
-    for args, message in (([], "nothing to explain"),
-                          (["--gradcam"], "needs --image"),
-                          (["--image", image, "--layers", "nope"], "valid layers"),
-                          (["--gradcam", "--image", image, "--class", "hexagon"], "not a class"),
-                          (["--image", str(Path(image).parent)], "is a folder"),
-                          (["--image", "missing.jpg"], "file not found")):
+    for args, message in (
+        ([], "nothing to explain"),
+        (["--gradcam"], "needs --image"),
+        (["--image", image, "--layers", "nope"], "valid layers"),
+        (["--gradcam", "--image", image, "--class", "hexagon"], "not a class"),
+        (["--image", str(Path(image).parent)], "is a folder"),
+        (["--image", "missing.jpg"], "file not found"),
+    ):
         bad = runner.invoke(app, ["explain", str(run), *args])
         assert bad.exit_code == 1, (args, bad.output)
         assert message in bad.output and "Traceback" not in bad.output
@@ -191,6 +198,8 @@ def test_gradcam_titles_name_true_and_predicted_class(ex, held_out, tmp_path):
     probs[0], probs[1] = 0.7, 0.3
     left, right, header = _titles(ex.classes, path, probs, 1, "block2_conv2")
     assert left == f"true: {truth}"
-    assert right.startswith(f"predicted: {ex.classes[0]} 0.70") and right.endswith("✓" if truth == ex.classes[0] else "✗")
+    assert right.startswith(f"predicted: {ex.classes[0]} 0.70") and right.endswith(
+        "✓" if truth == ex.classes[0] else "✗"
+    )
     assert f"heat for class {ex.classes[1]} 0.30" in header and "block2_conv2" in header
     assert _titles(ex.classes, tmp_path / "x.png", probs, 0, "l")[0].startswith("true: unknown")

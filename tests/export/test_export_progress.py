@@ -49,22 +49,33 @@ def test_verify_counts_images_per_artifact(exported):
     count = len(load_split(run / "split.json").splits["test"])
     assert [t[1:] for t in progress.summary()] == [(None, 0), (count, count), (count, count), (count, count)]
     assert [t.description for t in progress.tasks[1:]] == [
-        "verify: reference model.keras", "verify: model_float32.tflite", "verify: model_float16.tflite"]
+        "verify: reference model.keras",
+        "verify: model_float32.tflite",
+        "verify: model_float16.tflite",
+    ]
     assert all(t.closed for t in progress.tasks)
 
 
 def test_bench_is_a_task_per_artifact_advanced_per_thread_setting(exported):
     run, _ = exported
     progress = RecordingProgress()
-    report = bench_run(run, TINY, only=["model_float32.tflite", "model_float16.tflite"], say=lambda _: None,
-                       progress=progress)
+    report = bench_run(
+        run, TINY, only=["model_float32.tflite", "model_float16.tflite"], say=lambda _: None, progress=progress
+    )
     assert len(report["rows"]) == 4
-    assert sorted(progress.summary()) == [("bench model_float16.tflite (threads 1,2)", 2, 2),
-                                          ("bench model_float32.tflite (threads 1,2)", 2, 2)]
+    assert sorted(progress.summary()) == [
+        ("bench model_float16.tflite (threads 1,2)", 2, 2),
+        ("bench model_float32.tflite (threads 1,2)", 2, 2),
+    ]
 
 
-@pytest.mark.parametrize("command", [["verify", "{run}", "--artifact", "model_float16.tflite"],
-                                     ["bench", "{run}/model_float16.tflite", "--threads", "1", "--runs", "2"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["verify", "{run}", "--artifact", "model_float16.tflite"],
+        ["bench", "{run}/model_float16.tflite", "--threads", "1", "--runs", "2"],
+    ],
+)
 def test_cli_shows_no_progress_when_not_a_terminal(exported, command):
     run, _ = exported
     result = runner.invoke(app, [arg.format(run=run) for arg in command])

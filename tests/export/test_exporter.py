@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from toolkit.cli.app import app
 from toolkit.core.formats import FORMATS, tolerance_kind
-from toolkit.export.exporter import stratified_sample
-from toolkit.core.runs import load_manifest
 from toolkit.core.io import sha256_file, size_bytes
+from toolkit.core.runs import load_manifest
+from toolkit.export.exporter import stratified_sample
 
 EXPECTED = {
     "saved_model": ("savedmodel", "none"),
@@ -59,8 +59,10 @@ def test_int8_records_the_interpreters_scale_and_zero_point(exported_run):
 
     entry = load_manifest(exported_run)["artifacts"]["model_int8.tflite"]
     interpreter = Interpreter(model_path=str(exported_run / "model_int8.tflite"))
-    for side, detail in (("input", interpreter.get_input_details()[0]),
-                         ("output", interpreter.get_output_details()[0])):
+    for side, detail in (
+        ("input", interpreter.get_input_details()[0]),
+        ("output", interpreter.get_output_details()[0]),
+    ):
         assert entry[side]["dtype"] == "uint8" == np.dtype(detail["dtype"]).name
         scale, zero_point = detail["quantization"]
         assert entry[side]["quantization"] == {"scale": pytest.approx(scale), "zero_point": zero_point}
@@ -85,12 +87,16 @@ def test_keras3_models_convert_through_saved_model(kind, synth_root, tmp_path):
     import onnxruntime as ort
     from ai_edge_litert.interpreter import Interpreter
 
-    from toolkit.export.converters import export_saved_model, onnx_from_saved_model, tflite_from_saved_model
     from toolkit.core.images import load_batch
+    from toolkit.export.converters import export_saved_model, onnx_from_saved_model, tflite_from_saved_model
 
     keras.utils.set_random_seed(0)
-    layers = [keras.layers.Rescaling(1 / 255.0), keras.layers.Conv2D(4, 3, activation="relu"),
-              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")]
+    layers = [
+        keras.layers.Rescaling(1 / 255.0),
+        keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, activation="softmax"),
+    ]
     if kind == "sequential":
         model = keras.Sequential([keras.Input((24, 24, 3)), *layers])
     else:
@@ -123,8 +129,11 @@ def test_keras3_models_convert_through_saved_model(kind, synth_root, tmp_path):
 
 
 def test_stratified_sample_is_balanced_and_deterministic():
-    items = [(f"a{i}.jpg", 0) for i in range(50)] + [(f"b{i}.jpg", 1) for i in range(5)] + \
-            [(f"c{i}.jpg", 2) for i in range(30)]
+    items = (
+        [(f"a{i}.jpg", 0) for i in range(50)]
+        + [(f"b{i}.jpg", 1) for i in range(5)]
+        + [(f"c{i}.jpg", 2) for i in range(30)]
+    )
     sample = stratified_sample(items, 20, seed=3)
     assert sample == stratified_sample(items, 20, seed=3)
     counts = {c: sum(p.startswith(c) for p in sample) for c in "abc"}
@@ -145,8 +154,10 @@ def test_failed_conversion_is_reported_and_the_others_export(trained_run, tmp_pa
     split["splits"]["train"] = []
     (run / "split.json").write_text(json.dumps(split))
 
-    result = CliRunner().invoke(app, ["export", str(run), "--format", "tflite,onnx",
-                                      "--quantize", "none", "--quantize", "int8", "--opset", "13"])
+    result = CliRunner().invoke(
+        app,
+        ["export", str(run), "--format", "tflite,onnx", "--quantize", "none", "--quantize", "int8", "--opset", "13"],
+    )
     assert result.exit_code == 1
     assert "export success: model_float32.tflite" in result.output
     assert "export success: model.onnx" in result.output
@@ -183,17 +194,21 @@ def test_export_of_a_missing_run_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["export", "no-such-run", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert _error_lines(result.output) == [
-        f"error: no-such-run: no trained run at {tmp_path / 'no-such-run'} (train it first: tk train RECIPE)"]
+        f"error: no-such-run: no trained run at {tmp_path / 'no-such-run'} (train it first: tk train RECIPE)"
+    ]
     result = CliRunner().invoke(app, ["export", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 1 and "no runs under" in result.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--format", "onnx", "--quantize", "float16"], "--format onnx: exports quantization none, int8 only"),
-    (["--format", "tflit"], "did you mean 'tflite'"),
-    (["--quantize", "int4"], "--quantize: unknown value 'int4'"),
-    (["--opset", "99"], "--opset: must be between 9 and 21"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "onnx", "--quantize", "float16"], "--format onnx: exports quantization none, int8 only"),
+        (["--format", "tflit"], "did you mean 'tflite'"),
+        (["--quantize", "int4"], "--quantize: unknown value 'int4'"),
+        (["--opset", "99"], "--opset: must be between 9 and 21"),
+    ],
+)
 def test_impossible_requests_fail_before_any_work(trained_run, args, message):
     before = sorted(p.name for p in trained_run.iterdir())
     result = CliRunner().invoke(app, ["export", str(trained_run), *args])

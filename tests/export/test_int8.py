@@ -37,6 +37,7 @@ def _representative(images):
     def generate():
         for image in images:
             yield [image[None]]
+
     return generate
 
 
@@ -48,15 +49,20 @@ def _tflite_ops(model: bytes) -> set[str]:
 
 # --- ONNX int8 ---------------------------------------------------------------------------------
 
+
 def test_onnx_int8_is_exported_calibrated_like_tflite_and_recorded(exported_run, int8_inputs):
     import onnx
 
     artifacts = load_manifest(exported_run)["artifacts"]
     entry = artifacts["model_int8.onnx"]
     assert (entry["format"], entry["quantization"], entry["tolerance"]) == ("onnx", "int8", "int8")
-    assert entry["quantization_details"] == {"format": "QDQ", "weights": "int8 per-channel", "activations": "uint8",
-                                             "calibration_method": "Percentile",
-                                             "calibration_samples": entry["calibration"]["samples"]}
+    assert entry["quantization_details"] == {
+        "format": "QDQ",
+        "weights": "int8 per-channel",
+        "activations": "uint8",
+        "calibration_method": "Percentile",
+        "calibration_samples": entry["calibration"]["samples"],
+    }
     assert entry["calibration"] == artifacts["model_int8.tflite"]["calibration"]  # the same images
     assert entry["input"] == {"shape": [None, 32, 32, 3], "dtype": "float32"}
     model = onnx.load(str(exported_run / "model_int8.onnx"))
@@ -66,15 +72,17 @@ def test_onnx_int8_is_exported_calibrated_like_tflite_and_recorded(exported_run,
     assert np.mean(probs.argmax(1) == int8_inputs.reference.argmax(1)) >= 0.9
 
 
-@pytest.mark.parametrize("activations,method,count", [("uint8", "MinMax", 40), ("int8", "MinMax", 40),
-                                                    ("uint8", "Percentile", 13)])  # 13: no even batches
+@pytest.mark.parametrize(
+    "activations,method,count", [("uint8", "MinMax", 40), ("int8", "MinMax", 40), ("uint8", "Percentile", 13)]
+)  # 13: no even batches
 def test_quantized_onnx_matches_float(int8_inputs, tmp_path, activations, method, count):
     import onnx
     import onnxruntime as ort
 
     out = tmp_path / "model_int8.onnx"
-    info = quantize_onnx_int8(int8_inputs.onnx, int8_inputs.calibration[:count], out, activations=activations,
-                              method=method)
+    info = quantize_onnx_int8(
+        int8_inputs.onnx, int8_inputs.calibration[:count], out, activations=activations, method=method
+    )
     assert info["quantization"]["activations"] == activations and info["output"]["shape"] == [None, 3]
     assert info["quantization"]["calibration_method"] == method and info["quantization"]["calibration_samples"] == count
     assert {o.domain for o in onnx.load(str(out)).opset_import} == {""}  # plain ONNX: any runtime loads it
@@ -87,8 +95,15 @@ def test_quantized_onnx_matches_float(int8_inputs, tmp_path, activations, method
     assert (onnx.TensorProto.UINT8 if activations == "uint8" else onnx.TensorProto.INT8) in activation_types
 
 
-@pytest.mark.parametrize("bad", [np.zeros((0, 32, 32, 3), np.float32), np.zeros((32, 32, 3), np.float32),
-                                 np.zeros((2, 32, 32, 3), np.uint8), [[1.0]]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((0, 32, 32, 3), np.float32),
+        np.zeros((32, 32, 3), np.float32),
+        np.zeros((2, 32, 32, 3), np.uint8),
+        [[1.0]],
+    ],
+)
 def test_bad_onnx_calibration_is_one_line(int8_inputs, tmp_path, bad):
     with pytest.raises(TkError, match="calibration must be a non-empty"):
         quantize_onnx_int8(int8_inputs.onnx, bad, tmp_path / "x.onnx")
@@ -96,6 +111,7 @@ def test_bad_onnx_calibration_is_one_line(int8_inputs, tmp_path, bad):
 
 
 # --- TFLite int8 with float fallback -----------------------------------------------------------
+
 
 def test_sensitivity_names_are_denylistable_and_io_stays_uint8(int8_inputs):
     rep = _representative(int8_inputs.calibration)
@@ -164,8 +180,11 @@ def test_export_int8_fallback_over_budget_keeps_plain_int8(trained_run, tmp_path
     """A gate nothing meets (max diff 1e-9) and a budget of 1 layer: a bigger model that agrees no
     better is no fallback, so plain int8 is written, with a warning and every try recorded."""
     run = _copy_run(trained_run, tmp_path)
-    _edit_recipe(run, export={"int8_fallback": {"enabled": True, "max_float_layers": 1, "max_size_ratio": 4.0}},
-                 verify={"thresholds": {"int8": {"max_abs_diff": 1e-9}}})
+    _edit_recipe(
+        run,
+        export={"int8_fallback": {"enabled": True, "max_float_layers": 1, "max_size_ratio": 4.0}},
+        verify={"thresholds": {"int8": {"max_abs_diff": 1e-9}}},
+    )
     result = runner.invoke(app, ["export", str(run), "--format", "tflite", "--quantize", "int8"])
     assert result.exit_code == 0, result.output
     assert "spent its budget" in result.output and "kept the best-agreeing try: 0 layer(s)" in result.output
@@ -188,6 +207,7 @@ def test_export_int8_fallback_is_not_used_when_int8_passes(trained_run, tmp_path
 
 
 # --- bad input: one line each ------------------------------------------------------------------
+
 
 def _one_error(result, *fragments: str) -> str:
     assert result.exit_code == 1, result.output
@@ -221,8 +241,13 @@ def test_calibration_set_with_one_class(trained_run, tmp_path):
     (run / "split.json").write_text(json.dumps(split))
     result = runner.invoke(app, ["export", str(run), "--format", "tflite,onnx", "--quantize", "int8"])
     classes = load_manifest(run)["classes"]
-    _one_error(result, "model_int8.tflite", "model_int8.onnx", f"every int8 calibration image is of class {classes[0]!r}",
-               "give the train split images of every class")
+    _one_error(
+        result,
+        "model_int8.tflite",
+        "model_int8.onnx",
+        f"every int8 calibration image is of class {classes[0]!r}",
+        "give the train split images of every class",
+    )
     assert not (run / "model_int8.tflite").exists() and not (run / "model_int8.onnx").exists()
 
 

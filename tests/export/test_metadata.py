@@ -1,4 +1,5 @@
 """TFLite metadata: written in the official schema, read back, and the model still runs the same."""
+
 from __future__ import annotations
 
 import io
@@ -21,13 +22,15 @@ INFO = dict(name="tiny", description="a tiny test classifier", version="1.2.3", 
 @pytest.fixture(scope="module")
 def models() -> dict[str, bytes]:
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((32, 32, 3)),
-        keras.layers.Rescaling(1 / 255),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     out = {"float32": tf.lite.TFLiteConverter.from_keras_model(model).convert()}
     rng = np.random.default_rng(0)
 
@@ -66,8 +69,9 @@ def test_metadata_reads_back(models, kind, dtype):
     assert md["license"] == "Apache-2.0" and md["min_parser_version"] == "1.0.0"
     assert md["output"]["labels"] == LABELS and md["output"]["name"] == "probability"
     assert md["output"]["stats"] == {"min": [0.0], "max": [1.0]}
-    assert md["associated_files"] == [{"name": "labels.txt", "type": "TENSOR_AXIS_LABELS",
-                                       "description": md["associated_files"][0]["description"]}]
+    assert md["associated_files"] == [
+        {"name": "labels.txt", "type": "TENSOR_AXIS_LABELS", "description": md["associated_files"][0]["description"]}
+    ]
     assert md["packed_files"] == ["labels.txt"]
     assert md["input"]["color_space"] == "RGB"
     assert md["input"]["stats"] == {"min": [0.0], "max": [255.0]}
@@ -86,7 +90,7 @@ def test_same_outputs_and_file_layout(models, kind, dtype):
     with zipfile.ZipFile(io.BytesIO(with_md)) as zf:  # a zip appended to the flatbuffer
         assert zf.read("labels.txt").decode().splitlines() == LABELS
         first = zf.infolist()[0].header_offset
-    assert with_md[first:first + 4] == b"PK\x03\x04"  # zip offsets count from the file start
+    assert with_md[first : first + 4] == b"PK\x03\x04"  # zip offsets count from the file start
 
 
 def test_idempotent_and_replaces(models):
@@ -101,19 +105,24 @@ def test_idempotent_and_replaces(models):
 
 def test_refuses_wrong_inputs(models):
     with pytest.raises(TkError, match="labels"):
-        add_metadata(models["float32"], **INFO, labels=["a", "b"], input_dtype="float32",
-                     input_quantization=None)
+        add_metadata(models["float32"], **INFO, labels=["a", "b"], input_dtype="float32", input_quantization=None)
     with pytest.raises(TkError, match="input"):
-        add_metadata(models["float32"], **INFO, labels=LABELS, input_dtype="uint8",
-                     input_quantization={"scale": 1.0, "zero_point": 0})
+        add_metadata(
+            models["float32"],
+            **INFO,
+            labels=LABELS,
+            input_dtype="uint8",
+            input_quantization={"scale": 1.0, "zero_point": 0},
+        )
     with pytest.raises(TkError, match="quantization"):
         add_metadata(models["int8"], **INFO, labels=LABELS, input_dtype="uint8", input_quantization=None)
     with pytest.raises(TkError, match="TFLite"):
         add_metadata(b"\0" * 64, **INFO, labels=LABELS, input_dtype="float32", input_quantization=None)
 
 
-@pytest.mark.parametrize("file", ["model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite",
-                                  "model_int8.tflite"])
+@pytest.mark.parametrize(
+    "file", ["model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite", "model_int8.tflite"]
+)
 def test_every_exported_tflite_carries_metadata(exported_run, file):
     from toolkit.core.runs import load_manifest
 
@@ -126,8 +135,12 @@ def test_every_exported_tflite_carries_metadata(exported_run, file):
     assert md["output"]["labels"] == manifest["classes"] and md["packed_files"] == ["labels.txt"]
     assert md["input"]["color_space"] == "RGB"
     if entry["input"]["dtype"] == "float32":
-        assert md["input"]["normalization"] == entry["metadata"]["normalization"] == {"mean": [0.0] * 3,
-                                                                                      "std": [1.0] * 3}
+        assert (
+            md["input"]["normalization"] == entry["metadata"]["normalization"] == {"mean": [0.0] * 3, "std": [1.0] * 3}
+        )
     else:  # uint8 input: the raw pixel, no normalization, its quantization in the description
         assert md["input"]["normalization"] is entry["metadata"]["normalization"] is None
-        assert md["input"]["stats"] == {"min": [0.0], "max": [255.0]} and "pixel = 1 * (q - 0)" in md["input"]["description"]
+        assert (
+            md["input"]["stats"] == {"min": [0.0], "max": [255.0]}
+            and "pixel = 1 * (q - 0)" in md["input"]["description"]
+        )

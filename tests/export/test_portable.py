@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, small_recipe
 from typer.testing import CliRunner
 
-from conftest import assert_one_line_error, small_recipe
 from toolkit.cli.app import app
 from toolkit.core.runs import load_manifest, load_split
 
@@ -61,8 +61,22 @@ def test_moved_run_and_dataset_verify_and_bench_with_data_root(travelled, monkey
     monkeypatch.chdir(elsewhere)
     result = runner.invoke(app, ["verify", str(run), "--artifact", "model.onnx", "--data-root", str(data)])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["bench", str(run / "model.onnx"), "--runs", "3", "--warmup", "1",
-                                 "--threads", "1", "--data-root", str(data), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            str(run / "model.onnx"),
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--data-root",
+            str(data),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     row = json.loads(result.output)["rows"][0]
     assert row["file"] == "model.onnx" and row["test_count"] == len(load_split(run / "split.json").paths("test"))
@@ -87,8 +101,20 @@ def test_int8_export_of_a_moved_run_with_data_root(trained_run, travelled, tmp_p
         assert str(tmp_path / "gone") in str(err.value)
     finally:
         job.close()
-    result = runner.invoke(app, ["export", str(run), "--format", "tflite", "--quantize", "int8",
-                                 "--no-int8-fallback", "--data-root", str(data)])
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            str(run),
+            "--format",
+            "tflite",
+            "--quantize",
+            "int8",
+            "--no-int8-fallback",
+            "--data-root",
+            str(data),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert load_manifest(run)["artifacts"]["model_int8.tflite"]["calibration"]["samples"] > 0
 

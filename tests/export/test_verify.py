@@ -13,12 +13,19 @@ from typer.testing import CliRunner
 
 from toolkit.cli.app import app
 from toolkit.core.errors import ParityError
+from toolkit.core.recipe import load_recipe
 from toolkit.core.runs import load_manifest, record_artifact
 from toolkit.export.verify import degenerate_warnings, verify_run
-from toolkit.core.recipe import load_recipe
 
-ARTIFACTS = ["saved_model", "model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite",
-             "model_int8.tflite", "model.onnx", "model_int8.onnx"]
+ARTIFACTS = [
+    "saved_model",
+    "model_float32.tflite",
+    "model_float16.tflite",
+    "model_dynamic.tflite",
+    "model_int8.tflite",
+    "model.onnx",
+    "model_int8.onnx",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +58,15 @@ def test_each_format_is_within_its_thresholds(parity_report, exported_run, file)
 
 def test_the_kinds_follow_the_formats(parity_report):
     kinds = {f: r["kind"] for f, r in parity_report[0]["artifacts"].items()}
-    assert kinds == {"saved_model": "float32", "model_float32.tflite": "float32", "model.onnx": "float32",
-                     "model_float16.tflite": "float16", "model_dynamic.tflite": "dynamic",
-                     "model_int8.tflite": "int8", "model_int8.onnx": "int8"}
+    assert kinds == {
+        "saved_model": "float32",
+        "model_float32.tflite": "float32",
+        "model.onnx": "float32",
+        "model_float16.tflite": "float16",
+        "model_dynamic.tflite": "dynamic",
+        "model_int8.tflite": "int8",
+        "model_int8.onnx": "int8",
+    }
 
 
 def test_cli_verify_one_artifact_keeps_the_others_results(parity_report, exported_run):
@@ -121,8 +134,9 @@ def test_a_broken_artifact_fails_verify(exported_run, tmp_path, how, file):
     assert all(r["passed"] for f, r in report["artifacts"].items() if f != file)
 
 
-@pytest.mark.parametrize("file, message", [("model_int8.tflite", "not a valid .tflite model"),
-                                           ("model.onnx", "not a valid .onnx model")])
+@pytest.mark.parametrize(
+    "file, message", [("model_int8.tflite", "not a valid .tflite model"), ("model.onnx", "not a valid .onnx model")]
+)
 def test_a_truncated_artifact_is_a_clear_error(exported_run, tmp_path, file, message):
     run = _copy_run(exported_run, tmp_path)
     data = (run / file).read_bytes()
@@ -192,7 +206,9 @@ def test_confident_agreement_counts_only_confident_flips():
     assert check(result, Threshold(min_confident_agreement=0.98)) == []
     nothing_sure = compare(reference[2:], artifact[2:], labels[2:], 1.0, confident_margin=0.5)
     assert nothing_sure["confident_agreement"] is None and nothing_sure["confident_count"] == 0
-    assert check(nothing_sure, Threshold(min_confident_agreement=0.9)) == ["no confident image (margin >= 0.50) to judge"]
+    assert check(nothing_sure, Threshold(min_confident_agreement=0.9)) == [
+        "no confident image (margin >= 0.50) to judge"
+    ]
 
 
 def test_verify_reports_confident_agreement_and_the_recipe_gates_on_it(exported_run, tmp_path, parity_report):
@@ -204,8 +220,11 @@ def test_verify_reports_confident_agreement_and_the_recipe_gates_on_it(exported_
     run = _copy_run(exported_run, tmp_path)
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     recipe["verify"].update(confident_margin=0.0)  # every image counts: confident agreement == agreement
-    recipe["verify"]["thresholds"]["int8"] = {"min_agreement": None, "max_accuracy_drop": None,
-                                              "min_confident_agreement": 1.0}
+    recipe["verify"]["thresholds"]["int8"] = {
+        "min_agreement": None,
+        "max_accuracy_drop": None,
+        "min_confident_agreement": 1.0,
+    }
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     try:
         verify_run(run, files=["model_int8.tflite"], say=lambda _: None)

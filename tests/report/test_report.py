@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from toolkit.edge.bench import BENCH_JSON, BenchSettings, bench_run, machine_label
 from toolkit.cli.app import app
 from toolkit.core.errors import ParityError
+from toolkit.edge.bench import BENCH_JSON, BenchSettings, bench_run, machine_label
 from toolkit.report.report import PLOT, REPORT, latency_points, load_bench, merge_benches, write_report
 
 runner = CliRunner()
@@ -28,8 +28,12 @@ def reported_run(exported_run, tmp_path_factory) -> Path:
         verify_run(run, say=lambda _: None)
     except ParityError:
         pass  # a failing artifact is still reported (parity.json is written first)
-    bench_run(run, BenchSettings(threads=(1,), runs=3, warmup=1, batch=2),
-              only=["model_int8.tflite", "model.onnx"], say=lambda _: None)
+    bench_run(
+        run,
+        BenchSettings(threads=(1,), runs=3, warmup=1, batch=2),
+        only=["model_int8.tflite", "model.onnx"],
+        say=lambda _: None,
+    )
     return run
 
 
@@ -37,8 +41,14 @@ def reported_run(exported_run, tmp_path_factory) -> Path:
 def other_machine(reported_run, tmp_path) -> Path:
     """The same bench.json as if measured on a Pi (another machine tag)."""
     bench = json.loads((reported_run / BENCH_JSON).read_text())
-    bench["machine"] = {**bench["machine"], "host": "raspberrypi", "arch": "aarch64", "cores": 4, "logical_cores": 4,
-                        "cpu": "Raspberry Pi 4 Model B Rev 1.4"}
+    bench["machine"] = {
+        **bench["machine"],
+        "host": "raspberrypi",
+        "arch": "aarch64",
+        "cores": 4,
+        "logical_cores": 4,
+        "cpu": "Raspberry Pi 4 Model B Rev 1.4",
+    }
     label = machine_label(bench["machine"])
     bench["machines"] = {label: bench["machine"]}
     bench["rows"] = [{**r, "machine": label} for r in bench["rows"]]
@@ -51,7 +61,7 @@ def other_machine(reported_run, tmp_path) -> Path:
 def section(text: str, title: str) -> str:
     start = text.index(f"## {title}")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 def test_report_has_every_section_with_its_images(reported_run):
@@ -82,7 +92,10 @@ def test_merge_two_machines_into_one_table(reported_run, other_machine):
     bench = section((reported_run / REPORT).read_text(), "Bench")
     here = load_bench(reported_run / BENCH_JSON)["machine"]["host"]
     assert "| machine | artifact |" in bench
-    assert f"| {here} (" in bench and "| raspberrypi (Raspberry Pi 4 Model B Rev 1.4, 4 cores) | model_int8.tflite |" in bench
+    assert (
+        f"| {here} (" in bench
+        and "| raspberrypi (Raspberry Pi 4 Model B Rev 1.4, 4 cores) | model_int8.tflite |" in bench
+    )
     assert "Raspberry Pi 4 Model B" in bench
 
 
@@ -97,14 +110,17 @@ def test_merged_rows_and_plot_points_keep_machines_apart(reported_run, other_mac
 
 
 def test_sections_say_which_command_fills_them(exported_run, tmp_path):
-    run = Path(shutil.copytree(exported_run, tmp_path / "bare", ignore=shutil.ignore_patterns("parity.json", BENCH_JSON)))
+    run = Path(
+        shutil.copytree(exported_run, tmp_path / "bare", ignore=shutil.ignore_patterns("parity.json", BENCH_JSON))
+    )
     text = write_report(run, say=lambda _: None).read_text()
     assert "`tk verify`" in section(text, "Parity") and "`tk bench`" in section(text, "Bench")
     assert not (run / PLOT).exists()
 
 
-@pytest.mark.parametrize("content, message", [(None, "not found"), ("{", "not valid JSON"),
-                                              ('{"rows": []}', "not a tk bench.json")])
+@pytest.mark.parametrize(
+    "content, message", [(None, "not found"), ("{", "not valid JSON"), ('{"rows": []}', "not a tk bench.json")]
+)
 def test_bad_merge_file_is_one_line(reported_run, tmp_path, content, message):
     path = tmp_path / "other.json"
     if content is not None:
@@ -127,10 +143,15 @@ def test_report_shows_comparable_rows_only_and_says_so(reported_run, other_machi
     other_machine.write_text(json.dumps(pi))
     text = section(write_report(run, merge=[other_machine], say=lambda _: None).read_text(), "Bench")
     assert "Every row below: 3 timed batch-1 runs after 1 warm-up, throughput at batch 2." in text
-    assert "model_float16.tflite" not in text.split("- note")[0] and "model_dynamic.tflite" not in text.split("- note")[0]
+    assert (
+        "model_float16.tflite" not in text.split("- note")[0] and "model_dynamic.tflite" not in text.split("- note")[0]
+    )
     assert "1 row(s) from earlier bench calls with other settings not shown" in text
     assert "1 row(s) in these bench files with other settings not shown (runs 50, warmup 1, batch 2" in text
-    assert f"| {here} | model.onnx |" in text and "| raspberrypi (Raspberry Pi 4 Model B Rev 1.4, 4 cores) | model.onnx |" in text
+    assert (
+        f"| {here} | model.onnx |" in text
+        and "| raspberrypi (Raspberry Pi 4 Model B Rev 1.4, 4 cores) | model.onnx |" in text
+    )
     assert "3 runs after 1 warm-up, throughput at batch 2, accuracy on" in text  # per machine, with its sample
 
 
@@ -146,16 +167,23 @@ def test_plot_numbers_clustered_points_apart_and_ticks_stop_at_1(tmp_path):
     from toolkit.report.plots import plot_latency_accuracy
 
     names = ["model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite", "model.onnx", "model_int8.onnx"]
-    points = [{"label": n, "machine": m, "p50_ms": 2.0 + 0.05 * i, "accuracy": 1.0, "reference": False}
-              for m in ("vm (Intel Xeon, 2 cores)", "vm (AMD EPYC 7B13, 4 cores)") for i, n in enumerate(names)]
+    points = [
+        {"label": n, "machine": m, "p50_ms": 2.0 + 0.05 * i, "accuracy": 1.0, "reference": False}
+        for m in ("vm (Intel Xeon, 2 cores)", "vm (AMD EPYC 7B13, 4 cores)")
+        for i, n in enumerate(names)
+    ]
     drawn = plot_latency_accuracy(points, tmp_path / "p.png", "clustered")
     assert (tmp_path / "p.png").read_bytes().startswith(PNG)
     assert drawn["ylim"][1] <= 1.02 and max(drawn["yticks"]) <= 1.0 and min(drawn["yticks"]) >= 0.0
     assert len(drawn["numbers"]) == 10 and {m for _, m in drawn["numbers"].values()} == {p["machine"] for p in points}
     # ten numbers on points a few pixels apart (two machines on the same spots): no two overlap
     boxes = drawn["label_boxes"]
-    assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
-                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]]
+    assert not [
+        (a, b)
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+        if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+    ]
 
 
 def test_a_bench_json_of_an_older_tk_still_reports(reported_run, tmp_path):
@@ -163,7 +191,9 @@ def test_a_bench_json_of_an_older_tk_still_reports(reported_run, tmp_path):
     bench = json.loads((run / BENCH_JSON).read_text())
     for key in ("machines", "other_rows", "description", "benched"):
         bench.pop(key)
-    bench["rows"] = [{k: v for k, v in r.items() if k not in ("machine", "measured_at", "sha256")} for r in bench["rows"]]
+    bench["rows"] = [
+        {k: v for k, v in r.items() if k not in ("machine", "measured_at", "sha256")} for r in bench["rows"]
+    ]
     (run / BENCH_JSON).write_text(json.dumps(bench))
     text = section(write_report(run, say=lambda _: None).read_text(), "Bench")
     assert "| model.onnx | 1 |" in text and f"**{machine_label(bench['machine'])}**" in text

@@ -9,9 +9,9 @@ import socket
 import numpy as np
 import pytest
 
-from toolkit.train.backbones import BACKBONES, build_base, build_head, get_backbone
 from toolkit.core.errors import TkError
 from toolkit.core.recipe import HeadSection, ModelSection
+from toolkit.train.backbones import BACKBONES, build_base, build_head, get_backbone
 
 SMALLEST = 32  # the smallest input every keras.applications base and MiniVGGNet accept
 
@@ -80,14 +80,15 @@ def test_a_weights_file_that_does_not_fit_is_a_user_error(tmp_path):
         build_base(ModelSection(backbone="mini_vgg", weights=str(not_weights), image_size=32))
 
 
-@pytest.mark.parametrize("backbone, reference", [
-    ("vgg16", "vgg16"), ("mobilenet_v2", "mobilenet_v2"), ("resnet50", "resnet50")])
+@pytest.mark.parametrize(
+    "backbone, reference", [("vgg16", "vgg16"), ("mobilenet_v2", "mobilenet_v2"), ("resnet50", "resnet50")]
+)
 def test_preprocess_layer_matches_the_keras_preprocess_input(backbone, reference, synth_root):
     """The scaling inside tk's models is the one the ImageNet weights were trained with."""
     import keras
 
-    from toolkit.train.backbones import preprocess_layer
     from toolkit.core.images import load_batch
+    from toolkit.train.backbones import preprocess_layer
 
     images = load_batch(sorted(synth_root.glob("*/*.jpg"))[:4], (48, 48))
     ours = np.asarray(preprocess_layer(get_backbone(backbone).scaling)(images))
@@ -98,7 +99,9 @@ def test_preprocess_layer_matches_the_keras_preprocess_input(backbone, reference
 def test_head_without_hidden_layers_still_applies_its_dropout():
     import keras
 
-    head = build_head((3, 3, 8), 5, ModelSection(head=HeadSection(pooling="avg", dense=(), dropout=0.2)), "mobilenet_v2")
+    head = build_head(
+        (3, 3, 8), 5, ModelSection(head=HeadSection(pooling="avg", dense=(), dropout=0.2)), "mobilenet_v2"
+    )
     dropouts = [layer for layer in head.layers if isinstance(layer, keras.layers.Dropout)]
     assert [d.rate for d in dropouts] == [0.2]
     assert head.output.shape[-1] == 5 and head.get_layer("predictions").dtype_policy.compute_dtype == "float32"

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import small_recipe
 
 REPO = Path(__file__).resolve().parents[2]
-needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax not installed (make setup installs it)")
+needs_jax = pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="jax not installed (make setup installs it)"
+)
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,8 +34,16 @@ def torch_python() -> str | None:
     if importlib.util.find_spec("torch") is not None:
         return sys.executable
     given = os.environ.get("TK_TORCH_PYTHON")
-    if given and subprocess.run([given, "-c", "import torch, keras"], capture_output=True,
-                                env={**os.environ, "KERAS_BACKEND": "torch"}, timeout=120).returncode == 0:
+    if (
+        given
+        and subprocess.run(
+            [given, "-c", "import torch, keras"],
+            capture_output=True,
+            env={**os.environ, "KERAS_BACKEND": "torch"},
+            timeout=120,
+        ).returncode
+        == 0
+    ):
         return given
     return None
 
@@ -42,7 +51,8 @@ def torch_python() -> str | None:
 needs_torch = pytest.mark.skipif(
     "torch_python() is None",
     reason="torch is not importable here and TK_TORCH_PYTHON names no python that imports it "
-           "(pip install -e '.[torch,test]' in a venv, then TK_TORCH_PYTHON=<venv>/bin/python)")
+    "(pip install -e '.[torch,test]' in a venv, then TK_TORCH_PYTHON=<venv>/bin/python)",
+)
 BACKENDS = [pytest.param("jax", marks=needs_jax), pytest.param("torch", marks=needs_torch)]
 
 
@@ -50,29 +60,37 @@ def _python(backend: str) -> str:
     return torch_python() if backend == "torch" else sys.executable
 
 
-def _train_without_tensorflow(recipe, tmp_path: Path, backend_env: str | None = "jax",
-                              python: str | None = None) -> subprocess.CompletedProcess:
+def _train_without_tensorflow(
+    recipe, tmp_path: Path, backend_env: str | None = "jax", python: str | None = None
+) -> subprocess.CompletedProcess:
     path = tmp_path / f"{recipe.name}.yaml"
     path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     # A finder that refuses tensorflow, not sys.modules['tensorflow'] = None: Keras' preprocessing
     # layers take "tensorflow" in sys.modules to mean "maybe inside tf.data" and would import it.
     # find_spec answers (with no file: torch's dynamo asks find_spec for every library it skips,
     # and would stop at an error there); importing it fails.
-    code = ("import sys, importlib.abc, importlib.machinery\n"
-            "class NoTF(importlib.abc.MetaPathFinder, importlib.abc.Loader):\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] == 'tensorflow': return importlib.machinery.ModuleSpec(name, self)\n"
-            "    def create_module(self, spec): raise ImportError('tensorflow is blocked')\n"
-            "    def exec_module(self, module): raise ImportError('tensorflow is blocked')\n"
-            "sys.meta_path.insert(0, NoTF())\n"
-            "from toolkit.cli.app import app; app()\n"
-            "assert 'tensorflow' not in sys.modules")
+    code = (
+        "import sys, importlib.abc, importlib.machinery\n"
+        "class NoTF(importlib.abc.MetaPathFinder, importlib.abc.Loader):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'tensorflow': return importlib.machinery.ModuleSpec(name, self)\n"
+        "    def create_module(self, spec): raise ImportError('tensorflow is blocked')\n"
+        "    def exec_module(self, module): raise ImportError('tensorflow is blocked')\n"
+        "sys.meta_path.insert(0, NoTF())\n"
+        "from toolkit.cli.app import app; app()\n"
+        "assert 'tensorflow' not in sys.modules"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), "TK_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("KERAS_BACKEND", None)
     if backend_env:
         env["KERAS_BACKEND"] = backend_env
-    return subprocess.run([python or sys.executable, "-c", code, "train", str(path), "--runs-dir", str(tmp_path / "runs")],
-                          capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(
+        [python or sys.executable, "-c", code, "train", str(path), "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -80,8 +98,11 @@ def backend_run(request, synth_root, tmp_path_factory) -> Path:
     """Scratch mode with augmentation, trained on JAX or torch (backend from the environment)."""
     backend = request.param
     tmp = tmp_path_factory.mktemp(backend)
-    recipe = small_recipe(f"{backend}_scratch", synth_root, train={
-        "epochs": 8, "augment": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "contrast": 0.1}})
+    recipe = small_recipe(
+        f"{backend}_scratch",
+        synth_root,
+        train={"epochs": 8, "augment": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "contrast": 0.1}},
+    )
     proc = _train_without_tensorflow(recipe, tmp, backend_env=backend, python=_python(backend))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"backend {backend}, device CPU" in proc.stdout
@@ -100,10 +121,20 @@ def test_scratch_trains_without_tensorflow(backend_run):
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_features_then_finetune_from_the_recipe(backend, synth_root, base_weights, tmp_path):
-    recipe = small_recipe(f"{backend}_features", synth_root, model={"weights": str(base_weights)},
-                          train={"mode": "features", "epochs": 2, "backend": backend,
-                                 "fine_tune": {"epochs": 1, "unfreeze_from": "block2_conv1", "learning_rate": 1e-4}})
-    proc = _train_without_tensorflow(recipe, tmp_path, backend_env=None, python=_python(backend))  # backend from the recipe
+    recipe = small_recipe(
+        f"{backend}_features",
+        synth_root,
+        model={"weights": str(base_weights)},
+        train={
+            "mode": "features",
+            "epochs": 2,
+            "backend": backend,
+            "fine_tune": {"epochs": 1, "unfreeze_from": "block2_conv1", "learning_rate": 1e-4},
+        },
+    )
+    proc = _train_without_tensorflow(
+        recipe, tmp_path, backend_env=None, python=_python(backend)
+    )  # backend from the recipe
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"backend {backend}" in proc.stdout
     assert "extracting with engine keras" in proc.stdout  # LiteRT's engine converts through TensorFlow
@@ -114,9 +145,17 @@ def test_features_then_finetune_from_the_recipe(backend, synth_root, base_weight
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", [pytest.param("torch", marks=needs_torch)])
 def test_frozen_base_with_augmentation(backend, synth_root, base_weights, tmp_path):
-    recipe = small_recipe(f"{backend}_augment", synth_root, model={"weights": str(base_weights)},
-                          train={"mode": "augment", "epochs": 2, "backend": backend,
-                                 "augment": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "contrast": 0.1}})
+    recipe = small_recipe(
+        f"{backend}_augment",
+        synth_root,
+        model={"weights": str(base_weights)},
+        train={
+            "mode": "augment",
+            "epochs": 2,
+            "backend": backend,
+            "augment": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "contrast": 0.1},
+        },
+    )
     proc = _train_without_tensorflow(recipe, tmp_path, backend_env=None, python=_python(backend))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = tmp_path / "runs" / recipe.name
@@ -147,11 +186,17 @@ def test_unknown_backend_in_the_environment_is_one_line(synth_root, tmp_path):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("setting, gpus, policy", [
-    (True, [], "mixed_float16"), (False, [{"capability": 9.0}], "float32"),  # older recipes' booleans
-    ("auto", [], "float32"), ("auto", [{"capability": 9.0}], "mixed_bfloat16"),
-    ("auto", [{"capability": 9.0}, {"capability": 7.5}], "mixed_float16"), ("mixed_bfloat16", [], "mixed_bfloat16"),
-])
+@pytest.mark.parametrize(
+    "setting, gpus, policy",
+    [
+        (True, [], "mixed_float16"),
+        (False, [{"capability": 9.0}], "float32"),  # older recipes' booleans
+        ("auto", [], "float32"),
+        ("auto", [{"capability": 9.0}], "mixed_bfloat16"),
+        ("auto", [{"capability": 9.0}, {"capability": 7.5}], "mixed_float16"),
+        ("mixed_bfloat16", [], "mixed_bfloat16"),
+    ],
+)
 def test_precision_policy_follows_the_gpu(setting, gpus, policy, monkeypatch):
     from toolkit.train import backend
 
@@ -172,34 +217,53 @@ def test_recipe_precision_and_backend_keys(synth_root):
 
 
 def test_commands_that_need_tensorflow_say_so_in_one_line(trained_run, tmp_path):
-    code = ("import sys; sys.modules['tensorflow'] = None\n"
-            "from toolkit.cli.app import app; app()")
-    proc = subprocess.run([sys.executable, "-c", code, "export", str(trained_run), "--format", "tflite"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    code = "import sys; sys.modules['tensorflow'] = None\nfrom toolkit.cli.app import app; app()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "export", str(trained_run), "--format", "tflite"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, lines
     assert lines[0].startswith("error: this command needs TensorFlow") and "tk-edge[train]" in lines[0]
 
 
-_TWO_TF_CPUS = ("import tensorflow as tf\n"
-                "cpu = tf.config.list_physical_devices('CPU')[0]\n"
-                "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n")
+_TWO_TF_CPUS = (
+    "import tensorflow as tf\n"
+    "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+    "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", [
-    pytest.param("jax", marks=needs_jax),
-    "tensorflow",
-])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("jax", marks=needs_jax),
+        "tensorflow",
+    ],
+)
 def test_data_parallel_on_two_virtual_cpus_converges_like_one(backend, synth_root, tmp_path):
     recipe = small_recipe(f"dp_{backend}", synth_root, train={"epochs": 8, "distribute": "data_parallel"})
     path = tmp_path / "dp.yaml"
     path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TK_CACHE_DIR": str(tmp_path / "cache"), "KERAS_BACKEND": backend,
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "TK_CACHE_DIR": str(tmp_path / "cache"),
+        "KERAS_BACKEND": backend,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
     code = (_TWO_TF_CPUS if backend == "tensorflow" else "") + "from toolkit.cli.app import app; app()"
-    proc = subprocess.run([sys.executable, "-c", code, "train", str(path), "--runs-dir", str(tmp_path / "runs")],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "train", str(path), "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "distribute: data_parallel over 2 devices" in proc.stdout, proc.stdout
     accuracy = json.loads((tmp_path / "runs" / recipe.name / "metrics.json").read_text())["test"]["accuracy"]

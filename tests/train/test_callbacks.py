@@ -24,13 +24,20 @@ def test_fit_stops_at_the_nan_epoch_and_no_checkpoint_is_written(tmp_path):
     x = np.full((8, 2), 1e30, dtype="float32")
     y = np.array([0, 1] * 4)
     with pytest.raises(TkError, match="training diverged"):
-        model.fit(x, y, validation_data=(x, y), epochs=3, verbose=0,
-                  callbacks=[StopOnNonFinite("head"), BestCheckpoint(tmp_path)])
+        model.fit(
+            x,
+            y,
+            validation_data=(x, y),
+            epochs=3,
+            verbose=0,
+            callbacks=[StopOnNonFinite("head"), BestCheckpoint(tmp_path)],
+        )
     assert not (tmp_path / "best.keras").exists()
 
 
 def test_each_epoch_is_a_task_over_its_steps_and_keeps_its_summary_line(capsys):
     from fake_progress import RecordingProgress
+
     from toolkit.train.callbacks import Progress
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
@@ -38,8 +45,15 @@ def test_each_epoch_is_a_task_over_its_steps_and_keeps_its_summary_line(capsys):
     x = np.random.default_rng(0).normal(size=(10, 2)).astype("float32")
     y = np.array([0, 1] * 5)
     progress, lines = RecordingProgress(), []
-    model.fit(x, y, validation_data=(x, y), epochs=2, batch_size=4, verbose=0,
-              callbacks=[Progress("head", 2, len(x), lines.append, progress, batch_size=4)])
+    model.fit(
+        x,
+        y,
+        validation_data=(x, y),
+        epochs=2,
+        batch_size=4,
+        verbose=0,
+        callbacks=[Progress("head", 2, len(x), lines.append, progress, batch_size=4)],
+    )
     assert progress.summary() == [("[head] epoch 1/2", 3, 3), ("[head] epoch 2/2", 3, 3)]  # 10 images, batch 4
     assert all(t.closed for t in progress.tasks)
     first, second = (t.notes for t in progress.tasks)

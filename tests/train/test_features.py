@@ -22,9 +22,12 @@ def test_second_run_with_another_head_hits_the_cache(finetuned_run, synth_root, 
         raise AssertionError("the conv base ran again: the feature cache was not used")
 
     monkeypatch.setattr(toolkit.train.features, "run_extractor", backbone_called)
-    recipe = small_recipe("features_again", synth_root,
-                          model={"weights": str(base_weights), "head": {"dense": [64], "dropout": 0.2}},
-                          train={"mode": "features", "epochs": 4})
+    recipe = small_recipe(
+        "features_again",
+        synth_root,
+        model={"weights": str(base_weights), "head": {"dense": [64], "dropout": 0.2}},
+        train={"mode": "features", "epochs": 4},
+    )
     said: list[str] = []
     result = train(recipe, runs_dir=tmp_path, say=said.append)
     hits = [m for m in said if "cache hit" in m]
@@ -35,15 +38,16 @@ def test_second_run_with_another_head_hits_the_cache(finetuned_run, synth_root, 
 
 
 def _extractor(base_weights):
-    from toolkit.train.backbones import build_base, get_backbone
     from toolkit.core.recipe import ModelSection
+    from toolkit.train.backbones import build_base, get_backbone
 
     model = ModelSection(backbone="mini_vgg", weights=str(base_weights), image_size=32)
     return model, build_extractor(build_base(model), 32, get_backbone("mini_vgg").scaling)
 
 
-def test_tflite_engine_matches_keras_and_reuses_the_converted_extractor(finetuned_run, base_weights, synth_root,
-                                                                        feature_cache, monkeypatch):
+def test_tflite_engine_matches_keras_and_reuses_the_converted_extractor(
+    finetuned_run, base_weights, synth_root, feature_cache, monkeypatch
+):
     import toolkit.train.features
 
     model, extractor = _extractor(base_weights)
@@ -78,8 +82,12 @@ def test_cache_key_follows_image_contents_and_extractor(synth_root, tmp_path):
     open(paths[0], "wb").write(data + b"\0")
     assert cache_key(extractor_key(model, "tflite", 0), paths) != key
     open(paths[0], "wb").write(data)
-    for other in (replace(model, image_size=128), replace(model, feature_layer="block_13_expand_relu"),
-                  replace(model, backbone="vgg16"), replace(model, weights="none")):
+    for other in (
+        replace(model, image_size=128),
+        replace(model, feature_layer="block_13_expand_relu"),
+        replace(model, backbone="vgg16"),
+        replace(model, weights="none"),
+    ):
         assert cache_key(extractor_key(other, "tflite", 0), paths) != key, other
     assert cache_key(extractor_key(model, "keras", 0), paths) != key
 
@@ -98,7 +106,6 @@ def test_a_bad_file_passed_to_the_extractor_is_named(finetuned_run, base_weights
 @pytest.mark.parametrize("engine", ["tflite", "keras"])
 def test_extraction_reports_every_image(engine, synth_root, tmp_path, monkeypatch):
     import keras
-
     from fake_progress import RecordingProgress
 
     from toolkit.train import features

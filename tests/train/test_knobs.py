@@ -71,8 +71,9 @@ def test_fit_follows_the_schedule_and_the_class_weights():
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
         rate = knobs.learning_rate(LrSchedule("cosine", warmup_epochs=1), 1e-2, epochs=4, steps=2)
         model.compile(optimizer=keras.optimizers.Adam(rate), loss=knobs.loss(_train()))
-        history = model.fit(x, y, batch_size=8, epochs=4, verbose=0, shuffle=False,
-                            class_weight=knobs.class_weights(y, 2, mode))
+        history = model.fit(
+            x, y, batch_size=8, epochs=4, verbose=0, shuffle=False, class_weight=knobs.class_weights(y, 2, mode)
+        )
         losses[mode] = history.history["loss"][0]
         assert int(model.optimizer.iterations) == 8
         assert float(model.optimizer.learning_rate) == pytest.approx(float(rate(8)), abs=1e-7)

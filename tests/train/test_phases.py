@@ -37,6 +37,7 @@ def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 # --- from scratch: the session's reference run --------------------------------------------------
 
+
 def test_scratch_model_learns_the_synthetic_task(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     test = metrics["test"]
@@ -70,8 +71,8 @@ def test_run_folder_has_model_manifest_split_and_per_phase_outputs(trained_run):
 
 
 def test_the_split_is_reproducible_from_the_seed(trained_run, synth_root, tmp_path):
-    from toolkit.data.splits import discover
     from toolkit.core.runs import save_split
+    from toolkit.data.splits import discover
 
     recipe = small_recipe("scratch", synth_root)
     save_split(discover(recipe.data, recipe.seed), tmp_path / "again.json")
@@ -82,9 +83,10 @@ def test_the_split_is_reproducible_from_the_seed(trained_run, synth_root, tmp_pa
 
 # --- feature extraction, then fine-tuning --------------------------------------------------------
 
+
 def _file_weights(base_weights: Path) -> dict[str, list[np.ndarray]]:
-    from toolkit.train.backbones import build_base
     from toolkit.core.recipe import ModelSection
+    from toolkit.train.backbones import build_base
 
     return _layer_weights(build_base(ModelSection(backbone="mini_vgg", weights=str(base_weights), image_size=32)))
 
@@ -121,6 +123,7 @@ def test_fine_tuning_changes_only_the_unfrozen_layers(finetuned_run, base_weight
 
 
 # --- interrupt and resume ------------------------------------------------------------------------
+
 
 def _tree_hashes(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -164,13 +167,19 @@ def test_interrupt_keeps_the_best_checkpoint_and_resume_finishes(synth_root, tra
 
 # --- recipe mistakes fail before any work --------------------------------------------------------
 
-@pytest.mark.parametrize("sections, expected", [
-    ({"model": {"backbone": "vgg61"}}, ["unknown backbone 'vgg61'", "vgg16", "mobilenet_v2", "mini_vgg"]),
-    ({"model": {"weights": "/nowhere/base.weights.h5"}, "train": {"mode": "features"}},
-     ["model.weights", "/nowhere/base.weights.h5"]),
-    ({"model": {"weights": "none"}, "train": {"mode": "features"}}, ["train.mode", "weights is none"]),
-    ({"model": {"feature_layer": "block9_pool"}}, ["model.feature_layer", "block9_pool"]),
-])
+
+@pytest.mark.parametrize(
+    "sections, expected",
+    [
+        ({"model": {"backbone": "vgg61"}}, ["unknown backbone 'vgg61'", "vgg16", "mobilenet_v2", "mini_vgg"]),
+        (
+            {"model": {"weights": "/nowhere/base.weights.h5"}, "train": {"mode": "features"}},
+            ["model.weights", "/nowhere/base.weights.h5"],
+        ),
+        ({"model": {"weights": "none"}, "train": {"mode": "features"}}, ["train.mode", "weights is none"]),
+        ({"model": {"feature_layer": "block9_pool"}}, ["model.feature_layer", "block9_pool"]),
+    ],
+)
 def test_recipe_mistakes_fail_before_any_work(synth_root, tmp_path, sections, expected):
     from toolkit.train.phases import train
 
@@ -187,8 +196,12 @@ def test_unfreeze_from_a_missing_layer_is_named_and_keeps_an_interrupted_run(syn
     partial = tmp_path / "mistake.partial"
     partial.mkdir()
     (partial / "keep.txt").write_text("an interrupted run")
-    recipe = small_recipe("mistake", synth_root, model={"weights": str(base_weights)},
-                          train={"mode": "features", "fine_tune": {"epochs": 1, "unfreeze_from": "block5_conv1"}})
+    recipe = small_recipe(
+        "mistake",
+        synth_root,
+        model={"weights": str(base_weights)},
+        train={"mode": "features", "fine_tune": {"epochs": 1, "unfreeze_from": "block5_conv1"}},
+    )
     with pytest.raises(TkError, match="train.fine_tune.unfreeze_from: layer 'block5_conv1'"):
         train(recipe, runs_dir=tmp_path, say=lambda _: None)
     assert (partial / "keep.txt").read_text() == "an interrupted run"
@@ -196,15 +209,24 @@ def test_unfreeze_from_a_missing_layer_is_named_and_keeps_an_interrupted_run(syn
 
 # --- device line and mixed precision -------------------------------------------------------------
 
+
 def test_mixed_precision_trains_with_a_float32_output(synth_root, base_weights, tmp_path):
     import keras
 
     from toolkit.train.phases import train
 
     said: list[str] = []
-    recipe = small_recipe("mixed", synth_root, model={"weights": str(base_weights)},
-                          train={"mode": "features", "epochs": 1, "mixed_precision": True,
-                                 "fine_tune": {"epochs": 1, "unfreeze_from": "block2_conv1"}})
+    recipe = small_recipe(
+        "mixed",
+        synth_root,
+        model={"weights": str(base_weights)},
+        train={
+            "mode": "features",
+            "epochs": 1,
+            "mixed_precision": True,
+            "fine_tune": {"epochs": 1, "unfreeze_from": "block2_conv1"},
+        },
+    )
     result = train(recipe, runs_dir=tmp_path, say=said.append)
     assert any(m.startswith("backend tensorflow, device CPU") and m.endswith("precision mixed_float16") for m in said)
     assert any("mixed_precision: extracting with engine keras" in m for m in said)  # float16 has no TFLite path
@@ -228,18 +250,26 @@ def test_training_reports_decoding_and_every_step_and_keras_prints_no_bar(tmp_pa
     root = make_synthetic_dataset(tmp_path / "data", classes=2, per_class=20, size=32, seed=0)  # small: cheap
     monkeypatch.setattr(features, "CACHE_DIR", tmp_path / "cache")  # a cold cache: every split is decoded
     progress, lines = RecordingProgress(), []
-    result = train(small_recipe("progress", root, train={"epochs": 2}),
-                   runs_dir=tmp_path / "runs", say=lines.append, progress=progress)
+    result = train(
+        small_recipe("progress", root, train={"epochs": 2}),
+        runs_dir=tmp_path / "runs",
+        say=lines.append,
+        progress=progress,
+    )
     split = json.loads((result.run_dir / "split.json").read_text())["splits"]
     train_images = len(split["train"])
     steps = -(-train_images // 16)
     assert progress.summary() == [
         ("decoding train images", train_images, train_images),
         ("decoding validation images", len(split["validation"]), len(split["validation"])),
-        ("[scratch] epoch 1/2", steps, steps), ("[scratch] epoch 2/2", steps, steps),
+        ("[scratch] epoch 1/2", steps, steps),
+        ("[scratch] epoch 2/2", steps, steps),
         ("decoding test images", len(split["test"]), len(split["test"])),
     ]
     assert all(t.closed for t in progress.tasks)
-    assert [line.split("  ")[0] for line in lines if " epoch " in line] == ["[scratch] epoch 1/2", "[scratch] epoch 2/2"]
+    assert [line.split("  ")[0] for line in lines if " epoch " in line] == [
+        "[scratch] epoch 1/2",
+        "[scratch] epoch 2/2",
+    ]
     out, err = capsys.readouterr()
     assert out == "" and "━" not in err and "step" not in err  # Keras' own progress bar stays off

@@ -41,13 +41,19 @@ def _flags_without_type() -> None:
 
 _flags_without_type()
 
-EXIT_CODES = ("Exit codes: 0 ok; 1 a failed check (verify parity, export, ship limits) or a mistake tk "
-              "explains in one red line (bad recipe, missing file, bad option value); 2 the command line "
-              "itself could not be parsed (unknown option, missing argument, wrong type).")
+EXIT_CODES = (
+    "Exit codes: 0 ok; 1 a failed check (verify parity, export, ship limits) or a mistake tk "
+    "explains in one red line (bad recipe, missing file, bad option value); 2 the command line "
+    "itself could not be parsed (unknown option, missing argument, wrong type)."
+)
 
-app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_show_locals=False,
-                  help="tk: transfer-learn an image classifier, export it for the edge, verify and benchmark it.",
-                  epilog=EXIT_CODES)
+app = typer.Typer(
+    add_completion=True,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="tk: transfer-learn an image classifier, export it for the edge, verify and benchmark it.",
+    epilog=EXIT_CODES,
+)
 data_app = typer.Typer(no_args_is_help=True, help="Make, inspect and fetch datasets.")
 app.add_typer(data_app, name="data")
 
@@ -84,8 +90,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
-                                                    help="Print tk's version and exit.")] = None,
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print tk's version and exit.")
+    ] = None,
 ):
     """tk: transfer-learn an image classifier, export it for the edge, verify and benchmark it."""
 
@@ -113,20 +120,38 @@ def user_errors(fn):
 RunArg = Annotated[Optional[str], typer.Argument(help="Run folder, recipe file or run name (default: the latest run).")]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run folders live.")]
 DEFAULT_RUNS = Path(os.environ.get("TK_RUNS_DIR", "exported"))
-DataRoot = Annotated[Optional[Path], typer.Option(
-    "--data-root", help="The dataset folder on this machine, if it moved since training (default: the root split.json records).")]
+DataRoot = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--data-root",
+        help="The dataset folder on this machine, if it moved since training (default: the root split.json records).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (and nothing else on stdout).")]
-SetOpt = Annotated[Optional[list[str]], typer.Option(
-    "--set", metavar="KEY=VALUE", help="Override a recipe value, e.g. --set train.epochs=3 (dotted key, YAML value); repeatable.")]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a recipe value, e.g. --set train.epochs=3 (dotted key, YAML value); repeatable.",
+    ),
+]
 
 
 @app.command()
 @user_errors
 def train(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (e.g. recipes/quickstart.yaml), or a folder of class "
-                                                 "folders: trained with a default recipe written to recipes/<folder>.yaml (./<folder>.yaml if there is no recipes/ here).")],
+    recipe: Annotated[
+        Path,
+        typer.Argument(
+            help="Recipe YAML (e.g. recipes/quickstart.yaml), or a folder of class "
+            "folders: trained with a default recipe written to recipes/<folder>.yaml (./<folder>.yaml if there is no recipes/ here)."
+        ),
+    ],
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
-    strict: Annotated[Optional[bool], typer.Option("--strict/--skip-bad", help="Fail on bad image files instead of skipping them.")] = None,
+    strict: Annotated[
+        Optional[bool], typer.Option("--strict/--skip-bad", help="Fail on bad image files instead of skipping them.")
+    ] = None,
     sets: SetOpt = None,
     as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
@@ -138,8 +163,10 @@ def train(
 
     out = quiet_say if as_json else say
     if not recipe.exists():
-        raise TkError(f"{recipe}: no such recipe or folder (pass a recipe YAML, e.g. recipes/quickstart.yaml, "
-                      "or a folder of class folders)")
+        raise TkError(
+            f"{recipe}: no such recipe or folder (pass a recipe YAML, e.g. recipes/quickstart.yaml, "
+            "or a folder of class folders)"
+        )
     if recipe.is_dir():
         from ..data.folder_recipe import write_folder_recipe
 
@@ -152,8 +179,11 @@ def train(
     with progress(as_json) as bars:
         result = run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, say=out, progress=bars)
     if as_json:
-        say(json_text({"run": str(result.run_dir), "recipe": str(recipe), "phases": result.phases,
-                       "test": result.metrics}))
+        say(
+            json_text(
+                {"run": str(result.run_dir), "recipe": str(recipe), "phases": result.phases, "test": result.metrics}
+            )
+        )
 
 
 @app.command()
@@ -161,8 +191,8 @@ def train(
 def layers(recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")], sets: SetOpt = None):
     """List the backbone's layer names (for feature_layer and fine_tune.unfreeze_from)."""
     quiet.import_tensorflow_quietly()
-    from ..train.backbones import layer_names
     from ..core.recipe import load_recipe
+    from ..train.backbones import layer_names
 
     for name in layer_names(load_recipe(recipe, sets or ()).model):
         say(name)
@@ -193,7 +223,6 @@ def data_inspect(
 ):
     """Counts per class and split, image sizes, bad files and warnings, before training."""
     from ..core.io import json_text
-
     from ..core.recipe import load_recipe
     from ..data.survey import survey
     from .render import survey_table
@@ -210,8 +239,8 @@ def data_inspect(
 @user_errors
 def data_fetch(recipe: Annotated[Path, typer.Argument(help="Recipe YAML with data.source.url.")], sets: SetOpt = None):
     """Download the recipe's dataset, check its sha256, unpack it safely into data.root."""
-    from ..data.fetch import fetch
     from ..core.recipe import load_recipe
+    from ..data.fetch import fetch
 
     fetch(load_recipe(recipe, sets or ()), say=say)
 
@@ -219,18 +248,26 @@ def data_fetch(recipe: Annotated[Path, typer.Argument(help="Recipe YAML with dat
 @app.command()
 @user_errors
 def predict(
-    artifact: Annotated[Path, typer.Argument(help="Model file (.tflite, .onnx, .keras or a SavedModel folder) with manifest.json beside it.")],
+    artifact: Annotated[
+        Path,
+        typer.Argument(help="Model file (.tflite, .onnx, .keras or a SavedModel folder) with manifest.json beside it."),
+    ],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
     top_k: Annotated[int, typer.Option("--top-k", help="Labels to show per image.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of one line per image.")] = False,
-    threads: Annotated[Optional[str], typer.Option(help="Runtime threads, as in bench (e.g. 2 or 1,2); predict runs once, "
-                                                        "with the first count (default: all cores).")] = None,
+    threads: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Runtime threads, as in bench (e.g. 2 or 1,2); predict runs once, "
+            "with the first count (default: all cores)."
+        ),
+    ] = None,
 ):
     """Label images with an exported model; .tflite/.onnx need only the base install (no TensorFlow)."""
     from ..core.io import json_text
-
     from ..edge.bench import parse_threads
-    from ..edge.predict import bad_files_line, format_prediction, predict as run_predict
+    from ..edge.predict import bad_files_line, format_prediction
+    from ..edge.predict import predict as run_predict
 
     echo = None if as_json else (lambda p: say(format_prediction(p)))
     bad: list[tuple[str, str]] = []
@@ -241,8 +278,9 @@ def predict(
             err_console.print(f"skipped: {file}: {why}", style="yellow", markup=False, soft_wrap=True)
 
     counts = parse_threads(threads) if threads is not None else ()
-    results = run_predict(artifact, images, k=top_k, threads=counts[0] if counts else None, on_prediction=echo,
-                          on_bad=skipped)
+    results = run_predict(
+        artifact, images, k=top_k, threads=counts[0] if counts else None, on_prediction=echo, on_bad=skipped
+    )
     if as_json:
         say(json_text([p.to_json() for p in results]))
     if bad:  # exit 1: a script must not take a partial answer for a whole one
@@ -253,26 +291,50 @@ def predict(
 @user_errors
 def export_cmd(
     run: RunArg = None,
-    formats: Annotated[Optional[list[str]], typer.Option("--format", help="savedmodel, tflite, onnx or all; repeatable (default: the recipe's export.formats).")] = None,
-    quantize: Annotated[Optional[list[str]], typer.Option("--quantize", help="Quantization: none, float16, dynamic, int8 (TFLite and ONNX) or all; repeatable (default: export.quantize).")] = None,
+    formats: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--format", help="savedmodel, tflite, onnx or all; repeatable (default: the recipe's export.formats)."
+        ),
+    ] = None,
+    quantize: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--quantize",
+            help="Quantization: none, float16, dynamic, int8 (TFLite and ONNX) or all; repeatable (default: export.quantize).",
+        ),
+    ] = None,
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: export.onnx_opset).")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
-    int8_fallback: Annotated[Optional[bool], typer.Option("--int8-fallback/--no-int8-fallback", help="TFLite int8 that fails the int8 gate keeps its most sensitive layers in float (default: export.int8_fallback.enabled).")] = None,
+    int8_fallback: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--int8-fallback/--no-int8-fallback",
+            help="TFLite int8 that fails the int8 gate keeps its most sensitive layers in float (default: export.int8_fallback.enabled).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ):
     """Export a trained run to SavedModel, TFLite (float32/float16/dynamic/int8) and ONNX (float32/int8)."""
     quiet.import_tensorflow_quietly()
-    from ..export.exporter import export_run
-    from ..core.runs import resolve_run
-
     from ..core.io import json_text
+    from ..core.runs import resolve_run
+    from ..export.exporter import export_run
 
     out = quiet_say if as_json else say
     run_dir = resolve_run(run, runs_dir, out)
     with progress(as_json) as bars:
-        entries = export_run(run_dir, formats, quantize, say=out, opset=opset, int8_fallback=int8_fallback,
-                             data_root=data_root, progress=bars)
+        entries = export_run(
+            run_dir,
+            formats,
+            quantize,
+            say=out,
+            opset=opset,
+            int8_fallback=int8_fallback,
+            data_root=data_root,
+            progress=bars,
+        )
     if as_json:
         say(json_text({"run": str(run_dir), "artifacts": entries}))
 
@@ -281,13 +343,19 @@ def export_cmd(
 @user_errors
 def verify(
     run: RunArg = None,
-    artifacts: Annotated[Optional[list[str]], typer.Option("--artifact", help="Only this artifact file name; repeatable (default: every exported artifact).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the parity report as JSON, also when a check fails (exit 1).")] = False,
+    artifacts: Annotated[
+        Optional[list[str]],
+        typer.Option("--artifact", help="Only this artifact file name; repeatable (default: every exported artifact)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the parity report as JSON, also when a check fails (exit 1).")
+    ] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
 ):
     """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not)."""
     from ..core.runs import resolve_run
+
     quiet.import_tensorflow_quietly()
     from ..core.io import json_text
     from ..export.verify import raise_on_failure, verify_run
@@ -306,27 +374,53 @@ def verify(
 @app.command()
 @user_errors
 def bench(
-    targets: Annotated[Optional[list[str]], typer.Argument(help="Run folders, recipes, run names or artifact files (default: the latest run).")] = None,
-    threads: Annotated[Optional[str], typer.Option(help="Thread counts, comma-separated (default: the recipe's bench.threads, else 1,2).")] = None,
-    runs: Annotated[Optional[int], typer.Option(help="Timed batch-1 predictions per artifact and thread count (default: the recipe's bench.runs, else 300).")] = None,
-    warmup: Annotated[Optional[int], typer.Option(help="Untimed predictions before timing (default: the recipe's bench.warmup).")] = None,
-    batch: Annotated[Optional[int], typer.Option(help="Batch size for the throughput figure (default: the recipe's bench.batch).")] = None,
-    max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms", help="Ship limit: batch-1 p50 latency.")] = None,
-    min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Ship limit: test accuracy (0..1).")] = None,
+    targets: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="Run folders, recipes, run names or artifact files (default: the latest run)."),
+    ] = None,
+    threads: Annotated[
+        Optional[str],
+        typer.Option(help="Thread counts, comma-separated (default: the recipe's bench.threads, else 1,2)."),
+    ] = None,
+    runs: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Timed batch-1 predictions per artifact and thread count (default: the recipe's bench.runs, else 300)."
+        ),
+    ] = None,
+    warmup: Annotated[
+        Optional[int], typer.Option(help="Untimed predictions before timing (default: the recipe's bench.warmup).")
+    ] = None,
+    batch: Annotated[
+        Optional[int], typer.Option(help="Batch size for the throughput figure (default: the recipe's bench.batch).")
+    ] = None,
+    max_latency_ms: Annotated[
+        Optional[float], typer.Option("--max-latency-ms", help="Ship limit: batch-1 p50 latency.")
+    ] = None,
+    min_accuracy: Annotated[
+        Optional[float], typer.Option("--min-accuracy", help="Ship limit: test accuracy (0..1).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print bench.json content instead of a table.")] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
 ):
     """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact."""
     from ..core.io import json_text
-
     from ..edge.bench import bench_targets, machine_label, parse_threads
     from .render import rows_table, ship_line
 
     given = {"threads": parse_threads(threads) if threads else None, "runs": runs, "warmup": warmup, "batch": batch}
     with progress(as_json) as bars:
-        result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy,
-                               say=(lambda _: None) if as_json else say, data_root=data_root, progress=bars)
+        result = bench_targets(
+            targets or [],
+            runs_dir,
+            given,
+            max_latency_ms,
+            min_accuracy,
+            say=(lambda _: None) if as_json else say,
+            data_root=data_root,
+            progress=bars,
+        )
     reports = result["reports"]
     if as_json:
         say(json_text(reports if len(reports) > 1 else reports[0]))
@@ -336,8 +430,9 @@ def bench(
     for report in reports:
         several = len({r["machine"] for r in report["rows"]}) > 1
         where = "" if several else f" on {machine_label(report['machine'])}"
-        out.print(rows_table(report["rows"], title=f"{report['run']}{where}: {report['description']}",
-                             machine_column=several))
+        out.print(
+            rows_table(report["rows"], title=f"{report['run']}{where}: {report['description']}", machine_column=several)
+        )
         for note in report["notes"]:
             say(f"note: {note}")
     if result["ship"] is not None:
@@ -349,9 +444,20 @@ def bench(
 def pack_cmd(
     run: Annotated[str, typer.Argument(help="Run folder, recipe file or run name.")],
     directory: Annotated[Path, typer.Argument(help="Folder to write the device bundle to (new or empty).")],
-    formats: Annotated[Optional[list[str]], typer.Option("--format", help="Only artifacts of this format (tflite, onnx); repeatable (default: every .tflite and .onnx).")] = None,
-    artifacts: Annotated[Optional[list[str]], typer.Option("--artifact", help="Only this artifact file, e.g. model_int8.tflite; repeatable.")] = None,
-    samples: Annotated[int, typer.Option("--samples", help="Test images to include, stratified by class (0: none).")] = 200,
+    formats: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--format",
+            help="Only artifacts of this format (tflite, onnx); repeatable (default: every .tflite and .onnx).",
+        ),
+    ] = None,
+    artifacts: Annotated[
+        Optional[list[str]],
+        typer.Option("--artifact", help="Only this artifact file, e.g. model_int8.tflite; repeatable."),
+    ] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", help="Test images to include, stratified by class (0: none).")
+    ] = 200,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it holds an earlier bundle.")] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
@@ -363,34 +469,58 @@ def pack_cmd(
     from ..edge.pack import pack
 
     tell = quiet_say if as_json else say
-    out = pack(resolve_run(run, runs_dir, tell), directory, formats, artifacts, samples, force, say=tell,
-               data_root=data_root)
+    out = pack(
+        resolve_run(run, runs_dir, tell), directory, formats, artifacts, samples, force, say=tell, data_root=data_root
+    )
     if as_json:
         say(json_text(out))
         return
     for note in out["notes"]:
         say(f"note: {note}")
-    say(f"packed {len(out['artifacts'])} artifact(s), {out['samples']} test images of {out['classes']} classes "
-        f"into {out['dir']} ({out['size_bytes'] / 1e6:.1f} MB); on the device: tk bench {out['dir']}")
+    say(
+        f"packed {len(out['artifacts'])} artifact(s), {out['samples']} test images of {out['classes']} classes "
+        f"into {out['dir']} ({out['size_bytes'] / 1e6:.1f} MB); on the device: tk bench {out['dir']}"
+    )
 
 
 @app.command()
 @user_errors
 def explain(
     run: RunArg = None,
-    image: Annotated[Optional[Path], typer.Option("--image", help="Image for feature maps; image or folder for --gradcam.")] = None,
-    layers: Annotated[Optional[str], typer.Option("--layers", help="Backbone layers, comma-separated (default: the backbone's usual conv layers; --gradcam: the deepest).")] = None,
-    filters: Annotated[Optional[str], typer.Option("--filters", help="Layer whose filters to visualise by activation maximization (backbone, head or predictions).")] = None,
-    count: Annotated[Optional[int], typer.Option("--count", help="Channels per feature map (16), filters (8), or images of a --gradcam folder (64).")] = None,
+    image: Annotated[
+        Optional[Path], typer.Option("--image", help="Image for feature maps; image or folder for --gradcam.")
+    ] = None,
+    layers: Annotated[
+        Optional[str],
+        typer.Option(
+            "--layers",
+            help="Backbone layers, comma-separated (default: the backbone's usual conv layers; --gradcam: the deepest).",
+        ),
+    ] = None,
+    filters: Annotated[
+        Optional[str],
+        typer.Option(
+            "--filters",
+            help="Layer whose filters to visualise by activation maximization (backbone, head or predictions).",
+        ),
+    ] = None,
+    count: Annotated[
+        Optional[int],
+        typer.Option(
+            "--count", help="Channels per feature map (16), filters (8), or images of a --gradcam folder (64)."
+        ),
+    ] = None,
     gradcam: Annotated[bool, typer.Option("--gradcam", help="Grad-CAM heatmaps over --image.")] = False,
-    class_name: Annotated[Optional[str], typer.Option("--class", help="Explain this class instead of the predicted one (--gradcam).")] = None,
+    class_name: Annotated[
+        Optional[str], typer.Option("--class", help="Explain this class instead of the predicted one (--gradcam).")
+    ] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Gradient-ascent steps for --filters (160).")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
     """Feature maps, activation maximization and Grad-CAM of a trained run, as PNGs in RUN/explain/."""
     quiet.import_tensorflow_quietly()
-    from ..explain.run import explain_run
     from ..core.runs import resolve_run
+    from ..explain.run import explain_run
 
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
     explain_run(resolve_run(run, runs_dir, say), image, names, filters, count, gradcam, class_name, steps, say=say)
@@ -400,7 +530,9 @@ def explain(
 @user_errors
 def report(
     run: RunArg = None,
-    merge: Annotated[Optional[list[Path]], typer.Option("--merge", help="bench.json from another machine (repeatable).")] = None,
+    merge: Annotated[
+        Optional[list[Path]], typer.Option("--merge", help="bench.json from another machine (repeatable).")
+    ] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
     """Write REPORT.md in the run folder: curves, test metrics, parity, bench tables, latency plot."""

@@ -53,9 +53,16 @@ class RichProgress:
     def task(self, description: str, total: Optional[float] = None) -> Iterator[_Task]:
         if self.bars is None:
             # markup=False: "[scratch] epoch 1/3" is text, not a rich style tag.
-            self.bars = Bars(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(bar_width=30),
-                             _CountAndEta(), TimeElapsedColumn(), TextColumn("{task.fields[note]}", markup=False),
-                             console=self.console, transient=True)
+            self.bars = Bars(
+                SpinnerColumn(),
+                TextColumn("{task.description}", markup=False),
+                BarColumn(bar_width=30),
+                _CountAndEta(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[note]}", markup=False),
+                console=self.console,
+                transient=True,
+            )
             self.bars.start()
             _live.append(self)
         bars = self.bars

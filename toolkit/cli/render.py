@@ -15,8 +15,12 @@ def rows_table(rows: Sequence[dict[str, Any]], title: str = "", machine_column: 
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title or None, box=box.SIMPLE_HEAD, caption="* the Keras reference; cold s: process "
-                  "start to first prediction; RSS: peak resident memory then; p50..p99: batch 1")
+    table = Table(
+        title=title or None,
+        box=box.SIMPLE_HEAD,
+        caption="* the Keras reference; cold s: process "
+        "start to first prediction; RSS: peak resident memory then; p50..p99: batch 1",
+    )
     for h in (["machine"] if machine_column else []) + list(HEADERS):
         table.add_column(h, justify="left" if h in ("machine", "artifact") else "right", no_wrap=h == "artifact")
     for r in rows:
@@ -24,12 +28,13 @@ def rows_table(rows: Sequence[dict[str, Any]], title: str = "", machine_column: 
     return table
 
 
-
 def ship_line(best: dict[str, Any]) -> str:
     accuracy = best.get("accuracy")
-    return (f"ship: {best['file']} ({best['size_bytes'] / 1e6:.2f} MB, p50 {best['p50_ms']:.2f} ms at "
-            f"{best['threads']} thread(s), accuracy {'-' if accuracy is None else format(accuracy, '.3f')}; "
-            f"chosen among the {best.get('among', '?')} artifact(s) this call measured on {best.get('machine', '?')})")
+    return (
+        f"ship: {best['file']} ({best['size_bytes'] / 1e6:.2f} MB, p50 {best['p50_ms']:.2f} ms at "
+        f"{best['threads']} thread(s), accuracy {'-' if accuracy is None else format(accuracy, '.3f')}; "
+        f"chosen among the {best.get('among', '?')} artifact(s) this call measured on {best.get('machine', '?')})"
+    )
 
 
 def survey_table(report: dict[str, Any]) -> list[Any]:
@@ -39,8 +44,12 @@ def survey_table(report: dict[str, Any]) -> list[Any]:
 
     out: list[Any] = []
     how = "detected" if report["layout_requested"] == "auto" else "from the recipe"
-    out.append(Text(f"{report['root']}: layout {report['layout']} ({how}), {len(report['classes'])} classes, "
-                    f"{report['images']} images"))
+    out.append(
+        Text(
+            f"{report['root']}: layout {report['layout']} ({how}), {len(report['classes'])} classes, "
+            f"{report['images']} images"
+        )
+    )
     table = Table(title="images per class and split")
     table.add_column("class")
     splits = list(report["counts"])
@@ -55,8 +64,12 @@ def survey_table(report: dict[str, Any]) -> list[Any]:
     if sizes["count"]:
         w, h = sizes["width"], sizes["height"]
         modes = ", ".join(f"{m} {n}" for m, n in sizes["modes"].items())
-        out.append(Text(f"image size (w x h): min {w['min']}x{h['min']}, median {w['median']:g}x{h['median']:g}, "
-                        f"max {w['max']}x{h['max']}; modes: {modes}"))
+        out.append(
+            Text(
+                f"image size (w x h): min {w['min']}x{h['min']}, median {w['median']:g}x{h['median']:g}, "
+                f"max {w['max']}x{h['max']}; modes: {modes}"
+            )
+        )
     if report["bad_files"]:
         bad = Table(title=f"{len(report['bad_files'])} bad file(s)")
         bad.add_column("file")

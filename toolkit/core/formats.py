@@ -39,17 +39,42 @@ class Format:
         return self.files[quantization]
 
 
-FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("keras", ".keras", {"none": "model.keras"}, "toolkit.export.reference:KerasPredictor",
-           needs_tensorflow=True, exported=False),
-    Format("savedmodel", "", {"none": "saved_model"}, "toolkit.export.reference:SavedModelPredictor",
-           needs_tensorflow=True, folder_marker="saved_model.pb"),
-    Format("tflite", ".tflite", {q: f"model_{QUANT_LABEL[q]}.tflite" for q in QUANTIZATIONS},
-           "toolkit.edge.predictors:TFLitePredictor", needs_tensorflow=False),
-    # int8: onnxruntime static quantization (QDQ); float32 input and output, like model.onnx.
-    Format("onnx", ".onnx", {"none": "model.onnx", "int8": "model_int8.onnx"}, "toolkit.edge.predictors:OnnxPredictor",
-           needs_tensorflow=False),
-)}
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format(
+            "keras",
+            ".keras",
+            {"none": "model.keras"},
+            "toolkit.export.reference:KerasPredictor",
+            needs_tensorflow=True,
+            exported=False,
+        ),
+        Format(
+            "savedmodel",
+            "",
+            {"none": "saved_model"},
+            "toolkit.export.reference:SavedModelPredictor",
+            needs_tensorflow=True,
+            folder_marker="saved_model.pb",
+        ),
+        Format(
+            "tflite",
+            ".tflite",
+            {q: f"model_{QUANT_LABEL[q]}.tflite" for q in QUANTIZATIONS},
+            "toolkit.edge.predictors:TFLitePredictor",
+            needs_tensorflow=False,
+        ),
+        # int8: onnxruntime static quantization (QDQ); float32 input and output, like model.onnx.
+        Format(
+            "onnx",
+            ".onnx",
+            {"none": "model.onnx", "int8": "model_int8.onnx"},
+            "toolkit.edge.predictors:OnnxPredictor",
+            needs_tensorflow=False,
+        ),
+    )
+}
 
 EXPORT_FORMATS = tuple(name for name, f in FORMATS.items() if f.exported)
 
@@ -63,8 +88,11 @@ def sort_key(fmt: Optional[str], quantization: Optional[str], file: str = "") ->
     """Table order: the reference first, then formats in FORMATS order, float before quantized."""
     order = list(FORMATS)
     q = quantization or "none"
-    return (order.index(fmt) if fmt in FORMATS else len(order),
-            QUANTIZATIONS.index(q) if q in QUANTIZATIONS else len(QUANTIZATIONS), file)
+    return (
+        order.index(fmt) if fmt in FORMATS else len(order),
+        QUANTIZATIONS.index(q) if q in QUANTIZATIONS else len(QUANTIZATIONS),
+        file,
+    )
 
 
 def format_of_path(path: Path) -> Format:
@@ -74,16 +102,22 @@ def format_of_path(path: Path) -> Format:
         for fmt in FORMATS.values():
             if fmt.folder_marker and (path / fmt.folder_marker).is_file():
                 return fmt
-        raise TkError(f"{path}: a folder but not a model (no {', '.join(f.folder_marker for f in FORMATS.values() if f.folder_marker)})")
+        raise TkError(
+            f"{path}: a folder but not a model (no {', '.join(f.folder_marker for f in FORMATS.values() if f.folder_marker)})"
+        )
     for fmt in FORMATS.values():
         if fmt.suffix and path.suffix == fmt.suffix:
             return fmt
     known = ", ".join(f.suffix for f in FORMATS.values() if f.suffix)
-    raise TkError(f"{path}: unknown model format {path.suffix or '(no suffix)'}; expected {known} or a SavedModel folder")
+    raise TkError(
+        f"{path}: unknown model format {path.suffix or '(no suffix)'}; expected {known} or a SavedModel folder"
+    )
 
 
 def looks_like_model(path: Path) -> bool:
     """True when the path names a model file or folder (it may not exist yet)."""
     path = Path(path)
-    return any((f.suffix and path.suffix == f.suffix) or (f.folder_marker and (path / f.folder_marker).is_file())
-               for f in FORMATS.values())
+    return any(
+        (f.suffix and path.suffix == f.suffix) or (f.folder_marker and (path / f.folder_marker).is_file())
+        for f in FORMATS.values()
+    )

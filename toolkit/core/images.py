@@ -45,16 +45,24 @@ def open_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> Ima
             raise BadImage("empty file")
         img = Image.open(path)
         if img.width * img.height > MAX_PIXELS:
-            raise BadImage(f"{img.width}x{img.height} pixels is over the {MAX_PIXELS // 1_000_000} "
-                           f"megapixel limit (a decompression bomb, or a photo to downscale first)")
+            raise BadImage(
+                f"{img.width}x{img.height} pixels is over the {MAX_PIXELS // 1_000_000} "
+                f"megapixel limit (a decompression bomb, or a photo to downscale first)"
+            )
         if draft_size is not None and img.format == "JPEG":
             img.draft("RGB", draft_size)
         img = ImageOps.exif_transpose(img)
         img.load()
     except BadImage:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise BadImage(f"not a readable image ({exc.__class__.__name__}: {exc})") from None
     return _to_rgb(img)
 

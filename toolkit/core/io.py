@@ -124,7 +124,7 @@ def remove_leftovers(folder: Path, recursive: bool = False) -> list[Path]:
         if not os.path.lexists(path):  # inside a leftover removed already
             continue
         if name.endswith(".old") and ".tmp" not in name:
-            target = path.with_name(name[1:-len(".old")])
+            target = path.with_name(name[1 : -len(".old")])
             if not target.exists():
                 os.replace(path, target)
                 continue

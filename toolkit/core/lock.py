@@ -153,12 +153,20 @@ def _pid_alive(pid: Any) -> bool:
 def _describe(holder: dict[str, Any]) -> str:
     if not holder:
         return "an unreadable lock"
-    return (f"{holder.get('command', 'tk')} (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
-            f"started {holder.get('started', '?')})")
+    return (
+        f"{holder.get('command', 'tk')} (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+        f"started {holder.get('started', '?')})"
+    )
 
 
 def _refusal(path: Path, holder: dict[str, Any]) -> str:
     here = holder.get("host") in (None, socket.gethostname())
-    gone = "" if here else f"; if that run is gone (host {holder.get('host')} cannot be checked from here), delete the lock"
-    return (f"{path.parent / path.name[1:-len('.lock')]} is in use by {_describe(holder)}, lock file {path}: "
-            f"wait for it to finish or stop it{gone}")
+    gone = (
+        ""
+        if here
+        else f"; if that run is gone (host {holder.get('host')} cannot be checked from here), delete the lock"
+    )
+    return (
+        f"{path.parent / path.name[1 : -len('.lock')]} is in use by {_describe(holder)}, lock file {path}: "
+        f"wait for it to finish or stop it{gone}"
+    )

@@ -36,7 +36,7 @@ def apply_overrides(raw: dict[str, Any], items: Sequence[str]) -> dict[str, Any]
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                where = ".".join(parts[:depth + 1])
+                where = ".".join(parts[: depth + 1])
                 raise TkError(f"--set {item}: {where} is a value ({child!r}), not a section")
             node = child
         node[parts[-1]] = value

@@ -45,5 +45,7 @@ def import_tensorflow_quietly() -> None:
         from .errors import TkError
 
         # A JAX/PyTorch training box (the [jax] extra) has no TensorFlow: export there elsewhere.
-        raise TkError(f"this command needs TensorFlow ({exc}); install it with pip install 'tk-edge[train]', "
-                      "or copy the run folder to a machine that has it") from None
+        raise TkError(
+            f"this command needs TensorFlow ({exc}); install it with pip install 'tk-edge[train]', "
+            "or copy the run folder to a machine that has it"
+        ) from None

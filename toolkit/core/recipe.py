@@ -22,8 +22,6 @@ import yaml
 from .errors import TkError, suggest
 from .formats import EXPORT_FORMATS, QUANTIZATIONS, tolerance_kind
 
-
-
 # The ONNX opsets tf2onnx 1.17 converts to (inclusive).
 ONNX_OPSETS = (9, 21)
 
@@ -153,6 +151,7 @@ class TrainSection:
 @dataclass(frozen=True)
 class MetadataSection:
     """What every .tflite carries as TFLite metadata (MediaPipe Tasks and app developers read it)."""
+
     author: str = "tk"
     version: Optional[str] = None  # default: the date the run was trained
     license: Optional[str] = None
@@ -270,7 +269,11 @@ _RULES: list[tuple[str, Any, str]] = [
     ("data.synth.per_class", lambda v: v >= 5, "must be >= 5 (each split needs images)"),
     ("data.synth.size", lambda v: v >= 16, "must be >= 16"),
     ("export.calibration_samples", lambda v: v > 0, "must be > 0"),
-    ("export.onnx_opset", lambda v: ONNX_OPSETS[0] <= v <= ONNX_OPSETS[1], f"must be between {ONNX_OPSETS[0]} and {ONNX_OPSETS[1]}"),
+    (
+        "export.onnx_opset",
+        lambda v: ONNX_OPSETS[0] <= v <= ONNX_OPSETS[1],
+        f"must be between {ONNX_OPSETS[0]} and {ONNX_OPSETS[1]}",
+    ),
     ("export.int8_fallback.max_float_layers", lambda v: v is None or v > 0, "must be > 0"),
     ("export.int8_fallback.max_size_ratio", lambda v: v >= 1, "must be >= 1 (a multiple of the int8 size)"),
     ("verify.confident_margin", lambda v: 0 <= v < 1, "must be in [0, 1)"),
@@ -339,14 +342,18 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path
     if id(node) in open_:
         raise TkError(f"{path}: a YAML alias refers to itself; write the values out")
     open_.add(id(node))
-    children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
-        node.value if isinstance(node, yaml.SequenceNode) else [])
+    children = (
+        [n for pair in node.value for n in pair]
+        if isinstance(node, yaml.MappingNode)
+        else (node.value if isinstance(node, yaml.SequenceNode) else [])
+    )
     size = 1
     for child in children:
         size += _expanded_size(child, sizes, open_, path)
         if size > MAX_YAML_NODES:
-            raise TkError(f"{path}: YAML aliases expand to over {MAX_YAML_NODES} values (an alias bomb?); "
-                          f"write the values out")
+            raise TkError(
+                f"{path}: YAML aliases expand to over {MAX_YAML_NODES} values (an alias bomb?); write the values out"
+            )
     open_.discard(id(node))
     sizes[id(node)] = size
     return size
@@ -406,20 +413,30 @@ def _check_rules(recipe: Recipe) -> None:
     if schedule.warmup_epochs and schedule.name != "cosine":
         raise TkError(f"train.lr_schedule.warmup_epochs: needs name: cosine (got name {schedule.name!r})")
     if schedule.warmup_epochs >= recipe.train.epochs:
-        raise TkError(f"train.lr_schedule.warmup_epochs: must be < train.epochs ({recipe.train.epochs}) "
-                      f"so the schedule decays (got {schedule.warmup_epochs})")
+        raise TkError(
+            f"train.lr_schedule.warmup_epochs: must be < train.epochs ({recipe.train.epochs}) "
+            f"so the schedule decays (got {schedule.warmup_epochs})"
+        )
     if ft.epochs and recipe.train.mode == "scratch":
-        raise TkError("train.fine_tune: fine-tuning follows feature extraction; mode scratch trains every layer already")
+        raise TkError(
+            "train.fine_tune: fine-tuning follows feature extraction; mode scratch trains every layer already"
+        )
     for fmt in recipe.export.formats:
         if fmt not in EXPORT_FORMATS:
-            raise TkError(f"export.formats: unknown format {fmt!r}{suggest(fmt, EXPORT_FORMATS)}; allowed: {', '.join(EXPORT_FORMATS)}")
+            raise TkError(
+                f"export.formats: unknown format {fmt!r}{suggest(fmt, EXPORT_FORMATS)}; allowed: {', '.join(EXPORT_FORMATS)}"
+            )
     for q in recipe.export.quantize:
         if q not in QUANTIZATIONS:
-            raise TkError(f"export.quantize: unknown quantization {q!r}{suggest(q, QUANTIZATIONS)}; allowed: {', '.join(QUANTIZATIONS)}")
+            raise TkError(
+                f"export.quantize: unknown quantization {q!r}{suggest(q, QUANTIZATIONS)}; allowed: {', '.join(QUANTIZATIONS)}"
+            )
     for kind, threshold in recipe.verify.thresholds.items():
         kinds = [tolerance_kind(q) for q in QUANTIZATIONS]
         if kind not in kinds:
-            raise TkError(f"verify.thresholds: unknown kind {kind!r}{suggest(kind, kinds)}; allowed: {', '.join(kinds)}")
+            raise TkError(
+                f"verify.thresholds: unknown kind {kind!r}{suggest(kind, kinds)}; allowed: {', '.join(kinds)}"
+            )
         for key, value in dataclasses.asdict(threshold).items():
             fraction = key in ("min_agreement", "min_confident_agreement")
             upper = 1.0 if fraction else float("inf")

@@ -22,10 +22,9 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
-
-from datetime import datetime, timezone
 
 from .errors import TkError
 from .io import now, sha256_file, size_bytes, write_json_atomic
@@ -53,8 +52,9 @@ def load_manifest(run_dir: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:  # tk writes UTF-8; a hand edit saved as latin-1 is not
-        raise TkError(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8, or re-run "
-                      "tk export to rewrite it") from None
+        raise TkError(
+            f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8, or re-run tk export to rewrite it"
+        ) from None
     except json.JSONDecodeError as exc:
         raise TkError(f"{path}: not valid JSON ({exc}); re-run tk train or tk export to rewrite it") from None
 
@@ -118,9 +118,11 @@ def resolve_run(target: Optional[str], runs_dir: Path = RUNS_DIR, say=print) -> 
 
 def list_runs(runs_dir: Path = RUNS_DIR) -> list[Path]:
     """Every finished run folder under runs_dir: stable names and archived runs alike."""
-    return sorted(p.parent for p in Path(runs_dir).glob(f"*/{MANIFEST}")
-                  if not p.parent.name.startswith(".") and not p.parent.name.endswith(NOT_RUN_SUFFIXES)
-                  and not _is_bundle(p))
+    return sorted(
+        p.parent
+        for p in Path(runs_dir).glob(f"*/{MANIFEST}")
+        if not p.parent.name.startswith(".") and not p.parent.name.endswith(NOT_RUN_SUFFIXES) and not _is_bundle(p)
+    )
 
 
 def _is_bundle(manifest: Path) -> bool:
@@ -191,7 +193,6 @@ def archive_run(run_dir: Path) -> Optional[Path]:
     raise TkError(f"{run_dir}: 10000 archived runs of this name already exist beside it; delete old ones")
 
 
-
 def run_recipe(run_dir: Path) -> "Recipe":
     """The recipe the run was trained with (recipe.yaml in the run folder)."""
     from .recipe import load_recipe
@@ -231,9 +232,15 @@ class SplitDataset:
         else:
             root = os.path.abspath(self.root)
             rel = functools.partial(_relative, root=root)
-        return {"format": SPLIT_FORMAT, "root": root, "layout": self.layout, "classes": self.classes,
-                "splits": {s: [[rel(p), y] for p, y in items] for s, items in self.splits.items()},
-                "skipped": [[rel(p), r] for p, r in self.skipped], "test_is_validation": self.test_is_validation}
+        return {
+            "format": SPLIT_FORMAT,
+            "root": root,
+            "layout": self.layout,
+            "classes": self.classes,
+            "splits": {s: [[rel(p), y] for p, y in items] for s, items in self.splits.items()},
+            "skipped": [[rel(p), r] for p, r in self.skipped],
+            "test_is_validation": self.test_is_validation,
+        }
 
     @classmethod
     def from_json(cls, obj: dict, data_root: Optional[Path] = None, base: Optional[Path] = None) -> "SplitDataset":
@@ -247,10 +254,15 @@ class SplitDataset:
             place = functools.partial(_rebased, old_root=obj["root"], root=root)
         else:
             root, root_from, place = obj["root"], "cwd", str
-        return cls(root=root, classes=list(obj["classes"]), layout=obj.get("layout", "folder"),
-                   splits={s: [(place(p), int(y)) for p, y in items] for s, items in obj["splits"].items()},
-                   skipped=[(place(p), r) for p, r in obj.get("skipped", [])],
-                   test_is_validation=bool(obj.get("test_is_validation", False)), root_from=root_from)
+        return cls(
+            root=root,
+            classes=list(obj["classes"]),
+            layout=obj.get("layout", "folder"),
+            splits={s: [(place(p), int(y)) for p, y in items] for s, items in obj["splits"].items()},
+            skipped=[(place(p), r) for p, r in obj.get("skipped", [])],
+            test_is_validation=bool(obj.get("test_is_validation", False)),
+            root_from=root_from,
+        )
 
     def missing_line(self, paths: Sequence[str], where: Path) -> Optional[str]:
         """One line naming the first of `paths` that is not a file, the root and the fix; None if all are."""
@@ -258,12 +270,16 @@ class SplitDataset:
         if missing is None:
             return None
         if self.root_from == "cwd":
-            return (f"{where}: image {missing} not found; this split.json is from an older tk and lists paths "
-                    f"relative to the folder tk train ran in (data root {self.root}): run from that folder, or "
-                    "pass --data-root PATH (the dataset folder on this machine)")
+            return (
+                f"{where}: image {missing} not found; this split.json is from an older tk and lists paths "
+                f"relative to the folder tk train ran in (data root {self.root}): run from that folder, or "
+                "pass --data-root PATH (the dataset folder on this machine)"
+            )
         given = " (given by --data-root)" if self.root_from == "--data-root" else ""
-        return (f"{where}: image {missing} not found under the data root {self.root}{given}; if the dataset "
-                "moved, pass --data-root PATH (its folder on this machine), or restore the data there")
+        return (
+            f"{where}: image {missing} not found under the data root {self.root}{given}; if the dataset "
+            "moved, pass --data-root PATH (its folder on this machine), or restore the data there"
+        )
 
 
 def _relative(path: str, root: str) -> str:
@@ -295,15 +311,19 @@ def load_split(path: Path, data_root: Optional[Path] = None) -> SplitDataset:
     if not path.is_file():
         raise TkError(f"{path}: no split recorded; train this run first (tk train RECIPE)")
     if data_root is not None and not Path(data_root).is_dir():
-        raise TkError(f"--data-root: folder not found: {data_root} (pass the dataset folder, the one with the class folders)")
+        raise TkError(
+            f"--data-root: folder not found: {data_root} (pass the dataset folder, the one with the class folders)"
+        )
     try:
         return SplitDataset.from_json(json.loads(path.read_bytes().decode("utf-8")), data_root, base=path.parent)
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         # truncated (a copy cut short, a full disk before atomic writes) or hand-edited
-        why = f"not valid JSON ({exc})" if isinstance(exc, json.JSONDecodeError) else \
-            f"not a tk split file ({exc.__class__.__name__}: {exc})"
-        raise TkError(f"{path}: {why}; re-run tk train to rewrite it, or copy it again from the run "
-                      "folder") from None
+        why = (
+            f"not valid JSON ({exc})"
+            if isinstance(exc, json.JSONDecodeError)
+            else f"not a tk split file ({exc.__class__.__name__}: {exc})"
+        )
+        raise TkError(f"{path}: {why}; re-run tk train to rewrite it, or copy it again from the run folder") from None
 
 
 def check_files_exist(paths: Sequence[str], run_dir: Path, split: Optional[SplitDataset] = None) -> None:

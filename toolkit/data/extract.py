@@ -38,17 +38,24 @@ KINDS = ".zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz"
 _NAME_MAX, _PATH_MAX = 255, 4096
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _PACKED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
-_CORRUPT = (tarfile.ReadError, tarfile.CompressionError, zipfile.BadZipFile, EOFError, zlib.error,
-            LZMAError, NotImplementedError)
+_CORRUPT = (
+    tarfile.ReadError,
+    tarfile.CompressionError,
+    zipfile.BadZipFile,
+    EOFError,
+    zlib.error,
+    LZMAError,
+    NotImplementedError,
+)
 # O_NOFOLLOW: never write through a link, even one that appeared behind our back (absent on Windows).
-_WRITE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                | getattr(os, "O_BINARY", 0))
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 
 Member = Tuple[str, str, int, Callable]  # name, kind ("file", "dir" or why refused), declared size, opener
 
 
-def extract(archive: Path, dest: Path, max_bytes: int = DEFAULT_MAX_BYTES,
-            max_members: int = DEFAULT_MAX_MEMBERS) -> int:
+def extract(
+    archive: Path, dest: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_members: int = DEFAULT_MAX_MEMBERS
+) -> int:
     """Unpack archive into dest (created; expected empty); returns the number of files written."""
     dest.mkdir(parents=True, exist_ok=True)
     root = os.path.realpath(dest)  # once: every member is resolved against the real folder
@@ -56,10 +63,17 @@ def extract(archive: Path, dest: Path, max_bytes: int = DEFAULT_MAX_BYTES,
     with _open(archive) as handle:
         if isinstance(handle, zipfile.ZipFile):  # a zip lists everything up front: refuse before writing
             infos = handle.infolist()
-            _check_caps(archive, infos[-1].filename if infos else "", len(infos),
-                        sum(i.file_size for i in infos), max_bytes, max_members)
-            members: Iterator[Member] = ((i.filename, _zip_kind(i), i.file_size, partial(handle.open, i))
-                                         for i in infos)
+            _check_caps(
+                archive,
+                infos[-1].filename if infos else "",
+                len(infos),
+                sum(i.file_size for i in infos),
+                max_bytes,
+                max_members,
+            )
+            members: Iterator[Member] = (
+                (i.filename, _zip_kind(i), i.file_size, partial(handle.open, i)) for i in infos
+            )
         else:
             members = _tar_members(archive, handle)
         for count, (name, kind, size, opener) in enumerate(members, start=1):
@@ -89,8 +103,10 @@ def _open(archive: Path):
     except (tarfile.ReadError, tarfile.CompressionError) as exc:
         if head.startswith(_PACKED_MAGIC) or head[257:262] == b"ustar":
             raise _unreadable(archive, "", exc) from None
-        raise TkError(f"{archive.name}: not an archive tk can unpack (supported: {KINDS}); check "
-                      "data.source.url points at the dataset archive, not a web page") from None
+        raise TkError(
+            f"{archive.name}: not an archive tk can unpack (supported: {KINDS}); check "
+            "data.source.url points at the dataset archive, not a web page"
+        ) from None
 
 
 def _head(archive: Path) -> bytes:
@@ -184,7 +200,7 @@ def _make_dirs(archive: Path, name: str, root: str, parts: list) -> None:
         except OSError as exc:
             raise _unwritable(archive, name, exc) from None
         if not stat.S_ISDIR(os.lstat(path).st_mode):
-            raise _reject(archive, name, f"{'/'.join(parts[:i + 1])!r} is a file in the archive, not a folder")
+            raise _reject(archive, name, f"{'/'.join(parts[: i + 1])!r} is a file in the archive, not a folder")
 
 
 def _write(archive: Path, name: str, target: str, opener: Callable, written: int, max_bytes: int) -> int:
@@ -193,8 +209,11 @@ def _write(archive: Path, name: str, target: str, opener: Callable, written: int
     try:
         fd = os.open(target, _WRITE_FLAGS, 0o644)
     except FileExistsError:
-        raise _reject(archive, name, "the path appears twice (or as a file and a folder); "
-                                     "the second copy would overwrite the first") from None
+        raise _reject(
+            archive,
+            name,
+            "the path appears twice (or as a file and a folder); the second copy would overwrite the first",
+        ) from None
     except OSError as exc:
         raise _unwritable(archive, name, exc) from None
     with os.fdopen(fd, "wb") as out, _read(archive, name, opener) as src:
@@ -210,11 +229,15 @@ def _write(archive: Path, name: str, target: str, opener: Callable, written: int
 
 def _check_caps(archive: Path, name: str, members: int, size: int, max_bytes: int, max_members: int) -> None:
     if members > max_members:
-        raise TkError(f"{archive.name}: holds more than {max_members} members (stopped at {name!r}); raise "
-                      "data.source.max_members if the dataset really has that many files")
+        raise TkError(
+            f"{archive.name}: holds more than {max_members} members (stopped at {name!r}); raise "
+            "data.source.max_members if the dataset really has that many files"
+        )
     if size > max_bytes:
-        raise TkError(f"{archive.name}: unpacks to more than {_size(max_bytes)} (stopped at {name!r}); raise "
-                      "data.source.max_bytes if the dataset really is that big")
+        raise TkError(
+            f"{archive.name}: unpacks to more than {_size(max_bytes)} (stopped at {name!r}); raise "
+            "data.source.max_bytes if the dataset really is that big"
+        )
 
 
 def _read(archive: Path, name: str, call: Callable, *args):
@@ -233,16 +256,22 @@ def _size(n: int) -> str:
 
 
 def _reject(archive: Path, name: str, why: str) -> TkError:
-    return TkError(f"{archive.name}: unsafe archive member {name!r} ({why}); check where the archive came "
-                   "from, or unpack it yourself into data.root")
+    return TkError(
+        f"{archive.name}: unsafe archive member {name!r} ({why}); check where the archive came "
+        "from, or unpack it yourself into data.root"
+    )
 
 
 def _unreadable(archive: Path, name: str, exc: BaseException) -> TkError:
     where, detail = f" near member {name!r}" if name else "", " ".join(str(exc).split()) or type(exc).__name__
-    return TkError(f"{archive.name}: not a readable archive{where} ({detail}); delete it and fetch "
-                   "again (pin data.source.sha256 to catch a bad download before unpacking)")
+    return TkError(
+        f"{archive.name}: not a readable archive{where} ({detail}); delete it and fetch "
+        "again (pin data.source.sha256 to catch a bad download before unpacking)"
+    )
 
 
 def _unwritable(archive: Path, name: str, exc: OSError) -> TkError:
-    return TkError(f"{archive.name}: member {name!r} could not be written ({exc.strerror or exc}); "
-                   "check free disk space and that the path of data.root is not too long")
+    return TkError(
+        f"{archive.name}: member {name!r} could not be written ({exc.strerror or exc}); "
+        "check free disk space and that the path of data.root is not too long"
+    )

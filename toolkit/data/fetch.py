@@ -39,8 +39,10 @@ def fetch(recipe: Recipe, say: Say) -> Path:
         say(f"{root} already holds data: skipping the download (delete the folder to fetch again)")
         return root
     if data.source is None or not data.source.url:
-        raise TkError(f"data.source.url: not set in {recipe.source_path or recipe.name}; add data.source.url "
-                      f"(an archive URL or a local path), or put the class folders under {root} yourself")
+        raise TkError(
+            f"data.source.url: not set in {recipe.source_path or recipe.name}; add data.source.url "
+            f"(an archive URL or a local path), or put the class folders under {root} yourself"
+        )
     source = data.source
     if root.exists() and not root.is_dir():
         raise TkError(f"data.root: {root} is a file, not a folder; move it away or change data.root")
@@ -53,8 +55,10 @@ def fetch(recipe: Recipe, say: Say) -> Path:
         digest = download(url, archive, say, root)
         if expected and digest != expected:
             archive.unlink()
-            raise TkError(f"{source.url}: sha256 mismatch: expected {expected}, got {digest}; the download was "
-                          "deleted. The file is corrupt or changed upstream: fetch again, or fix data.source.sha256")
+            raise TkError(
+                f"{source.url}: sha256 mismatch: expected {expected}, got {digest}; the download was "
+                "deleted. The file is corrupt or changed upstream: fetch again, or fix data.source.sha256"
+            )
         if expected:
             say(f"sha256 ok ({digest})")
         else:
@@ -79,8 +83,10 @@ def _as_url(location: str) -> str:
         return location
     path = Path(location).expanduser()
     if not path.is_file():
-        raise TkError(f"data.source.url: file not found: {location} (give an http(s):// URL, a file:// URL "
-                      "or the path of a downloaded archive)")
+        raise TkError(
+            f"data.source.url: file not found: {location} (give an http(s):// URL, a file:// URL "
+            "or the path of a downloaded archive)"
+        )
     return path.resolve().as_uri()
 
 
@@ -107,8 +113,13 @@ def download(url: str, target: Path, say: Say, root: Optional[Path] = None) -> s
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(target, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                       TimeRemainingColumn())
+            columns = (
+                "{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+            )
             with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
                 task = progress.add_task(target.name, total=total)
                 while chunk := response.read(CHUNK):
@@ -116,15 +127,19 @@ def download(url: str, target: Path, say: Say, root: Optional[Path] = None) -> s
                     sha.update(chunk)
                     progress.advance(task, len(chunk))
     except urllib.error.HTTPError as exc:
-        raise TkError(f"data.source.url: {url} answered HTTP {exc.code} {exc.reason}; check the URL, or download "
-                      "the archive elsewhere and set data.source.url to its local path") from None
+        raise TkError(
+            f"data.source.url: {url} answered HTTP {exc.code} {exc.reason}; check the URL, or download "
+            "the archive elsewhere and set data.source.url to its local path"
+        ) from None
     except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
         if url.startswith("file:") and isinstance(reason, (FileNotFoundError, NotADirectoryError)):
             raise TkError(f"data.source.url: file not found: {url}; fix the path") from None
-        raise TkError(f"data.source.url: could not download {url} ({reason}); this machine may be offline. "
-                      "Download the archive on a machine with internet and set data.source.url to its local "
-                      f"path (or a file:// URL), or put the class folders under data.root ({root}) yourself") from None
+        raise TkError(
+            f"data.source.url: could not download {url} ({reason}); this machine may be offline. "
+            "Download the archive on a machine with internet and set data.source.url to its local "
+            f"path (or a file:// URL), or put the class folders under data.root ({root}) yourself"
+        ) from None
     say(f"downloaded {_human(target.stat().st_size)}")
     return sha.hexdigest()
 
@@ -155,8 +170,9 @@ def _data_folder(unpacked: Path, subdir: Optional[str], url: str, say: Say) -> P
         folder = unpacked / subdir
         if why or not folder.is_dir():
             found = ", ".join(p.name + ("/" if p.is_dir() else "") for p in entries) or "nothing"
-            raise TkError(f"data.source.subdir: {subdir!r} is not a folder in {url} (it holds: {found}); "
-                          "fix data.source.subdir")
+            raise TkError(
+                f"data.source.subdir: {subdir!r} is not a folder in {url} (it holds: {found}); fix data.source.subdir"
+            )
         return folder
     # A single top-level folder (flower_photos/) holds the data: use what is inside it, unless it is
     # itself a split folder (train/ alone is not a dataset root).

@@ -20,8 +20,10 @@ from ..core.overrides import apply_overrides
 from ..core.recipe import recipe_from_dict
 from .splits import _class_dirs, _presplit_dirs
 
-HEADER = ("# Written by `tk train {folder}`: the default recipe for a folder of class folders\n"
-          "# (MiniVGGNet from scratch, offline). Edit it and run: tk train {path}\n")
+HEADER = (
+    "# Written by `tk train {folder}`: the default recipe for a folder of class folders\n"
+    "# (MiniVGGNet from scratch, offline). Edit it and run: tk train {path}\n"
+)
 
 
 def default_recipe(folder: Path) -> dict[str, Any]:
@@ -31,8 +33,13 @@ def default_recipe(folder: Path) -> dict[str, Any]:
         "seed": 42,
         "data": {"root": str(folder)},
         "model": {"backbone": "mini_vgg", "weights": "none", "image_size": 64},
-        "train": {"mode": "scratch", "epochs": 15, "batch_size": 32, "learning_rate": 0.001,
-                  "augment": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1}},
+        "train": {
+            "mode": "scratch",
+            "epochs": 15,
+            "batch_size": 32,
+            "learning_rate": 0.001,
+            "augment": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1},
+        },
     }
 
 
@@ -43,8 +50,10 @@ def write_folder_recipe(folder: Path, overrides: Sequence[str] = (), say: Say = 
     folder = Path(folder)
     top = _presplit_dirs(folder).get("train", folder)
     if not _class_dirs(top):
-        raise TkError(f"{folder}: a folder, but not of class folders (one sub-folder of images per class, or "
-                      f"train/ and validation/ of them); pass one of those, or a recipe YAML")
+        raise TkError(
+            f"{folder}: a folder, but not of class folders (one sub-folder of images per class, or "
+            f"train/ and validation/ of them); pass one of those, or a recipe YAML"
+        )
     raw = apply_overrides(default_recipe(folder), overrides)
     recipe_from_dict(raw)  # a bad --set fails before anything is written
     target = (Path("recipes") if Path("recipes").is_dir() else Path(".")) / f"{raw['name']}.yaml"
@@ -53,8 +62,10 @@ def write_folder_recipe(folder: Path, overrides: Sequence[str] = (), say: Say = 
         if target.is_file() and target.read_text(errors="replace") == text:
             say(f"training {folder} with {target} (written by an earlier tk train {folder})")
             return target
-        raise TkError(f"{target}: exists already and differs from the default recipe for {folder}; "
-                      f"train it with tk train {target}, or move it away")
+        raise TkError(
+            f"{target}: exists already and differs from the default recipe for {folder}; "
+            f"train it with tk train {target}, or move it away"
+        )
     write_text_atomic(target, text)
     say(f"training {folder} with a default recipe, written to {target}")
     return target

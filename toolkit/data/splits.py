@@ -40,8 +40,10 @@ def discover(data: DataSection, seed: int, complete: bool = True) -> SplitDatase
         layout = "presplit" if split_dirs else "folder"
     if layout == "presplit":
         if "train" not in split_dirs or "validation" not in split_dirs:
-            raise TkError(f"data.root: {root} needs train/ and validation/ subfolders for layout presplit "
-                          f"(found {', '.join(p.name for p in root.iterdir() if p.is_dir()) or 'none'})")
+            raise TkError(
+                f"data.root: {root} needs train/ and validation/ subfolders for layout presplit "
+                f"(found {', '.join(p.name for p in root.iterdir() if p.is_dir()) or 'none'})"
+            )
         return _presplit(root, split_dirs, data.strict, complete)
     return _folder(root, data, seed, complete)
 
@@ -58,8 +60,9 @@ def _presplit_dirs(root: Path) -> dict[str, Path]:
 
 def _class_dirs(folder: Path) -> list[str]:
     # __MACOSX/ (resource forks that macOS zips carry) is not a class.
-    return sorted(p.name for p in folder.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
+    return sorted(
+        p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"
+    )
 
 
 def _files(folder: Path) -> list[Path]:
@@ -74,8 +77,10 @@ def _presplit(root: Path, split_dirs: dict[str, Path], strict: bool, complete: b
         if names != classes and not (split == "test" and set(names) < set(classes)):
             missing = sorted(set(classes) - set(names))
             extra = sorted(set(names) - set(classes))
-            raise TkError(f"data.root: class folders of {split_dirs[split]} differ from train/ "
-                          f"(missing: {missing or 'none'}, extra: {extra or 'none'}); every split needs the same classes")
+            raise TkError(
+                f"data.root: class folders of {split_dirs[split]} differ from train/ "
+                f"(missing: {missing or 'none'}, extra: {extra or 'none'}); every split needs the same classes"
+            )
     _check_classes(classes, root)
     splits, skipped = {}, []
     for split, folder in split_dirs.items():
@@ -85,8 +90,10 @@ def _presplit(root: Path, split_dirs: dict[str, Path], strict: bool, complete: b
     _finish(skipped, strict, root)
     for split in ("train", "validation") if complete else ():
         for name in missing_classes(classes, splits[split]):
-            raise TkError(f"data.root: {split_dirs[split] / name} has no usable images{_skipped_in(skipped, split_dirs[split] / name)}; "
-                          f"add images to it, or remove the class {name!r} from every split")
+            raise TkError(
+                f"data.root: {split_dirs[split] / name} has no usable images{_skipped_in(skipped, split_dirs[split] / name)}; "
+                f"add images to it, or remove the class {name!r} from every split"
+            )
     no_test = "test" not in splits
     if no_test:
         splits["test"] = list(splits["validation"])  # evaluated on validation; said in inspect
@@ -100,16 +107,20 @@ def _folder(root: Path, data: DataSection, seed: int, complete: bool) -> SplitDa
     good, skipped = screen(items)
     _finish(skipped, data.strict, root)
     for name in missing_classes(classes, good) if complete else ():
-        raise TkError(f"data.root: {root / name} has no usable images{_skipped_in(skipped, root / name)}; "
-                      "add images to it, or remove the folder")
+        raise TkError(
+            f"data.root: {root / name} has no usable images{_skipped_in(skipped, root / name)}; "
+            "add images to it, or remove the folder"
+        )
     splits = stratified_split(good, len(classes), data.split.train, data.split.validation, seed)
     for split, members in splits.items():
         if split != "test" and not members:
             raise TkError(f"data.split: the {split} split of {root} is empty; add images or change the fractions")
     for name in missing_classes(classes, splits["validation"]) if complete else ():
         count = sum(1 for _, y in good if classes[y] == name)
-        raise TkError(f"data.split: {root / name} has {count} usable image(s), too few for the validation split "
-                      "to get one; add images (3 or more per class)")
+        raise TkError(
+            f"data.split: {root / name} has {count} usable image(s), too few for the validation split "
+            "to get one; add images (3 or more per class)"
+        )
     no_test = not splits["test"]
     if no_test:
         splits["test"] = list(splits["validation"])
@@ -131,9 +142,11 @@ def gap_in_test(dataset: SplitDataset) -> str | None:
     missing = missing_classes(dataset.classes, dataset.splits["test"])
     if not missing:
         return None
-    return (f"the test split has no images of {', '.join(missing)}: test metrics cover "
-            f"{len(dataset.classes) - len(missing)} of {len(dataset.classes)} classes and are not comparable "
-            "with a complete test split; add test images of those classes")
+    return (
+        f"the test split has no images of {', '.join(missing)}: test metrics cover "
+        f"{len(dataset.classes) - len(missing)} of {len(dataset.classes)} classes and are not comparable "
+        "with a complete test split; add test images of those classes"
+    )
 
 
 def _skipped_in(skipped: list[tuple[str, str]], folder: Path) -> str:
@@ -143,8 +156,10 @@ def _skipped_in(skipped: list[tuple[str, str]], folder: Path) -> str:
 
 def _check_classes(classes: list[str], root: Path) -> None:
     if len(classes) < 2:
-        raise TkError(f"data.root: {root} has {len(classes)} class folder(s); a classifier needs at least 2 "
-                      "(one sub-folder of images per class)")
+        raise TkError(
+            f"data.root: {root} has {len(classes)} class folder(s); a classifier needs at least 2 "
+            "(one sub-folder of images per class)"
+        )
 
 
 def screen(items: list[tuple[str, int]]) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
@@ -163,8 +178,9 @@ def _finish(skipped: list[tuple[str, str]], strict: bool, root: Path) -> None:
         raise TkError(f"{path}: {reason}{more}; remove the file(s) or drop --strict to skip them")
 
 
-def stratified_split(items: list[tuple[str, int]], num_classes: int, train: float, validation: float,
-                     seed: int) -> dict[str, list[tuple[str, int]]]:
+def stratified_split(
+    items: list[tuple[str, int]], num_classes: int, train: float, validation: float, seed: int
+) -> dict[str, list[tuple[str, int]]]:
     """Per class: sort, shuffle with the seed, cut by fractions. Same inputs, same split."""
     out: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
     rng = random.Random(seed)
@@ -179,6 +195,6 @@ def stratified_split(items: list[tuple[str, int]], num_classes: int, train: floa
         n_test = max(n_test, 0)
         n_train = n - n_val - n_test
         out["train"] += [(p, k) for p in members[:n_train]]
-        out["validation"] += [(p, k) for p in members[n_train:n_train + n_val]]
-        out["test"] += [(p, k) for p in members[n_train + n_val:]]
+        out["validation"] += [(p, k) for p in members[n_train : n_train + n_val]]
+        out["test"] += [(p, k) for p in members[n_train + n_val :]]
     return out

@@ -71,8 +71,7 @@ def image_sizes(paths: list[str]) -> dict[str, Any]:
     def spread(values: list[int]) -> dict[str, float]:
         return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
-    return {"count": len(paths), "width": spread(widths), "height": spread(heights),
-            "modes": dict(modes.most_common())}
+    return {"count": len(paths), "width": spread(widths), "height": spread(heights), "modes": dict(modes.most_common())}
 
 
 def _warnings(report: dict[str, Any]) -> list[str]:
@@ -83,8 +82,11 @@ def _warnings(report: dict[str, Any]) -> list[str]:
             continue
         empty = [c for c, n in per_class.items() if n == 0]
         if empty:
-            effect = ("test metrics will not cover them" if split == "test"
-                      else "training will FAIL: add images of them or remove the class")
+            effect = (
+                "test metrics will not cover them"
+                if split == "test"
+                else "training will FAIL: add images of them or remove the class"
+            )
             out.append(f"the {split} split has 0 images of {', '.join(empty)}: {effect}")
     train = {c: n for c, n in counts["train"].items() if n > 0}
     if len(train) >= 2:
@@ -92,13 +94,17 @@ def _warnings(report: dict[str, Any]) -> list[str]:
         least = min(train, key=train.get)
         ratio = train[most] / train[least]
         if ratio > IMBALANCE_RATIO:
-            out.append(f"class imbalance in train: {most} has {train[most]} images, {least} {train[least]} "
-                       f"({ratio:.1f}x > {IMBALANCE_RATIO:.0f}x); accuracy will favour {most}: add images "
-                       f"of the small classes or drop some of the large ones")
+            out.append(
+                f"class imbalance in train: {most} has {train[most]} images, {least} {train[least]} "
+                f"({ratio:.1f}x > {IMBALANCE_RATIO:.0f}x); accuracy will favour {most}: add images "
+                f"of the small classes or drop some of the large ones"
+            )
     if report["test_is_validation"]:
         why = "no test/ folder" if report["layout"] == "presplit" else "data.split.test is 0"
-        out.append(f"no test split ({why}): test metrics will be computed on the validation split, "
-                   "which also chose the best checkpoint, so they will be optimistic")
+        out.append(
+            f"no test split ({why}): test metrics will be computed on the validation split, "
+            "which also chose the best checkpoint, so they will be optimistic"
+        )
     if report["bad_files"]:
         action = "training will FAIL (data.strict is true)" if report["strict"] else "they will be skipped"
         out.append(f"{len(report['bad_files'])} file(s) are not usable images: {action}; see the list above")

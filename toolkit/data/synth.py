@@ -22,8 +22,7 @@ SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "bars", "s
 OBJECTS_FILE = "objects.json"
 
 
-def make_synthetic_dataset(root: Path, classes: int = 3, per_class: int = 60, size: int = 64,
-                           seed: int = 0) -> Path:
+def make_synthetic_dataset(root: Path, classes: int = 3, per_class: int = 60, size: int = 64, seed: int = 0) -> Path:
     """Write `classes` folders of `per_class` JPEG images each under root; returns root."""
     if not 2 <= classes <= len(SHAPES):
         raise TkError(f"--classes: must be between 2 and {len(SHAPES)} (got {classes})")
@@ -94,8 +93,13 @@ def draw_example(rng: np.random.Generator, shape: str, hue: float, size: int) ->
             top = y0 + j * extent / 3
             draw.rectangle([x0, top, x1, top + extent / 6], fill=fill)
     elif shape == "star":
-        points = [(cx + (r if j % 2 == 0 else r / 2.5) * math.cos(math.pi * j / 5 - math.pi / 2),
-                   cy + (r if j % 2 == 0 else r / 2.5) * math.sin(math.pi * j / 5 - math.pi / 2)) for j in range(10)]
+        points = [
+            (
+                cx + (r if j % 2 == 0 else r / 2.5) * math.cos(math.pi * j / 5 - math.pi / 2),
+                cy + (r if j % 2 == 0 else r / 2.5) * math.sin(math.pi * j / 5 - math.pi / 2),
+            )
+            for j in range(10)
+        ]
         draw.polygon(points, fill=fill)
     img = img.filter(ImageFilter.GaussianBlur(radius=0.4))
     return img, [x0, y0, x1 + 1, y1 + 1]

@@ -24,12 +24,19 @@ import numpy as np
 
 from ..core.errors import Say, TkError
 from ..core.formats import FORMATS, looks_like_model, sort_key
+from ..core.io import check_writable, now, write_json_atomic
 from ..core.progress import NO_PROGRESS, Progress, tracked
 from ..core.recipe import BenchSection
 from ..core.runs import MANIFEST, REFERENCE, load_manifest, record_metrics, resolve_run
-from ..core.io import check_writable, now, write_json_atomic
-from .bench_rows import (describe_settings, earlier_note, merge_rows, row_settings, set_aside_note, split_comparable,
-                         upgrade_rows)
+from .bench_rows import (
+    describe_settings,
+    earlier_note,
+    merge_rows,
+    row_settings,
+    set_aside_note,
+    split_comparable,
+    upgrade_rows,
+)
 from .machine import RUNTIME_PACKAGES, machine_info, machine_label, peak_rss_mb  # noqa: F401 (re-exported)
 
 BENCH_JSON = "bench.json"
@@ -64,8 +71,9 @@ def settings_for(run_dir: Path, **overrides: Any) -> BenchSettings:
 
         try:
             section = load_recipe(Path(run_dir) / "recipe.yaml").bench
-            base = BenchSettings(threads=tuple(section.threads), runs=section.runs, warmup=section.warmup,
-                                 batch=section.batch)
+            base = BenchSettings(
+                threads=tuple(section.threads), runs=section.runs, warmup=section.warmup, batch=section.batch
+            )
         except TkError:
             pass  # a recipe from another tk version: the defaults still bench
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -82,8 +90,13 @@ def parse_threads(text: str) -> tuple[int, ...]:
 def percentiles(values: Sequence[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=np.float64)
     p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
-            "mean_ms": float(arr.mean()), "min_ms": float(arr.min())}
+    return {
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "mean_ms": float(arr.mean()),
+        "min_ms": float(arr.min()),
+    }
 
 
 def tensorflow_available() -> bool:
@@ -91,6 +104,7 @@ def tensorflow_available() -> bool:
 
 
 # --------------------------------------------------------------------------- the child process
+
 
 def child_main(spec_json: str) -> None:
     """Runs in the fresh process: load, first prediction (cold start), then the warm measurements."""
@@ -115,9 +129,13 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         image = np.full((1, *predictor.size, 3), 127.0, np.float32)
     predictor.predict(image)
     first_prediction_at = time.time()
-    out: dict[str, Any] = {"pid": os.getpid(), "first_prediction_at": first_prediction_at,
-                           "load_s": load_s, "peak_rss_mb": peak_rss_mb(),
-                           "tensorflow_loaded": sys.modules.get("tensorflow") is not None}
+    out: dict[str, Any] = {
+        "pid": os.getpid(),
+        "first_prediction_at": first_prediction_at,
+        "load_s": load_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "tensorflow_loaded": sys.modules.get("tensorflow") is not None,
+    }
     for _ in range(spec["warmup"]):
         predictor.predict(image)
     latencies = []
@@ -145,11 +163,12 @@ def _run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
     started_at = time.time()
     try:
-        proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec)], capture_output=True,
-                              text=True, timeout=timeout_s, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD, json.dumps(spec)], capture_output=True, text=True, timeout=timeout_s, env=env
+        )
     except subprocess.TimeoutExpired:
         raise TkError(f"{spec['artifact']}: bench did not finish in {timeout_s:.0f} s; use fewer --runs") from None
-    lines = [line[len(_MARK):] for line in proc.stdout.splitlines() if line.startswith(_MARK)]
+    lines = [line[len(_MARK) :] for line in proc.stdout.splitlines() if line.startswith(_MARK)]
     if not lines:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise RuntimeError(f"bench process for {spec['artifact']} failed (exit {proc.returncode}):\n{tail}")
@@ -162,8 +181,10 @@ def _run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- the parent
 
-def _test_split(run_dir: Path, data_root: Optional[Path] = None
-                ) -> tuple[Optional[list[str]], Optional[list[int]], Optional[str]]:
+
+def _test_split(
+    run_dir: Path, data_root: Optional[Path] = None
+) -> tuple[Optional[list[str]], Optional[list[int]], Optional[str]]:
     """The run's test images (resolved against the data root, or data_root), or why accuracy is skipped."""
     from ..core.runs import load_split
 
@@ -179,9 +200,9 @@ def _test_split(run_dir: Path, data_root: Optional[Path] = None
     return [p for p, _ in items], [y for _, y in items], None
 
 
-
-def _artifacts_of(run_dir: Path, manifest: dict[str, Any], only: Optional[list[str]],
-                  notes: list[str]) -> list[dict[str, Any]]:
+def _artifacts_of(
+    run_dir: Path, manifest: dict[str, Any], only: Optional[list[str]], notes: list[str]
+) -> list[dict[str, Any]]:
     from .predictors import artifact_entries
 
     entries = artifact_entries(manifest, run_dir / MANIFEST)
@@ -199,17 +220,24 @@ def _artifacts_of(run_dir: Path, manifest: dict[str, Any], only: Optional[list[s
         fmt = FORMATS.get(entry.get("format"))
         if fmt is not None and fmt.needs_tensorflow and not tensorflow_available():
             if only is not None:
-                raise TkError(f"{run_dir / name}: a {fmt.name} model needs TensorFlow, which the base install "
-                              "does not have: pip install 'tk-edge[train]', or bench the .tflite/.onnx files")
+                raise TkError(
+                    f"{run_dir / name}: a {fmt.name} model needs TensorFlow, which the base install "
+                    "does not have: pip install 'tk-edge[train]', or bench the .tflite/.onnx files"
+                )
             notes.append(f"{name}: skipped (TensorFlow is not installed: the edge install benches .tflite/.onnx)")
             continue
         chosen.append(entry)
     return sorted(chosen, key=lambda e: sort_key(e.get("format"), e.get("quantization"), e["file"]))
 
 
-def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] = None,
-              say: Say = print, data_root: Optional[Path] = None,
-              progress: Progress = NO_PROGRESS) -> dict[str, Any]:
+def bench_run(
+    run_dir: Path,
+    settings: BenchSettings,
+    only: Optional[list[str]] = None,
+    say: Say = print,
+    data_root: Optional[Path] = None,
+    progress: Progress = NO_PROGRESS,
+) -> dict[str, Any]:
     """Bench a run's artifacts (or `only` those files); write bench.json and the manifest metrics.
 
     data_root overrides split.json's data root (where the test images are now); `progress` gets
@@ -221,8 +249,9 @@ def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] 
     notes: list[str] = []
     entries = _artifacts_of(run_dir, manifest, only, notes)
     if not entries:
-        raise TkError(f"{run_dir}: nothing to bench ({'; '.join(notes) or 'no artifacts in the manifest'}); "
-                      "run tk export first")
+        raise TkError(
+            f"{run_dir}: nothing to bench ({'; '.join(notes) or 'no artifacts in the manifest'}); run tk export first"
+        )
     paths, labels, why = _test_split(run_dir, data_root)
     if why:
         notes.append(why)
@@ -233,19 +262,39 @@ def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] 
     rows = []
     for entry in entries:
         file = entry["file"]
-        for i, threads in tracked(progress, f"bench {file} (threads {','.join(map(str, settings.threads))})",
-                                  list(enumerate(settings.threads))):
+        for i, threads in tracked(
+            progress,
+            f"bench {file} (threads {','.join(map(str, settings.threads))})",
+            list(enumerate(settings.threads)),
+        ):
             say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
-            spec = {"artifact": str(run_dir / file), "threads": threads, "image": image,
-                    "warmup": settings.warmup, "runs": settings.runs, "batch": settings.batch,
-                    # accuracy does not depend on threads: measure it once per artifact
-                    "test": [paths, labels] if paths and i == 0 else None}
+            spec = {
+                "artifact": str(run_dir / file),
+                "threads": threads,
+                "image": image,
+                "warmup": settings.warmup,
+                "runs": settings.runs,
+                "batch": settings.batch,
+                # accuracy does not depend on threads: measure it once per artifact
+                "test": [paths, labels] if paths and i == 0 else None,
+            }
             result = _run_child(spec, settings.timeout_s)
             latencies = result.pop("latencies_ms")
-            row = {"file": file, "format": entry.get("format"), "quantization": entry.get("quantization", "none"),
-                   "reference": file == REFERENCE, "threads": threads, "size_bytes": entry.get("size_bytes"),
-                   "sha256": entry.get("sha256"), "runs": len(latencies), "accuracy": None,
-                   "test_count": len(labels) if labels else None, **call, **percentiles(latencies), **result}
+            row = {
+                "file": file,
+                "format": entry.get("format"),
+                "quantization": entry.get("quantization", "none"),
+                "reference": file == REFERENCE,
+                "threads": threads,
+                "size_bytes": entry.get("size_bytes"),
+                "sha256": entry.get("sha256"),
+                "runs": len(latencies),
+                "accuracy": None,
+                "test_count": len(labels) if labels else None,
+                **call,
+                **percentiles(latencies),
+                **result,
+            }
             if i > 0 and rows[-1]["file"] == file:
                 row["accuracy"] = rows[-1].get("accuracy")
             rows.append(row)
@@ -253,16 +302,29 @@ def bench_run(run_dir: Path, settings: BenchSettings, only: Optional[list[str]] 
     write_json_atomic(run_dir / BENCH_JSON, report)
     for entry in entries:
         mine = [r for r in rows if r["file"] == entry["file"]]
-        record_metrics(run_dir, entry["file"], "bench", {
-            "created": created, "machine": label, "accuracy": mine[0].get("accuracy"),
-            "settings": row_settings(mine[0]),
-            "by_threads": {str(r["threads"]): {k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms", "throughput_ips",
-                                                                 "cold_start_s", "peak_rss_mb")} for r in mine}})
+        record_metrics(
+            run_dir,
+            entry["file"],
+            "bench",
+            {
+                "created": created,
+                "machine": label,
+                "accuracy": mine[0].get("accuracy"),
+                "settings": row_settings(mine[0]),
+                "by_threads": {
+                    str(r["threads"]): {
+                        k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms", "throughput_ips", "cold_start_s", "peak_rss_mb")
+                    }
+                    for r in mine
+                },
+            },
+        )
     return report
 
 
-def _bench_report(run_dir: Path, manifest: dict[str, Any], rows: list[dict[str, Any]], machine: dict[str, Any],
-                  notes: list[str]) -> dict[str, Any]:
+def _bench_report(
+    run_dir: Path, manifest: dict[str, Any], rows: list[dict[str, Any]], machine: dict[str, Any], notes: list[str]
+) -> dict[str, Any]:
     """bench.json: this call's rows with the earlier ones they did not re-measure, comparable ones
     under "rows", those measured with other settings under "other_rows" (kept, never mixed in)."""
     old = _read_previous(run_dir / BENCH_JSON)
@@ -275,20 +337,28 @@ def _bench_report(run_dir: Path, manifest: dict[str, Any], rows: list[dict[str, 
     shown, other = split_comparable(pool, settings)
     notes = list(notes)
     if stale:
-        notes.append(f"{stale} earlier row(s) dropped: their artifact changed since (other sha256) or is no "
-                     "longer in the manifest")
+        notes.append(
+            f"{stale} earlier row(s) dropped: their artifact changed since (other sha256) or is no "
+            "longer in the manifest"
+        )
     notes += [n for n in (set_aside_note(other), earlier_note(shown, rows)) if n]
     machines = dict(old.get("machines", {})) if old else {}
     if old and "machines" not in old:  # a bench.json of an older tk: its one machine
         machines[machine_label(old["machine"])] = old["machine"]
     machines[label] = machine
     used = {r["machine"] for r in pool}
-    return {"run": manifest.get("name", run_dir.name), "created": created, "machine": machine,
-            "machines": {k: v for k, v in machines.items() if k in used},
-            "settings": {"threads": sorted({r["threads"] for r in shown}), **settings},
-            "description": describe_settings(settings),
-            "benched": list(dict.fromkeys(r["file"] for r in rows)),
-            "rows": shown, "other_rows": other, "notes": notes}
+    return {
+        "run": manifest.get("name", run_dir.name),
+        "created": created,
+        "machine": machine,
+        "machines": {k: v for k, v in machines.items() if k in used},
+        "settings": {"threads": sorted({r["threads"] for r in shown}), **settings},
+        "description": describe_settings(settings),
+        "benched": list(dict.fromkeys(r["file"] for r in rows)),
+        "rows": shown,
+        "other_rows": other,
+        "notes": notes,
+    }
 
 
 def _read_previous(path: Path) -> Optional[dict[str, Any]]:
@@ -323,8 +393,9 @@ def split_targets(targets: Sequence[str], runs_dir: Path, say: Say) -> dict[Path
     return plan
 
 
-def choose_artifact(rows: Sequence[dict[str, Any]], max_latency_ms: Optional[float],
-                    min_accuracy: Optional[float]) -> tuple[Optional[dict[str, Any]], list[str]]:
+def choose_artifact(
+    rows: Sequence[dict[str, Any]], max_latency_ms: Optional[float], min_accuracy: Optional[float]
+) -> tuple[Optional[dict[str, Any]], list[str]]:
     """The smallest artifact that meets both limits (at its best thread count), or why none does.
 
     The Keras reference is not a candidate: it is what the artifacts are measured against.
@@ -339,7 +410,9 @@ def choose_artifact(rows: Sequence[dict[str, Any]], max_latency_ms: Optional[flo
             problems.append(f"p50 {fastest['p50_ms']:.2f} ms > {max_latency_ms:g} ms")
         accuracy = fastest.get("accuracy")
         if min_accuracy is not None and (accuracy is None or accuracy < min_accuracy):
-            problems.append("accuracy not measured" if accuracy is None else f"accuracy {accuracy:.3f} < {min_accuracy:g}")
+            problems.append(
+                "accuracy not measured" if accuracy is None else f"accuracy {accuracy:.3f} < {min_accuracy:g}"
+            )
         if problems:
             why.append(f"{file}: {', '.join(problems)}")
         else:
@@ -357,24 +430,40 @@ def format_row(r: dict[str, Any], machine_column: bool = False) -> list[str]:
     """One bench row as text cells, in HEADERS order (shared by the terminal and REPORT.md)."""
     size = r.get("size_bytes")
     accuracy = r.get("accuracy")
-    cells = [r["file"] + (" *" if r.get("reference") else ""), str(r["threads"]),
-             f"{size / 1e6:.2f}" if size else "-", f"{r['cold_start_s']:.2f}", f"{r['peak_rss_mb']:.0f}",
-             f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['throughput_ips']:.0f}",
-             "-" if accuracy is None else f"{accuracy:.3f}"]
+    cells = [
+        r["file"] + (" *" if r.get("reference") else ""),
+        str(r["threads"]),
+        f"{size / 1e6:.2f}" if size else "-",
+        f"{r['cold_start_s']:.2f}",
+        f"{r['peak_rss_mb']:.0f}",
+        f"{r['p50_ms']:.2f}",
+        f"{r['p90_ms']:.2f}",
+        f"{r['p99_ms']:.2f}",
+        f"{r['throughput_ips']:.0f}",
+        "-" if accuracy is None else f"{accuracy:.3f}",
+    ]
     return ([r.get("machine", "")] if machine_column else []) + cells
 
 
-def bench_targets(targets: Sequence[str], runs_dir: Path, overrides: dict[str, Any],
-                  max_latency_ms: Optional[float] = None, min_accuracy: Optional[float] = None,
-                  say: Say = print, data_root: Optional[Path] = None,
-                  progress: Progress = NO_PROGRESS) -> dict[str, Any]:
+def bench_targets(
+    targets: Sequence[str],
+    runs_dir: Path,
+    overrides: dict[str, Any],
+    max_latency_ms: Optional[float] = None,
+    min_accuracy: Optional[float] = None,
+    say: Say = print,
+    data_root: Optional[Path] = None,
+    progress: Progress = NO_PROGRESS,
+) -> dict[str, Any]:
     """Bench every target (runs or artifact files); with limits, also pick the artifact to ship.
 
     Returns {"reports": [bench report per run], "ship": row or None}; raises TkError when limits
     are given and no artifact meets them.
     """
-    reports = [bench_run(run, settings_for(run, **overrides), only, say=say, data_root=data_root, progress=progress)
-               for run, only in split_targets(targets, runs_dir, say).items()]
+    reports = [
+        bench_run(run, settings_for(run, **overrides), only, say=say, data_root=data_root, progress=progress)
+        for run, only in split_targets(targets, runs_dir, say).items()
+    ]
     ship = None
     if max_latency_ms is not None or min_accuracy is not None:
         rows = ship_candidates(reports)
@@ -394,8 +483,16 @@ def ship_candidates(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     # Across runs the test splits differ anyway; timing settings must match.
     settings = {", ".join(f"{k} {report['settings'][k]}" for k in ("runs", "warmup", "batch")) for report in reports}
     if len(settings) > 1:
-        raise TkError("ship limits: these runs were benched with different settings ("
-                      + " vs ".join(sorted(settings)) + "); pass --runs, --warmup and --batch to bench them alike")
-    return [r for report in reports for r in report["rows"]
-            if r["measured_at"] == report["created"] and r["machine"] == machine_label(report["machine"])
-            and r["file"] in report["benched"]]
+        raise TkError(
+            "ship limits: these runs were benched with different settings ("
+            + " vs ".join(sorted(settings))
+            + "); pass --runs, --warmup and --batch to bench them alike"
+        )
+    return [
+        r
+        for report in reports
+        for r in report["rows"]
+        if r["measured_at"] == report["created"]
+        and r["machine"] == machine_label(report["machine"])
+        and r["file"] in report["benched"]
+    ]

@@ -26,21 +26,27 @@ def describe_settings(settings: dict[str, Any]) -> str:
     """'20 runs after 5 warm-up, throughput at batch 8, accuracy on 40 test images'."""
     count = settings.get("test_count")
     accuracy = f"accuracy on {count} test images" if count else "accuracy not measured"
-    return (f"{settings.get('runs')} runs after {settings.get('warmup')} warm-up, throughput at batch "
-            f"{settings.get('batch')}, {accuracy}")
+    return (
+        f"{settings.get('runs')} runs after {settings.get('warmup')} warm-up, throughput at batch "
+        f"{settings.get('batch')}, {accuracy}"
+    )
 
 
 def row_order(row: dict[str, Any]) -> tuple:
-    return (*sort_key(row.get("format"), row.get("quantization"), row.get("file", "")), row.get("machine") or "",
-            row.get("threads", 0))
+    return (
+        *sort_key(row.get("format"), row.get("quantization"), row.get("file", "")),
+        row.get("machine") or "",
+        row.get("threads", 0),
+    )
 
 
 def _key(row: dict[str, Any]) -> tuple:
     return row.get("file"), row.get("machine"), row.get("threads")
 
 
-def merge_rows(old: Iterable[dict[str, Any]], new: Sequence[dict[str, Any]],
-               current_sha: dict[str, Optional[str]]) -> tuple[list[dict[str, Any]], int]:
+def merge_rows(
+    old: Iterable[dict[str, Any]], new: Sequence[dict[str, Any]], current_sha: dict[str, Optional[str]]
+) -> tuple[list[dict[str, Any]], int]:
     """The new rows plus the old ones they do not re-measure; and how many old rows were stale.
 
     current_sha: file -> sha256 of the artifacts the manifest lists now. An old row of a file not in
@@ -58,8 +64,9 @@ def merge_rows(old: Iterable[dict[str, Any]], new: Sequence[dict[str, Any]],
     return sorted([*kept, *new], key=row_order), stale
 
 
-def split_comparable(rows: Iterable[dict[str, Any]], settings: dict[str, Any]) -> tuple[list[dict[str, Any]],
-                                                                                      list[dict[str, Any]]]:
+def split_comparable(
+    rows: Iterable[dict[str, Any]], settings: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(rows measured with these settings, the others)."""
     same, other = [], []
     for row in rows:
@@ -91,5 +98,7 @@ def earlier_note(rows: Sequence[dict[str, Any]], fresh: Sequence[dict[str, Any]]
 
 def upgrade_rows(bench: dict[str, Any], label: str) -> list[dict[str, Any]]:
     """Rows of a bench.json, each with its machine label and time (files of older tk versions had neither)."""
-    return [{**row, "machine": row.get("machine") or label, "measured_at": row.get("measured_at") or bench.get("created")}
-            for row in bench.get("rows", [])]
+    return [
+        {**row, "machine": row.get("machine") or label, "measured_at": row.get("measured_at") or bench.get("created")}
+        for row in bench.get("rows", [])
+    ]

@@ -28,14 +28,18 @@ def cpu_model() -> str:
             info = Path("/proc/cpuinfo").read_text(errors="replace")
             # x86: "model name"; Raspberry Pi: "Model" (the board) or "Hardware"; other arm: none of them.
             for key in ("model name", "Model", "Hardware"):
-                found = [line.split(":", 1)[1].strip() for line in info.splitlines()
-                         if ":" in line and line.split(":", 1)[0].strip() == key]
+                found = [
+                    line.split(":", 1)[1].strip()
+                    for line in info.splitlines()
+                    if ":" in line and line.split(":", 1)[0].strip() == key
+                ]
                 if found and found[0]:
                     name = found[0]
                     break
         elif sys.platform == "darwin":
-            name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  timeout=5).stdout.strip()
+            name = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
         elif sys.platform == "win32":
             import winreg
 
@@ -74,10 +78,18 @@ def machine_info() -> dict[str, Any]:
         load = [round(x, 2) for x in psutil.getloadavg()]
     except (OSError, AttributeError):
         load = None
-    return {"host": platform.node() or "unknown host", "cpu": cpu_model(), "cores": physical,
-            "logical_cores": logical, "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "os": _os_name(), "arch": platform.machine(), "python": platform.python_version(),
-            "versions": tool_versions(*RUNTIME_PACKAGES), "load_avg": load}
+    return {
+        "host": platform.node() or "unknown host",
+        "cpu": cpu_model(),
+        "cores": physical,
+        "logical_cores": logical,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": _os_name(),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "versions": tool_versions(*RUNTIME_PACKAGES),
+        "load_avg": load,
+    }
 
 
 def machine_label(machine: dict[str, Any]) -> str:

@@ -34,8 +34,9 @@ def device_formats() -> list[str]:
     return [name for name, fmt in FORMATS.items() if fmt.exported and not fmt.needs_tensorflow]
 
 
-def choose_artifacts(run_dir: Path, manifest: dict[str, Any], formats: Optional[Sequence[str]],
-                     files: Optional[Sequence[str]]) -> list[dict[str, Any]]:
+def choose_artifacts(
+    run_dir: Path, manifest: dict[str, Any], formats: Optional[Sequence[str]], files: Optional[Sequence[str]]
+) -> list[dict[str, Any]]:
     """The manifest entries to pack: named files, else the named formats, else every device format."""
     entries = manifest.get("artifacts")
     if not isinstance(entries, dict):
@@ -49,19 +50,27 @@ def choose_artifacts(run_dir: Path, manifest: dict[str, Any], formats: Optional[
         for file in files:
             entry = entries.get(file)
             if not isinstance(entry, dict):
-                raise TkError(f"--artifact {file}: not listed in {run_dir / MANIFEST}; "
-                              f"listed: {', '.join(entries) or 'none'}")
+                raise TkError(
+                    f"--artifact {file}: not listed in {run_dir / MANIFEST}; listed: {', '.join(entries) or 'none'}"
+                )
             if entry.get("format") not in allowed:
-                raise TkError(f"--artifact {file}: format {entry.get('format')} needs TensorFlow, which a device "
-                              f"does not have; pack {', '.join(allowed)} files")
+                raise TkError(
+                    f"--artifact {file}: format {entry.get('format')} needs TensorFlow, which a device "
+                    f"does not have; pack {', '.join(allowed)} files"
+                )
             chosen.append(entry)
     else:
         wanted = set(formats or allowed)
-        chosen = [e for e in entries.values() if isinstance(e, dict) and e.get("format") in wanted
-                  and (run_dir / str(e.get("file", ""))).is_file()]
+        chosen = [
+            e
+            for e in entries.values()
+            if isinstance(e, dict) and e.get("format") in wanted and (run_dir / str(e.get("file", ""))).is_file()
+        ]
     if not chosen:
-        raise TkError(f"{run_dir}: no {'/'.join(sorted(formats or allowed))} artifact to pack; "
-                      "run tk export --format tflite (or onnx) first")
+        raise TkError(
+            f"{run_dir}: no {'/'.join(sorted(formats or allowed))} artifact to pack; "
+            "run tk export --format tflite (or onnx) first"
+        )
     return sorted(chosen, key=lambda e: sort_key(e.get("format"), e.get("quantization"), e["file"]))
 
 
@@ -96,8 +105,10 @@ def _class_folder(name: str, index: int) -> str:
 def _copy_samples(split: SplitDataset, sample: list[tuple[str, int]], work: Path) -> SplitDataset:
     missing = [p for p, _ in sample if not Path(p).is_file()]
     if missing:
-        raise TkError(f"{missing[0]}: a test image of the run is not here ({len(missing)} of {len(sample)} "
-                      "missing); restore the dataset, or pack with --samples 0")
+        raise TkError(
+            f"{missing[0]}: a test image of the run is not here ({len(missing)} of {len(sample)} "
+            "missing); restore the dataset, or pack with --samples 0"
+        )
     items, used = [], set()
     for i, (path, label) in enumerate(sample):
         folder = _class_folder(split.classes[label], label)
@@ -121,20 +132,31 @@ def _check_target(target: Path, run_dir: Path, force: bool) -> None:
         raise TkError(f"{target}: this is (or holds) the run folder {run_dir}; choose a new folder for the bundle")
     if target.is_dir() and any(target.iterdir()):
         if not force:
-            raise TkError(f"{target}: folder exists and is not empty; choose a new folder, or pass --force "
-                          "to replace an earlier bundle")
+            raise TkError(
+                f"{target}: folder exists and is not empty; choose a new folder, or pass --force "
+                "to replace an earlier bundle"
+            )
         try:
             earlier = load_manifest(target).get("bundle")
         except TkError:
             earlier = None
         if not isinstance(earlier, dict):
-            raise TkError(f"{target}: not a tk bundle (no manifest.json from tk pack), so --force will not "
-                          "replace it; choose a new or empty folder")
+            raise TkError(
+                f"{target}: not a tk bundle (no manifest.json from tk pack), so --force will not "
+                "replace it; choose a new or empty folder"
+            )
 
 
-def pack(run_dir: Path, target: Path, formats: Optional[Sequence[str]] = None,
-         files: Optional[Sequence[str]] = None, samples: int = DEFAULT_SAMPLES, force: bool = False,
-         say: Say = print, data_root: Optional[Path] = None) -> dict[str, Any]:
+def pack(
+    run_dir: Path,
+    target: Path,
+    formats: Optional[Sequence[str]] = None,
+    files: Optional[Sequence[str]] = None,
+    samples: int = DEFAULT_SAMPLES,
+    force: bool = False,
+    say: Say = print,
+    data_root: Optional[Path] = None,
+) -> dict[str, Any]:
     """Write the device bundle for a run; return what it holds (files, samples, size).
 
     data_root overrides split.json's data root (where the test images are now)."""
@@ -145,8 +167,11 @@ def pack(run_dir: Path, target: Path, formats: Optional[Sequence[str]] = None,
     entries = choose_artifacts(run_dir, manifest, formats, files)
     _check_target(target, run_dir, force)
     split = load_split(run_dir / SPLIT, data_root) if samples and (run_dir / SPLIT).is_file() else None
-    notes = [] if split or not samples else [f"{run_dir}: no {SPLIT}, so the bundle has no test images "
-                                             "(tk bench will measure latency only)"]
+    notes = (
+        []
+        if split or not samples
+        else [f"{run_dir}: no {SPLIT}, so the bundle has no test images (tk bench will measure latency only)"]
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.pack-", dir=target.parent))
     umask = os.umask(0)
@@ -163,8 +188,10 @@ def pack(run_dir: Path, target: Path, formats: Optional[Sequence[str]] = None,
             shutil.copyfile(run_dir / file, work / file)
             # Hash the copy: it is what the device gets, and a file changed since export shows here.
             if sha256_file(work / file) != expected:
-                raise TkError(f"{run_dir / file}: sha256 differs from {run_dir / MANIFEST}; the file changed "
-                              "after export (re-run tk export)")
+                raise TkError(
+                    f"{run_dir / file}: sha256 differs from {run_dir / MANIFEST}; the file changed "
+                    "after export (re-run tk export)"
+                )
             packed[file] = entry
         sample = []
         if split is not None:
@@ -183,8 +210,14 @@ def pack(run_dir: Path, target: Path, formats: Optional[Sequence[str]] = None,
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-    return {"dir": str(target), "artifacts": list(packed), "samples": len(sample), "classes": len(classes),
-            "size_bytes": size, "notes": notes}
+    return {
+        "dir": str(target),
+        "artifacts": list(packed),
+        "samples": len(sample),
+        "classes": len(classes),
+        "size_bytes": size,
+        "notes": notes,
+    }
 
 
 def _swap_into_place(work: Path, target: Path) -> None:

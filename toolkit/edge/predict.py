@@ -26,8 +26,12 @@ class Prediction:
     top: list[tuple[str, float]]  # (label, probability), most likely first
 
     def to_json(self) -> dict:
-        return {"file": self.file, "label": self.top[0][0], "probability": self.top[0][1],
-                "top": [{"label": label, "probability": p} for label, p in self.top]}
+        return {
+            "file": self.file,
+            "label": self.top[0][0],
+            "probability": self.top[0][1],
+            "top": [{"label": label, "probability": p} for label, p in self.top],
+        }
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -50,21 +54,22 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
-    order = np.argsort(-probs, kind="stable")[:max(1, min(k, len(labels)))]
+    order = np.argsort(-probs, kind="stable")[: max(1, min(k, len(labels)))]
     return [(labels[i], float(probs[i])) for i in order]
 
 
 BadFile = Callable[[str, str], None]  # (file, reason) for an input that is not a readable image
 
 
-def predict_paths(predictor: Predictor, files: Sequence[Path], k: int = 1, batch: int = BATCH,
-                  on_bad: BadFile | None = None) -> Iterator[Prediction]:
+def predict_paths(
+    predictor: Predictor, files: Sequence[Path], k: int = 1, batch: int = BATCH, on_bad: BadFile | None = None
+) -> Iterator[Prediction]:
     """Predictions batch by batch (decoded through images.load_image, like training). A file that
     is not a readable image goes to `on_bad` and the others are still predicted; without `on_bad`
     it is a TkError naming it."""
     for start in range(0, len(files), batch):
         good, pixels = [], []
-        for path in files[start:start + batch]:
+        for path in files[start : start + batch]:
             try:
                 pixels.append(load_image(path, predictor.size))
                 good.append(path)
@@ -79,9 +84,14 @@ def predict_paths(predictor: Predictor, files: Sequence[Path], k: int = 1, batch
             yield Prediction(str(path), top_k(row, predictor.labels, k))
 
 
-def predict(artifact: str | Path, inputs: Sequence[str | Path], k: int = 1, threads: int | None = None,
-            on_prediction: Callable[[Prediction], None] | None = None,
-            on_bad: BadFile | None = None) -> list[Prediction]:
+def predict(
+    artifact: str | Path,
+    inputs: Sequence[str | Path],
+    k: int = 1,
+    threads: int | None = None,
+    on_prediction: Callable[[Prediction], None] | None = None,
+    on_bad: BadFile | None = None,
+) -> list[Prediction]:
     """Load the artifact (manifest + sha256 checked) and predict every input image.
 
     Unreadable files go to `on_bad` as they are met and the rest are predicted (the caller says
@@ -104,8 +114,10 @@ def predict(artifact: str | Path, inputs: Sequence[str | Path], k: int = 1, thre
 def bad_files_line(bad: Sequence[tuple[str, str]], predicted: int) -> str:
     """The closing line when some inputs were not images (each was reported as it was met)."""
     first, why = bad[0]
-    return (f"{len(bad)} of {len(bad) + predicted} files are not readable images (first: {first}: {why}); "
-            f"the other {predicted} were predicted; pass JPEG, PNG, BMP or GIF images")
+    return (
+        f"{len(bad)} of {len(bad) + predicted} files are not readable images (first: {first}: {why}); "
+        f"the other {predicted} were predicted; pass JPEG, PNG, BMP or GIF images"
+    )
 
 
 def format_prediction(prediction: Prediction) -> str:

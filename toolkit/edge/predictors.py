@@ -20,10 +20,9 @@ import numpy as np
 from ..core.errors import TkError
 from ..core.formats import Format, format_of_path
 from ..core.images import load_batch
+from ..core.io import sha256_file
 from ..core.quiet import silenced_stderr
 from ..core.runs import MANIFEST
-from ..core.io import sha256_file
-
 
 BATCH = 32  # images per runtime call when predicting many
 
@@ -46,46 +45,60 @@ class Predictor:
         """One output of (batch, classes), as many classes as the manifest names: labels are never
         attached to an output they do not describe."""
         if count != 1:
-            raise TkError(f"{self.path}: model has {count} outputs; tk runs classifiers with one output "
-                          "(class probabilities): export the model with a single output")
+            raise TkError(
+                f"{self.path}: model has {count} outputs; tk runs classifiers with one output "
+                "(class probabilities): export the model with a single output"
+            )
         self._check_classes(shape)
 
     def _check_classes(self, shape: Sequence[Any]) -> None:
         if len(shape) != 2:
-            raise TkError(f"{self.path}: model output has shape {list(shape)}, expected (batch, classes); "
-                          "tk runs image classifiers")
+            raise TkError(
+                f"{self.path}: model output has shape {list(shape)}, expected (batch, classes); "
+                "tk runs image classifiers"
+            )
         classes = shape[-1]
         if isinstance(classes, (int, np.integer)) and classes != len(self.labels):
-            raise TkError(f"{self.path}: model outputs {classes} classes but the manifest lists "
-                          f"{len(self.labels)} ({', '.join(self.labels)}); copy the manifest.json of the "
-                          "run that exported this model")
+            raise TkError(
+                f"{self.path}: model outputs {classes} classes but the manifest lists "
+                f"{len(self.labels)} ({', '.join(self.labels)}); copy the manifest.json of the "
+                "run that exported this model"
+            )
 
     def predict_batched(self, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
         """Probabilities for any number of decoded images, `batch_size` at a time."""
-        chunks = [self.predict(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        chunks = [self.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
 
     def predict_files(self, paths: Sequence[str | Path], batch_size: int = BATCH) -> np.ndarray:
         """Probabilities for image files, decoded a batch at a time (memory stays bounded)."""
-        chunks = [self.predict(load_batch(list(paths[i:i + batch_size]), self.size))
-                  for i in range(0, len(paths), batch_size)]
+        chunks = [
+            self.predict(load_batch(list(paths[i : i + batch_size]), self.size))
+            for i in range(0, len(paths), batch_size)
+        ]
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
 
     def _check_input(self, shape: Sequence[Any]) -> None:
         if len(shape) != 4:
-            raise TkError(f"{self.path}: model input has shape {list(shape)}, expected (batch, height, width, 3); "
-                          "re-run tk export")
+            raise TkError(
+                f"{self.path}: model input has shape {list(shape)}, expected (batch, height, width, 3); "
+                "re-run tk export"
+            )
         channels = shape[3]
         if isinstance(channels, (int, np.integer)) and channels != 3:
             layout = " (channels-first NCHW: tk feeds NHWC)" if shape[1] == 3 else ""
-            raise TkError(f"{self.path}: model input has {channels} channel(s){layout}, shape {list(shape)}; "
-                          "tk feeds RGB images as (batch, height, width, 3): export the model with that input")
+            raise TkError(
+                f"{self.path}: model input has {channels} channel(s){layout}, shape {list(shape)}; "
+                "tk feeds RGB images as (batch, height, width, 3): export the model with that input"
+            )
         if not all(isinstance(d, (int, np.integer)) for d in shape[1:3]):
             return  # symbolic height/width (a fully dynamic graph): any size the manifest names fits
         height, width = int(shape[1]), int(shape[2])
         if (height, width) != self.size:
-            raise TkError(f"{self.path}: model input is {height}x{width} but the manifest says "
-                          f"{self.size[0]}x{self.size[1]}; the manifest is out of date, re-run tk export")
+            raise TkError(
+                f"{self.path}: model input is {height}x{width} but the manifest says "
+                f"{self.size[0]}x{self.size[1]}; the manifest is out of date, re-run tk export"
+            )
 
 
 def interpreter_class():
@@ -98,8 +111,9 @@ def interpreter_class():
         except ImportError:
             machine = platform.machine()
             package = "tflite-runtime" if machine.startswith("armv7") else "ai-edge-litert"
-            raise TkError(f"no TFLite runtime installed for .tflite models on {machine}: "
-                          f"pip install {package}") from None
+            raise TkError(
+                f"no TFLite runtime installed for .tflite models on {machine}: pip install {package}"
+            ) from None
     return Interpreter
 
 
@@ -113,7 +127,9 @@ class TFLiteModel:
                 self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count())
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise TkError(f"{path}: not a valid .tflite model (truncated or corrupt?): {exc}; re-run tk export") from None
+            raise TkError(
+                f"{path}: not a valid .tflite model (truncated or corrupt?): {exc}; re-run tk export"
+            ) from None
         self._details()
         self.input_shape = tuple(self._in["shape"])
         self.output_count = len(self.interpreter.get_output_details())
@@ -188,11 +204,15 @@ class OnnxPredictor(Predictor):
         self._check_input(self._input.shape)
         self._check_outputs(len(outputs), outputs[0].shape)
         if self._input.type not in _ONNX_INPUTS:
-            raise TkError(f"{path}: model input type {self._input.type} is not supported; tk feeds "
-                          f"{', '.join(sorted(_ONNX_INPUTS))} (RGB pixels 0..255)")
+            raise TkError(
+                f"{path}: model input type {self._input.type} is not supported; tk feeds "
+                f"{', '.join(sorted(_ONNX_INPUTS))} (RGB pixels 0..255)"
+            )
         if outputs[0].type not in _ONNX_FLOATS:
-            raise TkError(f"{path}: model output type {outputs[0].type} is not supported; tk reads class "
-                          "probabilities as float (a quantized output needs its scale: use QDQ, as tk export does)")
+            raise TkError(
+                f"{path}: model output type {outputs[0].type} is not supported; tk reads class "
+                "probabilities as float (a quantized output needs its scale: use QDQ, as tk export does)"
+            )
         # A fixed batch dimension (e.g. 1) is fed that many images per call.
         batch = self._input.shape[0]
         self._batch = int(batch) if isinstance(batch, (int, np.integer)) and batch > 0 else None
@@ -202,11 +222,11 @@ class OnnxPredictor(Predictor):
         step = self._batch or max(len(pixels), 1)
         chunks = []
         for i in range(0, len(pixels), step):
-            chunk = pixels[i:i + step]
+            chunk = pixels[i : i + step]
             if len(chunk) < step and self._batch:  # pad the last chunk to the fixed batch
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
             out = np.asarray(self.session.run(None, {self._input.name: chunk})[0], dtype=np.float32)
-            chunks.append(out[:len(pixels) - i])
+            chunks.append(out[: len(pixels) - i])
         probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
         self._check_classes(probs.shape)  # a symbolic class dimension is checked on the first output
         return probs
@@ -238,12 +258,16 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
         raise TkError(f"--threads: must be >= 1 (got {num_threads})")
     fmt = format_of_path(path)
     if fmt.needs_tensorflow and not tensorflow_installed():
-        raise TkError(f"{path}: a {fmt.name} model needs TensorFlow, which the base install does not have: "
-                      "pip install 'tk-edge[train]', or use the run's .tflite/.onnx files")
+        raise TkError(
+            f"{path}: a {fmt.name} model needs TensorFlow, which the base install does not have: "
+            "pip install 'tk-edge[train]', or use the run's .tflite/.onnx files"
+        )
     manifest_path = path.parent / MANIFEST
     if not manifest_path.is_file():
-        raise TkError(f"{path}: no {MANIFEST} beside it; copy the run's manifest.json with the model "
-                      "(it holds the labels and preprocessing)")
+        raise TkError(
+            f"{path}: no {MANIFEST} beside it; copy the run's manifest.json with the model "
+            "(it holds the labels and preprocessing)"
+        )
     manifest = read_manifest(manifest_path)
     entry = artifact_entries(manifest, manifest_path).get(path.name)
     if not isinstance(entry, dict):
@@ -252,11 +276,15 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
         # A manifest entry without sha256 is refused, not trusted: the hash is what ties this file
         # to the labels and preprocessing beside it.
         if not entry.get("sha256"):
-            raise TkError(f"{manifest_path}: no sha256 recorded for {path.name}; copy the manifest.json of "
-                          "the run that exported it (or re-run tk export / tk pack)")
+            raise TkError(
+                f"{manifest_path}: no sha256 recorded for {path.name}; copy the manifest.json of "
+                "the run that exported it (or re-run tk export / tk pack)"
+            )
         if sha256_file(path) != entry["sha256"]:
-            raise TkError(f"{path}: sha256 differs from {manifest_path}; the file changed after export "
-                          "(re-run tk export, or copy the matching manifest)")
+            raise TkError(
+                f"{path}: sha256 differs from {manifest_path}; the file changed after export "
+                "(re-run tk export, or copy the matching manifest)"
+            )
     return predictor_class(fmt)(path, manifest, num_threads=num_threads)
 
 
@@ -272,8 +300,10 @@ def read_manifest(manifest_path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise TkError(f"{manifest_path}: not UTF-8 text (byte {exc.start}); tk writes UTF-8: copy it again "
-                      "from the run folder, or re-save it as UTF-8") from None
+        raise TkError(
+            f"{manifest_path}: not UTF-8 text (byte {exc.start}); tk writes UTF-8: copy it again "
+            "from the run folder, or re-save it as UTF-8"
+        ) from None
     except json.JSONDecodeError as exc:
         raise TkError(f"{manifest_path}: not valid JSON ({exc}); copy it again from the run folder") from None
     _check_manifest(manifest, manifest_path)
@@ -284,8 +314,10 @@ def artifact_entries(manifest: dict[str, Any], manifest_path: Path) -> dict[str,
     """The manifest's artifacts mapping (file -> entry); a list or other shape is one clear line."""
     entries = manifest.get("artifacts", {})
     if not isinstance(entries, dict):
-        raise TkError(f"{manifest_path}: 'artifacts' must map file names to entries (got "
-                      f"{type(entries).__name__}); copy manifest.json again from the run folder")
+        raise TkError(
+            f"{manifest_path}: 'artifacts' must map file names to entries (got "
+            f"{type(entries).__name__}); copy manifest.json again from the run folder"
+        )
     return entries
 
 
@@ -293,10 +325,17 @@ def _check_manifest(manifest: Any, manifest_path: Path) -> None:
     """The fields every predictor reads; a hand-edited or foreign JSON file fails here, by name."""
     try:
         classes, size = manifest["classes"], manifest["preprocessing"]["size"]
-        ok = (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
-              and len(size) == 2 and all(int(v) > 0 for v in size))
+        ok = (
+            isinstance(classes, list)
+            and len(classes) >= 2
+            and all(isinstance(c, str) for c in classes)
+            and len(size) == 2
+            and all(int(v) > 0 for v in size)
+        )
     except (KeyError, TypeError, ValueError):
         ok = False
     if not ok:
-        raise TkError(f"{manifest_path}: not a tk manifest (needs classes and preprocessing.size); "
-                      "copy manifest.json from the run folder")
+        raise TkError(
+            f"{manifest_path}: not a tk manifest (needs classes and preprocessing.size); "
+            "copy manifest.json from the run folder"
+        )

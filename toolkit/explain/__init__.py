@@ -1,2 +1,1 @@
-"""`tk explain`: the explainer and its probes (feature maps, Grad-CAM, activation maximization).
-"""
+"""`tk explain`: the explainer and its probes (feature maps, Grad-CAM, activation maximization)."""

@@ -75,14 +75,17 @@ class Explainer:
         hint = suggest(name, valid, n=3)
         shown = ", ".join(valid[:_LIST_AT_MOST])
         more = f", ... and {len(valid) - _LIST_AT_MOST} more" if len(valid) > _LIST_AT_MOST else ""
-        raise TkError(f"layer {name!r} is not a {purpose} layer of {self.run_dir.name}{hint}; "
-                      f"valid layers: {shown}{more}")
+        raise TkError(
+            f"layer {name!r} is not a {purpose} layer of {self.run_dir.name}{hint}; valid layers: {shown}{more}"
+        )
 
     def class_index(self, name: Optional[str]) -> Optional[int]:
         if name is None:
             return None
         if name not in self.classes:
-            raise TkError(f"--class: {name!r} is not a class of {self.run_dir.name}; classes: {', '.join(self.classes)}")
+            raise TkError(
+                f"--class: {name!r} is not a class of {self.run_dir.name}; classes: {', '.join(self.classes)}"
+            )
         return self.classes.index(name)
 
     def load(self, paths: Sequence[Path]) -> np.ndarray:
@@ -136,8 +139,11 @@ class Explainer:
             conv, features = probe(x, training=False)
             scores = self.logits(features)
             probs = tf.nn.softmax(scores, axis=-1)  # == the head's output (logits are pre-softmax)
-            picked = (tf.fill([len(images)], class_index) if class_index is not None
-                      else tf.argmax(probs, axis=-1, output_type=tf.int32))
+            picked = (
+                tf.fill([len(images)], class_index)
+                if class_index is not None
+                else tf.argmax(probs, axis=-1, output_type=tf.int32)
+            )
             target = tf.reduce_sum(tf.gather(scores, picked, axis=1, batch_dims=1))
         grads = tape.gradient(target, conv)
         if grads is None:
@@ -166,14 +172,24 @@ def load_explainer(run_dir: Path) -> Explainer:
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     preprocess = [layer for layer in model.layers if type(layer).__name__ == "Preprocess"]
     if len(nested) != 2 or len(preprocess) != 1:
-        raise TkError(f"{path}: not a tk model (expected image -> Preprocess -> backbone -> head; "
-                      f"got layers {', '.join(layer.name for layer in model.layers)}); retrain with tk train")
+        raise TkError(
+            f"{path}: not a tk model (expected image -> Preprocess -> backbone -> head; "
+            f"got layers {', '.join(layer.name for layer in model.layers)}); retrain with tk train"
+        )
     # By order, not by name: runs saved before the base was named "backbone" carry its own name
     # (mini_vgg, mobilenetv2_0.35_64), and the order is the model's definition.
     backbone, head = nested
     size = tuple(manifest.get("preprocessing", {}).get("size") or model.input_shape[1:3])
-    return Explainer(run_dir, model, preprocess[0], backbone, head, list(manifest["classes"]),
-                     (int(size[0]), int(size[1])), manifest.get("backbone", ""))
+    return Explainer(
+        run_dir,
+        model,
+        preprocess[0],
+        backbone,
+        head,
+        list(manifest["classes"]),
+        (int(size[0]), int(size[1])),
+        manifest.get("backbone", ""),
+    )
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -233,5 +249,7 @@ def display_image(path: Path) -> np.ndarray:
     side = max(img.size)
     scale = OVERLAY_MIN_SIDE / side if side < OVERLAY_MIN_SIDE else min(1.0, OVERLAY_MAX_SIDE / side)
     if scale != 1.0:
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BICUBIC)
+        img = img.resize(
+            (max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BICUBIC
+        )
     return np.asarray(img)

@@ -9,8 +9,14 @@ from ..core.errors import Say
 from .explainer import Explainer, load_explainer, normalise, single_image, slug
 
 
-def explain_feature_maps(run_dir: Path, image: Path, layers: Optional[Sequence[str]] = None, count: int = 16,
-                         say: Say = print, explainer: Optional[Explainer] = None) -> list[Path]:
+def explain_feature_maps(
+    run_dir: Path,
+    image: Path,
+    layers: Optional[Sequence[str]] = None,
+    count: int = 16,
+    say: Say = print,
+    explainer: Optional[Explainer] = None,
+) -> list[Path]:
     """One PNG grid per layer of the first `count` channels' activations for `image`."""
     from .figures import plot_image_grid
 
@@ -26,8 +32,13 @@ def explain_feature_maps(run_dir: Path, image: Path, layers: Optional[Sequence[s
         cells = [normalise(act[..., k]) for k in range(n)]
         titles = [f"ch {k}" for k in range(n)]
         path = ex.out_dir / f"featuremaps_{slug(Path(image).stem)}_{name}.png"
-        plot_image_grid(cells, titles, path, f"{name}: {act.shape[0]}x{act.shape[1]}x{act.shape[2]}, "
-                        f"first {n} channels (each scaled to its own min..max) — {Path(image).name}")
+        plot_image_grid(
+            cells,
+            titles,
+            path,
+            f"{name}: {act.shape[0]}x{act.shape[1]}x{act.shape[2]}, "
+            f"first {n} channels (each scaled to its own min..max) — {Path(image).name}",
+        )
         say(f"wrote {path}")
         written.append(path)
     return written

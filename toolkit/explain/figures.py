@@ -7,7 +7,6 @@ from pathlib import Path
 from ..core.io import atomic_path
 from ..train.curves import pyplot
 
-
 # Grids for `tk explain`. Sizes are exact (figure inches x dpi, no tight bounding box), so a grid
 # of n cells is always cols * GRID_CELL_PX wide: callers and tests can rely on it.
 GRID_CELL_PX = 160
@@ -38,8 +37,9 @@ def grid_size_px(count: int, title: str, cols: int | None = None) -> tuple[int, 
     return width, header + rows * (GRID_CELL_PX + GRID_TITLE_PX)
 
 
-def plot_image_grid(cells, titles: list[str], path: Path, title: str, cmap: str = "viridis",
-                    cols: int | None = None) -> tuple[int, int]:
+def plot_image_grid(
+    cells, titles: list[str], path: Path, title: str, cmap: str = "viridis", cols: int | None = None
+) -> tuple[int, int]:
     """One PNG of images in a grid, each with a small title; returns its (width, height) in px.
 
     A 2-D cell is drawn with `cmap` (feature maps are expected normalised to 0..1); an
@@ -51,22 +51,33 @@ def plot_image_grid(cells, titles: list[str], path: Path, title: str, cmap: str 
     lines = _header_lines(title, width)
     header = _HEADER_PAD_PX + _HEADER_LINE_PX * len(lines)
     fig = plt.figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI)
-    fig.text(0.5, 1 - (header / 2) / height, "\n".join(lines), ha="center", va="center", fontsize=10,
-             linespacing=1.1)
+    fig.text(0.5, 1 - (header / 2) / height, "\n".join(lines), ha="center", va="center", fontsize=10, linespacing=1.1)
     for i, (cell, label) in enumerate(zip(cells, titles)):
         row, col = divmod(i, cols)
         top = header + row * (GRID_CELL_PX + GRID_TITLE_PX) + GRID_TITLE_PX
         pad = 3  # pixels between cells
-        ax = fig.add_axes([(col * GRID_CELL_PX + pad) / width, 1 - (top + GRID_CELL_PX - pad) / height,
-                           (GRID_CELL_PX - 2 * pad) / width, (GRID_CELL_PX - 2 * pad) / height])
+        ax = fig.add_axes(
+            [
+                (col * GRID_CELL_PX + pad) / width,
+                1 - (top + GRID_CELL_PX - pad) / height,
+                (GRID_CELL_PX - 2 * pad) / width,
+                (GRID_CELL_PX - 2 * pad) / height,
+            ]
+        )
         if cell.ndim == 2:
             ax.imshow(cell, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
         else:
             ax.imshow(cell, interpolation="nearest")
         ax.set_axis_off()
-        label = label if len(label) <= GRID_CELL_PX // 4 else label[:GRID_CELL_PX // 4 - 1] + "…"
-        fig.text((col + 0.5) * GRID_CELL_PX / width, 1 - (top - GRID_TITLE_PX / 2) / height, label,
-                 ha="center", va="center", fontsize=7)
+        label = label if len(label) <= GRID_CELL_PX // 4 else label[: GRID_CELL_PX // 4 - 1] + "…"
+        fig.text(
+            (col + 0.5) * GRID_CELL_PX / width,
+            1 - (top - GRID_TITLE_PX / 2) / height,
+            label,
+            ha="center",
+            va="center",
+            fontsize=7,
+        )
     with atomic_path(Path(path), suffix=".png") as tmp:
         fig.savefig(tmp, dpi=_DPI, format="png")
     plt.close(fig)
@@ -102,8 +113,9 @@ def gradcam_pair_size_px(image_width: int, image_height: int) -> tuple[int, int]
     return 2 * image_width + 3 * PAIR_PAD_PX + PAIR_BAR_PX, image_height + PAIR_HEADER_PX + PAIR_PAD_PX
 
 
-def plot_gradcam_pair(photo, overlay, path: Path, left_title: str, right_title: str, header: str,
-                      cmap: str = "jet") -> tuple[int, int]:
+def plot_gradcam_pair(
+    photo, overlay, path: Path, left_title: str, right_title: str, header: str, cmap: str = "jet"
+) -> tuple[int, int]:
     """The photo and its Grad-CAM overlay side by side with titles and a colour bar of the heat scale.
 
     The bar says what the colours mean: the heat is normalised per image (0 = no evidence, 1 = the

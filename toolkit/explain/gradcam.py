@@ -21,9 +21,16 @@ class GradCamResult:
     png: Path  # the image and its heat overlay side by side
 
 
-def explain_gradcam(run_dir: Path, target: Path, class_name: Optional[str] = None, layer: Optional[str] = None,
-                    limit: int = 64, alpha: float = 0.5, say: Say = print,
-                    explainer: Optional[Explainer] = None) -> tuple[list[GradCamResult], Optional[Path]]:
+def explain_gradcam(
+    run_dir: Path,
+    target: Path,
+    class_name: Optional[str] = None,
+    layer: Optional[str] = None,
+    limit: int = 64,
+    alpha: float = 0.5,
+    say: Say = print,
+    explainer: Optional[Explainer] = None,
+) -> tuple[list[GradCamResult], Optional[Path]]:
     """Grad-CAM overlays for one image or a folder (plus a contact sheet for a folder)."""
     from .figures import overlay_heatmap, plot_gradcam_pair, plot_image_grid
 
@@ -31,14 +38,16 @@ def explain_gradcam(run_dir: Path, target: Path, class_name: Optional[str] = Non
     layer = ex.check_layer(layer, ex.spatial_layers(), "convolutional (spatial)") if layer else ex.gradcam_layer()
     grid = ex.map_size(layer)
     if min(grid) <= 4 and ex.gradcam_layer() != layer:  # the heat is this grid upsampled
-        say(f"note: {layer} is a {grid[0]}x{grid[1]} map at {ex.size[0]} px, so the heat is coarse; "
-            f"an earlier layer gives finer heat (--layers {ex.gradcam_layer()})")
+        say(
+            f"note: {layer} is a {grid[0]}x{grid[1]} map at {ex.size[0]} px, so the heat is coarse; "
+            f"an earlier layer gives finer heat (--layers {ex.gradcam_layer()})"
+        )
     class_index = ex.class_index(class_name)
     target = Path(target)
     paths = folder_images(target, limit, say) if target.is_dir() else [single_image(target)]
     results, overlays = [], []
     for start in range(0, len(paths), 32):  # bounded memory on big folders
-        chunk = paths[start:start + 32]
+        chunk = paths[start : start + 32]
         heat, picked, probs = ex.gradcam(ex.load(chunk), layer, class_index)
         for path, h, k, p in zip(chunk, heat, picked, probs):
             photo = display_image(path)
@@ -53,8 +62,13 @@ def explain_gradcam(run_dir: Path, target: Path, class_name: Optional[str] = Non
     if target.is_dir():
         sheet = ex.out_dir / f"gradcam_sheet_{slug(target.name)}.png"
         titles = [f"{r.image.stem}: {r.class_name} {r.probability:.2f}" for r in results]
-        plot_image_grid(overlays, titles, sheet, f"Grad-CAM at {layer} ({grid[0]}x{grid[1]} map) — {target.name}/ "
-                        f"({'class ' + class_name if class_name else 'predicted class'})")
+        plot_image_grid(
+            overlays,
+            titles,
+            sheet,
+            f"Grad-CAM at {layer} ({grid[0]}x{grid[1]} map) — {target.name}/ "
+            f"({'class ' + class_name if class_name else 'predicted class'})",
+        )
         say(f"wrote {sheet}")
     return results, sheet
 

@@ -21,7 +21,6 @@ from ..core.errors import Say, TkError
 from .explainer import Explainer, load_explainer
 
 
-
 @dataclass(frozen=True)
 class AscentSettings:
     steps: int = 160
@@ -77,7 +76,9 @@ def before_activation(layer) -> bool:
     return isinstance(layer, (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU))
 
 
-def maximize(ex: Explainer, layer: str, filters: list[int], settings: AscentSettings = AscentSettings()) -> MaximizedFilters:
+def maximize(
+    ex: Explainer, layer: str, filters: list[int], settings: AscentSettings = AscentSettings()
+) -> MaximizedFilters:
     import tensorflow as tf
 
     forward = objective(ex, layer)
@@ -101,8 +102,9 @@ def maximize(ex: Explainer, layer: str, filters: list[int], settings: AscentSett
         x = x + settings.step_px * grad
         x = 128.0 + (x - 128.0) * (1.0 - settings.decay)
         if blur:
-            x = tf.nn.depthwise_conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], "SYMMETRIC"), kernel,
-                                       [1, 1, 1, 1], "VALID")
+            x = tf.nn.depthwise_conv2d(
+                tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], "SYMMETRIC"), kernel, [1, 1, 1, 1], "VALID"
+            )
         return tf.clip_by_value(x, 0.0, 255.0)
 
     rng = np.random.default_rng(settings.seed)
@@ -118,9 +120,14 @@ def maximize(ex: Explainer, layer: str, filters: list[int], settings: AscentSett
     return MaximizedFilters(layer, list(filters), x.numpy(), start, final)
 
 
-def explain_filters(run_dir: Path, layer: Optional[str] = None, count: int = 8,
-                    settings: AscentSettings = AscentSettings(), say: Say = print,
-                    explainer: Optional[Explainer] = None) -> tuple[Path, MaximizedFilters]:
+def explain_filters(
+    run_dir: Path,
+    layer: Optional[str] = None,
+    count: int = 8,
+    settings: AscentSettings = AscentSettings(),
+    say: Say = print,
+    explainer: Optional[Explainer] = None,
+) -> tuple[Path, MaximizedFilters]:
     """One PNG grid of the patterns that maximise the first `count` filters of `layer`."""
     import keras
 
@@ -140,15 +147,22 @@ def explain_filters(run_dir: Path, layer: Optional[str] = None, count: int = 8,
     target = (ex.head if in_head else ex.backbone).get_layer(layer)
     taken = " (before its activation)" if before_activation(target) or isinstance(target, keras.layers.Dense) else ""
     what = "class score" if is_class_layer else "unit" if in_head else "filter"
-    titles = [f"{ex.classes[f] if is_class_layer else f'{what} {f}'}: {s:.2g}->{e:.2g}{'' if e > s else ' (no gain)'}"
-              for f, s, e in zip(filters, result.start, result.final)]
+    titles = [
+        f"{ex.classes[f] if is_class_layer else f'{what} {f}'}: {s:.2g}->{e:.2g}{'' if e > s else ' (no gain)'}"
+        for f, s, e in zip(filters, result.start, result.final)
+    ]
     stuck = [f for f, s, e in zip(filters, result.start, result.final) if e <= s]
     if stuck:
-        say(f"note: the ascent did not raise {len(stuck)} of {len(filters)} (e.g. {stuck[0]}); try --steps {2 * settings.steps}")
+        say(
+            f"note: the ascent did not raise {len(stuck)} of {len(filters)} (e.g. {stuck[0]}); try --steps {2 * settings.steps}"
+        )
     path = ex.out_dir / f"filters_{layer}.png"
-    plot_image_grid([_display(img) for img in result.images], titles, path,
-                    f"{layer}{taken}: inputs that maximise each {what} "
-                    f"(mean activation on the starting noise -> after ascent)")
+    plot_image_grid(
+        [_display(img) for img in result.images],
+        titles,
+        path,
+        f"{layer}{taken}: inputs that maximise each {what} (mean activation on the starting noise -> after ascent)",
+    )
     say(f"wrote {path}")
     return path, result
 

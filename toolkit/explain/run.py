@@ -18,15 +18,25 @@ from .gradcam import explain_gradcam
 from .maximize import AscentSettings, explain_filters
 
 
-def explain_run(run_dir: Path, image: Optional[Path] = None, layers: Optional[Sequence[str]] = None,
-                filters: Optional[str] = None, count: Optional[int] = None, gradcam: bool = False,
-                class_name: Optional[str] = None, steps: Optional[int] = None, say: Say = print) -> list[Path]:
+def explain_run(
+    run_dir: Path,
+    image: Optional[Path] = None,
+    layers: Optional[Sequence[str]] = None,
+    filters: Optional[str] = None,
+    count: Optional[int] = None,
+    gradcam: bool = False,
+    class_name: Optional[str] = None,
+    steps: Optional[int] = None,
+    say: Say = print,
+) -> list[Path]:
     """What `tk explain` does: feature maps (--image), maximization (--filters), Grad-CAM (--gradcam)."""
     if gradcam and image is None:
         raise TkError("--gradcam: needs --image PATH (an image file or a folder of images)")
     if image is None and filters is None:
-        raise TkError("tk explain: nothing to explain; pass --image PATH [--layers L1,L2] (feature maps), "
-                      "--filters LAYER [--count N] (activation maximization) or --gradcam --image PATH|DIR")
+        raise TkError(
+            "tk explain: nothing to explain; pass --image PATH [--layers L1,L2] (feature maps), "
+            "--filters LAYER [--count N] (activation maximization) or --gradcam --image PATH|DIR"
+        )
     if class_name is not None and not gradcam:
         raise TkError(f"--class {class_name}: only applies to --gradcam")
     if count is not None and count < 1:
@@ -40,8 +50,9 @@ def explain_run(run_dir: Path, image: Optional[Path] = None, layers: Optional[Se
     ex = load_explainer(run_dir)
     written: list[Path] = []
     if gradcam:
-        results, sheet = explain_gradcam(run_dir, Path(image), class_name, layers[0] if layers else None,
-                                         limit=count or 64, say=say, explainer=ex)
+        results, sheet = explain_gradcam(
+            run_dir, Path(image), class_name, layers[0] if layers else None, limit=count or 64, say=say, explainer=ex
+        )
         written += [r.png for r in results] + ([sheet] if sheet else [])
     elif image is not None:
         written += explain_feature_maps(run_dir, Path(image), layers, count or 16, say=say, explainer=ex)

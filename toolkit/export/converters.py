@@ -18,13 +18,20 @@ def export_saved_model(model, directory: Path) -> None:
     import tensorflow as tf
 
     shape = [None, *model.inputs[0].shape[1:]]
-    model.export(str(directory), format="tf_saved_model", verbose=False,
-                 input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
+    model.export(
+        str(directory),
+        format="tf_saved_model",
+        verbose=False,
+        input_signature=[tf.TensorSpec(shape, tf.float32, name="image")],
+    )
 
 
-def tflite_from_saved_model(saved_model: Path, quantize: str = "none",
-                            representative: Optional[Callable[[], Iterable[list[np.ndarray]]]] = None,
-                            int8_io: str = "uint8") -> bytes:
+def tflite_from_saved_model(
+    saved_model: Path,
+    quantize: str = "none",
+    representative: Optional[Callable[[], Iterable[list[np.ndarray]]]] = None,
+    int8_io: str = "uint8",
+) -> bytes:
     """Convert a SavedModel to a TFLite flatbuffer.
 
     quantize: none (float32), float16 (float16 weights, float compute), dynamic (int8 weights,
@@ -66,10 +73,23 @@ def onnx_from_saved_model(saved_model: Path, opset: int, signature: str = "servi
     from tf2onnx.convert import _convert_common
 
     graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(
-        str(saved_model), None, None, tag="serve", signatures=[signature],
-        return_initialized_tables=True, return_tensors_to_rename=True)
-    proto, _ = _convert_common(graph_def, name=Path(saved_model).name, opset=opset, input_names=inputs,
-                               output_names=outputs, tensors_to_rename=renames, initialized_tables=tables)
+        str(saved_model),
+        None,
+        None,
+        tag="serve",
+        signatures=[signature],
+        return_initialized_tables=True,
+        return_tensors_to_rename=True,
+    )
+    proto, _ = _convert_common(
+        graph_def,
+        name=Path(saved_model).name,
+        opset=opset,
+        input_names=inputs,
+        output_names=outputs,
+        tensors_to_rename=renames,
+        initialized_tables=tables,
+    )
     for value in (*proto.graph.input, *proto.graph.output):
         batch = value.type.tensor_type.shape.dim[0]
         if not batch.HasField("dim_value"):  # tf2onnx names it unk__N; say what it is

@@ -22,13 +22,14 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..core.errors import Say, TkError, fault_line, suggest
+from ..core.formats import EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
 from ..core.io import atomic_path, check_writable, remove_leftovers, tool_versions
 from ..core.lock import run_lock
-from ..core.formats import EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
 from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import ONNX_OPSETS, ExportSection, Recipe
 from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, record_artifact, run_recipe
 from .metadata import LABEL_FILE, add_metadata
+
 
 class ExportJob:
     """The shared, lazily built inputs of one `tk export`: model, SavedModel, calibration images."""
@@ -80,22 +81,31 @@ class ExportJob:
         items = split.splits.get("train", [])
         wanted = self.section.calibration_samples
         if not items:
-            raise TkError(f"{self.run_dir}/split.json: the train split is empty, so there is no int8 "
-                          "calibration data; re-run tk train on a dataset with training images")
+            raise TkError(
+                f"{self.run_dir}/split.json: the train split is empty, so there is no int8 "
+                "calibration data; re-run tk train on a dataset with training images"
+            )
         paths = stratified_sample(items, wanted, self.recipe.seed)
         check_files_exist(paths, self.run_dir, split)
         chosen = set(paths)
         labels = {label for path, label in items if path in chosen}
         if len(labels) < 2:
             name = self.manifest["classes"][labels.pop()] if labels else "?"
-            fix = ("raise export.calibration_samples (got 1)" if len({y for _, y in items}) > 1 else
-                   "give the train split images of every class (re-run tk train)")
-            raise TkError(f"{self.run_dir}/{SPLIT}: every int8 calibration image is of class {name!r}, so the "
-                          f"int8 ranges would fit that class only; {fix}, or export without int8 "
-                          "(--quantize none,float16,dynamic)")
+            fix = (
+                "raise export.calibration_samples (got 1)"
+                if len({y for _, y in items}) > 1
+                else "give the train split images of every class (re-run tk train)"
+            )
+            raise TkError(
+                f"{self.run_dir}/{SPLIT}: every int8 calibration image is of class {name!r}, so the "
+                f"int8 ranges would fit that class only; {fix}, or export without int8 "
+                "(--quantize none,float16,dynamic)"
+            )
         if len(paths) < wanted:
-            self.say(f"warning: int8 calibration uses {len(paths)} training images, fewer than "
-                     f"export.calibration_samples={wanted} (the train split has only {len(items)})")
+            self.say(
+                f"warning: int8 calibration uses {len(paths)} training images, fewer than "
+                f"export.calibration_samples={wanted} (the train split has only {len(items)})"
+            )
         return load_batch(paths, self.size)
 
     def calibration_record(self) -> dict[str, Any]:
@@ -122,8 +132,10 @@ def refuse_non_finite_weights(model, path: Path) -> None:
     """The converters segfault on NaN/Inf weights (a diverged training): refuse before them."""
     bad = [w.path for w in model.weights if not np.isfinite(np.asarray(w)).all()]
     if bad:
-        raise TkError(f"{path}: {len(bad)} weight tensors hold NaN/Inf (first: {bad[0]}); training "
-                      f"diverged: retrain with a lower train.learning_rate")
+        raise TkError(
+            f"{path}: {len(bad)} weight tensors hold NaN/Inf (first: {bad[0]}); training "
+            f"diverged: retrain with a lower train.learning_rate"
+        )
 
 
 def stratified_sample(items: Sequence[tuple[str, int]], count: int, seed: int) -> list[str]:
@@ -146,6 +158,7 @@ def stratified_sample(items: Sequence[tuple[str, int]], count: int, seed: int) -
 
 
 # --- writers: one per format -------------------------------------------------------------------
+
 
 def _float_io(shape_in: list, shape_out: list) -> dict[str, Any]:
     return {"input": {"shape": shape_in, "dtype": "float32"}, "output": {"shape": shape_out, "dtype": "float32"}}
@@ -176,8 +189,15 @@ def _write_tflite(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any
     # MediaPipe Tasks and the TFLite Task Library read labels and input normalization from here.
     # Written last: the manifest's sha256 is of this final file.
     info = metadata_info(job, quantization)
-    tmp.write_bytes(add_metadata(flatbuffer, **info, labels=job.labels, input_dtype=io["input"]["dtype"],
-                                 input_quantization=io["input"].get("quantization")))
+    tmp.write_bytes(
+        add_metadata(
+            flatbuffer,
+            **info,
+            labels=job.labels,
+            input_dtype=io["input"]["dtype"],
+            input_quantization=io["input"].get("quantization"),
+        )
+    )
     normalization = {"mean": [0.0] * 3, "std": [1.0] * 3} if io["input"]["dtype"].startswith("float") else None
     extra["metadata"] = {**info, "labels": LABEL_FILE, "normalization": normalization}
     return {**io, **extra}
@@ -187,11 +207,17 @@ def metadata_info(job: ExportJob, quantization: str) -> dict[str, Any]:
     """name, description, version, author and license of a .tflite's metadata (recipe export.metadata)."""
     section = job.section.metadata
     classes = job.manifest["classes"]
-    description = section.description or (f"{job.manifest.get('backbone', 'tk')} image classifier, {len(classes)} "
-                                           f"classes ({tolerance_kind(quantization)}); input RGB 0..255")
-    return {"name": job.manifest["name"], "description": description, "author": section.author,
-            "version": section.version or str(job.manifest.get("created", ""))[:10] or "1",
-            "license": section.license}
+    description = section.description or (
+        f"{job.manifest.get('backbone', 'tk')} image classifier, {len(classes)} "
+        f"classes ({tolerance_kind(quantization)}); input RGB 0..255"
+    )
+    return {
+        "name": job.manifest["name"],
+        "description": description,
+        "author": section.author,
+        "version": section.version or str(job.manifest.get("created", ""))[:10] or "1",
+        "license": section.license,
+    }
 
 
 def tflite_io(path: Path) -> dict[str, Any]:
@@ -208,8 +234,10 @@ def tflite_io(path: Path) -> dict[str, Any]:
             out["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
         return out
 
-    return {"input": describe(interpreter.get_input_details()[0]),
-            "output": describe(interpreter.get_output_details()[0])}
+    return {
+        "input": describe(interpreter.get_input_details()[0]),
+        "output": describe(interpreter.get_output_details()[0]),
+    }
 
 
 def _check_raw_pixel_input(info: dict[str, Any], say: Say) -> None:
@@ -219,8 +247,10 @@ def _check_raw_pixel_input(info: dict[str, Any], say: Say) -> None:
         return
     raw = {"uint8": (1.0, 0), "int8": (1.0, -128)}.get(info["dtype"])
     if raw and (abs(q["scale"] - raw[0]) > 1e-6 or q["zero_point"] != raw[1]):
-        say(f"note: int8 input is not the raw pixel (scale {q['scale']:.6g}, zero-point {q['zero_point']}): "
-            "the calibration images do not span 0..255; devices must quantize with the manifest's values")
+        say(
+            f"note: int8 input is not the raw pixel (scale {q['scale']:.6g}, zero-point {q['zero_point']}): "
+            "the calibration images do not span 0..255; devices must quantize with the manifest's values"
+        )
 
 
 def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
@@ -234,8 +264,13 @@ def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
         float_file = job.workdir / "model.onnx"
         if not float_file.is_file():
             onnx.save(proto, str(float_file))
-        extra = quantize_onnx_int8(float_file, job.calibration, tmp, activations=job.section.onnx_int8_activations,
-                                   method=job.section.onnx_int8_calibration)
+        extra = quantize_onnx_int8(
+            float_file,
+            job.calibration,
+            tmp,
+            activations=job.section.onnx_int8_activations,
+            method=job.section.onnx_int8_calibration,
+        )
         extra = {"quantization_details": extra["quantization"], "calibration": job.calibration_record()}
         proto = onnx.load(str(tmp))
     else:
@@ -244,8 +279,13 @@ def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
     def shape(value) -> list:
         return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
 
-    return {**_float_io(shape(proto.graph.input[0]), shape(proto.graph.output[0])), "opset": job.opset,
-            "input_name": proto.graph.input[0].name, "output_name": proto.graph.output[0].name, **extra}
+    return {
+        **_float_io(shape(proto.graph.input[0]), shape(proto.graph.output[0])),
+        "opset": job.opset,
+        "input_name": proto.graph.input[0].name,
+        "output_name": proto.graph.output[0].name,
+        **extra,
+    }
 
 
 # One converter per exported format of core/formats.FORMATS: (job, quantization, temporary path)
@@ -254,8 +294,9 @@ Writer = Callable[[ExportJob, str, Path], dict[str, Any]]
 WRITERS: dict[str, Writer] = {"savedmodel": _write_saved_model, "tflite": _write_tflite, "onnx": _write_onnx}
 
 
-def plan(formats: Optional[Sequence[str]], quantizations: Optional[Sequence[str]],
-         section: ExportSection, say: Say) -> list[tuple[Format, str]]:
+def plan(
+    formats: Optional[Sequence[str]], quantizations: Optional[Sequence[str]], section: ExportSection, say: Say
+) -> list[tuple[Format, str]]:
     """(format, quantization) pairs to export; explicit impossible requests are errors."""
     explicit = bool(formats) and "all" not in ",".join(formats).split(",")
     names = _expand(formats or section.formats, EXPORT_FORMATS, "--format")
@@ -266,9 +307,11 @@ def plan(formats: Optional[Sequence[str]], quantizations: Optional[Sequence[str]
         chosen = [q for q in quants if q in fmt.quantizations]
         if not chosen:
             if explicit:
-                raise TkError(f"--format {name}: exports quantization {', '.join(fmt.quantizations)} only "
-                              f"(got --quantize {', '.join(quants)}); every quantization is TFLite: "
-                              f"--format tflite --quantize {quants[0]}")
+                raise TkError(
+                    f"--format {name}: exports quantization {', '.join(fmt.quantizations)} only "
+                    f"(got --quantize {', '.join(quants)}); every quantization is TFLite: "
+                    f"--format tflite --quantize {quants[0]}"
+                )
             say(f"skipping {name}: it exports {', '.join(fmt.quantizations)} only (asked: {', '.join(quants)})")
         pairs += [(fmt, q) for q in chosen]
     return pairs
@@ -281,16 +324,24 @@ def _expand(values: Sequence[str], allowed: Sequence[str], option: str) -> list[
             out += [a for a in allowed if a not in out]
             continue
         if value not in allowed:
-            raise TkError(f"{option}: unknown value {value!r}{suggest(value, allowed)}; allowed: {', '.join(allowed)}, all")
+            raise TkError(
+                f"{option}: unknown value {value!r}{suggest(value, allowed)}; allowed: {', '.join(allowed)}, all"
+            )
         if value not in out:
             out.append(value)
     return out
 
 
-def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
-               quantizations: Optional[Sequence[str]] = None, say: Say = print,
-               opset: Optional[int] = None, int8_fallback: Optional[bool] = None,
-               data_root: Optional[Path] = None, progress: Progress = NO_PROGRESS) -> list[dict[str, Any]]:
+def export_run(
+    run_dir: Path,
+    formats: Optional[Sequence[str]] = None,
+    quantizations: Optional[Sequence[str]] = None,
+    say: Say = print,
+    opset: Optional[int] = None,
+    int8_fallback: Optional[bool] = None,
+    data_root: Optional[Path] = None,
+    progress: Progress = NO_PROGRESS,
+) -> list[dict[str, Any]]:
     """Export the run's model.keras to every requested (format, quantization); return the entries.
 
     `progress` gets one task per artifact (done when written), and one while the shared
@@ -316,8 +367,15 @@ def export_run(run_dir: Path, formats: Optional[Sequence[str]] = None,
         return _export_pairs(run_dir, recipe, opset, pairs, say, data_root, progress)
 
 
-def _export_pairs(run_dir: Path, recipe: Recipe, opset: int, pairs: list[tuple[Format, str]],
-                  say: Say, data_root: Optional[Path], progress: Progress) -> list[dict[str, Any]]:
+def _export_pairs(
+    run_dir: Path,
+    recipe: Recipe,
+    opset: int,
+    pairs: list[tuple[Format, str]],
+    say: Say,
+    data_root: Optional[Path],
+    progress: Progress,
+) -> list[dict[str, Any]]:
     job = ExportJob(run_dir, recipe, opset, say, data_root)
     versions = tool_versions("tensorflow", "keras", "tf2onnx", "onnx")
     source = job.manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
@@ -331,13 +389,19 @@ def _export_pairs(run_dir: Path, recipe: Recipe, opset: int, pairs: list[tuple[F
         except Exception as exc:
             if isinstance(exc, OSError) and fault_line(exc) is not None:
                 raise
-            raise TkError(f"{run_dir}/{REFERENCE}: model.export() to a SavedModel failed, so no format "
-                          f"can be exported: {_cause(exc)}") from None
+            raise TkError(
+                f"{run_dir}/{REFERENCE}: model.export() to a SavedModel failed, so no format "
+                f"can be exported: {_cause(exc)}"
+            ) from None
         for number, (fmt, quantization) in enumerate(pairs, 1):
             file = fmt.file_name(quantization)
             try:
-                with progress.task(f"export {number}/{len(pairs)}: {file} ({fmt.name}, {tolerance_kind(quantization)})",
-                                   1) as task, atomic_path(run_dir / file, suffix=fmt.suffix) as tmp:
+                with (
+                    progress.task(
+                        f"export {number}/{len(pairs)}: {file} ({fmt.name}, {tolerance_kind(quantization)})", 1
+                    ) as task,
+                    atomic_path(run_dir / file, suffix=fmt.suffix) as tmp,
+                ):
                     info = WRITERS[fmt.name](job, quantization, tmp)
                     task.advance(1)
             except OSError as exc:
@@ -351,18 +415,29 @@ def _export_pairs(run_dir: Path, recipe: Recipe, opset: int, pairs: list[tuple[F
                 failures.append(f"{file} ({fmt.name} {quantization}): {cause}")
                 say(f"export failed: {file} ({fmt.name}, {tolerance_kind(quantization)}): {cause}")
                 continue
-            entry = record_artifact(run_dir, {
-                "file": file, "format": fmt.name, "quantization": quantization,
-                "tolerance": tolerance_kind(quantization), **info, "labels": LABEL_FILE,
-                "source": {"file": REFERENCE, "sha256": source}, "versions": versions,
-            })
+            entry = record_artifact(
+                run_dir,
+                {
+                    "file": file,
+                    "format": fmt.name,
+                    "quantization": quantization,
+                    "tolerance": tolerance_kind(quantization),
+                    **info,
+                    "labels": LABEL_FILE,
+                    "source": {"file": REFERENCE, "sha256": source},
+                    "versions": versions,
+                },
+            )
             entries.append(entry)
             say(f"export success: {file} ({format_size(entry['size_bytes'])})")
     finally:
         job.close()
     if failures:
-        raise TkError(f"export failed for {len(failures)} of {len(pairs)} artifacts: " + "; ".join(failures)
-                      + (" (the others were exported)" if entries else ""))
+        raise TkError(
+            f"export failed for {len(failures)} of {len(pairs)} artifacts: "
+            + "; ".join(failures)
+            + (" (the others were exported)" if entries else "")
+        )
     return entries
 
 
@@ -371,15 +446,21 @@ def read_labels(run_dir: Path, classes: Sequence[str], outputs: int) -> list[str
     manifest's classes and the model's output size before anything is converted."""
     path = run_dir / LABEL_FILE
     if not path.is_file():
-        raise TkError(f"{path}: label file missing (every .tflite packs it); restore it or re-run tk train "
-                      f"(one class per line, in manifest.json's order: {', '.join(classes)})")
+        raise TkError(
+            f"{path}: label file missing (every .tflite packs it); restore it or re-run tk train "
+            f"(one class per line, in manifest.json's order: {', '.join(classes)})"
+        )
     labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(labels) != outputs:
-        raise TkError(f"{path}: {len(labels)} labels, but {run_dir / REFERENCE} outputs {outputs} classes; "
-                      "the label file and the model come from different trainings: re-run tk train")
+        raise TkError(
+            f"{path}: {len(labels)} labels, but {run_dir / REFERENCE} outputs {outputs} classes; "
+            "the label file and the model come from different trainings: re-run tk train"
+        )
     if labels != list(classes):
-        raise TkError(f"{path}: labels differ from manifest.json's classes ({', '.join(classes)}); "
-                      "restore labels.txt from the same training run or re-run tk train")
+        raise TkError(
+            f"{path}: labels differ from manifest.json's classes ({', '.join(classes)}); "
+            "restore labels.txt from the same training run or re-run tk train"
+        )
     return labels
 
 

@@ -30,7 +30,7 @@ Representative = Callable[[], Iterable[list[np.ndarray]]]
 def _relative_error(float_value, quantized, scale, zero_point) -> float:
     """RMS int8 error over the float tensor's spread: how much of the signal the rounding is."""
     error = (quantized.astype(np.float64) - zero_point) * scale - float_value
-    return float(np.sqrt(np.mean(error ** 2)) / (np.std(float_value.astype(np.float64)) + 1e-12))
+    return float(np.sqrt(np.mean(error**2)) / (np.std(float_value.astype(np.float64)) + 1e-12))
 
 
 def _debugger(saved_model: Path, representative: Representative, denylist: Optional[list[str]] = None):
@@ -43,8 +43,9 @@ def _debugger(saved_model: Path, representative: Representative, denylist: Optio
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     # inference_input/output_type are not set: the debugger would ignore them (see the module doc).
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist or None)
-    return tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
-                                                     debug_options=options)
+    return tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=representative, debug_options=options
+    )
 
 
 def _sensitivity(debugger, representative: Representative, metric: str = "relative") -> list[tuple[str, float]]:
@@ -64,9 +65,12 @@ def _sensitivity(debugger, representative: Representative, metric: str = "relati
     # the debug model's bytes creates its interpreter with experimental_preserve_all_tensors (the
     # converter-built one reuses tensor memory, so float values read back would be garbage).
     instrumented = tf.lite.experimental.QuantizationDebugger(
-        quant_debug_model_content=debugger.get_debug_quantized_model(), debug_dataset=representative,
+        quant_debug_model_content=debugger.get_debug_quantized_model(),
+        debug_dataset=representative,
         debug_options=tf.lite.experimental.QuantizationDebugOptions(
-            layer_direct_compare_metrics={"relative_error": _relative_error}))
+            layer_direct_compare_metrics={"relative_error": _relative_error}
+        ),
+    )
     instrumented.run()
     buffer = io.StringIO()
     instrumented.layer_statistics_dump(buffer)
@@ -93,11 +97,11 @@ def _edge_tensors(model: bytes) -> set[str]:
     inputs = {d["index"] for d in interp.get_input_details()}
     outputs = {d["index"] for d in interp.get_output_details()}
     ops = interp._get_ops_details()  # no public op-graph API; the debugger itself relies on it
-    quantized_inputs = {t for op in ops if op["op_name"] == "QUANTIZE" and set(op["inputs"]) & inputs
-                        for t in op["outputs"]}
+    quantized_inputs = {
+        t for op in ops if op["op_name"] == "QUANTIZE" and set(op["inputs"]) & inputs for t in op["outputs"]
+    }
     edges = {t for op in ops if set(op["inputs"]) & quantized_inputs for t in op["outputs"]}
-    edges |= {t for op in ops if op["op_name"] == "DEQUANTIZE" and set(op["outputs"]) & outputs
-              for t in op["inputs"]}
+    edges |= {t for op in ops if op["op_name"] == "DEQUANTIZE" and set(op["outputs"]) & outputs for t in op["inputs"]}
     # The debug model names the last quantized tensor like the model output: exclude those names too.
     return {names[t] for t in edges | inputs | outputs if t in names}
 
@@ -117,13 +121,16 @@ def _quantized(debugger, denylist: list[str], int8_io: str) -> bytes:
     details = interpreter_class()(model_content=model)
     dtypes = {np.dtype(d["dtype"]).name for d in (*details.get_input_details(), *details.get_output_details())}
     if dtypes != {int8_io}:  # a denylisted input/output layer: the I/O would silently stay float
-        raise TkError(f"int8 fallback: the model's input/output would be {', '.join(sorted(dtypes))}, not "
-                      f"{int8_io}; do not keep the first or last layer in float ({', '.join(denylist)})")
+        raise TkError(
+            f"int8 fallback: the model's input/output would be {', '.join(sorted(dtypes))}, not "
+            f"{int8_io}; do not keep the first or last layer in float ({', '.join(denylist)})"
+        )
     return model
 
 
-def layer_sensitivity(saved_model: Path, representative: Representative, int8_io: str = "uint8",
-                      metric: str = "relative") -> list[tuple[str, float]]:
+def layer_sensitivity(
+    saved_model: Path, representative: Representative, int8_io: str = "uint8", metric: str = "relative"
+) -> list[tuple[str, float]]:
     """Per-layer int8 error as (tensor name usable in a denylist, score), worst first (see _sensitivity).
 
     int8_io does not change the ranking (the debugger runs float-I/O models); it is accepted so
@@ -132,15 +139,22 @@ def layer_sensitivity(saved_model: Path, representative: Representative, int8_io
     return _sensitivity(_debugger(saved_model, representative), representative, metric)
 
 
-def int8_with_float_layers(saved_model: Path, representative: Representative, int8_io: str,
-                           denylist: list[str]) -> bytes:
+def int8_with_float_layers(
+    saved_model: Path, representative: Representative, int8_io: str, denylist: list[str]
+) -> bytes:
     """tk's int8 TFLite model with the layers producing the tensors in `denylist` kept in float."""
     return _quantized(_debugger(saved_model, representative, denylist), denylist, int8_io)
 
 
-def search(saved_model: Path, representative: Representative, int8_io: str,
-           passes: Callable[[bytes], tuple[bool, dict]], max_size_bytes: Optional[int] = None,
-           max_float_layers: Optional[int] = None, metric: str = "relative") -> dict[str, Any]:
+def search(
+    saved_model: Path,
+    representative: Representative,
+    int8_io: str,
+    passes: Callable[[bytes], tuple[bool, dict]],
+    max_size_bytes: Optional[int] = None,
+    max_float_layers: Optional[int] = None,
+    metric: str = "relative",
+) -> dict[str, Any]:
     """Keep the k most sensitive layers float, k = 0, 1, 2, 4, 8, ..., until `passes(model)` is True.
 
     Stops early when the next model would exceed max_size_bytes or max_float_layers (the last

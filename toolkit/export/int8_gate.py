@@ -74,36 +74,59 @@ def int8_with_fallback(job: "ExportJob") -> tuple[bytes, dict[str, Any]]:
     plain = tflite_from_saved_model(job.saved_model, "int8", job.representative, job.section.int8_io)
     plain_ok, plain_result = gate(plain)
     tried = [{"float_layers": 0, "size_bytes": len(plain), "passed": plain_ok, "converter": True, **plain_result}]
-    record: dict[str, Any] = {"split": GATE_SPLIT, "images": int(len(gate.images)), "passed": plain_ok,
-                              "float_layers": [], "tried": tried}
+    record: dict[str, Any] = {
+        "split": GATE_SPLIT,
+        "images": int(len(gate.images)),
+        "passed": plain_ok,
+        "float_layers": [],
+        "tried": tried,
+    }
     if plain_ok:
         job.say(f"int8 fallback: not needed, plain int8 passes the int8 gate on {where}")
         return plain, record
-    job.say(f"int8 fallback: plain int8 fails the int8 gate on {where} (agreement "
-            f"{plain_result['agreement']:.1%}); keeping the most sensitive layers in float")
+    job.say(
+        f"int8 fallback: plain int8 fails the int8 gate on {where} (agreement "
+        f"{plain_result['agreement']:.1%}); keeping the most sensitive layers in float"
+    )
     with silenced_stderr():  # the quantizer's settings and LiteRT's delegate lines, once per try
-        found = search(job.saved_model, job.representative, job.section.int8_io, gate,
-                       max_size_bytes=int(len(plain) * settings.max_size_ratio),
-                       max_float_layers=settings.max_float_layers)
+        found = search(
+            job.saved_model,
+            job.representative,
+            job.section.int8_io,
+            gate,
+            max_size_bytes=int(len(plain) * settings.max_size_ratio),
+            max_float_layers=settings.max_float_layers,
+        )
     gate.path.unlink(missing_ok=True)
     _, index, chosen = gate.best
     layers = 0 if index == 0 else found["tried"][index - 1]["float_layers"]  # call 0 was plain
     if layers == 0:
         chosen = plain  # the converter's own int8, not the debugger's equivalent
-    record.update(passed=bool(gate.best[0][0]), float_layers=found["ranked"][:layers],
-                  tried=tried + found["tried"], max_float_layers=settings.max_float_layers,
-                  max_size_ratio=settings.max_size_ratio, size_bytes={"int8": len(plain), "chosen": len(chosen)},
-                  size_ratio=round(len(chosen) / len(plain), 3),
-                  latency_p50_ms={"int8": _p50_ms(plain, gate.images[0], job.workdir),
-                                  "chosen": _p50_ms(chosen, gate.images[0], job.workdir)})
-    cost = (f"{layers} layer(s) kept float, {len(plain) / 1e6:.2f} -> {len(chosen) / 1e6:.2f} MB, p50 "
-            f"{record['latency_p50_ms']['int8']:.2f} -> {record['latency_p50_ms']['chosen']:.2f} ms (1 thread)")
+    record.update(
+        passed=bool(gate.best[0][0]),
+        float_layers=found["ranked"][:layers],
+        tried=tried + found["tried"],
+        max_float_layers=settings.max_float_layers,
+        max_size_ratio=settings.max_size_ratio,
+        size_bytes={"int8": len(plain), "chosen": len(chosen)},
+        size_ratio=round(len(chosen) / len(plain), 3),
+        latency_p50_ms={
+            "int8": _p50_ms(plain, gate.images[0], job.workdir),
+            "chosen": _p50_ms(chosen, gate.images[0], job.workdir),
+        },
+    )
+    cost = (
+        f"{layers} layer(s) kept float, {len(plain) / 1e6:.2f} -> {len(chosen) / 1e6:.2f} MB, p50 "
+        f"{record['latency_p50_ms']['int8']:.2f} -> {record['latency_p50_ms']['chosen']:.2f} ms (1 thread)"
+    )
     if record["passed"]:
         job.say(f"int8 fallback: the gate passes with {cost}")
     else:
-        job.say(f"warning: int8 fallback spent its budget (export.int8_fallback) before the gate passed; kept the "
-                f"best-agreeing try: {cost}; tk verify will fail it (raise max_size_ratio or max_float_layers, "
-                "gate on confident images with verify.thresholds.int8.min_confident_agreement, or ship float16)")
+        job.say(
+            f"warning: int8 fallback spent its budget (export.int8_fallback) before the gate passed; kept the "
+            f"best-agreeing try: {cost}; tk verify will fail it (raise max_size_ratio or max_float_layers, "
+            "gate on confident images with verify.thresholds.int8.min_confident_agreement, or ship float16)"
+        )
     return chosen, record
 
 
@@ -111,8 +134,10 @@ def _gate_images(job: "ExportJob") -> tuple[np.ndarray, np.ndarray]:
     split = job.split
     items = split.splits.get(GATE_SPLIT, [])
     if not items:
-        raise TkError(f"{job.run_dir}/{SPLIT}: the {GATE_SPLIT} split is empty, so int8 fallback has nothing to "
-                      "judge int8 on; re-run tk train with a validation split, or set export.int8_fallback.enabled: false")
+        raise TkError(
+            f"{job.run_dir}/{SPLIT}: the {GATE_SPLIT} split is empty, so int8 fallback has nothing to "
+            "judge int8 on; re-run tk train with a validation split, or set export.int8_fallback.enabled: false"
+        )
     paths = [p for p, _ in items]
     check_files_exist(paths, job.run_dir, split)
     return load_batch(paths, job.size), np.asarray([y for _, y in items])

@@ -10,6 +10,7 @@ flatbuffer parsers, which ignore trailing bytes, and zip readers, which read fro
 MediaPipe Tasks' ImageClassifier then loads the file: float inputs need NormalizationOptions
 (tk's models take 0..255 pixels, so mean 0 and std 1), uint8 inputs take the pixels as they are.
 """
+
 from __future__ import annotations
 
 import io
@@ -35,8 +36,12 @@ LABEL_FILE = "labels.txt"
 # associated-file versions or custom metadata (each of those would raise it to 1.1.0 .. 1.5.0).
 MIN_PARSER_VERSION = "1.0.0"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so that the same inputs give the same bytes
-_TYPES = {_fb.TensorType.FLOAT32: "float32", _fb.TensorType.FLOAT16: "float16",
-          _fb.TensorType.UINT8: "uint8", _fb.TensorType.INT8: "int8"}
+_TYPES = {
+    _fb.TensorType.FLOAT32: "float32",
+    _fb.TensorType.FLOAT16: "float16",
+    _fb.TensorType.UINT8: "uint8",
+    _fb.TensorType.INT8: "int8",
+}
 _FILE_TYPES = {v: k for k, v in vars(_md.AssociatedFileType).items() if not k.startswith("_")}
 _COLOR_SPACES = {v: k for k, v in vars(_md.ColorSpaceType).items() if not k.startswith("_")}
 
@@ -82,8 +87,10 @@ def _input_md(input_dtype: str, quantization: dict | None):
         scale, zero = float(quantization["scale"]), int(quantization["zero_point"])
         lim = np.iinfo(input_dtype)
         lo, hi = (float(np.clip(round(p / scale + zero), lim.min, lim.max)) for p in (0, 255))
-        md.description = (f"RGB image, {input_dtype}: pixel = {scale:g} * (q - {zero}), "
-                          "pixel values 0..255 (the model rescales them itself).")
+        md.description = (
+            f"RGB image, {input_dtype}: pixel = {scale:g} * (q - {zero}), "
+            "pixel values 0..255 (the model rescales them itself)."
+        )
         md.stats = _stats(lo, hi)
     return md
 
@@ -102,9 +109,18 @@ def _output_md():
     return md
 
 
-def add_metadata(model: bytes, *, name: str, description: str, version: str, author: str,
-                 labels: list[str], input_dtype: str, input_quantization: dict | None,
-                 license: str | None = None) -> bytes:
+def add_metadata(
+    model: bytes,
+    *,
+    name: str,
+    description: str,
+    version: str,
+    author: str,
+    labels: list[str],
+    input_dtype: str,
+    input_quantization: dict | None,
+    license: str | None = None,
+) -> bytes:
     """`model` (a .tflite, with or without metadata) with tk's metadata and labels.txt packed."""
     model = bytes(model)
     if not _fb.Model.ModelBufferHasIdentifier(model, 0):
@@ -181,10 +197,14 @@ def _tensor_dict(t) -> dict:
     out["normalization"] = None
     for unit in t.processUnits or []:
         if isinstance(unit.options, _md.NormalizationOptionsT):
-            out["normalization"] = {"mean": [float(x) for x in unit.options.mean],
-                                    "std": [float(x) for x in unit.options.std]}
-    out["associated_files"] = [{"name": _text(f.name), "type": _FILE_TYPES.get(f.type, str(f.type)),
-                                "description": _text(f.description)} for f in t.associatedFiles or []]
+            out["normalization"] = {
+                "mean": [float(x) for x in unit.options.mean],
+                "std": [float(x) for x in unit.options.std],
+            }
+    out["associated_files"] = [
+        {"name": _text(f.name), "type": _FILE_TYPES.get(f.type, str(f.type)), "description": _text(f.description)}
+        for f in t.associatedFiles or []
+    ]
     return out
 
 
@@ -216,10 +236,19 @@ def read_metadata(model: bytes) -> dict | None:
             raise TkError(f"the metadata names {names[0]}, but the model has no such packed file")
         out["labels"] = packed[names[0]].decode("utf-8").splitlines() if names else None
     recorded = [f for t in inputs + outputs for f in t["associated_files"]]
-    recorded += [{"name": _text(f.name), "type": _FILE_TYPES.get(f.type, str(f.type)),
-                  "description": _text(f.description)} for f in meta.associatedFiles or []]
-    return {"name": _text(meta.name), "description": _text(meta.description),
-            "version": _text(meta.version), "author": _text(meta.author),
-            "license": _text(meta.license), "min_parser_version": _text(meta.minParserVersion),
-            "input": inputs[0] if inputs else None, "output": outputs[0] if outputs else None,
-            "associated_files": recorded, "packed_files": sorted(packed)}
+    recorded += [
+        {"name": _text(f.name), "type": _FILE_TYPES.get(f.type, str(f.type)), "description": _text(f.description)}
+        for f in meta.associatedFiles or []
+    ]
+    return {
+        "name": _text(meta.name),
+        "description": _text(meta.description),
+        "version": _text(meta.version),
+        "author": _text(meta.author),
+        "license": _text(meta.license),
+        "min_parser_version": _text(meta.minParserVersion),
+        "input": inputs[0] if inputs else None,
+        "output": outputs[0] if outputs else None,
+        "associated_files": recorded,
+        "packed_files": sorted(packed),
+    }

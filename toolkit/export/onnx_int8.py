@@ -23,8 +23,14 @@ from ..core.errors import TkError
 CALIBRATION_BATCH = 8
 
 
-def quantize_onnx_int8(float_model: Path, calibration: np.ndarray, out: Path, per_channel: bool = True,
-                       activations: str = "uint8", method: str = "Percentile") -> dict[str, Any]:
+def quantize_onnx_int8(
+    float_model: Path,
+    calibration: np.ndarray,
+    out: Path,
+    per_channel: bool = True,
+    activations: str = "uint8",
+    method: str = "Percentile",
+) -> dict[str, Any]:
     """Write `out`, an int8 QDQ copy of `float_model` calibrated on `calibration` (N,H,W,C float32 0..255).
 
     activations: "uint8" (default: asymmetric, so ReLU6 outputs use all 256 levels; fastest on x86
@@ -57,10 +63,16 @@ def quantize_onnx_int8(float_model: Path, calibration: np.ndarray, out: Path, pe
         # The Percentile/Entropy calibrators print their progress; only tk's CLI talks to the user.
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
-                str(prepared), str(out), _Reader(input_name, calibration),
-                quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=False,
-                activation_type=act_type, weight_type=QuantType.QInt8,
-                calibrate_method=getattr(CalibrationMethod, method))
+                str(prepared),
+                str(out),
+                _Reader(input_name, calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=False,
+                activation_type=act_type,
+                weight_type=QuantType.QInt8,
+                calibrate_method=getattr(CalibrationMethod, method),
+            )
     quantized = onnx.load(str(out))
     # quant_pre_process saves through onnxruntime, which declares all its private op domains
     # (com.microsoft.nchwc, ...); no node uses them. Drop them so other runtimes see plain ONNX.
@@ -71,9 +83,13 @@ def quantize_onnx_int8(float_model: Path, calibration: np.ndarray, out: Path, pe
     onnx.checker.check_model(quantized)
     onnx.save(quantized, str(out))
     return {
-        "quantization": {"format": "QDQ", "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
-                         "activations": activations, "calibration_method": method,
-                         "calibration_samples": int(len(calibration))},
+        "quantization": {
+            "format": "QDQ",
+            "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
+            "activations": activations,
+            "calibration_method": method,
+            "calibration_samples": int(len(calibration)),
+        },
         "input": {"name": quantized.graph.input[0].name, **_describe(quantized.graph.input[0])},
         "output": {"name": quantized.graph.output[0].name, **_describe(quantized.graph.output[0])},
     }
@@ -83,16 +99,20 @@ def _check_calibration(calibration: Any) -> None:
     ok = isinstance(calibration, np.ndarray) and calibration.ndim == 4 and len(calibration) > 0
     if not ok or not np.issubdtype(calibration.dtype, np.floating):
         shape = getattr(calibration, "shape", None)
-        raise TkError(f"onnx int8: calibration must be a non-empty (N, H, W, C) float array of images "
-                      f"(got {type(calibration).__name__} {shape})")
+        raise TkError(
+            f"onnx int8: calibration must be a non-empty (N, H, W, C) float array of images "
+            f"(got {type(calibration).__name__} {shape})"
+        )
 
 
 def _describe(value) -> dict[str, Any]:
     import onnx
 
     dims = value.type.tensor_type.shape.dim
-    return {"shape": [d.dim_value if d.HasField("dim_value") else None for d in dims],
-            "dtype": np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)).name}
+    return {
+        "shape": [d.dim_value if d.HasField("dim_value") else None for d in dims],
+        "dtype": np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)).name,
+    }
 
 
 class _Reader:  # duck-typed: CalibrationDataReader accepts any object with get_next()
@@ -108,7 +128,7 @@ class _Reader:  # duck-typed: CalibrationDataReader accepts any object with get_
     def get_next(self) -> Optional[dict[str, np.ndarray]]:
         if self.start >= len(self.images):
             return None
-        chunk = self.images[self.start:self.start + self.batch]
+        chunk = self.images[self.start : self.start + self.batch]
         self.start += self.batch
         return {self.input_name: chunk}
 

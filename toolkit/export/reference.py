@@ -29,8 +29,9 @@ def load_keras_model(path: Path):
     if path.is_file() and path.stat().st_size == 0:
         raise TkError(f"{path}: empty file, not a trained model; re-run tk train (or restore the file from a backup)")
     if path.is_file() and not zipfile.is_zipfile(path):
-        raise TkError(f"{path}: not a .keras archive (damaged or truncated); re-run tk train "
-                      "(or restore the file from a backup)")
+        raise TkError(
+            f"{path}: not a .keras archive (damaged or truncated); re-run tk train (or restore the file from a backup)"
+        )
     ensure_custom_objects()
     try:
         return keras.saving.load_model(str(path), compile=False)
@@ -38,8 +39,10 @@ def load_keras_model(path: Path):
         text = " ".join(str(exc).split())  # Keras' messages span lines; the CLI shows one
         if "Lambda" in text or "safe_mode" in text:
             # Loading it would run code stored in the file; tk never writes one, so refuse, not unlock.
-            raise TkError(f"{path}: holds a Lambda layer (code Keras will not load from a file, safe_mode); "
-                          "tk models have none: re-run tk train to get one") from None
+            raise TkError(
+                f"{path}: holds a Lambda layer (code Keras will not load from a file, safe_mode); "
+                "tk models have none: re-run tk train to get one"
+            ) from None
         raise TkError(f"{path}: cannot load the trained model ({text[:300]}); re-run tk train") from None
 
 
@@ -72,7 +75,7 @@ class SavedModelPredictor(Predictor):
             raise TkError(f"{path}: cannot load the SavedModel: {exc}; re-run tk export") from None
         self._fn = self.model.signatures["serving_default"]
         # The input is named "image" by converters.export_saved_model; take whatever the one input is.
-        (self._input_name, spec), = self._fn.structured_input_signature[1].items()
+        ((self._input_name, spec),) = self._fn.structured_input_signature[1].items()
         self._check_input(spec.shape)
 
     def predict(self, images: np.ndarray) -> np.ndarray:

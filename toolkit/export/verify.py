@@ -34,9 +34,15 @@ PARITY_FILE = "parity.json"
 MIN_SPREAD = 0.05
 
 
-def verify_run(run_dir: Path, files: Optional[Sequence[str]] = None, say: Say = print,
-               num_threads: Optional[int] = None, data_root: Optional[Path] = None,
-               progress: Progress = NO_PROGRESS, check: bool = True) -> dict[str, Any]:
+def verify_run(
+    run_dir: Path,
+    files: Optional[Sequence[str]] = None,
+    say: Say = print,
+    num_threads: Optional[int] = None,
+    data_root: Optional[Path] = None,
+    progress: Progress = NO_PROGRESS,
+    check: bool = True,
+) -> dict[str, Any]:
     """Compare artifacts with the reference, record the results, raise ParityError if any fails
     (with check=False, return the failing report instead: the CLI's --json prints it first).
 
@@ -54,9 +60,14 @@ def verify_run(run_dir: Path, files: Optional[Sequence[str]] = None, say: Say = 
     return report
 
 
-def compare_run(run_dir: Path, files: Optional[Sequence[str]], say: Say,
-                num_threads: Optional[int] = None, data_root: Optional[Path] = None,
-                progress: Progress = NO_PROGRESS) -> dict[str, Any]:
+def compare_run(
+    run_dir: Path,
+    files: Optional[Sequence[str]],
+    say: Say,
+    num_threads: Optional[int] = None,
+    data_root: Optional[Path] = None,
+    progress: Progress = NO_PROGRESS,
+) -> dict[str, Any]:
     """Run the reference and each artifact on the held-out split; the report, nothing written."""
     manifest = load_manifest(run_dir)
     section = _verify_section(run_dir)
@@ -64,8 +75,10 @@ def compare_run(run_dir: Path, files: Optional[Sequence[str]], say: Say,
     split = load_split(run_dir / SPLIT, data_root)  # data_root: --data-root, the dataset moved
     items = split.splits.get(section.split, [])
     if not items:
-        raise TkError(f"{run_dir}/{SPLIT}: the {section.split} split is empty; set verify.split "
-                      "in the recipe to a split with images (test or validation)")
+        raise TkError(
+            f"{run_dir}/{SPLIT}: the {section.split} split is empty; set verify.split "
+            "in the recipe to a split with images (test or validation)"
+        )
     check_files_exist([p for p, _ in items], run_dir, split)
     labels = np.asarray([y for _, y in items])
     with progress.task(f"verify: decoding {len(items)} {section.split} images"):
@@ -81,19 +94,37 @@ def compare_run(run_dir: Path, files: Optional[Sequence[str]], say: Say,
     results = {}
     for file, entry in artifacts.items():
         with progress.task(f"verify: {file}", len(images)) as task:
-            results[file] = _judge(run_dir / file, entry, section, reference, labels, ref_accuracy, images, num_threads,
-                                   task)
+            results[file] = _judge(
+                run_dir / file, entry, section, reference, labels, ref_accuracy, images, num_threads, task
+            )
         say(result_line(file, results[file]))
     return {
-        "run": str(run_dir), "split": section.split, "count": len(items), "measured": now(),
-        "reference": {"file": REFERENCE, "sha256": manifest["artifacts"].get(REFERENCE, {}).get("sha256"),
-                      "accuracy": ref_accuracy, "warnings": warnings},
-        "artifacts": results, "passed": all(r["passed"] for r in results.values()),
+        "run": str(run_dir),
+        "split": section.split,
+        "count": len(items),
+        "measured": now(),
+        "reference": {
+            "file": REFERENCE,
+            "sha256": manifest["artifacts"].get(REFERENCE, {}).get("sha256"),
+            "accuracy": ref_accuracy,
+            "warnings": warnings,
+        },
+        "artifacts": results,
+        "passed": all(r["passed"] for r in results.values()),
     }
 
 
-def _judge(path: Path, entry: dict[str, Any], section: VerifySection, reference: np.ndarray, labels: np.ndarray,
-           ref_accuracy: float, images: np.ndarray, num_threads: Optional[int], task=None) -> dict[str, Any]:
+def _judge(
+    path: Path,
+    entry: dict[str, Any],
+    section: VerifySection,
+    reference: np.ndarray,
+    labels: np.ndarray,
+    ref_accuracy: float,
+    images: np.ndarray,
+    num_threads: Optional[int],
+    task=None,
+) -> dict[str, Any]:
     kind = entry.get("tolerance") or tolerance_kind(entry.get("quantization", "none"))
     threshold = section.thresholds.get(kind, Threshold())
     try:
@@ -111,7 +142,7 @@ def _predict(predictor, images: np.ndarray, task=None) -> np.ndarray:
     """predict_batched, a batch at a time, advancing `task` by the images done."""
     chunks = []
     for start in range(0, len(images), BATCH):
-        chunks.append(predictor.predict_batched(images[start:start + BATCH]))
+        chunks.append(predictor.predict_batched(images[start : start + BATCH]))
         if task is not None:
             task.advance(len(chunks[-1]))
     return np.concatenate(chunks) if chunks else predictor.predict_batched(images)
@@ -120,14 +151,24 @@ def _predict(predictor, images: np.ndarray, task=None) -> np.ndarray:
 def persist(run_dir: Path, report: dict[str, Any]) -> None:
     """Each artifact's result into the manifest; parity.json with the latest result of every artifact."""
     for file, result in report["artifacts"].items():
-        record_metrics(run_dir, file, "verify", {**result, "split": report["split"], "count": report["count"],
-                                                 "reference_accuracy": report["reference"]["accuracy"],
-                                                 "measured": report["measured"]})
+        record_metrics(
+            run_dir,
+            file,
+            "verify",
+            {
+                **result,
+                "split": report["split"],
+                "count": report["count"],
+                "reference_accuracy": report["reference"]["accuracy"],
+                "measured": report["measured"],
+            },
+        )
     # `--artifact X` keeps the others' results as long as neither they, the reference nor the
     # split changed since.
     merged = {**_earlier_results(run_dir, report, load_manifest(run_dir)), **report["artifacts"]}
-    write_json_atomic(run_dir / PARITY_FILE, {**report, "artifacts": merged,
-                                             "passed": all(r["passed"] for r in merged.values())})
+    write_json_atomic(
+        run_dir / PARITY_FILE, {**report, "artifacts": merged, "passed": all(r["passed"] for r in merged.values())}
+    )
 
 
 def raise_on_failure(run_dir: Path, report: dict[str, Any], reasons: bool = True) -> None:
@@ -135,10 +176,14 @@ def raise_on_failure(run_dir: Path, report: dict[str, Any], reasons: bool = True
     results = report["artifacts"]
     failed = [f for f, r in results.items() if not r["passed"]]
     if failed:
-        named = "; ".join(f"{f} ({', '.join(results[f]['failures'])})" for f in failed) if reasons else ", ".join(failed)
-        raise ParityError(f"{len(failed)} of {len(results)} artifacts fail parity: {named}; details in "
-                          f"{run_dir / PARITY_FILE} (re-export a changed file with tk export {run_dir}, "
-                          "or loosen verify.thresholds in the recipe if the loss is acceptable)")
+        named = (
+            "; ".join(f"{f} ({', '.join(results[f]['failures'])})" for f in failed) if reasons else ", ".join(failed)
+        )
+        raise ParityError(
+            f"{len(failed)} of {len(results)} artifacts fail parity: {named}; details in "
+            f"{run_dir / PARITY_FILE} (re-export a changed file with tk export {run_dir}, "
+            "or loosen verify.thresholds in the recipe if the loss is acceptable)"
+        )
 
 
 def _earlier_results(run_dir: Path, report: dict[str, Any], manifest: dict[str, Any]) -> dict[str, dict]:
@@ -147,11 +192,17 @@ def _earlier_results(run_dir: Path, report: dict[str, Any], manifest: dict[str, 
         earlier = json.loads(path.read_text()) if path.is_file() else {}
     except json.JSONDecodeError:
         return {}
-    if earlier.get("split") != report["split"] or earlier.get("reference", {}).get("sha256") != report["reference"]["sha256"]:
+    if (
+        earlier.get("split") != report["split"]
+        or earlier.get("reference", {}).get("sha256") != report["reference"]["sha256"]
+    ):
         return {}
     current = manifest.get("artifacts", {})
-    return {f: r for f, r in earlier.get("artifacts", {}).items()
-            if f in current and r.get("sha256") and r.get("sha256") == current[f].get("sha256")}
+    return {
+        f: r
+        for f, r in earlier.get("artifacts", {}).items()
+        if f in current and r.get("sha256") and r.get("sha256") == current[f].get("sha256")
+    }
 
 
 def _verify_section(run_dir: Path) -> VerifySection:
@@ -168,14 +219,17 @@ def _select(manifest: dict[str, Any], files: Optional[Sequence[str]], run_dir: P
     for name in files:
         file = Path(name).name
         if file not in exported:
-            raise TkError(f"--artifact {name}: not an exported artifact of {run_dir}; "
-                          f"exported: {', '.join(exported) or 'none (run tk export)'}")
+            raise TkError(
+                f"--artifact {name}: not an exported artifact of {run_dir}; "
+                f"exported: {', '.join(exported) or 'none (run tk export)'}"
+            )
         chosen[file] = exported[file]
     return chosen
 
 
-def compare(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray, ref_accuracy: float,
-            confident_margin: float = 0.2) -> dict[str, Any]:
+def compare(
+    reference: np.ndarray, probs: np.ndarray, labels: np.ndarray, ref_accuracy: float, confident_margin: float = 0.2
+) -> dict[str, Any]:
     if probs.shape != reference.shape:
         raise TkError(f"artifact outputs {probs.shape} but the reference outputs {reference.shape}; re-run tk export")
     diff = np.abs(probs.astype(np.float64) - reference.astype(np.float64))
@@ -186,9 +240,12 @@ def compare(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray, ref_ac
         "agreement": float(np.mean(same)),
         # None when no image is confident: there is nothing to judge (check() then fails a set minimum).
         "confident_agreement": float(np.mean(same[confident])) if confident.any() else None,
-        "confident_count": int(confident.sum()), "confident_margin": confident_margin,
-        "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-        "accuracy": acc, "accuracy_delta": acc - ref_accuracy,
+        "confident_count": int(confident.sum()),
+        "confident_margin": confident_margin,
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "accuracy": acc,
+        "accuracy_delta": acc - ref_accuracy,
         # NaN compares False with every limit, so non-finite outputs are counted and failed outright.
         "non_finite_outputs": int(np.size(probs) - np.isfinite(probs).sum()),
         "non_finite_reference": int(np.size(reference) - np.isfinite(reference).sum()),
@@ -210,7 +267,9 @@ def check(result: dict[str, float], threshold: Threshold) -> list[str]:
     if result.get("non_finite_outputs"):
         failures.append(f"{result['non_finite_outputs']} NaN/Inf outputs")
     if result.get("non_finite_reference"):
-        failures.append(f"{result['non_finite_reference']} NaN/Inf outputs from model.keras (retrain: lower train.learning_rate)")
+        failures.append(
+            f"{result['non_finite_reference']} NaN/Inf outputs from model.keras (retrain: lower train.learning_rate)"
+        )
     if threshold.max_abs_diff is not None and result["max_abs_diff"] > threshold.max_abs_diff:
         failures.append(f"max diff {result['max_abs_diff']:.2e} > {threshold.max_abs_diff:.0e}")
     if threshold.min_agreement is not None and result["agreement"] < threshold.min_agreement - eps:
@@ -232,12 +291,16 @@ def degenerate_warnings(reference: np.ndarray, classes: Sequence[str]) -> list[s
     warnings = []
     predicted = np.unique(np.argmax(reference, axis=1))
     if len(reference) > 1 and len(predicted) == 1:
-        warnings.append(f"the reference predicts {classes[int(predicted[0])]!r} for all {len(reference)} images; "
-                        "parity with a one-class model proves little (train longer, check the data)")
+        warnings.append(
+            f"the reference predicts {classes[int(predicted[0])]!r} for all {len(reference)} images; "
+            "parity with a one-class model proves little (train longer, check the data)"
+        )
     spread = float(np.ptp(reference, axis=0).max()) if len(reference) > 1 else 0.0
     if len(reference) > 1 and spread < MIN_SPREAD:
-        warnings.append(f"the reference's probabilities barely change between images (spread {spread:.2g}); "
-                        "parity with near-constant outputs proves little")
+        warnings.append(
+            f"the reference's probabilities barely change between images (spread {spread:.2g}); "
+            "parity with near-constant outputs proves little"
+        )
     return warnings
 
 
@@ -250,13 +313,15 @@ def result_line(file: str, result: dict[str, Any]) -> str:
     mark = "✓" if result["passed"] else "✗"
     if "error" in result:
         return f"{mark} {file} ({result['kind']}): {result['error']}"
-    return (f"{mark} {file} ({result['kind']}): max diff: {result['max_abs_diff']:.2e} "
-            f"(atol: {_limit(threshold.max_abs_diff, '.0e')}), mean diff: {result['mean_abs_diff']:.2e}, "
-            f"agreement: {result['agreement']:.1%} (min: {_limit(threshold.min_agreement, '.1%')}), "
-            + _confident_text(result, threshold) +
-            f"accuracy: {result['accuracy']:.3f} (delta {result['accuracy_delta']:+.3f}, "
-            f"max drop: {_limit(threshold.max_accuracy_drop, '.3f')})"
-            + ("" if result["passed"] else f" -- {'; '.join(result['failures'])}"))
+    return (
+        f"{mark} {file} ({result['kind']}): max diff: {result['max_abs_diff']:.2e} "
+        f"(atol: {_limit(threshold.max_abs_diff, '.0e')}), mean diff: {result['mean_abs_diff']:.2e}, "
+        f"agreement: {result['agreement']:.1%} (min: {_limit(threshold.min_agreement, '.1%')}), "
+        + _confident_text(result, threshold)
+        + f"accuracy: {result['accuracy']:.3f} (delta {result['accuracy_delta']:+.3f}, "
+        f"max drop: {_limit(threshold.max_accuracy_drop, '.3f')})"
+        + ("" if result["passed"] else f" -- {'; '.join(result['failures'])}")
+    )
 
 
 def _confident_text(result: dict[str, Any], threshold: Threshold) -> str:
@@ -264,5 +329,7 @@ def _confident_text(result: dict[str, Any], threshold: Threshold) -> str:
         return ""
     value = result.get("confident_agreement")
     shown = "—" if value is None else f"{value:.1%}"
-    return (f"confident agreement: {shown} of {result['confident_count']} "
-            f"(min: {_limit(threshold.min_confident_agreement, '.1%')}), ")
+    return (
+        f"confident agreement: {shown} of {result['confident_count']} "
+        f"(min: {_limit(threshold.min_confident_agreement, '.1%')}), "
+    )

@@ -1,2 +1,1 @@
-"""`tk report`: REPORT.md and its latency chart, from run files only (never loads a model).
-"""
+"""`tk report`: REPORT.md and its latency chart, from run files only (never loads a model)."""

@@ -13,8 +13,11 @@ _MARKERS = "osD^v<>ph*"
 _NUMBER_FONT = 8
 _STEP = 7  # points per offset step: just clear of the largest marker
 # Candidate offsets (points) of a point's number, nearest first: the first free one is taken.
-_OFFSETS = [(dx * r, dy * r) for r in (1.2, 2, 3, 4) for dx, dy in
-            ((1, 1), (1, -1), (-1, 1), (-1, -1), (1.4, 0), (-1.4, 0), (0, 1.4), (0, -1.4))]
+_OFFSETS = [
+    (dx * r, dy * r)
+    for r in (1.2, 2, 3, 4)
+    for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1.4, 0), (-1.4, 0), (0, 1.4), (0, -1.4))
+]
 
 
 def accuracy_limits(accuracies: list[float]) -> tuple[float, float]:
@@ -33,8 +36,9 @@ def _overlaps(box: tuple[float, float, float, float], boxes: list[tuple[float, f
     return any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in boxes)
 
 
-def place_labels(xy_px: list[tuple[float, float]], texts: list[str], dpi: float,
-                 bounds: tuple[float, float, float, float]) -> tuple[list[tuple[float, float]], list[tuple]]:
+def place_labels(
+    xy_px: list[tuple[float, float]], texts: list[str], dpi: float, bounds: tuple[float, float, float, float]
+) -> tuple[list[tuple[float, float]], list[tuple]]:
     """Deterministic offsets (points) for each text so no two texts, and no text and point, overlap.
 
     Returns the offsets and the texts' boxes (pixels). Greedy, in the given order: each text takes the nearest candidate offset whose box is free and
@@ -92,9 +96,18 @@ def plot_latency_accuracy(points: list[dict], path: Path, title: str) -> dict[st
     colours = plt.get_cmap("tab10").colors
     for i, machine in enumerate(machines):
         mine = [p for p in ordered if p["machine"] == machine]
-        ax.scatter([p["p50_ms"] for p in mine], [p["accuracy"] for p in mine], marker=_MARKERS[i % len(_MARKERS)],
-                   s=max(30, 110 - 55 * i), color=colours[i % len(colours)], edgecolor="black", linewidth=0.5, alpha=0.85,
-                   label=machine, zorder=3)
+        ax.scatter(
+            [p["p50_ms"] for p in mine],
+            [p["accuracy"] for p in mine],
+            marker=_MARKERS[i % len(_MARKERS)],
+            s=max(30, 110 - 55 * i),
+            color=colours[i % len(colours)],
+            edgecolor="black",
+            linewidth=0.5,
+            alpha=0.85,
+            label=machine,
+            zorder=3,
+        )
     ax.set_xscale("log")
     latencies = [p["p50_ms"] for p in ordered]
     low, high = min(latencies), max(latencies)
@@ -114,21 +127,56 @@ def plot_latency_accuracy(points: list[dict], path: Path, title: str) -> dict[st
     offsets, boxes = place_labels(xy, numbers, fig.dpi, (bbox.x0, bbox.y0, bbox.x1, bbox.y1))
     for p, number, offset in zip(ordered, numbers, offsets):
         # a hairline to its point: in a cluster the nearest free spot may sit closer to a neighbour
-        ax.annotate(number, (p["p50_ms"], p["accuracy"]), textcoords="offset points", xytext=offset,
-                    ha="center", va="center", fontsize=_NUMBER_FONT, fontweight="bold", zorder=4,
-                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.45", "shrinkA": 4, "shrinkB": 4})
+        ax.annotate(
+            number,
+            (p["p50_ms"], p["accuracy"]),
+            textcoords="offset points",
+            xytext=offset,
+            ha="center",
+            va="center",
+            fontsize=_NUMBER_FONT,
+            fontweight="bold",
+            zorder=4,
+            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.45", "shrinkA": 4, "shrinkB": 4},
+        )
     names = [p["label"] + (" (ref)" if p.get("reference") else "") for p in ordered]
     width = max(len(n) for n in names)
-    key = [f"{n:>2}  {name:<{width}}" + (f"  [{machines.index(p['machine']) + 1}]" if len(machines) > 1 else "")
-           + f"  {p['p50_ms']:8.2f} ms  acc {p['accuracy']:.3f}" for n, name, p in zip(numbers, names, ordered)]
-    fig.text(0.62, 0.88, "key: point, artifact" + (", [machine]" if len(machines) > 1 else "")
-             + ", p50, accuracy\n\n" + "\n".join(key), va="top", ha="left", family="monospace", fontsize=8, linespacing=1.5)
+    key = [
+        f"{n:>2}  {name:<{width}}"
+        + (f"  [{machines.index(p['machine']) + 1}]" if len(machines) > 1 else "")
+        + f"  {p['p50_ms']:8.2f} ms  acc {p['accuracy']:.3f}"
+        for n, name, p in zip(numbers, names, ordered)
+    ]
+    fig.text(
+        0.62,
+        0.88,
+        "key: point, artifact" + (", [machine]" if len(machines) > 1 else "") + ", p50, accuracy\n\n" + "\n".join(key),
+        va="top",
+        ha="left",
+        family="monospace",
+        fontsize=8,
+        linespacing=1.5,
+    )
     handles, _ = ax.get_legend_handles_labels()
     names = [f"[{i + 1}] {m}" for i, m in enumerate(machines)] if len(machines) > 1 else machines
-    fig.legend(handles, names, loc="lower left", bbox_to_anchor=(0.62, 0.02), fontsize=8, frameon=False,
-               title="machine", title_fontsize=8)
-    drawn = {"xlim": ax.get_xlim(), "ylim": ax.get_ylim(), "yticks": list(ax.get_yticks()), "offsets": offsets, "label_boxes": boxes,
-             "numbers": dict(zip(numbers, ((p["label"], p["machine"]) for p in ordered)))}
+    fig.legend(
+        handles,
+        names,
+        loc="lower left",
+        bbox_to_anchor=(0.62, 0.02),
+        fontsize=8,
+        frameon=False,
+        title="machine",
+        title_fontsize=8,
+    )
+    drawn = {
+        "xlim": ax.get_xlim(),
+        "ylim": ax.get_ylim(),
+        "yticks": list(ax.get_yticks()),
+        "offsets": offsets,
+        "label_boxes": boxes,
+        "numbers": dict(zip(numbers, ((p["label"], p["machine"]) for p in ordered))),
+    }
     with atomic_path(Path(path), suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

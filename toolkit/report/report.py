@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..core.errors import Say, TkError
+from ..core.io import check_writable, now, write_text_atomic
+from ..core.runs import load_manifest
 from ..edge.bench import BENCH_JSON, HEADERS, format_row, machine_label
 from ..edge.bench_rows import describe_settings, set_aside_note, upgrade_rows
-from ..core.errors import Say, TkError
-from ..core.runs import load_manifest
-from ..core.io import check_writable, now, write_text_atomic
 
 REPORT = "REPORT.md"
 PLOT = "bench_latency_accuracy.png"
@@ -93,8 +93,16 @@ def latency_points(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (row["machine"], row["file"])
         if key not in best or row["p50_ms"] < best[key]["p50_ms"]:
             best[key] = row
-    return [{"label": r["file"], "machine": r["machine"], "p50_ms": r["p50_ms"], "accuracy": r["accuracy"],
-             "reference": r.get("reference", False)} for r in best.values()]
+    return [
+        {
+            "label": r["file"],
+            "machine": r["machine"],
+            "p50_ms": r["p50_ms"],
+            "accuracy": r["accuracy"],
+            "reference": r.get("reference", False),
+        }
+        for r in best.values()
+    ]
 
 
 def _training(run_dir: Path) -> list[str]:
@@ -124,18 +132,35 @@ def _test_metrics(run_dir: Path, classes: list[str]) -> list[str]:
     out += [f"Accuracy **{test.get('accuracy', float('nan')):.3f}** on {test.get('count', '?')} test images.", ""]
     per_class = test.get("per_class", {})
     if per_class:
-        out += [_table(["class", "precision", "recall", "support"],
-                       [[c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", m["support"]] for c, m in per_class.items()]), ""]
+        out += [
+            _table(
+                ["class", "precision", "recall", "support"],
+                [[c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", m["support"]] for c, m in per_class.items()],
+            ),
+            "",
+        ]
     confusion = test.get("confusion_matrix")
     if confusion:
-        out += ["Confusion matrix (rows: true class, columns: predicted):", "",
-                _table(["true \\ predicted", *classes], [[classes[i], *row] for i, row in enumerate(confusion)]), ""]
+        out += [
+            "Confusion matrix (rows: true class, columns: predicted):",
+            "",
+            _table(["true \\ predicted", *classes], [[classes[i], *row] for i, row in enumerate(confusion)]),
+            "",
+        ]
     return out
 
 
 def _artifacts(manifest: dict[str, Any]) -> list[str]:
-    rows = [[f, e.get("format", "?"), e.get("quantization", "none"), f"{(e.get('size_bytes') or 0) / 1e6:.2f}",
-             f"`{str(e.get('sha256', ''))[:12]}`"] for f, e in manifest.get("artifacts", {}).items()]
+    rows = [
+        [
+            f,
+            e.get("format", "?"),
+            e.get("quantization", "none"),
+            f"{(e.get('size_bytes') or 0) / 1e6:.2f}",
+            f"`{str(e.get('sha256', ''))[:12]}`",
+        ]
+        for f, e in manifest.get("artifacts", {}).items()
+    ]
     return ["## Artifacts", "", _table(["file", "format", "quantization", "MB", "sha256"], rows), ""]
 
 
@@ -146,16 +171,28 @@ def _parity(run_dir: Path) -> list[str]:
         return out + ["Not run yet: `tk verify` compares every artifact with the Keras model.", ""]
     parity = _read_json(path, "parity results")
     ref = parity.get("reference", {})
-    out += [f"On {parity.get('count', '?')} {parity.get('split', '')} images; reference "
-            f"{ref.get('file', 'model.keras')} accuracy {ref.get('accuracy', float('nan')):.3f}.", ""]
+    out += [
+        f"On {parity.get('count', '?')} {parity.get('split', '')} images; reference "
+        f"{ref.get('file', 'model.keras')} accuracy {ref.get('accuracy', float('nan')):.3f}.",
+        "",
+    ]
     rows = []
     for file, r in parity.get("artifacts", {}).items():
         if "error" in r:
             rows.append([file, r.get("kind", ""), "-", "-", "-", "-", "-", "✗ " + r["error"]])
             continue
-        rows.append([file, r.get("kind", ""), f"{r['agreement']:.1%}", f"{r['max_abs_diff']:.2e}",
-                     f"{r['mean_abs_diff']:.2e}", f"{r['accuracy']:.3f}", f"{r['accuracy_delta']:+.3f}",
-                     "✓" if r.get("passed") else "✗ " + "; ".join(r.get("failures", []))])
+        rows.append(
+            [
+                file,
+                r.get("kind", ""),
+                f"{r['agreement']:.1%}",
+                f"{r['max_abs_diff']:.2e}",
+                f"{r['mean_abs_diff']:.2e}",
+                f"{r['accuracy']:.3f}",
+                f"{r['accuracy_delta']:+.3f}",
+                "✓" if r.get("passed") else "✗ " + "; ".join(r.get("failures", [])),
+            ]
+        )
     out += [_table(["artifact", "kind", "agreement", "max diff", "mean diff", "accuracy", "delta", "pass"], rows), ""]
     for warning in ref.get("warnings", []):
         out.append(f"> warning: {warning}")
@@ -172,8 +209,10 @@ def _bench(run_dir: Path, benches: list[dict[str, Any]], title: str) -> list[str
     several = len({r["machine"] for r in rows}) > 1
     facts = _machine_facts(benches)
     timing = {k: rows[0].get(k) for k in TIMING_KEYS}
-    out.append(f"Every row below: {timing.get('runs')} timed batch-1 runs after {timing.get('warmup')} warm-up, "
-               f"throughput at batch {timing.get('batch')}.")
+    out.append(
+        f"Every row below: {timing.get('runs')} timed batch-1 runs after {timing.get('warmup')} warm-up, "
+        f"throughput at batch {timing.get('batch')}."
+    )
     out.append("")
     for machine in dict.fromkeys(r["machine"] for r in rows):
         mine = [r for r in rows if r["machine"] == machine]
@@ -182,22 +221,36 @@ def _bench(run_dir: Path, benches: list[dict[str, Any]], title: str) -> list[str
         times = sorted({str(r.get("measured_at")) for r in mine})
         when = times[0] if len(times) == 1 else f"{times[0]} .. {times[-1]} ({len(times)} calls)"
         memory = f", {m['memory_gb']} GB RAM" if m.get("memory_gb") else ""
-        out.append(f"- **{machine}**: {m.get('cpu')}{memory}, {m.get('os')}, Python {m.get('python')}; {versions}; "
-                   f"load average {m.get('load_avg')}; {describe_settings(mine[0])}; measured {when}")
-    out += ["", _table((["machine"] if several else []) + list(HEADERS), [format_row(r, several) for r in rows]), "",
-            "`*` the Keras reference. cold s: process start to first prediction (a fresh process); RSS MB: "
-            "its peak resident memory then; p50/p90/p99: batch-1 latency in ms; img/s: throughput at the batch "
-            "size above; acc: test-split accuracy.", ""]
+        out.append(
+            f"- **{machine}**: {m.get('cpu')}{memory}, {m.get('os')}, Python {m.get('python')}; {versions}; "
+            f"load average {m.get('load_avg')}; {describe_settings(mine[0])}; measured {when}"
+        )
+    out += [
+        "",
+        _table((["machine"] if several else []) + list(HEADERS), [format_row(r, several) for r in rows]),
+        "",
+        "`*` the Keras reference. cold s: process start to first prediction (a fresh process); RSS MB: "
+        "its peak resident memory then; p50/p90/p99: batch-1 latency in ms; img/s: throughput at the batch "
+        "size above; acc: test-split accuracy.",
+        "",
+    ]
     set_aside = sum(len(b.get("other_rows", [])) for b in benches)
     if set_aside:
-        out.append(f"- note: {set_aside} row(s) from earlier bench calls with other settings not shown "
-                   "(bench.json keeps them under other_rows)")
+        out.append(
+            f"- note: {set_aside} row(s) from earlier bench calls with other settings not shown "
+            "(bench.json keeps them under other_rows)"
+        )
     if left_out:
-        out.append(f"- note: {set_aside_note(left_out, 'in these bench files')}; this table is timed as above: "
-                   "bench every machine with the same --runs, --warmup and --batch to compare them")
+        out.append(
+            f"- note: {set_aside_note(left_out, 'in these bench files')}; this table is timed as above: "
+            "bench every machine with the same --runs, --warmup and --batch to compare them"
+        )
     for bench in benches:
-        out += [f"- note ({machine_label(bench['machine'])}): {n}" for n in bench.get("notes", [])
-                if "with other settings not shown" not in n]
+        out += [
+            f"- note ({machine_label(bench['machine'])}): {n}"
+            for n in bench.get("notes", [])
+            if "with other settings not shown" not in n
+        ]
     points = latency_points(rows)
     if points:
         from .plots import plot_latency_accuracy
@@ -227,9 +280,13 @@ def write_report(run_dir: Path, merge: Sequence[Path] = (), say: Say = print) ->
     benches = [load_bench(run_dir / BENCH_JSON)] if (run_dir / BENCH_JSON).is_file() else []
     benches += [load_bench(Path(p)) for p in merge]
     size = manifest.get("preprocessing", {}).get("size", ["?", "?"])
-    lines = [f"# {name}", "",
-             f"Backbone {manifest.get('backbone', '?')}, input {size[0]}x{size[1]} RGB, classes: "
-             f"{', '.join(manifest.get('classes', []))}. Report written {now()} by `tk report`.", ""]
+    lines = [
+        f"# {name}",
+        "",
+        f"Backbone {manifest.get('backbone', '?')}, input {size[0]}x{size[1]} RGB, classes: "
+        f"{', '.join(manifest.get('classes', []))}. Report written {now()} by `tk report`.",
+        "",
+    ]
     lines += _training(run_dir)
     lines += _test_metrics(run_dir, manifest.get("classes", []))
     lines += _artifacts(manifest)

@@ -42,29 +42,71 @@ class BackboneSpec:
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        BackboneSpec("vgg16", "VGG16", "caffe", 224, "block5_pool",
-                     ("block1_conv2", "block3_conv3", "block5_conv3")),
-        BackboneSpec("vgg19", "VGG19", "caffe", 224, "block5_pool",
-                     ("block1_conv2", "block3_conv4", "block5_conv4")),
-        BackboneSpec("mobilenet", "MobileNet", "tf", 224, "conv_pw_13_relu",
-                     ("conv_pw_1_relu", "conv_pw_6_relu", "conv_pw_13_relu")),
-        BackboneSpec("mobilenet_v2", "MobileNetV2", "tf", 224, "out_relu",
-                     ("block_1_expand_relu", "block_6_expand_relu", "out_relu")),
+        BackboneSpec("vgg16", "VGG16", "caffe", 224, "block5_pool", ("block1_conv2", "block3_conv3", "block5_conv3")),
+        BackboneSpec("vgg19", "VGG19", "caffe", 224, "block5_pool", ("block1_conv2", "block3_conv4", "block5_conv4")),
+        BackboneSpec(
+            "mobilenet",
+            "MobileNet",
+            "tf",
+            224,
+            "conv_pw_13_relu",
+            ("conv_pw_1_relu", "conv_pw_6_relu", "conv_pw_13_relu"),
+        ),
+        BackboneSpec(
+            "mobilenet_v2",
+            "MobileNetV2",
+            "tf",
+            224,
+            "out_relu",
+            ("block_1_expand_relu", "block_6_expand_relu", "out_relu"),
+        ),
         # MobileNetV3 and EfficientNet rescale inside the Keras model (include_preprocessing).
-        BackboneSpec("mobilenet_v3_small", "MobileNetV3Small", "raw", 224, None,
-                     ("expanded_conv_project_bn", "expanded_conv_5_project_bn"),
-                     constructor_kwargs=(("include_preprocessing", True),)),
-        BackboneSpec("mobilenet_v3_large", "MobileNetV3Large", "raw", 224, None,
-                     ("expanded_conv_project_bn", "expanded_conv_11_project_bn"),
-                     constructor_kwargs=(("include_preprocessing", True),)),
-        BackboneSpec("efficientnet_b0", "EfficientNetB0", "raw", 224, "top_activation",
-                     ("block2a_expand_activation", "block4a_expand_activation", "top_activation")),
-        BackboneSpec("resnet50", "ResNet50", "caffe", 224, "conv5_block3_out",
-                     ("conv2_block3_out", "conv4_block6_out", "conv5_block3_out")),
-        BackboneSpec("mini_vgg", None, "unit", 64, "block2_pool",
-                     ("block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2"),
-                     imagenet=False, notes="MiniVGGNet, trained from scratch: the baseline",
-                     head_dense=(512,), head_batchnorm=True),
+        BackboneSpec(
+            "mobilenet_v3_small",
+            "MobileNetV3Small",
+            "raw",
+            224,
+            None,
+            ("expanded_conv_project_bn", "expanded_conv_5_project_bn"),
+            constructor_kwargs=(("include_preprocessing", True),),
+        ),
+        BackboneSpec(
+            "mobilenet_v3_large",
+            "MobileNetV3Large",
+            "raw",
+            224,
+            None,
+            ("expanded_conv_project_bn", "expanded_conv_11_project_bn"),
+            constructor_kwargs=(("include_preprocessing", True),),
+        ),
+        BackboneSpec(
+            "efficientnet_b0",
+            "EfficientNetB0",
+            "raw",
+            224,
+            "top_activation",
+            ("block2a_expand_activation", "block4a_expand_activation", "top_activation"),
+        ),
+        BackboneSpec(
+            "resnet50",
+            "ResNet50",
+            "caffe",
+            224,
+            "conv5_block3_out",
+            ("conv2_block3_out", "conv4_block6_out", "conv5_block3_out"),
+        ),
+        BackboneSpec(
+            "mini_vgg",
+            None,
+            "unit",
+            64,
+            "block2_pool",
+            ("block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2"),
+            imagenet=False,
+            notes="MiniVGGNet, trained from scratch: the baseline",
+            head_dense=(512,),
+            head_batchnorm=True,
+        ),
     )
 }
 
@@ -136,7 +178,9 @@ def resolve_weights(weights: str) -> Optional[str]:
         return "imagenet"
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise TkError(f"model.weights: file not found: {weights} (use imagenet, none, or a path to a .h5/.weights.h5 file)")
+        raise TkError(
+            f"model.weights: file not found: {weights} (use imagenet, none, or a path to a .h5/.weights.h5 file)"
+        )
     return str(path)
 
 
@@ -149,7 +193,9 @@ def build_base(model: ModelSection):
     weights = resolve_weights(model.weights)
     if spec.keras_app is None:
         if weights == "imagenet":
-            raise TkError(f"model.weights: {spec.name} has no ImageNet weights (it is trained from scratch); use none or a file")
+            raise TkError(
+                f"model.weights: {spec.name} has no ImageNet weights (it is trained from scratch); use none or a file"
+            )
         base = build_mini_vgg((size, size, 3))
         if weights:
             _load_weights_file(base, weights)
@@ -185,8 +231,10 @@ def _call_with_weights(ctor, kwargs, weights, spec: BackboneSpec):
         if "URL fetch failure" in str(exc):
             raise TkError(_offline_message(spec, str(exc))) from None
         if isinstance(exc, OSError):
-            raise TkError(f"model.weights: the ImageNet weights for {spec.name} in {_keras_cache_dir()} "
-                          f"cannot be read ({exc}); delete the file there and run again") from None
+            raise TkError(
+                f"model.weights: the ImageNet weights for {spec.name} in {_keras_cache_dir()} "
+                f"cannot be read ({exc}); delete the file there and run again"
+            ) from None
         raise
 
 

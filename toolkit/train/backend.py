@@ -26,8 +26,10 @@ def select_backend(recipe: Recipe) -> str:
         import keras
 
         if keras.backend.backend() != chosen:
-            raise TkError(f"keras is already loaded on backend {keras.backend.backend()}, not {chosen}; "
-                          f"run tk train in a fresh process (or set KERAS_BACKEND={chosen})")
+            raise TkError(
+                f"keras is already loaded on backend {keras.backend.backend()}, not {chosen}; "
+                f"run tk train in a fresh process (or set KERAS_BACKEND={chosen})"
+            )
         return chosen
     os.environ["KERAS_BACKEND"] = chosen
     return chosen
@@ -62,23 +64,30 @@ def _gpus() -> list[dict]:
         for gpu in tf.config.list_physical_devices("GPU"):
             details = tf.config.experimental.get_device_details(gpu)
             major, minor = details.get("compute_capability", (0, 0))
-            found.append({"name": details.get("device_name", gpu.name), "memory": None,
-                          "capability": major + minor / 10})
+            found.append(
+                {"name": details.get("device_name", gpu.name), "memory": None, "capability": major + minor / 10}
+            )
     elif backend == "jax":
         import jax
 
         for dev in jax.devices():
             if dev.platform == "gpu":
                 total = (dev.memory_stats() or {}).get("bytes_limit")
-                found.append({"name": dev.device_kind, "memory": total / 2**30 if total else None,
-                              "capability": float(getattr(dev, "compute_capability", 0) or 0)})
+                found.append(
+                    {
+                        "name": dev.device_kind,
+                        "memory": total / 2**30 if total else None,
+                        "capability": float(getattr(dev, "compute_capability", 0) or 0),
+                    }
+                )
     else:
         import torch
 
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            found.append({"name": props.name, "memory": props.total_memory / 2**30,
-                          "capability": props.major + props.minor / 10})
+            found.append(
+                {"name": props.name, "memory": props.total_memory / 2**30, "capability": props.major + props.minor / 10}
+            )
     return found
 
 
@@ -135,14 +144,19 @@ def distribution_scope(mode: str, say: Say):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
-            [d.name for d in tf.config.list_logical_devices("CPU")]
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+            d.name for d in tf.config.list_logical_devices("CPU")
+        ]
         strategy = tf.distribute.MirroredStrategy(devices=devices)
-        say(f"distribute: data_parallel over {strategy.num_replicas_in_sync} devices ({', '.join(devices)}), "
-            "tf.distribute.MirroredStrategy")
+        say(
+            f"distribute: data_parallel over {strategy.num_replicas_in_sync} devices ({', '.join(devices)}), "
+            "tf.distribute.MirroredStrategy"
+        )
         return strategy.scope()
-    raise TkError(f"train.distribute: data_parallel is built for the jax and tensorflow backends, not {backend}; "
-                  "use backend jax (or tensorflow), or distribute: none")
+    raise TkError(
+        f"train.distribute: data_parallel is built for the jax and tensorflow backends, not {backend}; "
+        "use backend jax (or tensorflow), or distribute: none"
+    )
 
 
 def _reset_distribution():

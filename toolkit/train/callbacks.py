@@ -35,8 +35,10 @@ class StopOnNonFinite(keras.callbacks.Callback):
         for key in ("loss", "val_loss"):
             value = (logs or {}).get(key)
             if value is not None and not math.isfinite(float(value)):
-                raise TkError(f"training diverged: {key} is {float(value)} at epoch {epoch + 1} of the "
-                              f"{self.phase} phase; lower train.learning_rate (the run was not saved)")
+                raise TkError(
+                    f"training diverged: {key} is {float(value)} at epoch {epoch + 1} of the "
+                    f"{self.phase} phase; lower train.learning_rate (the run was not saved)"
+                )
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -86,8 +88,11 @@ def _check_free(path: Path, needed: int) -> None:
     except OSError:
         return
     if free < needed:
-        raise OSError(errno.ENOSPC, f"No space left on device ({free / 2**20:.1f} MiB free, "
-                      f"{path.name} needs about {needed / 2**20:.1f} MiB)", str(path))
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device ({free / 2**20:.1f} MiB free, {path.name} needs about {needed / 2**20:.1f} MiB)",
+            str(path),
+        )
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -102,10 +107,15 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def _save_model(self):
         self.folder.mkdir(parents=True, exist_ok=True)
-        save_atomic(Path(self._weights_path), ".weights.h5",
-                    lambda tmp: self.model.save_weights(filepath=str(tmp), overwrite=True), state_bytes(self.model))
-        write_json_atomic(Path(self._training_metadata_path),
-                          {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+        save_atomic(
+            Path(self._weights_path),
+            ".weights.h5",
+            lambda tmp: self.model.save_weights(filepath=str(tmp), overwrite=True),
+            state_bytes(self.model),
+        )
+        write_json_atomic(
+            Path(self._training_metadata_path), {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        )
 
     def on_train_begin(self, logs=None):
         try:
@@ -129,8 +139,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 where = f"from its best checkpoint (epoch {epoch}, {best})"
             except Exception:  # noqa: BLE001 -- the best checkpoint is damaged too: start the phase over
                 pass
-        self.say(f"[{self.phase}] the resume backup {damaged} does not load ({type(exc).__name__}); "
-                 f"resuming the phase {where}")
+        self.say(
+            f"[{self.phase}] the resume backup {damaged} does not load ({type(exc).__name__}); "
+            f"resuming the phase {where}"
+        )
 
 
 class HistoryWriter(keras.callbacks.Callback):
@@ -158,8 +170,15 @@ class Progress(keras.callbacks.Callback):
     epoch that advances per step (images/s and loss so far as its note). fit() runs with
     verbose=0, so Keras' own bar never prints beside this one."""
 
-    def __init__(self, phase: str, epochs: int, images_per_epoch: int, say: Say,
-                 progress: TaskProgress = NO_PROGRESS, batch_size: int = 32):
+    def __init__(
+        self,
+        phase: str,
+        epochs: int,
+        images_per_epoch: int,
+        say: Say,
+        progress: TaskProgress = NO_PROGRESS,
+        batch_size: int = 32,
+    ):
         super().__init__()
         self.phase, self.epochs, self.images, self.say = phase, epochs, images_per_epoch, say
         self.progress, self.batch_size = progress, batch_size
@@ -202,8 +221,10 @@ class Progress(keras.callbacks.Callback):
         logs = logs or {}
         eta = (self.epochs - epoch - 1) * sum(self.durations) / len(self.durations)
         shown = "  ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs)
-        self.say(f"[{self.phase}] epoch {epoch + 1}/{self.epochs}  {shown}  "
-                 f"{self.images / max(seconds, 1e-9):.0f} img/s  ETA {_clock(eta)}")
+        self.say(
+            f"[{self.phase}] epoch {epoch + 1}/{self.epochs}  {shown}  "
+            f"{self.images / max(seconds, 1e-9):.0f} img/s  ETA {_clock(eta)}"
+        )
 
 
 def _clock(seconds: float) -> str:

@@ -19,8 +19,15 @@ from ..core.runs import RUN_RECIPE
 # not what the saved weights, optimizer state, split or features were computed with. Changing
 # train.epochs (or fine_tune.epochs) only moves where a phase stops; early_stopping only when.
 # data.source only matters to tk data fetch; export, verify and bench run after training.
-RESUMABLE = ("train.epochs", "train.fine_tune.epochs", "train.early_stopping", "data.source",
-             "export", "verify", "bench")
+RESUMABLE = (
+    "train.epochs",
+    "train.fine_tune.epochs",
+    "train.early_stopping",
+    "data.source",
+    "export",
+    "verify",
+    "bench",
+)
 
 
 def prepare_partial(work: Path, recipe: Recipe, resume: bool, say: Say) -> None:
@@ -59,9 +66,11 @@ def check_resumable(work: Path, recipe: Recipe, say: Say) -> None:
         old, new = _flat(saved), _flat(recipe.to_dict())
         shown = ", ".join(f"{k} ({old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r})" for k in changed[:6])
         more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
-        raise TkError(f"--resume: the recipe changed since {work} was started: {shown}{more}; the saved state "
-                      f"was trained with the old values: restore them, or start over without --resume "
-                      f"(only {', '.join(RESUMABLE)} may change on resume)")
+        raise TkError(
+            f"--resume: the recipe changed since {work} was started: {shown}{more}; the saved state "
+            f"was trained with the old values: restore them, or start over without --resume "
+            f"(only {', '.join(RESUMABLE)} may change on resume)"
+        )
 
 
 def _resumable(key: str) -> bool:

@@ -53,8 +53,9 @@ def physical_memory() -> int:
         return 4 * 2**30
 
 
-def decoded_images(paths: list[str], size: int, cache_dir: Path, say: Say = print, label: str = "",
-                   progress: Progress = NO_PROGRESS) -> np.ndarray:
+def decoded_images(
+    paths: list[str], size: int, cache_dir: Path, say: Say = print, label: str = "", progress: Progress = NO_PROGRESS
+) -> np.ndarray:
     """(N, size, size, 3) uint8 for `paths`, from the cache or decoded once and stored there."""
     path = Path(cache_dir) / "decoded" / f"{decoded_key(paths, size)}.npy"
     nbytes = len(paths) * size * size * 3
@@ -70,13 +71,15 @@ def decoded_images(paths: list[str], size: int, cache_dir: Path, say: Say = prin
         with progress.task(" ".join(filter(None, ("decoding", label, "images"))), len(paths)) as task:
             _decode_into(str(tmp), offset, paths, size, task.advance)
     seconds = time.perf_counter() - start
-    say(f"images {label}: {len(paths)} decoded once in {seconds:.1f} s "
-        f"({len(paths) / max(seconds, 1e-9):.0f} images/s), cached at {path} ({nbytes / 2**20:.0f} MiB)")
+    say(
+        f"images {label}: {len(paths)} decoded once in {seconds:.1f} s "
+        f"({len(paths) / max(seconds, 1e-9):.0f} images/s), cached at {path} ({nbytes / 2**20:.0f} MiB)"
+    )
     return np.load(path, mmap_mode="r")  # just written: its pages are in the OS cache already
 
 
 def _decode_into(target: str, offset: int, paths: list[str], size: int, advance=lambda n: None) -> None:
-    jobs = [(target, offset, start, paths[start:start + CHUNK], size) for start in range(0, len(paths), CHUNK)]
+    jobs = [(target, offset, start, paths[start : start + CHUNK], size) for start in range(0, len(paths), CHUNK)]
     workers = min(os.cpu_count() or 1, len(jobs))
     errors = []
     if len(paths) < IN_PROCESS_BELOW or workers < 2:
@@ -95,8 +98,10 @@ def _decode_into(target: str, offset: int, paths: list[str], size: int, advance=
     if bad:
         # Files were checked when the split was made; one that fails now changed under us.
         path, reason = bad[0]
-        raise TkError(f"{path}: {reason} (it decoded when the split was made); fix or remove it and train again"
-                      + (f" ({len(bad) - 1} more files failed)" if len(bad) > 1 else ""))
+        raise TkError(
+            f"{path}: {reason} (it decoded when the split was made); fix or remove it and train again"
+            + (f" ({len(bad) - 1} more files failed)" if len(bad) > 1 else "")
+        )
 
 
 def _decode_chunk(job) -> list[tuple[str, str]]:
@@ -137,7 +142,7 @@ def batches(images: np.ndarray, labels: Optional[np.ndarray], batch_size: int, s
 
         def __getitem__(self, index):
             # Sorted within the batch: sequential reads when the array is memory-mapped.
-            rows = np.sort(self.order[index * batch_size:(index + 1) * batch_size])
+            rows = np.sort(self.order[index * batch_size : (index + 1) * batch_size])
             if len(rows) % shards:
                 rows = np.resize(rows, -(-len(rows) // shards) * shards)
             x = images[rows].astype(np.float32)

@@ -42,8 +42,15 @@ def extractor_key(model: ModelSection, engine: str, seed: int) -> str:
         weights = model.weights + (f"/seed{seed}" if model.weights == "none" else "")
     else:
         weights = "sha256:" + sha256_file(Path(model.weights))
-    parts = [model.backbone, weights, model.feature_layer or "default", str(model.image_size),
-             str(model.alpha), engine, "v1"]
+    parts = [
+        model.backbone,
+        weights,
+        model.feature_layer or "default",
+        str(model.image_size),
+        str(model.alpha),
+        engine,
+        "v1",
+    ]
     return "|".join(parts)
 
 
@@ -54,9 +61,17 @@ def cache_key(extractor: str, paths: list[str]) -> str:
     return digest.hexdigest()[:32]
 
 
-def cached_features(make_extractor: Callable[[], object], paths: list[str], model: ModelSection, engine: str,
-                    seed: int, cache_dir: Optional[Path] = None, say: Say = print,
-                    label: str = "", progress: Progress = NO_PROGRESS) -> tuple[np.ndarray, bool]:
+def cached_features(
+    make_extractor: Callable[[], object],
+    paths: list[str],
+    model: ModelSection,
+    engine: str,
+    seed: int,
+    cache_dir: Optional[Path] = None,
+    say: Say = print,
+    label: str = "",
+    progress: Progress = NO_PROGRESS,
+) -> tuple[np.ndarray, bool]:
     """Features for `paths` from the cache, or computed and stored. Returns (features, hit).
 
     `make_extractor()` returns the Keras extractor; it is called on a cache miss only.
@@ -67,19 +82,37 @@ def cached_features(make_extractor: Callable[[], object], paths: list[str], mode
         say(f"features {label}: cache hit ({len(paths)} images, {path})")
         return np.load(path), True
     start = time.perf_counter()
-    features = run_extractor(make_extractor(), paths, model.image_size, engine, key=extractor_key(model, engine, seed),
-                             cache_dir=cache_dir, progress=progress, label=label)
+    features = run_extractor(
+        make_extractor(),
+        paths,
+        model.image_size,
+        engine,
+        key=extractor_key(model, engine, seed),
+        cache_dir=cache_dir,
+        progress=progress,
+        label=label,
+    )
     seconds = time.perf_counter() - start
-    say(f"features {label}: {len(paths)} images in {seconds:.1f} s "
-        f"({len(paths) / max(seconds, 1e-9):.0f} images/s, engine {engine}), cached at {path}")
+    say(
+        f"features {label}: {len(paths)} images in {seconds:.1f} s "
+        f"({len(paths) / max(seconds, 1e-9):.0f} images/s, engine {engine}), cached at {path}"
+    )
     with atomic_path(path, suffix=".npy") as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, features)
     return features, False
 
 
-def run_extractor(extractor, paths: list[str], size: int, engine: str, key: Optional[str] = None,
-                  cache_dir: Optional[Path] = None, progress: Progress = NO_PROGRESS, label: str = "") -> np.ndarray:
+def run_extractor(
+    extractor,
+    paths: list[str],
+    size: int,
+    engine: str,
+    key: Optional[str] = None,
+    cache_dir: Optional[Path] = None,
+    progress: Progress = NO_PROGRESS,
+    label: str = "",
+) -> np.ndarray:
     """Run the Keras extractor (RGB 0..255 in, feature maps out) over image files.
 
     With `key` (extractor_key), the TFLite engine keeps the converted extractor in the cache:
@@ -93,12 +126,15 @@ def run_extractor(extractor, paths: list[str], size: int, engine: str, key: Opti
 
 def _batches(paths: list[str], size: int, batch: int):
     """Decoded batches, the next one decoded on worker threads while the current one runs."""
-    chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
+    chunks = [paths[i : i + batch] for i in range(0, len(paths), batch)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         pending = None
         for chunk in chunks:
             # Decode each batch with two threads (halves), one batch ahead of the model.
-            future = [pool.submit(load_batch, half, (size, size)) for half in (chunk[: len(chunk) // 2], chunk[len(chunk) // 2:])]
+            future = [
+                pool.submit(load_batch, half, (size, size))
+                for half in (chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :])
+            ]
             if pending is not None:
                 yield np.concatenate([f.result() for f in pending])
             pending = future
@@ -106,8 +142,15 @@ def _batches(paths: list[str], size: int, batch: int):
             yield np.concatenate([f.result() for f in pending])
 
 
-def _extract_tflite(extractor, paths: list[str], size: int, key: Optional[str] = None,
-                    cache_dir: Optional[Path] = None, progress: Progress = NO_PROGRESS, label: str = "") -> np.ndarray:
+def _extract_tflite(
+    extractor,
+    paths: list[str],
+    size: int,
+    key: Optional[str] = None,
+    cache_dir: Optional[Path] = None,
+    progress: Progress = NO_PROGRESS,
+    label: str = "",
+) -> np.ndarray:
     if key is None:
         with tempfile.TemporaryDirectory(prefix="tk-extractor-") as tmp:
             model_path = Path(tmp) / "extractor.tflite"
@@ -124,8 +167,9 @@ def _extract_tflite(extractor, paths: list[str], size: int, key: Optional[str] =
     return _run_tflite(model_path, paths, size, progress, label)
 
 
-def _run_tflite(model_path: Path, paths: list[str], size: int, progress: Progress = NO_PROGRESS,
-                label: str = "") -> np.ndarray:
+def _run_tflite(
+    model_path: Path, paths: list[str], size: int, progress: Progress = NO_PROGRESS, label: str = ""
+) -> np.ndarray:
     from ..edge.predictors import TFLiteModel
 
     runner = TFLiteModel(model_path, num_threads=os.cpu_count())
@@ -171,8 +215,9 @@ def _convert_via_saved_model(extractor) -> bytes:
         return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
 
 
-def _extract_keras(extractor, paths: list[str], size: int, progress: Progress = NO_PROGRESS,
-                   label: str = "") -> np.ndarray:
+def _extract_keras(
+    extractor, paths: list[str], size: int, progress: Progress = NO_PROGRESS, label: str = ""
+) -> np.ndarray:
     import keras
 
     from .decoded import batches, decoded_images
@@ -181,9 +226,11 @@ def _extract_keras(extractor, paths: list[str], size: int, progress: Progress = 
     with progress.task(_described("extracting features", label), len(images)) as task:
         # verbose=0: Keras' own progress bar would print beside tk's; this callback feeds tk's.
         done = keras.callbacks.LambdaCallback(
-            on_predict_batch_end=lambda batch, logs: task.advance(min(32, len(images) - 32 * batch)))
-        return np.asarray(extractor.predict(batches(images, None, 32), verbose=0, callbacks=[done])[:len(images)],
-                          np.float32)
+            on_predict_batch_end=lambda batch, logs: task.advance(min(32, len(images) - 32 * batch))
+        )
+        return np.asarray(
+            extractor.predict(batches(images, None, 32), verbose=0, callbacks=[done])[: len(images)], np.float32
+        )
 
 
 def build_extractor(base, image_size: int, scaling: str):
@@ -194,4 +241,3 @@ def build_extractor(base, image_size: int, scaling: str):
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
     return keras.Model(inputs, base(preprocess_layer(scaling)(inputs), training=False), name="extractor")
-

@@ -30,8 +30,9 @@ def learning_rate(schedule: LrSchedule, rate: float, epochs: int, steps: int) ->
     warmup = min(schedule.warmup_epochs * steps, total - 1)
     if warmup == 0:
         return keras.optimizers.schedules.CosineDecay(rate, decay_steps=total)
-    return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=total - warmup, warmup_target=rate,
-                                                  warmup_steps=warmup)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=total - warmup, warmup_target=rate, warmup_steps=warmup
+    )
 
 
 def class_weights(labels: np.ndarray, classes: int, mode: str) -> Optional[dict[int, float]]:

@@ -21,20 +21,27 @@ from typing import Optional
 import numpy as np
 
 from .. import __version__
-from . import knobs
-from .backbones import build_base, build_head, check_unfreeze_layer, compose, get_backbone, resolve_weights
-from ..core.runs import SplitDataset, save_split
-from ..data.splits import discover, gap_in_test, missing_classes
 from ..core.errors import Say, TkError
 from ..core.images import INTERPOLATION
-from ..core.runs import REFERENCE, RUNS_DIR, archive_run, save_manifest
+from ..core.io import (
+    atomic_path,
+    check_writable,
+    now,
+    sha256_file,
+    size_bytes,
+    tool_versions,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ..core.lock import run_lock
-from .checkpoints import prepare_partial
-from ..core.io import atomic_path, check_writable, now, sha256_file, size_bytes, tool_versions, write_json_atomic, write_text_atomic
 from ..core.metrics import classification_metrics
 from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import Recipe
-
+from ..core.runs import REFERENCE, RUNS_DIR, SplitDataset, archive_run, save_manifest, save_split
+from ..data.splits import discover, gap_in_test, missing_classes
+from . import knobs
+from .backbones import build_base, build_head, check_unfreeze_layer, compose, get_backbone, resolve_weights
+from .checkpoints import prepare_partial
 
 
 @dataclass
@@ -45,14 +52,22 @@ class TrainResult:
     archived: Optional[Path] = None  # where the previous run of this recipe was moved, if there was one
 
 
-def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, strict: Optional[bool] = None,
-          say: Say = print, progress: Progress = NO_PROGRESS) -> TrainResult:
+def train(
+    recipe: Recipe,
+    runs_dir: Path = RUNS_DIR,
+    resume: bool = False,
+    strict: Optional[bool] = None,
+    say: Say = print,
+    progress: Progress = NO_PROGRESS,
+) -> TrainResult:
     """Train the recipe's model end to end and write its run folder (`progress`: decoding,
     feature extraction and each epoch's steps)."""
     get_backbone(recipe.model.backbone)  # an unknown name fails before TensorFlow loads
     if recipe.train.mode != "scratch" and recipe.model.weights == "none":
-        raise TkError(f"train.mode: {recipe.train.mode} freezes the conv base, but model.weights is none "
-                      "(random features); use mode: scratch, or pretrained weights (imagenet or a file)")
+        raise TkError(
+            f"train.mode: {recipe.train.mode} freezes the conv base, but model.weights is none "
+            "(random features); use mode: scratch, or pretrained weights (imagenet or a file)"
+        )
     resolve_weights(recipe.model.weights)  # a missing weights file fails before TensorFlow loads
     import keras
 
@@ -85,8 +100,10 @@ def train(recipe: Recipe, runs_dir: Path = RUNS_DIR, resume: bool = False, stric
         _finish_run(recipe, dataset, model, metrics, phases, work)
         archived = _swap_into_place(work, run_dir)  # inside: under the lock
     except KeyboardInterrupt:
-        raise TkError(f"interrupted: best checkpoints kept in {work}; continue with "
-                      f"tk train {recipe.source_path or 'RECIPE'} --resume") from None
+        raise TkError(
+            f"interrupted: best checkpoints kept in {work}; continue with "
+            f"tk train {recipe.source_path or 'RECIPE'} --resume"
+        ) from None
     finally:
         scope.close()
         keras.mixed_precision.set_global_policy("float32")
@@ -113,38 +130,51 @@ def _dataset(recipe: Recipe, strict: Optional[bool], say: Say) -> SplitDataset:
     for path, reason in dataset.skipped:
         say(f"skipped {path}: {reason}")
     counts = {s: len(items) for s, items in dataset.splits.items()}
-    say(f"data: {len(dataset.classes)} classes ({', '.join(dataset.classes)}); "
-        + ", ".join(f"{s} {n}" for s, n in counts.items()) + (f"; {len(dataset.skipped)} files skipped" if dataset.skipped else ""))
+    say(
+        f"data: {len(dataset.classes)} classes ({', '.join(dataset.classes)}); "
+        + ", ".join(f"{s} {n}" for s, n in counts.items())
+        + (f"; {len(dataset.skipped)} files skipped" if dataset.skipped else "")
+    )
     gap = gap_in_test(dataset)
     if gap:
         say(f"warning: {gap}")
     return dataset
 
 
-def _decoded(dataset: SplitDataset, split: str, recipe: Recipe, say: Say, progress: Progress = NO_PROGRESS) -> np.ndarray:
+def _decoded(
+    dataset: SplitDataset, split: str, recipe: Recipe, say: Say, progress: Progress = NO_PROGRESS
+) -> np.ndarray:
     from .decoded import decoded_images
     from .features import CACHE_DIR
 
-    return decoded_images(dataset.paths(split), recipe.model.image_size, CACHE_DIR, say=say, label=split,
-                          progress=progress)
+    return decoded_images(
+        dataset.paths(split), recipe.model.image_size, CACHE_DIR, say=say, label=split, progress=progress
+    )
 
 
 def _optimizer(name: str, learning_rate):  # a float or a keras LearningRateSchedule
     import keras
 
-    return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
-            "sgd": keras.optimizers.SGD}[name](learning_rate=learning_rate)
+    return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}[name](
+        learning_rate=learning_rate
+    )
 
 
-def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, say: Say,
-               progress: Progress = NO_PROGRESS) -> list:
+def _callbacks(
+    phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, say: Say, progress: Progress = NO_PROGRESS
+) -> list:
     import keras
 
-    from .callbacks import AtomicBackupAndRestore, BestCheckpoint, HistoryWriter, Progress as EpochProgress, StopOnNonFinite
+    from .callbacks import AtomicBackupAndRestore, BestCheckpoint, HistoryWriter, StopOnNonFinite
+    from .callbacks import Progress as EpochProgress
 
-    callbacks = [StopOnNonFinite(phase), BestCheckpoint(folder), HistoryWriter(folder),
-                 EpochProgress(phase, epochs, images, say, progress, recipe.train.batch_size),
-                 AtomicBackupAndRestore(folder / "backup", phase, say)]
+    callbacks = [
+        StopOnNonFinite(phase),
+        BestCheckpoint(folder),
+        HistoryWriter(folder),
+        EpochProgress(phase, epochs, images, say, progress, recipe.train.batch_size),
+        AtomicBackupAndRestore(folder / "backup", phase, say),
+    ]
     if recipe.train.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=recipe.train.early_stopping))
     return callbacks
@@ -166,17 +196,38 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, say: Sa
         if scratch:
             _fast_batchnorm(base)
         model = compose(base, head, size, spec.scaling, base_training=None if scratch else False)
-        _phase_end_to_end(train.mode, model, recipe, dataset, work / "phases" / train.mode,
-                          train.epochs, train.learning_rate, augment=True, say=say, progress=progress)
+        _phase_end_to_end(
+            train.mode,
+            model,
+            recipe,
+            dataset,
+            work / "phases" / train.mode,
+            train.epochs,
+            train.learning_rate,
+            augment=True,
+            say=say,
+            progress=progress,
+        )
         phases.append(train.mode)
     if train.fine_tune.epochs:
         unfreeze(base, train.fine_tune.unfreeze_from, train.fine_tune.unfreeze_last)
         trainable = sum(1 for layer in base.layers if layer.trainable and layer.weights)
-        say(f"[finetune] {trainable} backbone layers with weights unfrozen "
-            f"(BatchNorm kept in inference mode), learning rate {train.fine_tune.learning_rate:g}")
-        _phase_end_to_end("finetune", model, recipe, dataset, work / "phases" / "finetune",
-                          train.fine_tune.epochs, train.fine_tune.learning_rate, augment=True, say=say,
-                          progress=progress)
+        say(
+            f"[finetune] {trainable} backbone layers with weights unfrozen "
+            f"(BatchNorm kept in inference mode), learning rate {train.fine_tune.learning_rate:g}"
+        )
+        _phase_end_to_end(
+            "finetune",
+            model,
+            recipe,
+            dataset,
+            work / "phases" / "finetune",
+            train.fine_tune.epochs,
+            train.fine_tune.learning_rate,
+            augment=True,
+            say=say,
+            progress=progress,
+        )
         phases.append("finetune")
     return model, phases
 
@@ -201,8 +252,16 @@ def _mark_done(folder: Path, seconds: float) -> None:
     shutil.rmtree(folder / "backup", ignore_errors=True)
 
 
-def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: str, folder: Path, say: Say,
-                    progress: Progress = NO_PROGRESS) -> None:
+def _phase_features(
+    recipe: Recipe,
+    dataset: SplitDataset,
+    base,
+    head,
+    scaling: str,
+    folder: Path,
+    say: Say,
+    progress: Progress = NO_PROGRESS,
+) -> None:
     """Fast feature extraction: cached conv-base features, head trained on them."""
     import keras
 
@@ -217,8 +276,10 @@ def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: 
         make_extractor = functools.cache(lambda: build_extractor(base, recipe.model.image_size, scaling))
         engine = train.feature_engine
         if engine == "tflite" and keras.backend.backend() != "tensorflow":
-            say(f"[features] backend {keras.backend.backend()}: extracting with engine keras "
-                "(the LiteRT engine converts the base through TensorFlow)")
+            say(
+                f"[features] backend {keras.backend.backend()}: extracting with engine keras "
+                "(the LiteRT engine converts the base through TensorFlow)"
+            )
             engine = "keras"
         if keras.mixed_precision.global_policy().name != "float32" and engine == "tflite":
             # A float16 graph does not convert to TFLite builtins; mixed precision means a GPU,
@@ -227,19 +288,35 @@ def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: 
             engine = "keras"
         arrays = {}
         for split in ("train", "validation"):
-            features, _ = cached_features(make_extractor, dataset.paths(split), recipe.model, engine,
-                                          recipe.seed, say=say, label=split, progress=progress)
+            features, _ = cached_features(
+                make_extractor,
+                dataset.paths(split),
+                recipe.model,
+                engine,
+                recipe.seed,
+                say=say,
+                label=split,
+                progress=progress,
+            )
             arrays[split] = (features, np.asarray(dataset.labels(split)))
         x, y = arrays["train"]
         k = len(dataset.classes)
-        rate = knobs.learning_rate(train.lr_schedule, train.learning_rate, train.epochs,
-                                   knobs.steps_per_epoch(len(x), train.batch_size))
+        rate = knobs.learning_rate(
+            train.lr_schedule, train.learning_rate, train.epochs, knobs.steps_per_epoch(len(x), train.batch_size)
+        )
         head.compile(optimizer=_optimizer(train.optimizer, rate), loss=knobs.loss(train), metrics=["accuracy"])
         xv, yv = arrays["validation"]
-        head.fit(x, knobs.targets(y, k, train), validation_data=(xv, knobs.targets(yv, k, train)),
-                 epochs=train.epochs, batch_size=train.batch_size, shuffle=True, verbose=0,
-                 class_weight=knobs.class_weights(y, k, train.class_weight),
-                 callbacks=_callbacks("features", folder, train.epochs, len(x), recipe, say, progress))
+        head.fit(
+            x,
+            knobs.targets(y, k, train),
+            validation_data=(xv, knobs.targets(yv, k, train)),
+            epochs=train.epochs,
+            batch_size=train.batch_size,
+            shuffle=True,
+            verbose=0,
+            class_weight=knobs.class_weights(y, k, train.class_weight),
+            callbacks=_callbacks("features", folder, train.epochs, len(x), recipe, say, progress),
+        )
         _mark_done(folder, time.perf_counter() - start)
         _plot(folder, "features")
     else:
@@ -248,8 +325,18 @@ def _phase_features(recipe: Recipe, dataset: SplitDataset, base, head, scaling: 
     head.set_weights(best.get_weights())
 
 
-def _phase_end_to_end(phase: str, model, recipe: Recipe, dataset: SplitDataset, folder: Path, epochs: int,
-                      learning_rate: float, augment: bool, say: Say, progress: Progress = NO_PROGRESS) -> None:
+def _phase_end_to_end(
+    phase: str,
+    model,
+    recipe: Recipe,
+    dataset: SplitDataset,
+    folder: Path,
+    epochs: int,
+    learning_rate: float,
+    augment: bool,
+    say: Say,
+    progress: Progress = NO_PROGRESS,
+) -> None:
     """Train the composed model on images (augmented), keep the best weights by val_loss."""
     import keras
 
@@ -261,16 +348,30 @@ def _phase_end_to_end(phase: str, model, recipe: Recipe, dataset: SplitDataset, 
     if not _phase_done(folder):
         start = time.perf_counter()
         k, labels = len(dataset.classes), np.asarray(dataset.labels("train"), np.int32)
-        train_ds = batches(_decoded(dataset, "train", recipe, say, progress), knobs.targets(labels, k, train),
-                           train.batch_size, shuffle=True, seed=recipe.seed)
-        val_ds = batches(_decoded(dataset, "validation", recipe, say, progress),
-                         knobs.targets(dataset.labels("validation"), k, train), train.batch_size)
+        train_ds = batches(
+            _decoded(dataset, "train", recipe, say, progress),
+            knobs.targets(labels, k, train),
+            train.batch_size,
+            shuffle=True,
+            seed=recipe.seed,
+        )
+        val_ds = batches(
+            _decoded(dataset, "validation", recipe, say, progress),
+            knobs.targets(dataset.labels("validation"), k, train),
+            train.batch_size,
+        )
         trainer = training_model(model, train.augment if augment else None, recipe.seed)
         rate = knobs.learning_rate(train.lr_schedule, learning_rate, epochs, len(train_ds))
         trainer.compile(optimizer=_optimizer(train.optimizer, rate), loss=knobs.loss(train), metrics=["accuracy"])
-        trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,  # batches shuffle
-                    class_weight=knobs.class_weights(labels, k, train.class_weight),
-                    callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, say, progress))
+        trainer.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            verbose=0,
+            shuffle=False,  # batches shuffle
+            class_weight=knobs.class_weights(labels, k, train.class_weight),
+            callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, say, progress),
+        )
         _mark_done(folder, time.perf_counter() - start)
         _plot(folder, phase)
     else:
@@ -304,7 +405,7 @@ def evaluate(model, dataset: SplitDataset, recipe: Recipe, say: Say, progress: P
     from .decoded import batches
 
     images = _decoded(dataset, "test", recipe, say, progress)
-    probs = model.predict(batches(images, None, recipe.train.batch_size), verbose=0)[:len(images)]
+    probs = model.predict(batches(images, None, recipe.train.batch_size), verbose=0)[: len(images)]
     metrics = classification_metrics(np.asarray(dataset.labels("test")), probs, dataset.classes)
     where = " (no test split: these are the validation images)" if dataset.test_is_validation else ""
     say(f"test accuracy {metrics['accuracy']:.4f} on {metrics['count']} images{where}")
@@ -338,18 +439,27 @@ def _finish_run(recipe: Recipe, dataset: SplitDataset, model, metrics: dict, pha
         "backbone": spec.name,
         "classes": dataset.classes,
         "preprocessing": {
-            "size": [size, size], "interpolation": INTERPOLATION, "color": "RGB", "input_range": [0, 255],
+            "size": [size, size],
+            "interpolation": INTERPOLATION,
+            "color": "RGB",
+            "input_range": [0, 255],
             # The backbone's scaling is a layer inside every artifact; devices feed RGB 0..255.
-            "scaling": spec.scaling, "scaling_in_graph": True, "exif_transpose": True,
+            "scaling": spec.scaling,
+            "scaling_in_graph": True,
+            "exif_transpose": True,
         },
         "metrics": {"test_accuracy": metrics["accuracy"]},
         "artifacts": {
             REFERENCE: {
-                "file": REFERENCE, "format": "keras", "quantization": "none",
+                "file": REFERENCE,
+                "format": "keras",
+                "quantization": "none",
                 "input": {"shape": [None, size, size, 3], "dtype": "float32"},
                 "output": {"shape": [None, len(dataset.classes)], "dtype": "float32"},
-                "sha256": sha256_file(work / REFERENCE), "size_bytes": size_bytes(work / REFERENCE),
-                "versions": tool_versions("tensorflow", "keras"), "created": now(),
+                "sha256": sha256_file(work / REFERENCE),
+                "size_bytes": size_bytes(work / REFERENCE),
+                "versions": tool_versions("tensorflow", "keras"),
+                "created": now(),
                 "backend": _backend_name(),
             }
         },
