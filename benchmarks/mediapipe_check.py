@@ -39,7 +39,7 @@ QUANTS = ("float32", "float16", "dynamic", "int8")
 
 def prepare(run: Path, out: Path) -> None:
     from toolkit.core.images import load_batch
-    from toolkit.export.metadata import read_metadata
+    from toolkit.edge.tflite_metadata import read_metadata
 
     out.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((run / "manifest.json").read_text())

@@ -155,16 +155,6 @@ def test_input_size_differs_from_manifest(run_copy, held_out, file):
 
 
 @pytest.mark.edge
-def test_manifest_missing(run_copy, held_out, tmp_path):
-    lonely = tmp_path / "device"
-    lonely.mkdir()
-    shutil.copy(run_copy / "model_int8.tflite", lonely)
-    assert_one_line_error(
-        runner.invoke(app, ["predict", str(lonely / "model_int8.tflite"), held_out[0][0]]), "no manifest.json beside it"
-    )
-
-
-@pytest.mark.edge
 def test_manifest_that_is_not_a_tk_manifest(run_copy, held_out):
     (run_copy / "manifest.json").write_text(json.dumps({"artifacts": {}}))
     assert_one_line_error(

@@ -170,7 +170,7 @@ def test_export_int8_fallback_keeps_layers_float_until_the_gate_passes(trained_r
     model = (run / "model_int8.tflite").read_bytes()
     assert "DEQUANTIZE" in _tflite_ops(model)
     assert entry["input"]["dtype"] == entry["output"]["dtype"] == "uint8"  # the I/O contract holds
-    from toolkit.export.metadata import read_metadata
+    from toolkit.edge.tflite_metadata import read_metadata
 
     assert read_metadata(model)["output"]["labels"] == load_manifest(run)["classes"]
     assert not [p.name for p in run.iterdir() if p.name.startswith(".") or ".tmp" in p.name]

@@ -13,7 +13,8 @@ keras = pytest.importorskip("keras")
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
 from toolkit.core.errors import TkError  # noqa: E402
-from toolkit.export.metadata import add_metadata, read_metadata  # noqa: E402
+from toolkit.edge.tflite_metadata import read_metadata  # noqa: E402
+from toolkit.export.metadata import add_metadata  # noqa: E402
 
 LABELS = ["cat", "dog", "bird"]
 INFO = dict(name="tiny", description="a tiny test classifier", version="1.2.3", author="tk tests")

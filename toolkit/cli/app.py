@@ -250,7 +250,10 @@ def data_fetch(recipe: Annotated[Path, typer.Argument(help="Recipe YAML with dat
 def predict(
     artifact: Annotated[
         Path,
-        typer.Argument(help="Model file (.tflite, .onnx, .keras or a SavedModel folder) with manifest.json beside it."),
+        typer.Argument(
+            help="Model file (.tflite, .onnx, .keras or a SavedModel folder) with manifest.json beside it; "
+            "a .tflite/.onnx without one uses the labels and preprocessing it carries."
+        ),
     ],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
     top_k: Annotated[int, typer.Option("--top-k", help="Labels to show per image.")] = 1,
@@ -277,9 +280,18 @@ def predict(
         if len(bad) > 1:  # the first one is named in the closing error line
             err_console.print(f"skipped: {file}: {why}", style="yellow", markup=False, soft_wrap=True)
 
+    def note(text: str) -> None:  # on stderr: stdout holds the predictions (or the JSON) only
+        err_console.print(f"note: {text}", style="yellow", markup=False, soft_wrap=True)
+
     counts = parse_threads(threads) if threads is not None else ()
     results = run_predict(
-        artifact, images, k=top_k, threads=counts[0] if counts else None, on_prediction=echo, on_bad=skipped
+        artifact,
+        images,
+        k=top_k,
+        threads=counts[0] if counts else None,
+        on_prediction=echo,
+        on_bad=skipped,
+        on_note=note,
     )
     if as_json:
         say(json_text([p.to_json() for p in results]))

@@ -5,6 +5,8 @@ pays when it starts the model (the cold start is process start to first predicti
 read by the child), thread settings then apply even to TensorFlow (whose thread pool is
 fixed once created), and one artifact's allocations never inflate another's numbers. The parent
 never loads a model, so on the edge install (no TensorFlow) it benches .tflite and .onnx only.
+A bare .tflite/.onnx (no manifest.json beside it) is benched with what it carries (edge/bare.py);
+its accuracy is measured on `--data-root`, a folder of class folders named by its labels.
 Benchmarks measure; they never assert timings.
 """
 
@@ -23,7 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..core.errors import Say, TkError
-from ..core.formats import FORMATS, looks_like_model, sort_key
+from ..core.formats import FORMATS, format_of_path, looks_like_model, sort_key
 from ..core.io import check_writable, now, write_json_atomic
 from ..core.progress import NO_PROGRESS, Progress, tracked
 from ..core.recipe import BenchSection
@@ -135,6 +137,7 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         "load_s": load_s,
         "peak_rss_mb": peak_rss_mb(),
         "tensorflow_loaded": sys.modules.get("tensorflow") is not None,
+        "notes": predictor.notes,  # what a bare model file lacks (labels, preprocessing)
     }
     for _ in range(spec["warmup"]):
         predictor.predict(image)
@@ -153,10 +156,25 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     out["throughput_ips"] = spec["batch"] * calls / (time.perf_counter() - start)
     if spec.get("test"):
         paths, labels = spec["test"]
+        if labels and isinstance(labels[0], str):  # a bare model: class folders named by its labels
+            labels = _label_indices(labels, predictor, spec.get("data_root"))
         probs = predictor.predict_files(paths, batch_size=spec["batch"])
         out["accuracy"] = float((probs.argmax(axis=1) == np.asarray(labels)).mean())
         out["test_count"] = len(labels)
     return out
+
+
+def _label_indices(names: list[str], predictor, root: Optional[str]) -> list[int]:
+    """Class folder names as the model's output indices (its labels, or indices without labels)."""
+    index = {label: i for i, label in enumerate(predictor.labels or [])}
+    unknown = sorted({n for n in names if n not in index})
+    if unknown:
+        shown = ", ".join(list(index)[:20]) + (", ..." if len(index) > 20 else "")
+        raise TkError(
+            f"--data-root {root}: folder {unknown[0]!r} is not a class of {predictor.path.name} "
+            f"(its classes: {shown}); name each class folder by one of them, or remove it"
+        )
+    return [index[n] for n in names]
 
 
 def _run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -183,11 +201,21 @@ def _run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
 
 def _test_split(
-    run_dir: Path, data_root: Optional[Path] = None
-) -> tuple[Optional[list[str]], Optional[list[int]], Optional[str]]:
-    """The run's test images (resolved against the data root, or data_root), or why accuracy is skipped."""
+    run_dir: Path, data_root: Optional[Path] = None, bare: bool = False
+) -> tuple[Optional[list[str]], Optional[list], Optional[str]]:
+    """The run's test images (resolved against the data root, or data_root), or why accuracy is skipped.
+
+    bare: model files with no manifest; data_root, if given, is a folder of class folders whose
+    names the child process maps to the model's labels."""
     from ..core.runs import load_split
 
+    if bare:
+        if data_root is None:
+            return None, None, "accuracy not measured: pass --data-root DIR (class folders named by the model's labels)"
+        from .bare import labelled_images
+
+        paths, names = labelled_images(data_root)
+        return paths, names, None
     if not (run_dir / "split.json").is_file():
         return None, None, "no split.json in the run folder: accuracy not measured"
     split = load_split(run_dir / "split.json", data_root)
@@ -244,7 +272,13 @@ def bench_run(
     one task per artifact, advanced per thread count measured.
     """
     settings.check()
-    manifest = load_manifest(run_dir)
+    bare = only is not None and not (Path(run_dir) / MANIFEST).is_file()
+    if bare:  # model files alone: what each carries is read by the child that runs it
+        from .bare import bare_manifest
+
+        manifest = bare_manifest(run_dir, only)
+    else:
+        manifest = load_manifest(run_dir)
     check_writable(run_dir)  # a read-only run folder fails now, not after minutes of measuring
     notes: list[str] = []
     entries = _artifacts_of(run_dir, manifest, only, notes)
@@ -252,7 +286,7 @@ def bench_run(
         raise TkError(
             f"{run_dir}: nothing to bench ({'; '.join(notes) or 'no artifacts in the manifest'}); run tk export first"
         )
-    paths, labels, why = _test_split(run_dir, data_root)
+    paths, labels, why = _test_split(run_dir, data_root, bare)
     if why:
         notes.append(why)
     image = paths[0] if paths else None
@@ -277,8 +311,10 @@ def bench_run(
                 "batch": settings.batch,
                 # accuracy does not depend on threads: measure it once per artifact
                 "test": [paths, labels] if paths and i == 0 else None,
+                "data_root": str(data_root) if data_root else None,
             }
             result = _run_child(spec, settings.timeout_s)
+            notes += [n for n in result.pop("notes", []) if n not in notes]
             latencies = result.pop("latencies_ms")
             row = {
                 "file": file,
@@ -300,7 +336,7 @@ def bench_run(
             rows.append(row)
     report = _bench_report(run_dir, manifest, rows, machine, notes)
     write_json_atomic(run_dir / BENCH_JSON, report)
-    for entry in entries:
+    for entry in entries if not bare else ():  # a bare file has no manifest to record into
         mine = [r for r in rows if r["file"] == entry["file"]]
         record_metrics(
             run_dir,
@@ -383,7 +419,7 @@ def split_targets(targets: Sequence[str], runs_dir: Path, say: Say) -> dict[Path
             if not path.exists():
                 raise TkError(f"{path}: model file not found")
             run = path.parent
-            if not (run / MANIFEST).is_file():
+            if not (run / MANIFEST).is_file() and format_of_path(path).needs_tensorflow:
                 raise TkError(f"{path}: no {MANIFEST} beside it; copy the run's manifest.json with the model")
             if run in plan and plan[run] is None:
                 continue

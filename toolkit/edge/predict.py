@@ -2,7 +2,8 @@
 
 This is the device command: for .tflite and .onnx it imports numpy, Pillow and the runtime only
 (never TensorFlow), so it runs on the base install on a Raspberry Pi. Folders are expanded to
-their image files (sorted, recursively) and predicted in batches.
+their image files (sorted, recursively) and predicted in batches. A bare .tflite/.onnx (no
+manifest beside it) is labelled by what it carries (edge/bare.py); what it lacks is one note.
 """
 
 from __future__ import annotations
@@ -91,11 +92,13 @@ def predict(
     threads: int | None = None,
     on_prediction: Callable[[Prediction], None] | None = None,
     on_bad: BadFile | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> list[Prediction]:
     """Load the artifact (manifest + sha256 checked) and predict every input image.
 
     Unreadable files go to `on_bad` as they are met and the rest are predicted (the caller says
-    so at the end: see bad_files_line); without `on_bad` the first one is a TkError.
+    so at the end: see bad_files_line); without `on_bad` the first one is a TkError. `on_note`
+    gets what a bare model file lacks (no labels: class indices), once, before any prediction.
     """
     if k < 1:
         raise TkError(f"--top-k: must be >= 1 (got {k})")
@@ -103,6 +106,8 @@ def predict(
         raise TkError(f"--threads: must be >= 1 (got {threads})")
     files = expand_inputs(inputs)
     predictor = load_predictor(artifact, num_threads=threads)
+    for note in predictor.notes if on_note else ():
+        on_note(note)
     out = []
     for prediction in predict_paths(predictor, files, k, on_bad=on_bad):
         out.append(prediction)

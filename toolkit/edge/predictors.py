@@ -2,8 +2,10 @@
 
 A predictor is built from an artifact and its run's manifest (labels, input size, quantization)
 and takes RGB 0..255 float32 images, as images.load_image makes them: the backbone's scaling is
-inside every exported graph. The .tflite and .onnx predictors import numpy, Pillow and their
-runtime only, never TensorFlow or Keras: this is the device path.
+inside every exported graph. A bare .tflite or .onnx (no manifest.json beside it) is run with what
+the file itself carries (bare.py: TFLite metadata, ONNX metadata_props): its labels, its input
+size and its normalization, applied here. The .tflite and .onnx predictors import numpy, Pillow
+and their runtime only, never TensorFlow or Keras: this is the device path.
 """
 
 from __future__ import annotations
@@ -23,23 +25,41 @@ from ..core.images import load_batch
 from ..core.io import sha256_file
 from ..core.quiet import silenced_stderr
 from ..core.runs import MANIFEST
+from .bare import Contract
 
 BATCH = 32  # images per runtime call when predicting many
 
 
 class Predictor:
-    """Run a classifier artifact: images (N, H, W, 3) float32 0..255 -> probabilities (N, C)."""
+    """Run a classifier artifact: images (N, H, W, 3) float32 0..255 -> probabilities (N, C).
+
+    `manifest` None: a bare file; `contract` then says what it carries (labels None: indices,
+    named once the output size is known; size None: the model input's own)."""
 
     kind = "abstract"
 
-    def __init__(self, path: Path, manifest: dict[str, Any]):
+    def __init__(self, path: Path, manifest: Optional[dict[str, Any]], contract: Optional[Contract] = None):
         self.path = Path(path)
-        self.labels: list[str] = list(manifest["classes"])
-        size = manifest["preprocessing"]["size"]
-        self.size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.contract = contract or Contract()
+        self.notes: list[str] = list(self.contract.notes)  # what a bare file lacked, said once by the caller
+        if manifest is not None:
+            self.labels: Optional[list[str]] = list(manifest["classes"])
+            size = manifest["preprocessing"]["size"]
+            self.size: Optional[tuple[int, int]] = (int(size[0]), int(size[1]))
+        else:
+            self.labels = list(self.contract.labels) if self.contract.labels else None
+            self.size = self.contract.size
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def normalized(self, images: np.ndarray) -> np.ndarray:
+        """Float input for a bare model whose metadata asks (pixel - mean) / std; tk's own take the pixels."""
+        if self.contract.mean is None:
+            return images
+        mean = np.asarray(self.contract.mean, np.float32)
+        std = np.asarray(self.contract.std, np.float32)
+        return (images.astype(np.float32, copy=False) - mean) / std
 
     def _check_outputs(self, count: int, shape: Sequence[Any]) -> None:
         """One output of (batch, classes), as many classes as the manifest names: labels are never
@@ -58,7 +78,14 @@ class Predictor:
                 "tk runs image classifiers"
             )
         classes = shape[-1]
-        if isinstance(classes, (int, np.integer)) and classes != len(self.labels):
+        if self.labels is None and isinstance(classes, (int, np.integer)):
+            self.labels = [str(i) for i in range(int(classes))]  # a bare model without labels: indices
+        if isinstance(classes, (int, np.integer)) and self.labels is not None and classes != len(self.labels):
+            if self.contract.source:
+                raise TkError(
+                    f"{self.path}: model outputs {classes} classes but its {self.contract.source} lists "
+                    f"{len(self.labels)} labels; the labels belong to another model (re-export it)"
+                )
             raise TkError(
                 f"{self.path}: model outputs {classes} classes but the manifest lists "
                 f"{len(self.labels)} ({', '.join(self.labels)}); copy the manifest.json of the "
@@ -91,9 +118,16 @@ class Predictor:
                 f"{self.path}: model input has {channels} channel(s){layout}, shape {list(shape)}; "
                 "tk feeds RGB images as (batch, height, width, 3): export the model with that input"
             )
-        if not all(isinstance(d, (int, np.integer)) for d in shape[1:3]):
+        if not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape[1:3]):
+            if self.size is None:
+                raise TkError(
+                    f"{self.path}: model input has no fixed size ({list(shape)}) and nothing beside or in "
+                    "it says which: copy the run's manifest.json beside it (or re-export it with tk)"
+                )
             return  # symbolic height/width (a fully dynamic graph): any size the manifest names fits
         height, width = int(shape[1]), int(shape[2])
+        if self.size is None:  # a bare file: its own input size
+            self.size = (height, width)
         if (height, width) != self.size:
             raise TkError(
                 f"{self.path}: model input is {height}x{width} but the manifest says "
@@ -118,9 +152,13 @@ def interpreter_class():
 
 
 class TFLiteModel:
-    """A .tflite interpreter that takes float batches of any size (quantizing int8 I/O)."""
+    """A .tflite interpreter that takes float batches of any size (quantizing int8 I/O).
 
-    def __init__(self, path: Path, num_threads: Optional[int] = None):
+    raw_uint8: a uint8 input gets the pixel itself (TFLite metadata semantics, see bare.Contract)
+    instead of the pixel quantized by the input's scale and zero-point."""
+
+    def __init__(self, path: Path, num_threads: Optional[int] = None, raw_uint8: bool = False):
+        self.raw_uint8 = raw_uint8
         Interpreter = interpreter_class()
         try:
             with silenced_stderr():  # LiteRT's "Created XNNPACK delegate" INFO line
@@ -146,7 +184,8 @@ class TFLiteModel:
             self.interpreter.allocate_tensors()
             self._details()
             self._batch = n
-        self.interpreter.set_tensor(self._in["index"], quantize(images, self._in))
+        feed = pixels_uint8(images) if self.raw_uint8 and self._in["dtype"] == np.uint8 else quantize(images, self._in)
+        self.interpreter.set_tensor(self._in["index"], feed)
         self.interpreter.invoke()
         return dequantize(self.interpreter.get_tensor(self._out["index"]), self._out)
 
@@ -154,14 +193,17 @@ class TFLiteModel:
 class TFLitePredictor(Predictor):
     kind = "tflite"
 
-    def __init__(self, path: Path, manifest: dict[str, Any], num_threads: Optional[int] = None):
-        super().__init__(path, manifest)
-        self.model = TFLiteModel(path, num_threads)
+    def __init__(self, path: Path, manifest: Optional[dict[str, Any]], num_threads: Optional[int] = None):
+        from .bare import tflite_contract
+
+        super().__init__(path, manifest, tflite_contract(Path(path)) if manifest is None else None)
+        self.model = TFLiteModel(path, num_threads, raw_uint8=self.contract.raw_uint8)
         self._check_input(self.model.input_shape)
         self._check_outputs(self.model.output_count, tuple(self.model._out["shape"]))
+        self._float_input = np.issubdtype(self.model._in["dtype"], np.floating)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        return self.model.run(images)
+        return self.model.run(self.normalized(images) if self._float_input else images)
 
 
 def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -171,6 +213,11 @@ def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     scale, zero_point = detail["quantization"]
     info = np.iinfo(dtype)
     return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def pixels_uint8(x: np.ndarray) -> np.ndarray:
+    """0..255 pixels as uint8 (load_image decoded them from uint8, so rounding restores them exactly)."""
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
 def dequantize(q: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -183,8 +230,7 @@ def dequantize(q: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 class OnnxPredictor(Predictor):
     kind = "onnx"
 
-    def __init__(self, path: Path, manifest: dict[str, Any], num_threads: Optional[int] = None):
-        super().__init__(path, manifest)
+    def __init__(self, path: Path, manifest: Optional[dict[str, Any]], num_threads: Optional[int] = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -197,6 +243,12 @@ class OnnxPredictor(Predictor):
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             raise TkError(f"{path}: not a valid .onnx model (truncated or corrupt?): {exc}; re-run tk export") from None
+        contract = None
+        if manifest is None:  # a bare file: what tk's export wrote into its metadata_props
+            from .bare import onnx_contract
+
+            contract = onnx_contract(dict(self.session.get_modelmeta().custom_metadata_map or {}), Path(path))
+        super().__init__(path, manifest, contract)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1:
             raise TkError(f"{path}: model has {len(inputs)} inputs; tk runs classifiers with one image input")
@@ -218,6 +270,8 @@ class OnnxPredictor(Predictor):
         self._batch = int(batch) if isinstance(batch, (int, np.integer)) and batch > 0 else None
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        if self._input.type in _ONNX_FLOATS:
+            images = self.normalized(images)
         pixels = _ONNX_INPUTS[self._input.type](images)
         step = self._batch or max(len(pixels), 1)
         chunks = []
@@ -239,7 +293,7 @@ _ONNX_INPUTS = {
     "tensor(float)": lambda x: x.astype(np.float32, copy=False),
     "tensor(float16)": lambda x: x.astype(np.float16),
     "tensor(double)": lambda x: x.astype(np.float64),
-    "tensor(uint8)": lambda x: np.clip(np.round(x), 0, 255).astype(np.uint8),
+    "tensor(uint8)": pixels_uint8,
 }
 
 
@@ -264,10 +318,13 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
         )
     manifest_path = path.parent / MANIFEST
     if not manifest_path.is_file():
-        raise TkError(
-            f"{path}: no {MANIFEST} beside it; copy the run's manifest.json with the model "
-            "(it holds the labels and preprocessing)"
-        )
+        if fmt.needs_tensorflow:
+            raise TkError(
+                f"{path}: no {MANIFEST} beside it; copy the run's manifest.json with the model "
+                "(it holds the labels and preprocessing)"
+            )
+        # A bare .tflite/.onnx: run with the labels and preprocessing it carries (bare.py).
+        return predictor_class(fmt)(path, None, num_threads=num_threads)
     manifest = read_manifest(manifest_path)
     entry = artifact_entries(manifest, manifest_path).get(path.name)
     if not isinstance(entry, dict):

@@ -256,8 +256,12 @@ def _check_raw_pixel_input(info: dict[str, Any], say: Say) -> None:
 def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
     import onnx
 
+    from ..edge.bare import onnx_metadata_props
+
     proto = job.onnx_float
     extra: dict[str, Any] = {}
+    # The labels and preprocessing contract travel inside the file: a bare .onnx names its classes.
+    props = onnx_metadata_props(job.manifest["name"], job.labels, job.manifest["preprocessing"])
     if quantization == "int8":  # static QDQ, calibrated on the images TFLite int8 uses
         from .onnx_int8 import quantize_onnx_int8
 
@@ -273,8 +277,8 @@ def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
         )
         extra = {"quantization_details": extra["quantization"], "calibration": job.calibration_record()}
         proto = onnx.load(str(tmp))
-    else:
-        onnx.save(proto, str(tmp))
+    proto = _with_props(proto, props)
+    onnx.save(proto, str(tmp))
 
     def shape(value) -> list:
         return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
@@ -284,8 +288,20 @@ def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
         "opset": job.opset,
         "input_name": proto.graph.input[0].name,
         "output_name": proto.graph.output[0].name,
+        "metadata_props": sorted(props),
         **extra,
     }
+
+
+def _with_props(proto, props: dict[str, str]):
+    """A copy of the model with `props` in its metadata_props (others kept, tk's replaced)."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    kept = {p.key: p.value for p in out.metadata_props if p.key not in props}
+    onnx.helper.set_model_props(out, {**kept, **props})
+    return out
 
 
 # One converter per exported format of core/formats.FORMATS: (job, quantization, temporary path)

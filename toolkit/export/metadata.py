@@ -20,17 +20,14 @@ import flatbuffers
 import numpy as np
 
 from ..core.errors import TkError
-from .vendor import metadata_schema_py_generated as _md
+from ..edge.tflite_metadata import LABEL_FILE, METADATA_IDENTIFIER, METADATA_NAME, MODEL_IDENTIFIER, text
+from ..edge.vendor import metadata_schema_py_generated as _md
 
 try:  # the TFLite model schema, as the runtime that runs tk's files ships it (the newest one)
     from ai_edge_litert import schema_py_generated as _fb
 except ImportError:  # pragma: no cover - LiteRT has no wheel here; TensorFlow (export needs it) has a copy
     from tensorflow.lite.python import schema_py_generated as _fb
 
-METADATA_NAME = "TFLITE_METADATA"
-MODEL_IDENTIFIER = b"TFL3"
-METADATA_IDENTIFIER = b"M001"
-LABEL_FILE = "labels.txt"
 # GetMinimumMetadataParserVersion (tflite-support metadata_version.cc) gives 1.0.0 for what is
 # written here: no subgraph-level process units, tensor groups, tokenizers, audio, vocabulary,
 # associated-file versions or custom metadata (each of those would raise it to 1.1.0 .. 1.5.0).
@@ -42,8 +39,6 @@ _TYPES = {
     _fb.TensorType.UINT8: "uint8",
     _fb.TensorType.INT8: "int8",
 }
-_FILE_TYPES = {v: k for k, v in vars(_md.AssociatedFileType).items() if not k.startswith("_")}
-_COLOR_SPACES = {v: k for k, v in vars(_md.ColorSpaceType).items() if not k.startswith("_")}
 
 
 class _AlignedBuilder(flatbuffers.Builder):
@@ -66,20 +61,27 @@ def _stats(lo: float, hi: float):
     return stats
 
 
-def _input_md(input_dtype: str, quantization: dict | None):
+def _normalization_unit(mean: list[float], std: list[float]):
+    norm = _md.ProcessUnitT()
+    norm.optionsType = _md.ProcessUnitOptions.NormalizationOptions
+    norm.options = _md.NormalizationOptionsT()
+    norm.options.mean, norm.options.std = [float(v) for v in mean], [float(v) for v in std]
+    return norm
+
+
+def _input_md(input_dtype: str, quantization: dict | None, normalization: tuple | None = None):
     md = _md.TensorMetadataT()
     md.name = "image"
     md.content = _md.ContentT()
     md.content.contentPropertiesType = _md.ContentProperties.ImageProperties
     md.content.contentProperties = _md.ImagePropertiesT()
     md.content.contentProperties.colorSpace = _md.ColorSpaceType.RGB
-    if input_dtype in ("float32", "float16"):
+    if normalization is not None:  # another writer's convention (MediaPipe Model Maker: 127.5, 127.5)
+        md.description = "RGB image; float inputs take (pixel - mean) / std, uint8 inputs the pixel."
+        md.processUnits = [_normalization_unit(*normalization)]
+    elif input_dtype in ("float32", "float16"):
         md.description = "RGB image, pixel values 0..255 (the model rescales them itself)."
-        norm = _md.ProcessUnitT()
-        norm.optionsType = _md.ProcessUnitOptions.NormalizationOptions
-        norm.options = _md.NormalizationOptionsT()
-        norm.options.mean, norm.options.std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
-        md.processUnits = [norm]
+        md.processUnits = [_normalization_unit([0.0] * 3, [1.0] * 3)]
         md.stats = _stats(0, 255)
     else:
         if not quantization or "scale" not in quantization or "zero_point" not in quantization:
@@ -120,8 +122,12 @@ def add_metadata(
     input_dtype: str,
     input_quantization: dict | None,
     license: str | None = None,
+    normalization: tuple[list[float], list[float]] | None = None,
 ) -> bytes:
-    """`model` (a .tflite, with or without metadata) with tk's metadata and labels.txt packed."""
+    """`model` (a .tflite, with or without metadata) with tk's metadata and labels.txt packed.
+
+    normalization: (mean, std) for a model that does not take 0..255 pixels (tk's own do; the
+    tests write MediaPipe Model Maker's layout with it)."""
     model = bytes(model)
     if not _fb.Model.ModelBufferHasIdentifier(model, 0):
         raise TkError("not a TFLite model (no TFL3 identifier)")
@@ -151,7 +157,7 @@ def add_metadata(
     meta.minParserVersion = MIN_PARSER_VERSION
     sub = _md.SubGraphMetadataT()
     sub.name = "image_classifier"
-    sub.inputTensorMetadata = [_input_md(input_dtype, input_quantization)]
+    sub.inputTensorMetadata = [_input_md(input_dtype, input_quantization, normalization)]
     sub.outputTensorMetadata = [_output_md()]
     meta.subgraphMetadata = [sub]
     b = flatbuffers.Builder(1024)
@@ -161,7 +167,7 @@ def add_metadata(
 
     m.buffers = m.buffers or []
     m.metadata = m.metadata or []
-    entry = next((e for e in m.metadata if _text(e.name) == METADATA_NAME), None)
+    entry = next((e for e in m.metadata if text(e.name) == METADATA_NAME), None)
     if entry is None:  # as MetadataPopulator: a new buffer; otherwise reuse the old one's index
         m.buffers.append(buffer)
         entry = _fb.MetadataT()
@@ -177,78 +183,3 @@ def add_metadata(
     with zipfile.ZipFile(out, "a") as zf:  # appending to a non-zip: offsets from file start
         zf.writestr(zipfile.ZipInfo(LABEL_FILE, _ZIP_TIME), "\n".join(labels) + "\n")
     return out.getvalue()
-
-
-def _text(value) -> str | None:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-def _stats_dict(stats) -> dict | None:
-    if stats is None:
-        return None
-    return {"min": [float(x) for x in stats.min], "max": [float(x) for x in stats.max]}
-
-
-def _tensor_dict(t) -> dict:
-    out = {"name": _text(t.name), "description": _text(t.description), "stats": _stats_dict(t.stats)}
-    props = t.content.contentProperties if t.content else None
-    if isinstance(props, _md.ImagePropertiesT):
-        out["color_space"] = _COLOR_SPACES.get(props.colorSpace, str(props.colorSpace))
-    out["normalization"] = None
-    for unit in t.processUnits or []:
-        if isinstance(unit.options, _md.NormalizationOptionsT):
-            out["normalization"] = {
-                "mean": [float(x) for x in unit.options.mean],
-                "std": [float(x) for x in unit.options.std],
-            }
-    out["associated_files"] = [
-        {"name": _text(f.name), "type": _FILE_TYPES.get(f.type, str(f.type)), "description": _text(f.description)}
-        for f in t.associatedFiles or []
-    ]
-    return out
-
-
-def read_metadata(model: bytes) -> dict | None:
-    """The metadata written by add_metadata (or any TFLite metadata), read back from the model's
-    flatbuffer and its packed zip; None when the model has none."""
-    model = bytes(model)
-    root = _fb.Model.GetRootAs(model, 0)
-    raw = None
-    for i in range(root.MetadataLength()):
-        if _text(root.Metadata(i).Name()) == METADATA_NAME:
-            raw = root.Buffers(root.Metadata(i).Buffer()).DataAsNumpy().tobytes()
-    if raw is None:
-        return None
-    if not _md.ModelMetadata.ModelMetadataBufferHasIdentifier(raw, 0):
-        raise TkError("the TFLITE_METADATA buffer is not a metadata flatbuffer (no M001)")
-    meta = _md.ModelMetadataT.InitFromObj(_md.ModelMetadata.GetRootAs(raw, 0))
-    try:
-        with zipfile.ZipFile(io.BytesIO(model)) as zf:
-            packed = {n: zf.read(n) for n in zf.namelist()}
-    except zipfile.BadZipFile:
-        packed = {}
-    sub = (meta.subgraphMetadata or [None])[0]
-    inputs = [_tensor_dict(t) for t in (sub.inputTensorMetadata or [])] if sub else []
-    outputs = [_tensor_dict(t) for t in (sub.outputTensorMetadata or [])] if sub else []
-    for out in outputs:
-        names = [f["name"] for f in out["associated_files"] if f["type"] == "TENSOR_AXIS_LABELS"]
-        if names and names[0] not in packed:
-            raise TkError(f"the metadata names {names[0]}, but the model has no such packed file")
-        out["labels"] = packed[names[0]].decode("utf-8").splitlines() if names else None
-    recorded = [f for t in inputs + outputs for f in t["associated_files"]]
-    recorded += [
-        {"name": _text(f.name), "type": _FILE_TYPES.get(f.type, str(f.type)), "description": _text(f.description)}
-        for f in meta.associatedFiles or []
-    ]
-    return {
-        "name": _text(meta.name),
-        "description": _text(meta.description),
-        "version": _text(meta.version),
-        "author": _text(meta.author),
-        "license": _text(meta.license),
-        "min_parser_version": _text(meta.minParserVersion),
-        "input": inputs[0] if inputs else None,
-        "output": outputs[0] if outputs else None,
-        "associated_files": recorded,
-        "packed_files": sorted(packed),
-    }
