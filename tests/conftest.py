@@ -221,3 +221,72 @@ def int8_inputs(exported_run):
         test=test,
         reference=np.asarray(model.predict(test, verbose=0)),
     )
+
+
+@pytest.fixture(scope="session")
+def colour_root(session_dir) -> Path:
+    """train/validation/test folders of blue, green and red images (32 px): data for models trained elsewhere."""
+    from foreign_models import make_colour_dataset
+
+    return make_colour_dataset(session_dir / "colours")
+
+
+# name -> (builder in tests/foreign_models.py, file name, --input-range, tk import options)
+FOREIGN = {
+    "mobilenet_v2": ("mobilenet_v2", "mobilenet_v2.keras", "-1..1", []),
+    # a flat folder of held-out images, split by fractions (set here: the test split gets 40%)
+    "logits": (
+        "logits_functional",
+        "logits.keras",
+        "0..1",
+        ["--set", "data.split.train=0.5", "--set", "data.split.validation=0.1", "--set", "data.split.test=0.4"],
+    ),
+    "sequential_h5": ("sequential_h5", "sequential.h5", "caffe", []),
+    "savedmodel": ("saved_model", "saved_model_dir", "torch", []),
+}
+
+
+@pytest.fixture(scope="session")
+def foreign_model(colour_root, session_dir):
+    """name -> the model file (or SavedModel folder) built and trained in plain Keras, once."""
+    import foreign_models
+
+    made: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in made:
+            builder, file, _, _ = FOREIGN[name]
+            made[name] = getattr(foreign_models, builder)(colour_root / "train", session_dir / "foreign" / file)
+        return made[name]
+
+    (session_dir / "foreign").mkdir(exist_ok=True)
+    return get
+
+
+@pytest.fixture(scope="session")
+def imported_run(foreign_model, colour_root, session_dir):
+    """name -> (run folder, tk import's CLI output, verify's report): each model imported with the
+    CLI, then every format exported and verified (once per session)."""
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+    from toolkit.export.exporter import export_run
+    from toolkit.export.verify import verify_run
+
+    done: dict[str, tuple] = {}
+    runs = session_dir / "import_runs"
+
+    def get(name: str):
+        if name not in done:
+            _, _, input_range, options = FOREIGN[name]
+            data = colour_root / "test" if name == "logits" else colour_root
+            args = ["import", str(foreign_model(name)), "--data", str(data), "--input-range", input_range]
+            args += ["--name", name, "--runs-dir", str(runs), "--set", "export.calibration_samples=30", *options]
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 0, result.output
+            run = runs / name
+            export_run(run, formats=["all"], quantizations=["all"], say=lambda _: None)
+            done[name] = (run, result.output, verify_run(run, say=lambda _: None, check=False))
+        return done[name]
+
+    return get

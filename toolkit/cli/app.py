@@ -495,6 +495,59 @@ def pack_cmd(
     )
 
 
+@app.command("import")
+@user_errors
+def import_cmd(
+    model: Annotated[
+        Path, typer.Argument(help="The classifier: a Keras 3 .keras, a legacy .h5 or a SavedModel folder.")
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="Class folders of images (or train/validation/test of them; one folder is split by fractions). "
+            "With --labels: test images, in folders named by the labels.",
+        ),
+    ],
+    input_range: Annotated[
+        str,
+        typer.Option(
+            "--input-range",
+            metavar="RANGE",
+            help="The pixels the model was trained on: 0..255, 0..1, -1..1, caffe (BGR minus ImageNet means) "
+            "or torch (ImageNet mean/std). Never guessed.",
+        ),
+    ],
+    labels: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--labels", help="Class names, one a line, in the model's output order (default: sorted folder names)."
+        ),
+    ] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: the model file's name).")] = None,
+    image_size: Annotated[
+        Optional[str],
+        typer.Option("--image-size", metavar="HxW", help="Input size, for a model that takes any size (e.g. 224x224)."),
+    ] = None,
+    sets: SetOpt = None,
+    as_json: JsonOpt = False,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Make a run of a classifier trained elsewhere (export, verify, bench, report, pack, explain work on it)."""
+    quiet.import_tensorflow_quietly()
+    from ..core.io import json_text
+    from ..export.importer import import_model, parse_size
+    from .render import import_lines
+
+    out = quiet_say if as_json else say
+    result = import_model(model, data, input_range, labels, name, parse_size(image_size), runs_dir, sets or (), out)
+    if as_json:
+        say(json_text(result.to_json()))
+        return
+    for line in import_lines(result):
+        say(line)
+
+
 @app.command()
 @user_errors
 def explain(

@@ -37,6 +37,27 @@ def ship_line(best: dict[str, Any]) -> str:
     )
 
 
+def import_lines(result) -> list[str]:
+    """What tk import says when done: test accuracy (per class, for a few classes), then warnings."""
+    m = result.metrics
+    how = "softmax added" if result.output == "logits" else "kept"
+    lines = [
+        f"test accuracy {m['accuracy']:.4f} on {m['count']} images (chance {result.chance:.3f}); "
+        f"model output: {result.output} ({how}: {result.output_from})"
+    ]
+    if len(m["per_class"]) <= 20:
+        lines += [
+            f"  {name:>16}: precision {c['precision']:.3f}  recall {c['recall']:.3f}  ({c['support']} images)"
+            for name, c in m["per_class"].items()
+            if c["support"]
+        ]
+    lines += [f"warning: {w}" for w in result.warnings]
+    if result.archived is not None:
+        lines.append(f"kept the previous run as {result.archived}")
+    lines.append(f"run written to {result.run_dir}; next: tk export {result.run_dir} && tk verify {result.run_dir}")
+    return lines
+
+
 def survey_table(report: dict[str, Any]) -> list[Any]:
     """Rich renderables for the terminal: counts table, sizes, bad files, warnings."""
     from rich.table import Table

@@ -127,6 +127,47 @@ def _folder(root: Path, data: DataSection, seed: int, complete: bool) -> SplitDa
     return SplitDataset(str(root), classes, splits, skipped, layout="folder", test_is_validation=no_test)
 
 
+def discover_labelled(root: Path, classes: list[str], strict: bool = False) -> SplitDataset:
+    """Images of a model trained elsewhere whose classes are known (`tk import --labels`): class
+    folders named by `classes` (the model's outputs, in order; any subset), pre-split or not.
+
+    One folder of class folders is a test folder: every image is a test image, and the train and
+    validation lists (int8 calibration, the fallback gate) reuse them (test_is_validation)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise TkError(f"--data: folder not found: {root} (one sub-folder of images per class, named by its label)")
+    split_dirs = _presplit_dirs(root) or {"test": root}
+    index = {name: k for k, name in enumerate(classes)}
+    splits: dict[str, list[tuple[str, int]]] = {}
+    skipped: list[tuple[str, str]] = []
+    for split, folder in split_dirs.items():
+        names = _class_dirs(folder)
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise TkError(
+                f"--data: {folder / unknown[0]} is not named by a label of --labels ({len(classes)} labels: "
+                f"{', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}); rename the folder or remove it"
+            )
+        good, bad = screen([(str(p), index[n]) for n in names for p in _files(folder / n)])
+        splits[split], skipped = good, skipped + bad
+    _finish(skipped, strict, root)
+    test = splits.get("test") or splits.get("validation") or []
+    if not test:
+        raise TkError(f"--data: no usable test images under {root} (class folders of JPEG/PNG/BMP/GIF images)")
+    for split in ("train", "validation"):
+        splits.setdefault(split, list(splits.get("validation") or test))
+    splits["test"] = test
+    one_folder = len(split_dirs) == 1  # a test folder alone: validation and train are its images too
+    return SplitDataset(
+        str(root),
+        list(classes),
+        splits,
+        skipped,
+        layout="folder" if one_folder else "presplit",
+        test_is_validation=one_folder or "test" not in split_dirs,
+    )
+
+
 def missing_classes(classes: list[str], items: list[tuple[str, int]]) -> list[str]:
     """The classes with no image among items (a split), in class order."""
     present = {y for _, y in items}

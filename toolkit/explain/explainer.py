@@ -179,6 +179,12 @@ def load_explainer(run_dir: Path) -> Explainer:
     # By order, not by name: runs saved before the base was named "backbone" carry its own name
     # (mini_vgg, mobilenetv2_0.35_64), and the order is the model's definition.
     backbone, head = nested
+    if not any(_rank(layer) == 4 and not _is_input(layer) for layer in backbone.layers):
+        # tk import of a SavedModel: one graph Keras cannot see into
+        raise TkError(
+            f"{path}: {backbone.name} has no layers with feature maps for explain to show (a model imported "
+            "from a SavedModel is one opaque graph); import the model's .keras or .h5 file to explain it"
+        )
     size = tuple(manifest.get("preprocessing", {}).get("size") or model.input_shape[1:3])
     return Explainer(
         run_dir,

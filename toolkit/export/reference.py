@@ -2,8 +2,9 @@
 
 They share the Predictor interface of edge/predictors.py, so verify and bench treat every format
 alike, but live here, above the TensorFlow-free edge package: the device path never imports them.
-`load_keras_model` is the one way tk opens a model.keras (custom layers registered, damage
-reported as one line), used by export, verify and explain.
+`load_keras_model` is the one way tk opens a model.keras (tk's layers registered: Preprocess, and
+SavedModelGraph for runs imported from a SavedModel; damage reported as one line), used by
+export, verify and explain.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def load_keras_model(path: Path):
             f"{path}: not a .keras archive (damaged or truncated); re-run tk train (or restore the file from a backup)"
         )
     ensure_custom_objects()
+    if keras.backend.backend() == "tensorflow":  # a run tk import made from a SavedModel holds its graph
+        from .savedmodel_layer import layer_class
+
+        layer_class()
     try:
         return keras.saving.load_model(str(path), compile=False)
     except Exception as exc:  # zip/h5 errors of every kind on a damaged file

@@ -107,6 +107,15 @@ def latency_points(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _training(run_dir: Path) -> list[str]:
     out = ["## Training", ""]
+    imported = load_manifest(run_dir).get("imported")
+    if isinstance(imported, dict):  # tk import: trained elsewhere
+        softmax = "; tk added the softmax" if imported.get("softmax_added") else ""
+        return out + [
+            f"Not trained by tk: imported by `tk import` from `{imported.get('source')}` "
+            f"({imported.get('format')}, sha256 `{str(imported.get('sha256', ''))[:12]}`), input range "
+            f"{imported.get('input_range')} as stated, output {imported.get('output')}{softmax}.",
+            "",
+        ]
     phases = sorted(p for p in (run_dir / "phases").glob("*") if p.is_dir()) if (run_dir / "phases").is_dir() else []
     if not phases:
         return out + ["No phase folders (phases/*/) in this run.", ""]
