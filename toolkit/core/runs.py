@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .errors import TkError
-from .io import now, sha256_file, size_bytes, write_json_atomic
+from .io import now, sha256_file, size_bytes, tool_versions, write_json_atomic
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -62,6 +62,36 @@ def load_manifest(run_dir: Path) -> dict[str, Any]:
 def save_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     manifest["updated"] = now()
     write_json_atomic(Path(run_dir) / MANIFEST, manifest)
+
+
+def preprocessing_record(size: Sequence[int], scaling: str, interpolation: str) -> dict[str, Any]:
+    """The manifest's preprocessing of a tk model: RGB 0..255 in, `scaling` a layer inside the graph."""
+    return {
+        "size": [int(size[0]), int(size[1])],
+        "interpolation": interpolation,
+        "color": "RGB",
+        "input_range": [0, 255],
+        # The scaling is a layer inside every artifact; devices feed RGB 0..255.
+        "scaling": scaling,
+        "scaling_in_graph": True,
+        "exif_transpose": True,
+    }
+
+
+def reference_entry(path: Path, size: Sequence[int], classes: int, backend: str) -> dict[str, Any]:
+    """The manifest entry of a run's model.keras (the reference every artifact is checked against)."""
+    return {
+        "file": REFERENCE,
+        "format": "keras",
+        "quantization": "none",
+        "input": {"shape": [None, int(size[0]), int(size[1]), 3], "dtype": "float32"},
+        "output": {"shape": [None, classes], "dtype": "float32"},
+        "sha256": sha256_file(path),
+        "size_bytes": size_bytes(path),
+        "versions": tool_versions("tensorflow", "keras"),
+        "created": now(),
+        "backend": backend,
+    }
 
 
 def record_artifact(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:

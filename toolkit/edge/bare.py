@@ -168,3 +168,17 @@ def labelled_images(root: Path) -> tuple[list[str], list[str]]:
             "model's labels, with JPEG/PNG/BMP/GIF images)"
         )
     return paths, names
+
+
+def label_indices(names: list[str], labels: list[str], model: str, root: Optional[str]) -> list[int]:
+    """Class folder names (labelled_images) as the model's output indices: its labels, or the
+    indices themselves for a model without labels. A folder that is no class is one line."""
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({n for n in names if n not in index})
+    if unknown:
+        shown = ", ".join(list(index)[:20]) + (", ..." if len(index) > 20 else "")
+        raise TkError(
+            f"--data-root {root}: folder {unknown[0]!r} is not a class of {model} "
+            f"(its classes: {shown}); name each class folder by one of them, or remove it"
+        )
+    return [index[n] for n in names]

@@ -157,24 +157,13 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("test"):
         paths, labels = spec["test"]
         if labels and isinstance(labels[0], str):  # a bare model: class folders named by its labels
-            labels = _label_indices(labels, predictor, spec.get("data_root"))
+            from .bare import label_indices
+
+            labels = label_indices(labels, predictor.labels or [], predictor.path.name, spec.get("data_root"))
         probs = predictor.predict_files(paths, batch_size=spec["batch"])
         out["accuracy"] = float((probs.argmax(axis=1) == np.asarray(labels)).mean())
         out["test_count"] = len(labels)
     return out
-
-
-def _label_indices(names: list[str], predictor, root: Optional[str]) -> list[int]:
-    """Class folder names as the model's output indices (its labels, or indices without labels)."""
-    index = {label: i for i, label in enumerate(predictor.labels or [])}
-    unknown = sorted({n for n in names if n not in index})
-    if unknown:
-        shown = ", ".join(list(index)[:20]) + (", ..." if len(index) > 20 else "")
-        raise TkError(
-            f"--data-root {root}: folder {unknown[0]!r} is not a class of {predictor.path.name} "
-            f"(its classes: {shown}); name each class folder by one of them, or remove it"
-        )
-    return [index[n] for n in names]
 
 
 def _run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:

@@ -15,32 +15,34 @@ aside (core/runs.archive_run), never deleted.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from .. import __version__
 from ..core.errors import Say, TkError
 from ..core.images import INTERPOLATION, load_batch
-from ..core.io import (
-    atomic_path,
-    check_writable,
-    now,
-    sha256_file,
-    size_bytes,
-    tool_versions,
-    write_json_atomic,
-    write_text_atomic,
-)
+from ..core.io import atomic_path, check_writable, now, write_json_atomic, write_text_atomic
 from ..core.lock import run_lock
 from ..core.metrics import classification_metrics
 from ..core.recipe import Recipe, recipe_from_dict
-from ..core.runs import REFERENCE, RUNS_DIR, SPLIT, SplitDataset, archive_run, save_manifest, save_split
+from ..core.runs import (
+    REFERENCE,
+    RUNS_DIR,
+    SPLIT,
+    SplitDataset,
+    archive_run,
+    preprocessing_record,
+    reference_entry,
+    save_manifest,
+    save_split,
+)
 from .foreign import ForeignModel
 
 # --input-range -> the Preprocess layer's mode (train/backbones.py): what the model's own training fed it.
@@ -137,7 +139,9 @@ def import_model(
     chance = 1.0 / foreign.classes
     warnings = _warnings(metrics["accuracy"], chance, input_range, probs, dataset)
     result = ImportResult(Path(runs_dir) / recipe.name, metrics, output, output_from, chance, warnings)
-    result.archived = _write_run(result, recipe, dataset, foreign, model, input_range, say)
+    parts = dict(result=result, recipe=recipe, dataset=dataset, foreign=foreign, model=model, input_range=input_range)
+    write = functools.partial(_write_files, **parts)
+    result.archived = _swap_in(result.run_dir, write, say)
     return result
 
 
@@ -267,24 +271,17 @@ def _warnings(accuracy: float, chance: float, input_range: str, probs: np.ndarra
     return warnings
 
 
-def _write_run(
-    result: ImportResult,
-    recipe: Recipe,
-    dataset: SplitDataset,
-    foreign: ForeignModel,
-    model,
-    input_range: str,
-    say: Say,
-) -> Optional[Path]:
-    """Write the run in a temporary folder beside the runs, then swap it in (under the run's lock)."""
-    runs_dir, run_dir = result.run_dir.parent, result.run_dir
+def _swap_in(run_dir: Path, write: Callable[[Path], None], say: Say) -> Optional[Path]:
+    """`write` the run into a temporary folder beside the runs, then swap it in under the run's
+    lock; a previous run of the name is moved aside (returned), never deleted."""
+    runs_dir = run_dir.parent
     check_writable(runs_dir)
     with run_lock(run_dir, "tk import", say):
-        for leftover in runs_dir.glob(f".{recipe.name}.import-*"):  # a killed import's
+        for leftover in runs_dir.glob(f".{run_dir.name}.import-*"):  # a killed import's
             shutil.rmtree(leftover, ignore_errors=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{recipe.name}.import-", dir=runs_dir))
+        work = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.import-", dir=runs_dir))
         try:
-            _write_files(work, result, recipe, dataset, foreign, model, input_range)
+            write(work)
             archived = archive_run(run_dir)
             work.rename(run_dir)
         except BaseException:
@@ -333,7 +330,6 @@ def _write_files(
 
 
 def _manifest(recipe, dataset, foreign, imported, result, work: Path) -> dict[str, Any]:
-    height, width = foreign.size
     stamp = now()
     return {
         "name": recipe.name,
@@ -344,29 +340,7 @@ def _manifest(recipe, dataset, foreign, imported, result, work: Path) -> dict[st
         "backbone": BACKBONE,
         "imported": imported,
         "classes": dataset.classes,
-        "preprocessing": {
-            "size": [height, width],
-            "interpolation": INTERPOLATION,
-            "color": "RGB",
-            "input_range": [0, 255],
-            # The stated input range is a layer inside every artifact; devices feed RGB 0..255.
-            "scaling": INPUT_RANGES[imported["input_range"]],
-            "scaling_in_graph": True,
-            "exif_transpose": True,
-        },
+        "preprocessing": preprocessing_record(foreign.size, INPUT_RANGES[imported["input_range"]], INTERPOLATION),
         "metrics": {"test_accuracy": result.metrics["accuracy"]},
-        "artifacts": {
-            REFERENCE: {
-                "file": REFERENCE,
-                "format": "keras",
-                "quantization": "none",
-                "input": {"shape": [None, height, width, 3], "dtype": "float32"},
-                "output": {"shape": [None, len(dataset.classes)], "dtype": "float32"},
-                "sha256": sha256_file(work / REFERENCE),
-                "size_bytes": size_bytes(work / REFERENCE),
-                "versions": tool_versions("tensorflow", "keras"),
-                "created": stamp,
-                "backend": "tensorflow",
-            }
-        },
+        "artifacts": {REFERENCE: reference_entry(work / REFERENCE, foreign.size, len(dataset.classes), "tensorflow")},
     }

@@ -27,9 +27,6 @@ from ..core.io import (
     atomic_path,
     check_writable,
     now,
-    sha256_file,
-    size_bytes,
-    tool_versions,
     write_json_atomic,
     write_text_atomic,
 )
@@ -37,7 +34,16 @@ from ..core.lock import run_lock
 from ..core.metrics import classification_metrics
 from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import Recipe
-from ..core.runs import REFERENCE, RUNS_DIR, SplitDataset, archive_run, save_manifest, save_split
+from ..core.runs import (
+    REFERENCE,
+    RUNS_DIR,
+    SplitDataset,
+    archive_run,
+    preprocessing_record,
+    reference_entry,
+    save_manifest,
+    save_split,
+)
 from ..data.splits import discover, gap_in_test, missing_classes
 from . import knobs
 from .backbones import build_base, build_head, check_unfreeze_layer, compose, get_backbone, resolve_weights
@@ -438,30 +444,10 @@ def _finish_run(recipe: Recipe, dataset: SplitDataset, model, metrics: dict, pha
         "recipe": recipe.source_path,
         "backbone": spec.name,
         "classes": dataset.classes,
-        "preprocessing": {
-            "size": [size, size],
-            "interpolation": INTERPOLATION,
-            "color": "RGB",
-            "input_range": [0, 255],
-            # The backbone's scaling is a layer inside every artifact; devices feed RGB 0..255.
-            "scaling": spec.scaling,
-            "scaling_in_graph": True,
-            "exif_transpose": True,
-        },
+        "preprocessing": preprocessing_record((size, size), spec.scaling, INTERPOLATION),
         "metrics": {"test_accuracy": metrics["accuracy"]},
         "artifacts": {
-            REFERENCE: {
-                "file": REFERENCE,
-                "format": "keras",
-                "quantization": "none",
-                "input": {"shape": [None, size, size, 3], "dtype": "float32"},
-                "output": {"shape": [None, len(dataset.classes)], "dtype": "float32"},
-                "sha256": sha256_file(work / REFERENCE),
-                "size_bytes": size_bytes(work / REFERENCE),
-                "versions": tool_versions("tensorflow", "keras"),
-                "created": now(),
-                "backend": _backend_name(),
-            }
+            REFERENCE: reference_entry(work / REFERENCE, (size, size), len(dataset.classes), _backend_name())
         },
     }
     save_manifest(work, manifest)
