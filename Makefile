@@ -13,7 +13,7 @@ EDGE   := .venv-edge
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,jax,test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,jax,test,openvino-export]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -30,7 +30,7 @@ demo: setup
 $(EDGE)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(EDGE)
 	$(EDGE)/bin/python -m pip install -q --upgrade pip
-	$(EDGE)/bin/python -m pip install -q -c constraints.txt -e . pytest
+	$(EDGE)/bin/python -m pip install -q -c constraints.txt -e '.[openvino]' pytest
 	touch $@
 
 test: setup $(EDGE)/.installed

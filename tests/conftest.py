@@ -221,3 +221,17 @@ def int8_inputs(exported_run):
         test=test,
         reference=np.asarray(model.predict(test, verbose=0)),
     )
+
+
+@pytest.fixture(scope="session")
+def openvino_run(exported_run, session_dir) -> Path:
+    """A copy of exported_run with the optional OpenVINO IR exported too: model_{float32,float16,int8}.xml,
+    each with its .bin, recorded in manifest.json (the other formats as exported_run has them)."""
+    import shutil
+
+    from toolkit.export.exporter import export_run
+
+    run = session_dir / "openvino_runs" / exported_run.name
+    shutil.copytree(exported_run, run)
+    export_run(run, formats=["openvino"], quantizations=["all"], say=lambda _: None)
+    return run

@@ -294,14 +294,17 @@ def export_cmd(
     formats: Annotated[
         Optional[list[str]],
         typer.Option(
-            "--format", help="savedmodel, tflite, onnx or all; repeatable (default: the recipe's export.formats)."
+            "--format",
+            help="savedmodel, tflite, onnx, openvino, or all (every format but the optional openvino); "
+            "repeatable (default: the recipe's export.formats).",
         ),
     ] = None,
     quantize: Annotated[
         Optional[list[str]],
         typer.Option(
             "--quantize",
-            help="Quantization: none, float16, dynamic, int8 (TFLite and ONNX) or all; repeatable (default: export.quantize).",
+            help="Quantization: none, float16, dynamic, int8 or all (TFLite has each; ONNX none, int8; OpenVINO none, "
+            "float16, int8); repeatable (default: export.quantize).",
         ),
     ] = None,
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: export.onnx_opset).")] = None,
@@ -316,7 +319,7 @@ def export_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ):
-    """Export a trained run to SavedModel, TFLite (float32/float16/dynamic/int8) and ONNX (float32/int8)."""
+    """Export a trained run to SavedModel, TFLite (float32/float16/dynamic/int8), ONNX (float32/int8), OpenVINO IR."""
     quiet.import_tensorflow_quietly()
     from ..core.io import json_text
     from ..core.runs import resolve_run
@@ -407,6 +410,7 @@ def bench(
     """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact."""
     from ..core.io import json_text
     from ..edge.bench import bench_targets, machine_label, parse_threads
+    from ..edge.machine import flags_text
     from .render import rows_table, ship_line
 
     given = {"threads": parse_threads(threads) if threads else None, "runs": runs, "warmup": warmup, "batch": batch}
@@ -429,7 +433,7 @@ def bench(
     out = console if console.is_terminal else Console(width=120, highlight=False)
     for report in reports:
         several = len({r["machine"] for r in report["rows"]}) > 1
-        where = "" if several else f" on {machine_label(report['machine'])}"
+        where = "" if several else f" on {machine_label(report['machine'])}, {flags_text(report['machine'])}"
         out.print(
             rows_table(report["rows"], title=f"{report['run']}{where}: {report['description']}", machine_column=several)
         )
@@ -448,7 +452,7 @@ def pack_cmd(
         Optional[list[str]],
         typer.Option(
             "--format",
-            help="Only artifacts of this format (tflite, onnx); repeatable (default: every .tflite and .onnx).",
+            help="Only artifacts of this format (tflite, onnx, openvino); repeatable (default: every device format).",
         ),
     ] = None,
     artifacts: Annotated[

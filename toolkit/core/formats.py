@@ -30,6 +30,12 @@ class Format:
     needs_tensorflow: bool  # to run it; the base (device) install has no TensorFlow
     exported: bool = True  # False for the trained model itself (the reference)
     folder_marker: Optional[str] = None  # a folder format is recognised by this file inside
+    # False: an optional format, exported only when a recipe's export.formats or --format names it.
+    default: bool = True
+    # Files that belong to the named file (same stem, these suffixes): an OpenVINO IR is model.xml
+    # (the graph, the file the manifest lists) plus model.bin (the weights). Each is hashed in the
+    # manifest entry's "companions", checked wherever the file is, and packed with it.
+    companions: tuple[str, ...] = ()
 
     @property
     def quantizations(self) -> tuple[str, ...]:
@@ -37,6 +43,10 @@ class Format:
 
     def file_name(self, quantization: str) -> str:
         return self.files[quantization]
+
+    def companion_files(self, file: str) -> list[str]:
+        """The names of the files that travel with `file` ("model_int8.xml" -> ["model_int8.bin"])."""
+        return [str(Path(file).with_suffix(suffix)) for suffix in self.companions]
 
 
 FORMATS: dict[str, Format] = {
@@ -73,10 +83,29 @@ FORMATS: dict[str, Format] = {
             "toolkit.edge.predictors:OnnxPredictor",
             needs_tensorflow=False,
         ),
+        # OpenVINO IR for Intel laptops: float32, float16-compressed weights, int8 (NNCF). Optional:
+        # it needs the [openvino] extra on the device, so only recipes that name it export it.
+        Format(
+            "openvino",
+            ".xml",
+            {q: f"model_{QUANT_LABEL[q]}.xml" for q in ("none", "float16", "int8")},
+            "toolkit.edge.openvino:OpenVINOPredictor",
+            needs_tensorflow=False,
+            default=False,
+            companions=(".bin",),
+        ),
     )
 }
 
 EXPORT_FORMATS = tuple(name for name, f in FORMATS.items() if f.exported)
+# What a recipe exports when it names no formats, and what `--format all` means.
+DEFAULT_FORMATS = tuple(name for name, f in FORMATS.items() if f.exported and f.default)
+
+
+def companion_files(file: str) -> list[str]:
+    """The companion files of an artifact file, by its suffix (none for a format without them)."""
+    fmt = next((f for f in FORMATS.values() if f.suffix and Path(file).suffix == f.suffix), None)
+    return fmt.companion_files(file) if fmt else []
 
 
 def tolerance_kind(quantization: str) -> str:

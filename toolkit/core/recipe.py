@@ -20,7 +20,7 @@ from typing import Any, Literal, Optional, Sequence
 import yaml
 
 from .errors import TkError, suggest
-from .formats import EXPORT_FORMATS, QUANTIZATIONS, tolerance_kind
+from .formats import DEFAULT_FORMATS, EXPORT_FORMATS, QUANTIZATIONS, tolerance_kind
 
 # The ONNX opsets tf2onnx 1.17 converts to (inclusive).
 ONNX_OPSETS = (9, 21)
@@ -171,8 +171,27 @@ class Int8FallbackSection:
 
 
 @dataclass(frozen=True)
+class Int8BudgetSection:
+    """How much int8 may cost against the float (Keras) model, on every runtime: at most
+    max_accuracy_drop of accuracy and/or at least min_agreement top-1 agreement, judged on the
+    validation split (disjoint from the train images int8 calibrates on). With either set, each
+    int8 artifact is the fastest variant found within it (export/int8_budget.py): LiteRT keeps layers
+    float, ONNX Runtime excludes nodes, OpenVINO runs NNCF's accuracy control; within the size cap
+    of export.int8_fallback (max_size_ratio, max_float_layers). Nothing within it: plain int8,
+    recorded as failed."""
+
+    max_accuracy_drop: Optional[float] = None
+    min_agreement: Optional[float] = None
+
+    @property
+    def active(self) -> bool:
+        return self.max_accuracy_drop is not None or self.min_agreement is not None
+
+
+@dataclass(frozen=True)
 class ExportSection:
-    formats: tuple[str, ...] = EXPORT_FORMATS
+    # Formats whose row in core/formats says default=False (openvino) are exported only when named.
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     quantize: tuple[str, ...] = QUANTIZATIONS
     # int8 calibration images (TFLite and ONNX), class-stratified from train. 50/100/200/500 gave the
     # same agreement within one test image (BENCHMARKS.md, issue 9); 200 still sees >= 20 per class up to
@@ -187,6 +206,7 @@ class ExportSection:
     # Percentile clips each activation's 0.001% tails: better parity than MinMax on both models
     # measured (benchmarks/BENCHMARKS.md), at ~10x the calibration time (53 s for 200 images, MobileNetV2 224).
     onnx_int8_calibration: Literal["Percentile", "MinMax", "Entropy"] = "Percentile"
+    int8_budget: Int8BudgetSection = field(default_factory=Int8BudgetSection)
 
 
 @dataclass(frozen=True)
@@ -277,6 +297,8 @@ _RULES: list[tuple[str, Any, str]] = [
     ("export.int8_fallback.max_float_layers", lambda v: v is None or v > 0, "must be > 0"),
     ("export.int8_fallback.max_size_ratio", lambda v: v >= 1, "must be >= 1 (a multiple of the int8 size)"),
     ("verify.confident_margin", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    ("export.int8_budget.max_accuracy_drop", lambda v: v is None or 0 <= v <= 1, "must be in [0, 1]"),
+    ("export.int8_budget.min_agreement", lambda v: v is None or 0 <= v <= 1, "must be in [0, 1]"),
     ("data.source.max_bytes", lambda v: v is None or v > 0, "must be > 0"),
     ("data.source.max_members", lambda v: v is None or v > 0, "must be > 0"),
     ("bench.runs", lambda v: v > 0, "must be > 0"),

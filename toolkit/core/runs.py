@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .errors import TkError
+from .formats import companion_files
 from .io import now, sha256_file, size_bytes, write_json_atomic
 
 if TYPE_CHECKING:
@@ -65,11 +66,20 @@ def save_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
 
 
 def record_artifact(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Add or replace one artifact entry (keyed by file name), hashing the file now."""
+    """Add or replace one artifact entry (keyed by file name), hashing the file (and its companions) now.
+
+    size_bytes counts the companions too: an OpenVINO IR's size is its .xml plus its .bin."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
     path = run_dir / entry["file"]
-    entry = {**entry, "sha256": sha256_file(path), "size_bytes": size_bytes(path), "created": now()}
+    companions = {
+        name: {"sha256": sha256_file(run_dir / name), "size_bytes": size_bytes(run_dir / name)}
+        for name in companion_files(entry["file"])
+    }
+    total = size_bytes(path) + sum(c["size_bytes"] for c in companions.values())
+    entry = {**entry, "sha256": sha256_file(path), "size_bytes": total, "created": now()}
+    if companions:
+        entry["companions"] = companions
     old = manifest.setdefault("artifacts", {}).get(entry["file"], {})
     if "metrics" in old and old.get("sha256") == entry["sha256"]:
         entry.setdefault("metrics", old["metrics"])

@@ -136,6 +136,9 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mb": peak_rss_mb(),
         "tensorflow_loaded": sys.modules.get("tensorflow") is not None,
     }
+    runtime = predictor.runtime_info()
+    if runtime:
+        out["runtime"] = runtime
     for _ in range(spec["warmup"]):
         predictor.predict(image)
     latencies = []
@@ -430,8 +433,9 @@ def format_row(r: dict[str, Any], machine_column: bool = False) -> list[str]:
     """One bench row as text cells, in HEADERS order (shared by the terminal and REPORT.md)."""
     size = r.get("size_bytes")
     accuracy = r.get("accuracy")
+    precision = (r.get("runtime") or {}).get("inference_precision")  # what OpenVINO actually ran
     cells = [
-        r["file"] + (" *" if r.get("reference") else ""),
+        r["file"] + (" *" if r.get("reference") else "") + (f" [{precision}]" if precision else ""),
         str(r["threads"]),
         f"{size / 1e6:.2f}" if size else "-",
         f"{r['cold_start_s']:.2f}",

@@ -17,7 +17,34 @@ from typing import Any
 
 from ..core.io import tool_versions
 
-RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "tensorflow", "keras", "numpy", "pillow")
+RUNTIME_PACKAGES = (
+    "ai-edge-litert",
+    "tflite-runtime",
+    "onnxruntime",
+    "openvino",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "pillow",
+)
+# The instruction sets that decide which runtime and precision win (/proc/cpuinfo's names): int8 dot
+# products (VNNI on x86, dotprod/i8mm on ARM), bf16 (AVX-512 BF16, AMX), wide vectors (AVX-512).
+CPU_FLAGS = {
+    "avx2": "AVX2",
+    "fma": "FMA",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "AVX512-VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "avx512_bf16": "AVX512-BF16",
+    "amx_tile": "AMX",
+    "amx_int8": "AMX-INT8",
+    "amx_bf16": "AMX-BF16",
+    "asimd": "NEON",
+    "asimddp": "DOTPROD",
+    "i8mm": "I8MM",
+    "bf16": "BF16",
+    "sve": "SVE",
+}
 
 
 def cpu_model() -> str:
@@ -48,6 +75,24 @@ def cpu_model() -> str:
     except (OSError, subprocess.SubprocessError, ImportError):
         pass  # best effort: the fallback below still names something
     return name or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_flags() -> list[str]:
+    """The CPU_FLAGS this CPU has, in CPU_FLAGS order (Linux: /proc/cpuinfo; macOS arm64: NEON and
+    dot product are part of the architecture); [] where the system does not say."""
+    found: set[str] = set()
+    if sys.platform.startswith("linux"):
+        try:
+            info = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return []
+        for line in info.splitlines():
+            key = line.split(":", 1)[0].strip()
+            if ":" in line and key in ("flags", "Features"):  # x86 "flags", ARM "Features"
+                found |= set(line.split(":", 1)[1].split())
+    elif sys.platform == "darwin" and platform.machine() == "arm64":
+        found = {"asimd", "asimddp"}
+    return [label for flag, label in CPU_FLAGS.items() if flag in found]
 
 
 def short_cpu(name: str) -> str:
@@ -81,6 +126,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "host": platform.node() or "unknown host",
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": physical,
         "logical_cores": logical,
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -99,6 +145,14 @@ def machine_label(machine: dict[str, Any]) -> str:
     count = f"{cores} cores" + (f"/{logical} threads" if logical and logical != cores else "")
     cpu = short_cpu(str(machine.get("cpu") or machine.get("arch") or "?"))
     return f"{machine.get('host', '?')} ({cpu}, {count})"
+
+
+def flags_text(machine: dict[str, Any]) -> str:
+    """'CPU flags AVX2 FMA' for a table title; bench files of older tk recorded none."""
+    flags = machine.get("cpu_flags")
+    if flags is None:
+        return "CPU flags not recorded"
+    return "CPU flags " + (" ".join(flags) if flags else "(none of those tk tracks)")
 
 
 def peak_rss_mb() -> float:

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..core.errors import Say, TkError
-from ..core.formats import FORMATS, sort_key
+from ..core.formats import FORMATS, companion_files, sort_key
 from ..core.io import json_text, now, sha256_file
 from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, load_manifest, load_split, save_split
+from .predictors import check_companions
 
 LABELS = "labels.txt"
 SAMPLES = "samples"
@@ -192,6 +193,11 @@ def pack(
                     f"{run_dir / file}: sha256 differs from {run_dir / MANIFEST}; the file changed "
                     "after export (re-run tk export)"
                 )
+            for name in companion_files(file):  # an IR's .bin: copied and checked like its .xml
+                if not (run_dir / name).is_file():
+                    raise TkError(f"{run_dir / name}: missing; {file} needs it (re-run tk export)")
+                shutil.copyfile(run_dir / name, work / name)
+                check_companions(work / file, entry, run_dir / MANIFEST)
             packed[file] = entry
         sample = []
         if split is not None:

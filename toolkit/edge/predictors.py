@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..core.errors import TkError
-from ..core.formats import Format, format_of_path
+from ..core.formats import Format, companion_files, format_of_path
 from ..core.images import load_batch
 from ..core.io import sha256_file
 from ..core.quiet import silenced_stderr
@@ -40,6 +40,10 @@ class Predictor:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def runtime_info(self) -> dict[str, Any]:
+        """What the runtime chose that the numbers depend on (OpenVINO: precision, threads); bench records it."""
+        return {}
 
     def _check_outputs(self, count: int, shape: Sequence[Any]) -> None:
         """One output of (batch, classes), as many classes as the manifest names: labels are never
@@ -285,7 +289,32 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
                 f"{path}: sha256 differs from {manifest_path}; the file changed after export "
                 "(re-run tk export, or copy the matching manifest)"
             )
+        check_companions(path, entry, manifest_path)
     return predictor_class(fmt)(path, manifest, num_threads=num_threads)
+
+
+def check_companions(path: Path, entry: dict[str, Any], manifest_path: Path) -> None:
+    """The files that belong to `path` (an IR's .bin) are there and are the bytes the manifest hashed:
+    a .bin swapped for another export's fails here like a changed model file."""
+    recorded = entry.get("companions") if isinstance(entry.get("companions"), dict) else {}
+    for name in companion_files(path.name):
+        companion = path.with_name(name)
+        if not companion.is_file():
+            raise TkError(
+                f"{companion}: missing; {path.name} needs it beside it (the model's weights): copy both "
+                "files (tk pack copies both), or re-run tk export"
+            )
+        expected = recorded.get(name, {}).get("sha256") if isinstance(recorded.get(name), dict) else None
+        if not expected:
+            raise TkError(
+                f"{manifest_path}: no sha256 recorded for {name} (the weights of {path.name}); copy the "
+                "manifest.json of the run that exported it (or re-run tk export / tk pack)"
+            )
+        if sha256_file(companion) != expected:
+            raise TkError(
+                f"{companion}: sha256 differs from {manifest_path}; the weights changed after export or "
+                f"come from another export than {path.name} (re-run tk export, or copy the matching files)"
+            )
 
 
 def tensorflow_installed() -> bool:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..core.errors import Say, TkError, fault_line, suggest
-from ..core.formats import EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
+from ..core.formats import DEFAULT_FORMATS, EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
 from ..core.io import atomic_path, check_writable, remove_leftovers, tool_versions
 from ..core.lock import run_lock
 from ..core.progress import NO_PROGRESS, Progress
@@ -174,7 +174,11 @@ def _write_tflite(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any
     from .converters import tflite_from_saved_model
 
     extra: dict[str, Any] = {}
-    if quantization == "int8" and job.section.int8_fallback.enabled:
+    if quantization == "int8" and job.section.int8_budget.active:
+        from .int8_budget import tflite_within_budget
+
+        flatbuffer, extra = tflite_within_budget(job)
+    elif quantization == "int8" and job.section.int8_fallback.enabled:
         from .int8_gate import int8_with_fallback
 
         flatbuffer, extra["fallback"] = int8_with_fallback(job)
@@ -264,14 +268,27 @@ def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
         float_file = job.workdir / "model.onnx"
         if not float_file.is_file():
             onnx.save(proto, str(float_file))
-        extra = quantize_onnx_int8(
-            float_file,
-            job.calibration,
-            tmp,
-            activations=job.section.onnx_int8_activations,
-            method=job.section.onnx_int8_calibration,
-        )
-        extra = {"quantization_details": extra["quantization"], "calibration": job.calibration_record()}
+
+        def quantize(out: Path, nodes_to_exclude=()) -> dict[str, Any]:
+            return quantize_onnx_int8(
+                float_file,
+                job.calibration,
+                out,
+                activations=job.section.onnx_int8_activations,
+                method=job.section.onnx_int8_calibration,
+                nodes_to_exclude=nodes_to_exclude,
+                work=job.workdir / "onnx-int8",  # prepared model and calibrated ranges, made once
+            )
+
+        if job.section.int8_budget.active:
+            from .int8_budget import onnx_within_budget
+
+            fields = onnx_within_budget(job, float_file, tmp, quantize)
+        else:
+            fields = quantize(tmp)
+        extra = {"quantization_details": fields["quantization"], "calibration": job.calibration_record()}
+        if "int8_budget" in fields:
+            extra["int8_budget"] = fields["int8_budget"]
         proto = onnx.load(str(tmp))
     else:
         onnx.save(proto, str(tmp))
@@ -288,10 +305,21 @@ def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
     }
 
 
+def _write_openvino(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
+    from .openvino_ir import write_openvino
+
+    return write_openvino(job, quantization, tmp)
+
+
 # One converter per exported format of core/formats.FORMATS: (job, quantization, temporary path)
 # -> the manifest entry's {"input": {...}, "output": {...}, extra keys}.
 Writer = Callable[[ExportJob, str, Path], dict[str, Any]]
-WRITERS: dict[str, Writer] = {"savedmodel": _write_saved_model, "tflite": _write_tflite, "onnx": _write_onnx}
+WRITERS: dict[str, Writer] = {
+    "savedmodel": _write_saved_model,
+    "tflite": _write_tflite,
+    "onnx": _write_onnx,
+    "openvino": _write_openvino,
+}
 
 
 def plan(
@@ -299,7 +327,8 @@ def plan(
 ) -> list[tuple[Format, str]]:
     """(format, quantization) pairs to export; explicit impossible requests are errors."""
     explicit = bool(formats) and "all" not in ",".join(formats).split(",")
-    names = _expand(formats or section.formats, EXPORT_FORMATS, "--format")
+    # "all" is every default format: an optional one (openvino) is exported when named.
+    names = _expand(formats or section.formats, EXPORT_FORMATS, "--format", everything=DEFAULT_FORMATS)
     quants = _expand(quantizations or section.quantize, QUANTIZATIONS, "--quantize")
     pairs = []
     for name in names:
@@ -309,7 +338,7 @@ def plan(
             if explicit:
                 raise TkError(
                     f"--format {name}: exports quantization {', '.join(fmt.quantizations)} only "
-                    f"(got --quantize {', '.join(quants)}); every quantization is TFLite: "
+                    f"(got --quantize {', '.join(quants)}); TFLite has every quantization: "
                     f"--format tflite --quantize {quants[0]}"
                 )
             say(f"skipping {name}: it exports {', '.join(fmt.quantizations)} only (asked: {', '.join(quants)})")
@@ -317,11 +346,14 @@ def plan(
     return pairs
 
 
-def _expand(values: Sequence[str], allowed: Sequence[str], option: str) -> list[str]:
+def _expand(
+    values: Sequence[str], allowed: Sequence[str], option: str, everything: Optional[Sequence[str]] = None
+) -> list[str]:
+    """The values named (comma-separated, repeatable), "all" standing for `everything` (default: allowed)."""
     out: list[str] = []
     for value in (v.strip() for item in values for v in item.split(",") if v.strip()):
         if value == "all":
-            out += [a for a in allowed if a not in out]
+            out += [a for a in (everything or allowed) if a not in out]
             continue
         if value not in allowed:
             raise TkError(
@@ -377,7 +409,13 @@ def _export_pairs(
     progress: Progress,
 ) -> list[dict[str, Any]]:
     job = ExportJob(run_dir, recipe, opset, say, data_root)
-    versions = tool_versions("tensorflow", "keras", "tf2onnx", "onnx")
+    versions = tool_versions(
+        "tensorflow",
+        "keras",
+        "tf2onnx",
+        "onnx",
+        *(("openvino", "nncf") if any(f.name == "openvino" for f, _ in pairs) else ()),
+    )
     source = job.manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
     entries, failures = [], []
     try:

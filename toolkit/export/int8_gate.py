@@ -39,11 +39,12 @@ LATENCY_WARMUP, LATENCY_RUNS = 5, 50
 class Gate:
     """verify's int8 judgement of candidate models on the gate split; remembers the best one."""
 
-    def __init__(self, job: "ExportJob"):
+    def __init__(self, job: "ExportJob", threshold: Optional[Threshold] = None):
         self.images, self.labels = _gate_images(job)
         self.reference = np.asarray(job.model.predict(self.images, verbose=0, batch_size=32))
         self.ref_accuracy = accuracy(self.labels, self.reference)
-        self.threshold = job.recipe.verify.thresholds.get("int8", Threshold())
+        # export.int8_budget's limits when set (int8_budget.py), else verify's own int8 gate
+        self.threshold = threshold or job.recipe.verify.thresholds.get("int8", Threshold())
         self.margin = job.recipe.verify.confident_margin
         self.path = job.workdir / "int8-candidate.tflite"  # the export's temp folder, not the run
         self.calls = 0
@@ -62,14 +63,16 @@ class Gate:
         return ok, {k: result[k] for k in ("agreement", "confident_agreement", "accuracy", "max_abs_diff")}
 
 
-def int8_with_fallback(job: "ExportJob") -> tuple[bytes, dict[str, Any]]:
+def int8_with_fallback(job: "ExportJob", threshold: Optional[Threshold] = None) -> tuple[bytes, dict[str, Any]]:
     """The int8 flatbuffer to write, and what the manifest records about its fallback.
+
+    threshold: the limits to meet (default: verify.thresholds.int8).
 
     Within budget and still failing, it keeps the best candidate tried (by agreement), which may
     be plain int8: a bigger, slower model that agrees no better is no fallback.
     """
     settings = job.section.int8_fallback
-    gate = Gate(job)
+    gate = Gate(job, threshold)
     where = f"{len(gate.images)} {GATE_SPLIT} images"
     plain = tflite_from_saved_model(job.saved_model, "int8", job.representative, job.section.int8_io)
     plain_ok, plain_result = gate(plain)

@@ -12,7 +12,7 @@ import contextlib
 import io
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -30,6 +30,8 @@ def quantize_onnx_int8(
     per_channel: bool = True,
     activations: str = "uint8",
     method: str = "Percentile",
+    nodes_to_exclude: Sequence[str] = (),
+    work: Optional[Path] = None,
 ) -> dict[str, Any]:
     """Write `out`, an int8 QDQ copy of `float_model` calibrated on `calibration` (N,H,W,C float32 0..255).
 
@@ -39,11 +41,14 @@ def quantize_onnx_int8(
     method: "Percentile" (default: clips the 0.001% tails of each activation range, so one outlier
     image does not waste int8 steps; better parity than MinMax in NOTES.md, at ~10x calibration
     time), "MinMax" or "Entropy".
+    nodes_to_exclude: nodes of the prepared model (prepared_model()) left float, their inputs
+    dequantized (the int8 budget's search, export/int8_budget.py).
+    work: a folder kept between calls: the prepared model and the calibrated ranges are made once
+    there and reused, so each try of a search costs one quantization, not one calibration.
     Returns the manifest fields (quantization, input, output).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     _check_calibration(calibration)
     act_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}.get(activations)
@@ -53,13 +58,10 @@ def quantize_onnx_int8(
         raise TkError(f"onnx int8: calibration method must be MinMax, Percentile or Entropy (got {method!r})")
     proto = onnx.load(str(float_model))
     input_name = proto.graph.input[0].name
-    with tempfile.TemporaryDirectory(prefix="tk-onnx-int8-") as tmp:
-        # Shape inference + graph optimization (BatchNorm folding etc.) first, as onnxruntime
-        # recommends: the quantizer needs shapes on every tensor to place Q/DQ pairs correctly.
-        # ONNX's own shape inference suffices for an image classifier (only the batch is dynamic);
-        # the symbolic pass would need sympy, which tk does not depend on.
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+    with contextlib.ExitStack() as stack:
+        folder = Path(work) if work else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tk-onnx-int8-")))
+        folder.mkdir(parents=True, exist_ok=True)
+        prepared = prepared_model(float_model, folder)
         # The Percentile/Entropy calibrators print their progress; only tk's CLI talks to the user.
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
@@ -72,6 +74,8 @@ def quantize_onnx_int8(
                 activation_type=act_type,
                 weight_type=QuantType.QInt8,
                 calibrate_method=getattr(CalibrationMethod, method),
+                nodes_to_exclude=list(nodes_to_exclude),
+                calibration_cache_path=str(folder / f"ranges-{method}.json") if work else None,
             )
     quantized = onnx.load(str(out))
     # quant_pre_process saves through onnxruntime, which declares all its private op domains
@@ -93,6 +97,22 @@ def quantize_onnx_int8(
         "input": {"name": quantized.graph.input[0].name, **_describe(quantized.graph.input[0])},
         "output": {"name": quantized.graph.output[0].name, **_describe(quantized.graph.output[0])},
     }
+
+
+def prepared_model(float_model: Path, folder: Path) -> Path:
+    """The float model as the quantizer sees it (its node names are the ones nodes_to_exclude takes).
+
+    Shape inference + graph optimization (BatchNorm folding etc.) first, as onnxruntime recommends:
+    the quantizer needs shapes on every tensor to place Q/DQ pairs correctly. ONNX's own shape
+    inference suffices for an image classifier (only the batch is dynamic); the symbolic pass would
+    need sympy, which tk does not depend on. Made once per folder.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = Path(folder) / "prepared.onnx"
+    if not prepared.is_file():
+        quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+    return prepared
 
 
 def _check_calibration(calibration: Any) -> None:

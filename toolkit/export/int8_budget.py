@@ -1,0 +1,376 @@
+"""int8 within a budget (export.int8_budget), on every runtime: the fastest int8 variant that keeps
+accuracy and agreement with the float model within the budget, or plain int8 recorded as failed.
+
+The budget is judged against the Keras reference on the VALIDATION split: disjoint from the train
+images int8 calibrates on, and from the test split `tk verify` judges, so verify stays an
+independent check. Per runtime, the variants are the runtime's own way of keeping a few ops float:
+
+- LiteRT: the selective float fallback (export/int8_fallback.py; TFLite's QuantizationDebugger).
+- ONNX Runtime: quantize_static's nodes_to_exclude, nodes ranked by their own quantization error
+  (onnxruntime.quantization.qdq_loss_debug: the SQNR of each tensor before and after its Q/DQ pair,
+  on calibration images), 1, 2, 4, ... of the worst left float.
+- OpenVINO: NNCF's quantize_with_accuracy_control, given the budget as its metric and max drop.
+
+Each variant's cost is recorded: which ops stayed float, size, a quick one-thread p50 against plain
+int8 and float32, agreement and accuracy delta, within export.int8_fallback's caps (max_size_ratio
+of the plain int8 file, max_float_layers ops).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from ..core.errors import TkError
+from ..core.images import load_batch
+from ..core.io import size_bytes
+from ..core.metrics import accuracy
+from ..core.recipe import Int8BudgetSection, Threshold
+from ..core.runs import SPLIT, check_files_exist
+from .verify import check, compare
+
+if TYPE_CHECKING:
+    from .exporter import ExportJob
+
+BUDGET_SPLIT = "validation"
+LATENCY_WARMUP, LATENCY_RUNS = 5, 50  # a quick p50 to rank variants; `tk bench` measures properly
+RANKING_IMAGES = 32  # calibration images the ONNX per-node error is measured on
+
+
+def budget_threshold(budget: Int8BudgetSection) -> Threshold:
+    return Threshold(min_agreement=budget.min_agreement, max_accuracy_drop=budget.max_accuracy_drop)
+
+
+class Judge:
+    """The budget's verdict on a model's probabilities over the validation split."""
+
+    def __init__(self, job: "ExportJob"):
+        items = job.split.splits.get(BUDGET_SPLIT, [])
+        if not items:
+            raise TkError(
+                f"{job.run_dir}/{SPLIT}: the {BUDGET_SPLIT} split is empty, so the int8 budget has no images "
+                "disjoint from calibration to judge on; re-run tk train with a validation split, or remove "
+                "export.int8_budget"
+            )
+        paths = [p for p, _ in items]
+        check_files_exist(paths, job.run_dir, job.split)
+        self.images, self.labels = load_batch(paths, job.size), np.asarray([y for _, y in items])
+        self.reference = np.asarray(job.model.predict(self.images, verbose=0, batch_size=32))
+        self.ref_accuracy = accuracy(self.labels, self.reference)
+        self.budget = job.section.int8_budget
+        self.threshold = budget_threshold(self.budget)
+        self.margin = job.recipe.verify.confident_margin
+
+    def __call__(self, probs: np.ndarray) -> tuple[bool, dict[str, Any]]:
+        result = compare(self.reference, probs, self.labels, self.ref_accuracy, self.margin)
+        failures = check(result, self.threshold)
+        return not failures, {
+            "agreement": result["agreement"],
+            "accuracy": result["accuracy"],
+            "accuracy_delta": result["accuracy_delta"],
+            "failures": failures,
+        }
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "budget": {"max_accuracy_drop": self.budget.max_accuracy_drop, "min_agreement": self.budget.min_agreement},
+            "split": BUDGET_SPLIT,
+            "images": int(len(self.images)),
+            "reference_accuracy": self.ref_accuracy,
+        }
+
+
+def judge_of(job: "ExportJob") -> Judge:
+    """The export's one Judge: the validation images are decoded and the reference run once per export."""
+    if getattr(job, "budget_judge", None) is None:
+        job.budget_judge = Judge(job)
+    return job.budget_judge
+
+
+def p50_ms(run: Callable[[np.ndarray], Any], image: np.ndarray) -> float:
+    """Median batch-1 latency of `run` (what a small device gives one model; not a benchmark)."""
+    batch = image[None]
+    for _ in range(LATENCY_WARMUP):
+        run(batch)
+    times = []
+    for _ in range(LATENCY_RUNS):
+        start = time.perf_counter()
+        run(batch)
+        times.append(time.perf_counter() - start)
+    return round(float(np.median(times)) * 1e3, 3)
+
+
+def summary(
+    judge: Judge,
+    variants: dict[str, tuple[Callable[[np.ndarray], np.ndarray], int]],
+    chosen_ok: bool,
+    float_ops: list[str],
+    method: str,
+    tried: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The manifest record: variants {"float32"|"int8"|"chosen": (predict on one thread, size)}."""
+    record = {**judge.record(), "method": method, "passed": bool(chosen_ok), "float_ops": float_ops, "tried": tried}
+    image = judge.images[0]
+    record["size_bytes"] = {name: int(size) for name, (_, size) in variants.items()}
+    record["p50_ms_1_thread"] = {name: p50_ms(run, image) for name, (run, _) in variants.items()}
+    for name in ("int8", "chosen"):
+        _, details = judge(
+            np.concatenate([variants[name][0](judge.images[i : i + 32]) for i in range(0, len(judge.images), 32)])
+        )
+        record.setdefault("agreement", {})[name] = details["agreement"]
+        record.setdefault("accuracy_delta", {})[name] = details["accuracy_delta"]
+    return record
+
+
+def say_result(job: "ExportJob", runtime: str, record: dict[str, Any]) -> None:
+    ops, sizes, p50 = record["float_ops"], record["size_bytes"], record["p50_ms_1_thread"]
+    cost = (
+        f"{len(ops)} op(s) float, {sizes['chosen'] / 1e6:.2f} MB (int8 {sizes['int8'] / 1e6:.2f}), p50 "
+        f"{p50['chosen']:.2f} ms (int8 {p50['int8']:.2f}, float32 {p50['float32']:.2f}; 1 thread), agreement "
+        f"{record['agreement']['chosen']:.1%}, accuracy {record['accuracy_delta']['chosen']:+.3f} on "
+        f"{record['images']} {record['split']} images"
+    )
+    if record["passed"]:
+        job.say(f"int8 budget ({runtime}): met with {cost}")
+    else:
+        job.say(
+            f"warning: int8 budget ({runtime}): no variant within export.int8_fallback's caps meets "
+            f"export.int8_budget; kept plain int8, marked failed: {cost}"
+        )
+
+
+# --- LiteRT: the selective float fallback -------------------------------------------------------
+
+
+def tflite_within_budget(job: "ExportJob") -> tuple[bytes, dict[str, Any]]:
+    """int8_gate's float fallback judged by the budget; the .tflite bytes and the budget record."""
+    from ..edge.predictors import TFLiteModel
+    from .converters import tflite_from_saved_model
+    from .int8_gate import int8_with_fallback
+
+    judge = judge_of(job)
+    chosen, fallback = int8_with_fallback(job, threshold=judge.threshold)
+    work = job.workdir / "tflite-budget"
+    work.mkdir(exist_ok=True)
+    files = {"float32": tflite_from_saved_model(job.saved_model, "none"), "chosen": chosen}
+    files["int8"] = (
+        chosen
+        if not fallback["float_layers"]
+        else tflite_from_saved_model(job.saved_model, "int8", job.representative, job.section.int8_io)
+    )
+    variants = {}
+    for name, model in files.items():
+        (work / f"{name}.tflite").write_bytes(model)
+        variants[name] = (TFLiteModel(work / f"{name}.tflite", num_threads=1).run, len(model))
+    record = summary(
+        judge,
+        variants,
+        fallback["passed"],
+        list(fallback["float_layers"]),
+        "TFLite QuantizationDebugger denylist (int8 float fallback), ranked by relative int8 error",
+        fallback["tried"],
+    )
+    say_result(job, "LiteRT", record)
+    return chosen, {"int8_budget": record, "fallback": fallback}
+
+
+# --- ONNX Runtime: nodes_to_exclude, ranked by qdq_loss_debug ------------------------------------
+
+
+def onnx_node_ranking(prepared: Path, plain_int8: Path, calibration: np.ndarray, work: Path) -> list[tuple[str, float]]:
+    """(node name of the prepared model, SQNR in dB of its output's int8 rounding), worst first.
+
+    qdq_loss_debug's qdq_err compares each activation before and after its QuantizeLinear/
+    DequantizeLinear pair in the int8 model: the error that node's output quantization adds,
+    measured on calibration images. A node that feeds a wide-range tensor into few int8 steps scores low.
+    """
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    from .onnx_int8 import _Reader
+
+    augmented_q, augmented_f = work / "debug-int8.onnx", work / "debug-float.onnx"
+    modify_model_output_intermediate_tensors(str(plain_int8), str(augmented_q))
+    modify_model_output_intermediate_tensors(str(prepared), str(augmented_f))
+    model = onnx.load(str(prepared))
+    name = model.graph.input[0].name
+    images = calibration[:RANKING_IMAGES]
+    quantized = collect_activations(str(augmented_q), _Reader(name, images))
+    floats = collect_activations(str(augmented_f), _Reader(name, images))
+    errors = compute_activation_error(create_activation_matching(quantized, floats))
+    producer = {out: node.name for node in model.graph.node for out in node.output}
+    scores: dict[str, float] = {}
+    for tensor, error in errors.items():
+        node = producer.get(tensor)
+        sqnr = error.get("qdq_err")
+        if node and sqnr is not None and np.isfinite(sqnr):
+            scores[node] = min(float(sqnr), scores.get(node, float("inf")))
+    return sorted(scores.items(), key=lambda item: item[1])
+
+
+def onnx_within_budget(job: "ExportJob", float_file: Path, out: Path, quantize: Callable[..., dict]) -> dict[str, Any]:
+    """Write the fastest ONNX int8 within the budget to `out` (plain int8 when none is); return the record.
+
+    `quantize(out, nodes_to_exclude)` writes one int8 variant (calibrated once, onnx_int8's cache)."""
+    from ..edge.predictors import OnnxPredictor
+    from .onnx_int8 import prepared_model
+
+    judge, settings = judge_of(job), job.section.int8_fallback
+    work = job.workdir / "onnx-int8"  # the folder `quantize` keeps its prepared model and ranges in
+    work.mkdir(exist_ok=True)
+    manifest = {"classes": job.labels, "preprocessing": job.manifest["preprocessing"]}
+
+    def run(path: Path):
+        return OnnxPredictor(path, manifest, num_threads=1).predict
+
+    def verdict(path: Path) -> tuple[bool, dict[str, Any]]:
+        return judge(run(path)(judge.images))
+
+    plain = work / "int8-plain.onnx"
+    fields = quantize(plain, ())
+    ok, details = verdict(plain)
+    tried = [{"float_ops": 0, "size_bytes": size_bytes(plain), "passed": ok, **details}]
+    chosen, excluded = plain, []
+    if not ok:
+        ranked = [node for node, _ in onnx_node_ranking(prepared_model(float_file, work), plain, job.calibration, work)]
+        limit = min(settings.max_float_layers or len(ranked), len(ranked))
+        max_size = size_bytes(plain) * settings.max_size_ratio
+        k = 1
+        while k <= limit:
+            candidate = work / f"int8-exclude-{k}.onnx"
+            quantize(candidate, ranked[:k])
+            if size_bytes(candidate) > max_size:
+                tried.append({"float_ops": k, "size_bytes": size_bytes(candidate), "over_size_budget": True})
+                break
+            ok, details = verdict(candidate)
+            tried.append({"float_ops": k, "size_bytes": size_bytes(candidate), "passed": ok, **details})
+            if ok:
+                chosen, excluded = candidate, ranked[:k]
+                break
+            k = limit if k < limit <= 2 * k else 2 * k
+    record = summary(
+        judge,
+        {
+            "float32": (run(float_file), size_bytes(float_file)),
+            "int8": (run(plain), size_bytes(plain)),
+            "chosen": (run(chosen), size_bytes(chosen)),
+        },
+        chosen is not plain or bool(tried[0]["passed"]),
+        excluded,
+        "onnxruntime quantize_static nodes_to_exclude, ranked by qdq_loss_debug qdq_err (SQNR)",
+        tried,
+    )
+    chosen.replace(out)
+    say_result(job, "ONNX Runtime", record)
+    return {**fields, "int8_budget": record}
+
+
+# --- OpenVINO: NNCF's quantize_with_accuracy_control ---------------------------------------------
+
+
+def _quantized_ops(model) -> set[str]:
+    """Names of the ops that take a FakeQuantize output (what NNCF quantized)."""
+    ops = set()
+    for node in model.get_ops():
+        for port in node.inputs():
+            if port.get_source_output().get_node().get_type_name() == "FakeQuantize":
+                if node.get_type_name() != "FakeQuantize":
+                    ops.add(node.get_friendly_name())
+    return ops
+
+
+def openvino_within_budget(job: "ExportJob", ov_float) -> tuple[Any, dict[str, Any]]:
+    """The fastest int8 ov.Model within the budget (plain int8 when none is), and its record.
+
+    NNCF takes one metric and one max drop: tk gives it the budget's slack, min(agreement - min_agreement,
+    max_accuracy_drop - accuracy drop), whose float value is min(1 - min_agreement, max_accuracy_drop):
+    a drop of at most that much is exactly "both limits hold". It returns per-image probabilities too,
+    so NNCF ranks the quantized ops by how much they change the outputs.
+    """
+    from .openvino_ir import calibration_dataset, import_nncf, nncf_quietly, quantize_int8
+
+    nncf = import_nncf()
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    judge, settings = judge_of(job), job.section.int8_fallback
+    budget = judge.budget
+    labels, reference = judge.labels, judge.reference
+    ref_top1 = reference.argmax(1)
+
+    def slack(indices: list[int], probs: np.ndarray) -> float:
+        top1 = probs.argmax(1)
+        terms = []
+        if budget.min_agreement is not None:
+            terms.append(float(np.mean(top1 == ref_top1[indices])) - budget.min_agreement)
+        if budget.max_accuracy_drop is not None:
+            drop = float(np.mean(ref_top1[indices] == labels[indices]) - np.mean(top1 == labels[indices]))
+            terms.append(budget.max_accuracy_drop - drop)
+        return min(terms)
+
+    def validate(compiled, items) -> tuple[float, list]:
+        indices, outputs = [], []
+        for index, image in items:
+            indices.append(index)
+            outputs.append(np.asarray(compiled(image[None])[0]))
+        return slack(indices, np.concatenate(outputs)), [[o] for o in outputs]
+
+    validation = nncf.Dataset([(i, image) for i, image in enumerate(judge.images)], lambda item: item[1][None])
+    plain_dir = job.workdir / "nncf-plain"
+    with nncf_quietly():
+        found = nncf.quantize_with_accuracy_control(
+            ov_float,
+            calibration_dataset(job.calibration),
+            validation,
+            validate,
+            max_drop=min(
+                1 - budget.min_agreement if budget.min_agreement is not None else 1.0,
+                budget.max_accuracy_drop if budget.max_accuracy_drop is not None else 1.0,
+            ),
+            subset_size=len(job.calibration),
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                max_num_iterations=settings.max_float_layers or 2**31 - 1, intermediate_model_dir=str(plain_dir)
+            ),
+        )
+    plain_xml = next(plain_dir.rglob("*.xml"), None)
+    plain = ov.Core().read_model(str(plain_xml)) if plain_xml else quantize_int8(ov_float, job.calibration)
+    core = ov.Core()
+
+    def run(model):
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY"})
+        return lambda images: np.asarray(compiled(images.astype(np.float32))[0])
+
+    def weight_bytes(model) -> int:
+        path = job.workdir / "ov-size.xml"
+        ov.save_model(model, str(path), compress_to_fp16=False)
+        return path.stat().st_size + path.with_suffix(".bin").stat().st_size
+
+    ok, details = judge(run(found)(judge.images))
+    float_ops = sorted(_quantized_ops(plain) - _quantized_ops(found))
+    size_cap = weight_bytes(plain) * settings.max_size_ratio
+    tried = [{"float_ops": len(float_ops), "size_bytes": weight_bytes(found), "passed": ok, **details}]
+    if tried[0]["size_bytes"] > size_cap:
+        tried[0]["over_size_budget"] = ok = False
+    chosen = found if ok else plain
+    record = summary(
+        judge,
+        {
+            "float32": (run(ov_float), weight_bytes(ov_float)),
+            "int8": (run(plain), weight_bytes(plain)),
+            "chosen": (run(chosen), weight_bytes(chosen)),
+        },
+        ok,
+        float_ops if ok else [],
+        "nncf.quantize_with_accuracy_control (metric: the budget's slack, ranking by output change)",
+        tried,
+    )
+    say_result(job, "OpenVINO", record)
+    return chosen, record
