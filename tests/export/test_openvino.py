@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
 from toolkit.cli.app import app
 from toolkit.core.errors import TkError
 from toolkit.core.formats import DEFAULT_FORMATS, FORMATS
