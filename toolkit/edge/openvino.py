@@ -69,6 +69,15 @@ def read_ir(path: Path):
         ) from None
 
 
+def compile_config(threads: int) -> dict[str, Any]:
+    """LATENCY: one stream, every thread on one request (batch-1 inference, what a device does); the
+    precision tk asks for (precision_hint)."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    if precision_hint() != "auto":
+        config["INFERENCE_PRECISION_HINT"] = precision_hint()
+    return config
+
+
 class OpenVINOPredictor(Predictor):
     kind = "openvino"
 
@@ -84,12 +93,8 @@ class OpenVINOPredictor(Predictor):
         out_shape = [d.get_length() if d.is_static else None for d in outputs[0].get_partial_shape()]
         self._check_outputs(len(outputs), out_shape)
         self.threads = num_threads or os.cpu_count() or 1
-        # LATENCY: one stream, every thread on one request (batch-1 inference, what a device does).
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads}
-        if precision_hint() != "auto":
-            config["INFERENCE_PRECISION_HINT"] = precision_hint()
         try:
-            self.compiled = ov.Core().compile_model(model, "CPU", config)
+            self.compiled = ov.Core().compile_model(model, "CPU", compile_config(self.threads))
         except RuntimeError as exc:
             raise TkError(
                 f"{path}: OpenVINO cannot compile this IR for the CPU: {str(exc).splitlines()[0][:200]}"

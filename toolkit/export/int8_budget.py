@@ -180,12 +180,20 @@ def tflite_within_budget(job: "ExportJob") -> tuple[bytes, dict[str, Any]]:
 # --- ONNX Runtime: nodes_to_exclude, ranked by qdq_loss_debug ------------------------------------
 
 
-def onnx_node_ranking(prepared: Path, plain_int8: Path, calibration: np.ndarray, work: Path) -> list[tuple[str, float]]:
-    """(node name of the prepared model, SQNR in dB of its output's int8 rounding), worst first.
+# An activation's rounding happens at the Q/DQ pair after it, but ONNX Runtime fuses Conv+Relu: the
+# unit to keep float is the compute op with the activations that follow it.
+ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh")
+
+
+def onnx_node_ranking(
+    prepared: Path, plain_int8: Path, calibration: np.ndarray, work: Path
+) -> list[tuple[list[str], float]]:
+    """([node names of the prepared model], SQNR in dB of their output's int8 rounding), worst first.
 
     qdq_loss_debug's qdq_err compares each activation before and after its QuantizeLinear/
-    DequantizeLinear pair in the int8 model: the error that node's output quantization adds,
-    measured on calibration images. A node that feeds a wide-range tensor into few int8 steps scores low.
+    DequantizeLinear pair in the int8 model: the error that tensor's quantization adds, measured on
+    calibration images. Each score goes to the node producing the tensor, grouped with the compute op
+    it follows (Relu -> the Conv before it), so that excluding a group keeps that computation float.
     """
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import (
@@ -206,14 +214,19 @@ def onnx_node_ranking(prepared: Path, plain_int8: Path, calibration: np.ndarray,
     quantized = collect_activations(str(augmented_q), _Reader(name, images))
     floats = collect_activations(str(augmented_f), _Reader(name, images))
     errors = compute_activation_error(create_activation_matching(quantized, floats))
-    producer = {out: node.name for node in model.graph.node for out in node.output}
-    scores: dict[str, float] = {}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    groups: dict[tuple[str, ...], float] = {}
     for tensor, error in errors.items():
-        node = producer.get(tensor)
-        sqnr = error.get("qdq_err")
-        if node and sqnr is not None and np.isfinite(sqnr):
-            scores[node] = min(float(sqnr), scores.get(node, float("inf")))
-    return sorted(scores.items(), key=lambda item: item[1])
+        node, sqnr = producer.get(tensor), error.get("qdq_err")
+        if node is None or sqnr is None or not np.isfinite(sqnr):
+            continue
+        members = [node.name]
+        while node.op_type in ACTIVATIONS and node.input and node.input[0] in producer:
+            node = producer[node.input[0]]
+            members.insert(0, node.name)
+        key = tuple(members)
+        groups[key] = min(float(sqnr), groups.get(key, float("inf")))
+    return sorted(((list(k), v) for k, v in groups.items()), key=lambda item: item[1])
 
 
 def onnx_within_budget(job: "ExportJob", float_file: Path, out: Path, quantize: Callable[..., dict]) -> dict[str, Any]:
@@ -240,20 +253,23 @@ def onnx_within_budget(job: "ExportJob", float_file: Path, out: Path, quantize: 
     tried = [{"float_ops": 0, "size_bytes": size_bytes(plain), "passed": ok, **details}]
     chosen, excluded = plain, []
     if not ok:
-        ranked = [node for node, _ in onnx_node_ranking(prepared_model(float_file, work), plain, job.calibration, work)]
+        ranked = [
+            group for group, _ in onnx_node_ranking(prepared_model(float_file, work), plain, job.calibration, work)
+        ]
         limit = min(settings.max_float_layers or len(ranked), len(ranked))
         max_size = size_bytes(plain) * settings.max_size_ratio
         k = 1
         while k <= limit:
             candidate = work / f"int8-exclude-{k}.onnx"
-            quantize(candidate, ranked[:k])
+            nodes = [name for group in ranked[:k] for name in group]
+            quantize(candidate, nodes)
             if size_bytes(candidate) > max_size:
                 tried.append({"float_ops": k, "size_bytes": size_bytes(candidate), "over_size_budget": True})
                 break
             ok, details = verdict(candidate)
             tried.append({"float_ops": k, "size_bytes": size_bytes(candidate), "passed": ok, **details})
             if ok:
-                chosen, excluded = candidate, ranked[:k]
+                chosen, excluded = candidate, nodes
                 break
             k = limit if k < limit <= 2 * k else 2 * k
     record = summary(
@@ -295,6 +311,7 @@ def openvino_within_budget(job: "ExportJob", ov_float) -> tuple[Any, dict[str, A
     a drop of at most that much is exactly "both limits hold". It returns per-image probabilities too,
     so NNCF ranks the quantized ops by how much they change the outputs.
     """
+    from ..edge.openvino import compile_config
     from .openvino_ir import calibration_dataset, import_nncf, nncf_quietly, quantize_int8
 
     nncf = import_nncf()
@@ -323,29 +340,11 @@ def openvino_within_budget(job: "ExportJob", ov_float) -> tuple[Any, dict[str, A
             outputs.append(np.asarray(compiled(image[None])[0]))
         return slack(indices, np.concatenate(outputs)), [[o] for o in outputs]
 
-    validation = nncf.Dataset([(i, image) for i, image in enumerate(judge.images)], lambda item: item[1][None])
-    plain_dir = job.workdir / "nncf-plain"
-    with nncf_quietly():
-        found = nncf.quantize_with_accuracy_control(
-            ov_float,
-            calibration_dataset(job.calibration),
-            validation,
-            validate,
-            max_drop=min(
-                1 - budget.min_agreement if budget.min_agreement is not None else 1.0,
-                budget.max_accuracy_drop if budget.max_accuracy_drop is not None else 1.0,
-            ),
-            subset_size=len(job.calibration),
-            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                max_num_iterations=settings.max_float_layers or 2**31 - 1, intermediate_model_dir=str(plain_dir)
-            ),
-        )
-    plain_xml = next(plain_dir.rglob("*.xml"), None)
-    plain = ov.Core().read_model(str(plain_xml)) if plain_xml else quantize_int8(ov_float, job.calibration)
+    plain = quantize_int8(ov_float, job.calibration)  # what tk writes without a budget
     core = ov.Core()
 
     def run(model):
-        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY"})
+        compiled = core.compile_model(model, "CPU", compile_config(1))
         return lambda images: np.asarray(compiled(images.astype(np.float32))[0])
 
     def weight_bytes(model) -> int:
@@ -353,22 +352,43 @@ def openvino_within_budget(job: "ExportJob", ov_float) -> tuple[Any, dict[str, A
         ov.save_model(model, str(path), compress_to_fp16=False)
         return path.stat().st_size + path.with_suffix(".bin").stat().st_size
 
-    ok, details = judge(run(found)(judge.images))
-    float_ops = sorted(_quantized_ops(plain) - _quantized_ops(found))
-    size_cap = weight_bytes(plain) * settings.max_size_ratio
-    tried = [{"float_ops": len(float_ops), "size_bytes": weight_bytes(found), "passed": ok, **details}]
-    if tried[0]["size_bytes"] > size_cap:
-        tried[0]["over_size_budget"] = ok = False
-    chosen = found if ok else plain
+    ok, details = judge(run(plain)(judge.images))
+    tried = [{"float_ops": 0, "size_bytes": weight_bytes(plain), "passed": ok, **details}]
+    chosen, float_ops = plain, []
+    if not ok:
+        validation = nncf.Dataset([(i, image) for i, image in enumerate(judge.images)], lambda item: item[1][None])
+        # NNCF judges its candidates in f32 (OVPreparedModel forces it), as tk's predictor runs them.
+        with nncf_quietly():
+            found = nncf.quantize_with_accuracy_control(
+                ov_float,
+                calibration_dataset(job.calibration),
+                validation,
+                validate,
+                max_drop=min(
+                    1 - budget.min_agreement if budget.min_agreement is not None else 1.0,
+                    budget.max_accuracy_drop if budget.max_accuracy_drop is not None else 1.0,
+                ),
+                subset_size=len(job.calibration),
+                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                    max_num_iterations=settings.max_float_layers or 2**31 - 1
+                ),
+            )
+        found_ok, details = judge(run(found)(judge.images))
+        reverted = sorted(_quantized_ops(plain) - _quantized_ops(found))
+        tried.append({"float_ops": len(reverted), "size_bytes": weight_bytes(found), "passed": found_ok, **details})
+        if tried[-1]["size_bytes"] > tried[0]["size_bytes"] * settings.max_size_ratio:
+            tried[-1]["over_size_budget"] = found_ok = False
+        if found_ok:
+            chosen, float_ops, ok = found, reverted, True
     record = summary(
         judge,
         {
             "float32": (run(ov_float), weight_bytes(ov_float)),
-            "int8": (run(plain), weight_bytes(plain)),
+            "int8": (run(plain), tried[0]["size_bytes"]),
             "chosen": (run(chosen), weight_bytes(chosen)),
         },
         ok,
-        float_ops if ok else [],
+        float_ops,
         "nncf.quantize_with_accuracy_control (metric: the budget's slack, ranking by output change)",
         tried,
     )

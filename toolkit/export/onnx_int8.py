@@ -154,3 +154,6 @@ class _Reader:  # duck-typed: CalibrationDataReader accepts any object with get_
 
     def __len__(self) -> int:
         return -(-len(self.images) // self.batch)
+
+    def __iter__(self):  # qdq_loss_debug.collect_activations iterates where quantize_static calls get_next
+        return iter(self.get_next, None)
