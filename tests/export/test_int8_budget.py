@@ -95,3 +95,32 @@ def test_onnx_nodes_are_ranked_by_their_own_error_and_excluded_ones_stay_float(i
     plain_producers = {out: node.op_type for node in onnx.load(str(plain)).graph.node for out in node.output}
     assert plain_producers[plain_conv.input[1]] == "DequantizeLinear"
     assert excluded.stat().st_size > plain.stat().st_size
+
+
+def test_when_nothing_meets_the_budget_plain_int8_is_kept_and_marked_failed(exported_run, tmp_path, monkeypatch):
+    """A budget no int8 can meet (here: probabilities within 1e-9 of the float model's, on top of 100%
+    agreement): every runtime searches within its caps (2 ops float), then keeps plain int8, says so,
+    and records it as failed; the files are still written (tk verify then fails them, as today)."""
+    from toolkit.core.recipe import Threshold
+    from toolkit.export import int8_budget
+    from toolkit.export.exporter import export_run
+
+    monkeypatch.setattr(
+        int8_budget, "budget_threshold", lambda b: Threshold(max_abs_diff=1e-9, min_agreement=b.min_agreement)
+    )
+    run = Path(shutil.copytree(exported_run, tmp_path / exported_run.name))
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["export"].update(int8_budget={"min_agreement": 1.0}, int8_fallback={"enabled": False, "max_float_layers": 2})
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    said: list[str] = []
+    export_run(run, formats=["tflite", "onnx", "openvino"], quantizations=["int8"], say=said.append)
+    artifacts = load_manifest(run)["artifacts"]
+    for file, runtime in zip(INT8, ("LiteRT", "ONNX Runtime", "OpenVINO")):
+        record = artifacts[file]["int8_budget"]
+        assert record["passed"] is False and record["float_ops"] == [], (file, record)
+        assert record["size_bytes"]["chosen"] == record["size_bytes"]["int8"]
+        assert len(record["tried"]) >= 2, (file, record["tried"])  # it searched before giving up
+        assert any(line.startswith(f"warning: int8 budget ({runtime}): no variant") for line in said), said
+    onnx_tries = artifacts["model_int8.onnx"]["int8_budget"]["tried"]
+    assert [t["float_ops"] for t in onnx_tries] == [0, 1, 2]  # 1, then 2 groups float: the cap
+    assert onnx_tries[2]["size_bytes"] > onnx_tries[0]["size_bytes"]
