@@ -8,11 +8,12 @@ from importlib.metadata import PackageNotFoundError, version
 
 import pytest
 import yaml
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit import __version__
 from toolkit.cli.app import app
+from toolkit.core.context import Context
 from toolkit.core.errors import TkError
 from toolkit.core.recipe import load_recipe
 from toolkit.data.folder_recipe import write_folder_recipe
@@ -125,7 +126,7 @@ def test_a_folder_gets_a_default_recipe_written_once(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "recipes").mkdir()
     said = []
-    path = write_folder_recipe(root, ["train.epochs=2"], said.append)
+    path = write_folder_recipe(root, ["train.epochs=2"], Context(say=said.append))
     assert path.as_posix() == "recipes/my_shapes.yaml" and "written to recipes/my_shapes.yaml" in said[0]
     recipe = load_recipe(path)
     assert (recipe.name, recipe.train.epochs, recipe.model.backbone, recipe.data.root) == (
@@ -134,10 +135,10 @@ def test_a_folder_gets_a_default_recipe_written_once(tmp_path, monkeypatch):
         "mini_vgg",
         str(root),
     )
-    assert write_folder_recipe(root, ["train.epochs=2"], said.append) == path  # same content: reused
+    assert write_folder_recipe(root, ["train.epochs=2"], Context(say=said.append)) == path  # same content: reused
     assert "written by an earlier tk train" in said[-1]
     with pytest.raises(TkError, match="exists already and differs"):
-        write_folder_recipe(root, ["train.epochs=3"], said.append)
+        write_folder_recipe(root, ["train.epochs=3"], Context(say=said.append))
     assert load_recipe(path).train.epochs == 2  # never overwritten
 
 
@@ -226,12 +227,12 @@ def test_readme_python_api_example_imports_what_exists():
             assert all(hasattr(module, alias.name) for alias in node.names), node.module
     for dotted, params in [
         ("toolkit.core.recipe.load_recipe", ["path", "overrides"]),
-        ("toolkit.train.phases.train", ["recipe", "runs_dir", "resume", "say"]),
-        ("toolkit.export.exporter.export_run", ["run_dir", "formats", "quantizations", "say"]),
-        ("toolkit.export.verify.verify_run", ["run_dir", "files", "say"]),
+        ("toolkit.train.phases.train", ["recipe", "runs_dir", "resume", "ctx"]),
+        ("toolkit.export.exporter.export_run", ["run_dir", "formats", "quantizations", "ctx"]),
+        ("toolkit.export.verify.verify_run", ["run_dir", "files", "ctx"]),
         (
             "toolkit.edge.bench.bench_targets",
-            ["targets", "runs_dir", "overrides", "max_latency_ms", "min_accuracy", "say"],
+            ["targets", "runs_dir", "overrides", "max_latency_ms", "min_accuracy", "ctx"],
         ),
         ("toolkit.edge.predict.predict", ["artifact", "inputs", "k", "threads"]),
     ]:

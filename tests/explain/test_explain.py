@@ -97,9 +97,7 @@ def test_feature_map_pngs(ex, run, held_out):
     from toolkit.explain.feature_maps import explain_feature_maps
 
     image = Path(held_out[0][0])
-    written = explain_feature_maps(
-        run, image, ["block1_conv1", "block2_conv2"], count=8, say=lambda _: None, explainer=ex
-    )
+    written = explain_feature_maps(run, image, ["block1_conv1", "block2_conv2"], count=8, explainer=ex)
     assert [p.name for p in written] == [
         f"featuremaps_{image.stem}_block1_conv1.png",
         f"featuremaps_{image.stem}_block2_conv2.png",
@@ -123,7 +121,7 @@ def test_gradcam_pngs_and_contact_sheet(ex, run, held_out, tmp_path):
     for path in held_out[0][:5]:
         shutil.copy(path, folder)
     (folder / "notes.txt").write_text("not an image")
-    results, sheet = explain_gradcam(run, folder, say=lambda _: None, explainer=ex)
+    results, sheet = explain_gradcam(run, folder, explainer=ex)
     assert len(results) == 5
     for r in results:
         assert r.png.name == f"gradcam_{r.image.stem}_{r.class_name}.png"
@@ -136,9 +134,7 @@ def test_gradcam_pngs_and_contact_sheet(ex, run, held_out, tmp_path):
 def test_filters_png(ex, run):
     from toolkit.explain.maximize import AscentSettings, explain_filters
 
-    path, result = explain_filters(
-        run, "block1_conv1", count=4, settings=AscentSettings(steps=10), say=lambda _: None, explainer=ex
-    )
+    path, result = explain_filters(run, "block1_conv1", count=4, settings=AscentSettings(steps=10), explainer=ex)
     assert path == run / "explain" / "filters_block1_conv1.png"
     assert Image.open(path).size[0] == 2 * GRID_CELL_PX and result.filters == [0, 1, 2, 3]
 
@@ -148,16 +144,16 @@ def test_unknown_layer_lists_the_valid_ones(ex, run, held_out):
     from toolkit.explain.maximize import explain_filters
 
     with pytest.raises(TkError, match=r"block2_conv3.*did you mean.*valid layers: .*block1_conv1.*block2_pool"):
-        explain_feature_maps(run, Path(held_out[0][0]), ["block2_conv3"], explainer=ex, say=lambda _: None)
+        explain_feature_maps(run, Path(held_out[0][0]), ["block2_conv3"], explainer=ex)
     with pytest.raises(TkError, match=r"valid layers: .*head_dense1.*predictions"):
-        explain_filters(run, "dense_9", explainer=ex, say=lambda _: None)
+        explain_filters(run, "dense_9", explainer=ex)
 
 
 def test_unknown_class_lists_the_classes(ex, run, held_out):
     from toolkit.explain.gradcam import explain_gradcam
 
     with pytest.raises(TkError, match="'hexagon' is not a class.*classes: " + ", ".join(ex.classes)):
-        explain_gradcam(run, Path(held_out[0][0]), class_name="hexagon", explainer=ex, say=lambda _: None)
+        explain_gradcam(run, Path(held_out[0][0]), class_name="hexagon", explainer=ex)
 
 
 def test_cli(run, held_out):

@@ -7,15 +7,17 @@ device path (predict/bench on .tflite/.onnx) stay fast and free of TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
 
 from ..core import quiet
+from ..core.context import Context, silent
 from ..core.errors import TkError, fault_line
 from .progress import live_console, progress_for
 
@@ -67,13 +69,12 @@ def say(message: str) -> None:
     (live_console() or console).print(message, markup=False, soft_wrap=True)
 
 
-def progress(as_json: bool = False):
-    """Progress bars for one command: on stderr when it is a terminal, else (and under --json) none."""
-    return progress_for(console, err_console, as_json)
-
-
-def quiet_say(_message: str) -> None:
-    """Under --json stdout holds the JSON document only: progress lines are dropped."""
+@contextlib.contextmanager
+def context(as_json: bool = False, data_root: Optional[Path] = None) -> Iterator[Context]:
+    """The domain's Context for one command: lines through `say` (none under --json, where stdout
+    holds the JSON document only), progress bars on stderr when it is a terminal, --data-root."""
+    with progress_for(console, err_console, as_json) as bars:
+        yield Context(say=silent if as_json else say, progress=bars, data_root=data_root)
 
 
 def _version(value: bool) -> None:
@@ -161,23 +162,22 @@ def train(
     from ..core.recipe import load_recipe
     from ..train.backend import select_backend
 
-    out = quiet_say if as_json else say
     if not recipe.exists():
         raise TkError(
             f"{recipe}: no such recipe or folder (pass a recipe YAML, e.g. recipes/quickstart.yaml, "
             "or a folder of class folders)"
         )
-    if recipe.is_dir():
-        from ..data.folder_recipe import write_folder_recipe
+    with context(as_json) as ctx:
+        if recipe.is_dir():
+            from ..data.folder_recipe import write_folder_recipe
 
-        recipe, sets = write_folder_recipe(recipe, sets or [], out), None
-    loaded = load_recipe(recipe, sets or ())
-    if select_backend(loaded) == "tensorflow":  # before keras is first imported: it reads KERAS_BACKEND once
-        quiet.import_tensorflow_quietly()
-    from ..train.phases import train as run_training
+            recipe, sets = write_folder_recipe(recipe, sets or [], ctx), None
+        loaded = load_recipe(recipe, sets or ())
+        if select_backend(loaded) == "tensorflow":  # before keras is first imported: it reads KERAS_BACKEND once
+            quiet.import_tensorflow_quietly()
+        from ..train.phases import train as run_training
 
-    with progress(as_json) as bars:
-        result = run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, say=out, progress=bars)
+        result = run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, ctx=ctx)
     if as_json:
         say(
             json_text(
@@ -242,7 +242,8 @@ def data_fetch(recipe: Annotated[Path, typer.Argument(help="Recipe YAML with dat
     from ..core.recipe import load_recipe
     from ..data.fetch import fetch
 
-    fetch(load_recipe(recipe, sets or ()), say=say)
+    with context() as ctx:
+        fetch(load_recipe(recipe, sets or ()), ctx)
 
 
 @app.command()
@@ -322,19 +323,9 @@ def export_cmd(
     from ..core.runs import resolve_run
     from ..export.exporter import export_run
 
-    out = quiet_say if as_json else say
-    run_dir = resolve_run(run, runs_dir, out)
-    with progress(as_json) as bars:
-        entries = export_run(
-            run_dir,
-            formats,
-            quantize,
-            say=out,
-            opset=opset,
-            int8_fallback=int8_fallback,
-            data_root=data_root,
-            progress=bars,
-        )
+    with context(as_json, data_root) as ctx:
+        run_dir = resolve_run(run, runs_dir, ctx)
+        entries = export_run(run_dir, formats, quantize, opset=opset, int8_fallback=int8_fallback, ctx=ctx)
     if as_json:
         say(json_text({"run": str(run_dir), "artifacts": entries}))
 
@@ -360,10 +351,9 @@ def verify(
     from ..core.io import json_text
     from ..export.verify import raise_on_failure, verify_run
 
-    out = quiet_say if as_json else say
-    run_dir = resolve_run(run, runs_dir, out)
-    with progress(as_json) as bars:  # one ✓/✗ line per artifact, with its numbers and failures
-        report = verify_run(run_dir, artifacts, say=out, data_root=data_root, progress=bars, check=False)
+    with context(as_json, data_root) as ctx:  # one ✓/✗ line per artifact, with its numbers and failures
+        run_dir = resolve_run(run, runs_dir, ctx)
+        report = verify_run(run_dir, artifacts, check=False, ctx=ctx)
     if as_json:
         say(json_text(report))
         if not report["passed"]:
@@ -410,17 +400,8 @@ def bench(
     from .render import rows_table, ship_line
 
     given = {"threads": parse_threads(threads) if threads else None, "runs": runs, "warmup": warmup, "batch": batch}
-    with progress(as_json) as bars:
-        result = bench_targets(
-            targets or [],
-            runs_dir,
-            given,
-            max_latency_ms,
-            min_accuracy,
-            say=(lambda _: None) if as_json else say,
-            data_root=data_root,
-            progress=bars,
-        )
+    with context(as_json, data_root) as ctx:
+        result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy, ctx)
     reports = result["reports"]
     if as_json:
         say(json_text(reports if len(reports) > 1 else reports[0]))
@@ -468,10 +449,8 @@ def pack_cmd(
     from ..core.runs import resolve_run
     from ..edge.pack import pack
 
-    tell = quiet_say if as_json else say
-    out = pack(
-        resolve_run(run, runs_dir, tell), directory, formats, artifacts, samples, force, say=tell, data_root=data_root
-    )
+    with context(as_json, data_root) as ctx:
+        out = pack(resolve_run(run, runs_dir, ctx), directory, formats, artifacts, samples, force, ctx)
     if as_json:
         say(json_text(out))
         return
@@ -523,7 +502,8 @@ def explain(
     from ..explain.run import explain_run
 
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
-    explain_run(resolve_run(run, runs_dir, say), image, names, filters, count, gradcam, class_name, steps, say=say)
+    with context() as ctx:
+        explain_run(resolve_run(run, runs_dir, ctx), image, names, filters, count, gradcam, class_name, steps, ctx)
 
 
 @app.command()
@@ -538,4 +518,5 @@ def report(
     """Write REPORT.md in the run folder: curves, test metrics, parity, bench tables, latency plot."""
     from ..report.report import report_for
 
-    report_for(run, runs_dir, merge or [], say)
+    with context() as ctx:
+        report_for(run, runs_dir, merge or [], ctx)

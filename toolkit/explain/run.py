@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from .explainer import load_explainer
 from .feature_maps import explain_feature_maps
 from .gradcam import explain_gradcam
@@ -27,7 +28,7 @@ def explain_run(
     gradcam: bool = False,
     class_name: Optional[str] = None,
     steps: Optional[int] = None,
-    say: Say = print,
+    ctx: Context = SILENT,
 ) -> list[Path]:
     """What `tk explain` does: feature maps (--image), maximization (--filters), Grad-CAM (--gradcam)."""
     if gradcam and image is None:
@@ -51,12 +52,12 @@ def explain_run(
     written: list[Path] = []
     if gradcam:
         results, sheet = explain_gradcam(
-            run_dir, Path(image), class_name, layers[0] if layers else None, limit=count or 64, say=say, explainer=ex
+            run_dir, Path(image), class_name, layers[0] if layers else None, limit=count or 64, ctx=ctx, explainer=ex
         )
         written += [r.png for r in results] + ([sheet] if sheet else [])
     elif image is not None:
-        written += explain_feature_maps(run_dir, Path(image), layers, count or 16, say=say, explainer=ex)
+        written += explain_feature_maps(run_dir, Path(image), layers, count or 16, ctx=ctx, explainer=ex)
     if filters is not None:
         settings = AscentSettings(steps=steps) if steps else AscentSettings()
-        written.append(explain_filters(run_dir, filters, count or 8, settings, say=say, explainer=ex)[0])
+        written.append(explain_filters(run_dir, filters, count or 8, settings, ctx=ctx, explainer=ex)[0])
     return written
