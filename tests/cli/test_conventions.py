@@ -20,20 +20,43 @@ from toolkit.data.folder_recipe import write_folder_recipe
 from toolkit.data.synth import make_synthetic_dataset
 
 runner = CliRunner()
-COMMANDS = [
-    ["train"],
-    ["layers"],
-    ["predict"],
-    ["export"],
-    ["verify"],
-    ["bench"],
-    ["explain"],
-    ["report"],
-    ["data", "synth"],
-    ["data", "inspect"],
-    ["data", "fetch"],
-    [],
-]
+
+
+def command_paths(group=None, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command of the app, groups included ([] is tk itself): read from the app, never listed."""
+    import typer
+
+    group = group if group is not None else typer.main.get_command(app)
+    paths = [list(prefix)]
+    for name, command in sorted(group.commands.items()):
+        if hasattr(command, "commands"):  # a group (typer 0.29 vendors its click)
+            paths += command_paths(command, (*prefix, name))
+        else:
+            paths.append([*prefix, name])
+    return paths
+
+
+COMMANDS = command_paths()
+
+
+def test_the_command_list_comes_from_the_app():
+    assert ["pack"] in COMMANDS and ["data", "fetch"] in COMMANDS and ["explain", "gradcam"] in COMMANDS
+    assert len(COMMANDS) >= 16
+
+
+def test_json_is_one_option_with_one_meaning_everywhere():
+    import typer
+
+    helps = {}
+    for path in COMMANDS:
+        command = typer.main.get_command(app)
+        for word in path:
+            command = command.commands[word]
+        for param in getattr(command, "params", []):
+            if "--json" in getattr(param, "opts", []):
+                helps[" ".join(path)] = param.help
+    assert {"train", "export", "verify", "bench", "predict", "pack", "data inspect"} <= set(helps)
+    assert len(set(helps.values())) == 1, helps
 
 
 def tk(*args):

@@ -161,27 +161,29 @@ def test_cli(run, held_out):
     image = held_out[0][0]
     runs_dir = str(run.parent)
     ok = runner.invoke(
-        app, ["explain", "--runs-dir", runs_dir, "--image", image, "--layers", "block1_conv2", "--count", "4"]
+        app, ["explain", "maps", "--runs-dir", runs_dir, "--image", image, "--layers", "block1_conv2", "--count", "4"]
     )
     assert ok.exit_code == 0, ok.output
     assert "using the latest run" in ok.output and "featuremaps_" in ok.output
-    ok = runner.invoke(app, ["explain", str(run), "--gradcam", "--image", image, "--class", "circle"])
+    ok = runner.invoke(app, ["explain", "gradcam", str(run), "--image", image, "--class", "circle"])
     assert ok.exit_code == 0, ok.output
     assert (run / "explain" / f"gradcam_{Path(image).stem}_circle.png").is_file()
-    ok = runner.invoke(app, ["explain", str(run), "--filters", "predictions", "--steps", "5"])
+    ok = runner.invoke(app, ["explain", "filters", str(run), "--layer", "predictions", "--steps", "5"])
     assert ok.exit_code == 0, ok.output
     assert (run / "explain" / "filters_predictions.png").is_file()
     for args, message in (
-        ([], "nothing to explain"),
-        (["--gradcam"], "needs --image"),
-        (["--image", image, "--layers", "nope"], "valid layers"),
-        (["--gradcam", "--image", image, "--class", "hexagon"], "not a class"),
-        (["--image", str(Path(image).parent)], "is a folder"),
-        (["--image", "missing.jpg"], "file not found"),
+        (["maps", "--image", image, "--layers", "nope"], "valid layers"),
+        (["maps", "--image", image, "--count", "0"], "--count: must be >= 1"),
+        (["gradcam", "--image", image, "--class", "hexagon"], "not a class"),
+        (["filters", "--steps", "0"], "--steps: must be >= 1"),
+        (["maps", "--image", str(Path(image).parent)], "is a folder"),
+        (["maps", "--image", "missing.jpg"], "file not found"),
     ):
-        bad = runner.invoke(app, ["explain", str(run), *args])
+        bad = runner.invoke(app, ["explain", args[0], str(run), *args[1:]])
         assert bad.exit_code == 1, (args, bad.output)
         assert message in bad.output and "Traceback" not in bad.output
+    for args in (["maps"], ["gradcam", "--class", "circle"]):  # the image is required: a usage error
+        assert runner.invoke(app, ["explain", args[0], str(run), *args[1:]]).exit_code == 2
 
 
 def test_gradcam_titles_name_true_and_predicted_class(ex, held_out, tmp_path):

@@ -128,7 +128,11 @@ DataRoot = Annotated[
         help="The dataset folder on this machine, if it moved since training (default: the root split.json records).",
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (and nothing else on stdout).")]
+# One --json for every command: strict JSON on stdout and nothing else; the exit code is what it
+# would be without it (a failed check still exits 1, after printing the JSON that says why).
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON and nothing else on stdout; exit codes unchanged.")
+]
 SetOpt = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -218,10 +222,13 @@ def data_synth(
 @user_errors
 def data_inspect(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML whose data section to inspect.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: JsonOpt = False,
     sets: SetOpt = None,
 ):
-    """Counts per class and split, image sizes, bad files and warnings, before training."""
+    """Counts per class and split, image sizes, bad files and warnings, before training.
+
+    --json prints the same report as JSON.
+    """
     from ..core.io import json_text
     from ..core.recipe import load_recipe
     from ..data.survey import survey
@@ -255,7 +262,7 @@ def predict(
     ],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
     top_k: Annotated[int, typer.Option("--top-k", help="Labels to show per image.")] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of one line per image.")] = False,
+    as_json: JsonOpt = False,
     threads: Annotated[
         Optional[str],
         typer.Option(
@@ -338,13 +345,14 @@ def verify(
         Optional[list[str]],
         typer.Option("--artifact", help="Only this artifact file name; repeatable (default: every exported artifact)."),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the parity report as JSON, also when a check fails (exit 1).")
-    ] = False,
+    as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
 ):
-    """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not)."""
+    """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not).
+
+    --json prints the parity report, also when a check fails (then exit 1).
+    """
     from ..core.runs import resolve_run
 
     quiet.import_tensorflow_quietly()
@@ -390,11 +398,14 @@ def bench(
     min_accuracy: Annotated[
         Optional[float], typer.Option("--min-accuracy", help="Ship limit: test accuracy (0..1).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print bench.json content instead of a table.")] = False,
+    as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
 ):
-    """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact."""
+    """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact.
+
+    --json prints bench.json's content (one object per run) instead of the table.
+    """
     from ..core.io import json_text
     from ..edge.bench import bench_targets, machine_label, parse_threads
     from .render import rows_table, ship_line
@@ -462,48 +473,83 @@ def pack_cmd(
     )
 
 
-@app.command()
+# Three probes with options of their own (an image, a layer, a class, a step count): subcommands,
+# as `tk data` has, so each takes only what it uses and --count means one thing per command.
+explain_app = typer.Typer(
+    no_args_is_help=True,
+    help="Feature maps, activation maximization and Grad-CAM of a trained run, as PNGs in RUN/explain/.",
+)
+app.add_typer(explain_app, name="explain")
+ImageOpt = Annotated[Path, typer.Option("--image", help="The image to explain.")]
+
+
+@explain_app.command("maps")
 @user_errors
-def explain(
+def explain_maps(
     run: RunArg = None,
-    image: Annotated[
-        Optional[Path], typer.Option("--image", help="Image for feature maps; image or folder for --gradcam.")
-    ] = None,
+    image: ImageOpt = ...,
     layers: Annotated[
         Optional[str],
-        typer.Option(
-            "--layers",
-            help="Backbone layers, comma-separated (default: the backbone's usual conv layers; --gradcam: the deepest).",
-        ),
+        typer.Option("--layers", help="Backbone layers, comma-separated (default: the backbone's usual conv layers)."),
     ] = None,
-    filters: Annotated[
-        Optional[str],
-        typer.Option(
-            "--filters",
-            help="Layer whose filters to visualise by activation maximization (backbone, head or predictions).",
-        ),
-    ] = None,
-    count: Annotated[
-        Optional[int],
-        typer.Option(
-            "--count", help="Channels per feature map (16), filters (8), or images of a --gradcam folder (64)."
-        ),
-    ] = None,
-    gradcam: Annotated[bool, typer.Option("--gradcam", help="Grad-CAM heatmaps over --image.")] = False,
-    class_name: Annotated[
-        Optional[str], typer.Option("--class", help="Explain this class instead of the predicted one (--gradcam).")
-    ] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Gradient-ascent steps for --filters (160).")] = None,
+    count: Annotated[int, typer.Option("--count", help="Channels shown per layer.")] = 16,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
-    """Feature maps, activation maximization and Grad-CAM of a trained run, as PNGs in RUN/explain/."""
+    """What the backbone's layers see in one image: a grid of each layer's first channels."""
     quiet.import_tensorflow_quietly()
     from ..core.runs import resolve_run
-    from ..explain.run import explain_run
+    from ..explain.feature_maps import explain_feature_maps
 
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
     with context() as ctx:
-        explain_run(resolve_run(run, runs_dir, ctx), image, names, filters, count, gradcam, class_name, steps, ctx)
+        explain_feature_maps(resolve_run(run, runs_dir, ctx), image, names, count, ctx)
+
+
+@explain_app.command("filters")
+@user_errors
+def explain_filters(
+    run: RunArg = None,
+    layer: Annotated[
+        Optional[str],
+        typer.Option("--layer", help="Backbone, head or predictions layer (default: the deepest usual conv layer)."),
+    ] = None,
+    count: Annotated[int, typer.Option("--count", help="Filters (or units, or classes) to show.")] = 8,
+    steps: Annotated[int, typer.Option("--steps", help="Gradient-ascent steps.")] = 160,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Activation maximization: the input pattern each of a layer's filters responds to most."""
+    quiet.import_tensorflow_quietly()
+    from ..core.runs import resolve_run
+    from ..explain.maximize import AscentSettings
+    from ..explain.maximize import explain_filters as run_filters
+
+    with context() as ctx:
+        run_filters(resolve_run(run, runs_dir, ctx), layer, count, AscentSettings(steps=steps), ctx)
+
+
+@explain_app.command("gradcam")
+@user_errors
+def explain_gradcam(
+    run: RunArg = None,
+    image: Annotated[
+        Path, typer.Option("--image", help="An image, or a folder of images (a contact sheet too).")
+    ] = ...,
+    layer: Annotated[
+        Optional[str], typer.Option("--layer", help="Convolutional layer to take the heat from (default: the deepest).")
+    ] = None,
+    class_name: Annotated[
+        Optional[str], typer.Option("--class", help="Explain this class instead of the predicted one.")
+    ] = None,
+    count: Annotated[int, typer.Option("--count", help="Images of a folder to explain, in name order.")] = 64,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Grad-CAM: where in the image the evidence for a class is, as a heat overlay."""
+    quiet.import_tensorflow_quietly()
+    from ..core.runs import resolve_run
+    from ..explain.gradcam import explain_gradcam as run_gradcam
+
+    with context() as ctx:
+        run_gradcam(resolve_run(run, runs_dir, ctx), image, class_name, layer, limit=count, ctx=ctx)
 
 
 @app.command()

@@ -218,8 +218,10 @@ def slug(text: str) -> str:
 
 def single_image(path: Path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise TkError(f"--image: {path} is a folder; this takes one image file (tk explain gradcam takes a folder)")
     if not path.is_file():
-        raise TkError(f"--image: file not found: {path} (pass an image file, or a folder for --gradcam)")
+        raise TkError(f"--image: file not found: {path} (pass an image file, or a folder to tk explain gradcam)")
     return path
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from .explainer import Explainer, load_explainer, normalise, single_image, slug
 
 
@@ -20,6 +21,8 @@ def explain_feature_maps(
     """One PNG grid per layer of the first `count` channels' activations for `image`."""
     from .figures import plot_image_grid
 
+    if count < 1:
+        raise TkError(f"--count: must be >= 1 (got {count})")
     ex = explainer or load_explainer(run_dir)
     valid = ex.spatial_layers()
     names = [ex.check_layer(name, valid, "convolutional (spatial)") for name in (layers or ex.default_layers())]

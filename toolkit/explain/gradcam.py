@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 
 from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from .explainer import Explainer, display_image, folder_images, load_explainer, single_image, slug
 
 
@@ -34,6 +35,8 @@ def explain_gradcam(
     """Grad-CAM overlays for one image or a folder (plus a contact sheet for a folder)."""
     from .figures import overlay_heatmap, plot_gradcam_pair, plot_image_grid
 
+    if limit < 1:
+        raise TkError(f"--count: must be >= 1 (got {limit})")
     ex = explainer or load_explainer(run_dir)
     layer = ex.check_layer(layer, ex.spatial_layers(), "convolutional (spatial)") if layer else ex.gradcam_layer()
     grid = ex.map_size(layer)

@@ -134,11 +134,13 @@ def explain_filters(
 
     from .figures import plot_image_grid
 
+    if count < 1:
+        raise TkError(f"--count: must be >= 1 (got {count})")
+    if settings.steps < 1:
+        raise TkError(f"--steps: must be >= 1 (got {settings.steps})")
     ex = explainer or load_explainer(run_dir)
     valid = ex.spatial_layers() + ex.head_layers()
     layer = ex.check_layer(layer, valid, "backbone or head") if layer else ex.default_layers()[-1]
-    if count < 1:
-        raise TkError(f"--count: must be >= 1 (got {count})")
     width = int(objective(ex, layer)(np.zeros((1, *ex.size, 3), np.float32)).shape[-1])
     filters = list(range(min(count, width)))
     ctx.say(f"maximizing {len(filters)} of {width} filters of {layer} ({settings.steps} steps)...")
