@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
 from toolkit.cli.app import app
 
 pytestmark = pytest.mark.edge
@@ -56,7 +56,8 @@ def test_an_ir_predicts_without_tensorflow_and_says_what_ran(ir_run):
         "import json; from toolkit.edge.predict import predict; from toolkit.edge.predictors import load_predictor\n"
         f"p = load_predictor({str(ir_run / 'model_float32.xml')!r}, num_threads=1)\n"
         f"top = predict({str(ir_run / 'model_float32.xml')!r}, [{str(ir_run / 'red.png')!r}], threads=1)[0].top[0]\n"
-        "print(json.dumps({'top': top[0], 'info': p.runtime_info(), 'tf': 'tensorflow' in sys.modules and sys.modules['tensorflow'] is not None}))"
+        "tf = sys.modules.get('tensorflow') is not None\n"
+        "print(json.dumps({'top': top[0], 'info': p.runtime_info(), 'tf': tf}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -69,7 +70,8 @@ def test_without_openvino_opening_an_ir_names_the_extra(ir_run):
     code = (
         "import sys; sys.modules['openvino'] = None\n"
         "from typer.testing import CliRunner; from toolkit.cli.app import app\n"
-        f"r = CliRunner().invoke(app, ['predict', {str(ir_run / 'model_float32.xml')!r}, {str(ir_run / 'red.png')!r}])\n"
+        f"args = ['predict', {str(ir_run / 'model_float32.xml')!r}, {str(ir_run / 'red.png')!r}]\n"
+        "r = CliRunner().invoke(app, args)\n"
         "print(r.exit_code); print(r.output)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

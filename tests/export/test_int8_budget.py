@@ -33,7 +33,7 @@ def budget_run(exported_run, tmp_path_factory) -> Path:
         int8_fallback={"enabled": False, "max_size_ratio": 4.0},
     )
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    export_run(run, formats=["tflite", "onnx", "openvino"], quantizations=["int8"], say=lambda _: None)
+    export_run(run, formats=["tflite", "onnx", "openvino"], quantizations=["int8"])
     return run
 
 
@@ -101,6 +101,7 @@ def test_when_nothing_meets_the_budget_plain_int8_is_kept_and_marked_failed(expo
     """A budget no int8 can meet (here: probabilities within 1e-9 of the float model's, on top of 100%
     agreement): every runtime searches within its caps (2 ops float), then keeps plain int8, says so,
     and records it as failed; the files are still written (tk verify then fails them, as today)."""
+    from toolkit.core.context import Context
     from toolkit.core.recipe import Threshold
     from toolkit.export import int8_budget
     from toolkit.export.exporter import export_run
@@ -113,9 +114,9 @@ def test_when_nothing_meets_the_budget_plain_int8_is_kept_and_marked_failed(expo
     recipe["export"].update(int8_budget={"min_agreement": 1.0}, int8_fallback={"enabled": False, "max_float_layers": 2})
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     said: list[str] = []
-    export_run(run, formats=["tflite", "onnx", "openvino"], quantizations=["int8"], say=said.append)
+    export_run(run, formats=["tflite", "onnx", "openvino"], quantizations=["int8"], ctx=Context(say=said.append))
     artifacts = load_manifest(run)["artifacts"]
-    for file, runtime in zip(INT8, ("LiteRT", "ONNX Runtime", "OpenVINO")):
+    for file, runtime in zip(INT8, ("LiteRT", "ONNX Runtime", "OpenVINO"), strict=True):
         record = artifacts[file]["int8_budget"]
         assert record["passed"] is False and record["float_ops"] == [], (file, record)
         assert record["size_bytes"]["chosen"] == record["size_bytes"]["int8"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
@@ -36,9 +36,9 @@ def test_openvino_is_optional_all_and_recipe_defaults_leave_it_out(synth_root):
     assert "openvino" not in recipe.export.formats
     from toolkit.export.exporter import plan
 
-    pairs = plan(["all"], ["all"], recipe.export, lambda _: None)
+    pairs = plan(["all"], ["all"], recipe.export)
     assert {f.name for f, _ in pairs} == set(DEFAULT_FORMATS)
-    named = plan(["openvino"], ["all"], recipe.export, lambda _: None)
+    named = plan(["openvino"], ["all"], recipe.export)
     assert [(f.name, q) for f, q in named] == [("openvino", "none"), ("openvino", "float16"), ("openvino", "int8")]
 
 
@@ -72,7 +72,7 @@ def test_ir_is_exported_with_its_bin_hashed_and_the_contract_in_rt_info(openvino
 def test_every_ir_passes_verify_and_records_what_openvino_ran(openvino_run):
     from toolkit.export.verify import verify_run
 
-    report = verify_run(openvino_run, list(IRS), say=lambda _: None)
+    report = verify_run(openvino_run, list(IRS))
     assert report["passed"], report
     assert report["artifacts"]["model_float32.xml"]["max_abs_diff"] < 1e-4
     predictor = load_predictor(openvino_run / "model_float32.xml", num_threads=1)

@@ -134,9 +134,9 @@ def say_result(job: "ExportJob", runtime: str, record: dict[str, Any]) -> None:
         f"{record['images']} {record['split']} images"
     )
     if record["passed"]:
-        job.say(f"int8 budget ({runtime}): met with {cost}")
+        job.ctx.say(f"int8 budget ({runtime}): met with {cost}")
     else:
-        job.say(
+        job.ctx.say(
             f"warning: int8 budget ({runtime}): no variant within export.int8_fallback's caps meets "
             f"export.int8_budget; kept plain int8, marked failed: {cost}"
         )
