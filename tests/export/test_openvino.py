@@ -120,7 +120,7 @@ def test_a_missing_truncated_or_swapped_bin_is_one_line(openvino_run, tmp_path):
     shutil.copyfile(run / "model_float16.bin", run / "model_float32.bin")  # another export's weights
     from toolkit.export.verify import verify_run
 
-    report = verify_run(run, ["model_float32.xml"], say=lambda _: None, check=False)
+    report = verify_run(run, ["model_float32.xml"], check=False)
     assert (
         not report["passed"]
         and "model_float32.bin: sha256 differs" in report["artifacts"]["model_float32.xml"]["error"]
