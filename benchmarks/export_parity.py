@@ -78,7 +78,6 @@ def standin_weights(root: Path, backbone: str) -> Path:
         return path
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
-    import numpy as np
 
     from toolkit.backbones import get_backbone
     from toolkit.images import load_batch

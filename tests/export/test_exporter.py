@@ -243,3 +243,25 @@ def test_export_refuses_a_model_with_nan_weights(trained_run, tmp_path):
     assert result.exit_code == 1, result.output
     assert "NaN/Inf" in result.output and "learning_rate" in result.output
     assert not list(run.glob(".export-*")) and not list(run.glob("model_*.tflite"))
+
+
+def test_one_writer_per_exported_format_of_the_table():
+    from toolkit.core.formats import EXPORT_FORMATS
+    from toolkit.export.exporter import WRITERS
+
+    assert set(WRITERS) == set(EXPORT_FORMATS)
+
+
+def test_help_texts_name_every_format_of_the_table():
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+    from toolkit.core.formats import DEVICE_FORMATS, EXPORT_FORMATS
+
+    runner = CliRunner()
+    export_help = " ".join(runner.invoke(app, ["export", "--help"], env={"COLUMNS": "300"}).output.split())
+    pack_help = " ".join(runner.invoke(app, ["pack", "--help"], env={"COLUMNS": "300"}).output.split())
+    predict_help = " ".join(runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "300"}).output.split())
+    assert all(name in export_help for name in EXPORT_FORMATS)
+    assert all(name in pack_help for name in DEVICE_FORMATS)
+    assert all(f.suffix in predict_help for f in FORMATS.values() if f.suffix)

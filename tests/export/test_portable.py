@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_error, small_recipe
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app

@@ -2,7 +2,8 @@
 
 A TkError (something the user can fix) becomes one red line and exit code 1; anything else is a
 bug and keeps its traceback. Heavy imports happen inside the commands so `tk --help` and the
-device path (predict/bench on .tflite/.onnx) stay fast and free of TensorFlow.
+device path (predict/bench on the device formats) stay fast and free of TensorFlow. Help texts
+that name formats are generated from core/formats.FORMATS, so a new row shows up in them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ from rich.console import Console
 from ..core import quiet
 from ..core.context import Context, silent
 from ..core.errors import TkError, fault_line
+from ..core.formats import (
+    DEFAULT_FORMATS,
+    DEVICE_FORMATS,
+    EXPORT_FORMATS,
+    FORMATS,
+    QUANT_LABEL,
+    QUANTIZATIONS,
+    suffixes,
+)
 from .progress import live_console, progress_for
 
 # TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user; set
@@ -253,12 +263,19 @@ def data_fetch(recipe: Annotated[Path, typer.Argument(help="Recipe YAML with dat
         fetch(load_recipe(recipe, sets or ()), ctx)
 
 
-@app.command()
+MODEL_FILES = ", ".join(
+    [suffixes(list(FORMATS), ", ")] + [f"a {n} folder" for n, f in FORMATS.items() if f.folder_marker]
+)
+
+
+@app.command(
+    help=f"Label images with an exported model; {suffixes(DEVICE_FORMATS)} need only the base install (no TensorFlow)."
+)
 @user_errors
 def predict(
     artifact: Annotated[
         Path,
-        typer.Argument(help="Model file (.tflite, .onnx, .keras or a SavedModel folder) with manifest.json beside it."),
+        typer.Argument(help=f"Model file ({MODEL_FILES}) with manifest.json beside it."),
     ],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
     top_k: Annotated[int, typer.Option("--top-k", help="Labels to show per image.")] = 1,
@@ -271,7 +288,6 @@ def predict(
         ),
     ] = None,
 ):
-    """Label images with an exported model; .tflite/.onnx need only the base install (no TensorFlow)."""
     from ..core.io import json_text
     from ..edge.bench import parse_threads
     from ..edge.predict import bad_files_line, format_prediction
@@ -295,21 +311,30 @@ def predict(
         raise TkError(bad_files_line(bad, len(results)))
 
 
-@app.command("export")
+@app.command(
+    "export",
+    help="Export a trained run to "
+    + ", ".join(f"{n} ({'/'.join(QUANT_LABEL[q] for q in FORMATS[n].quantizations)})" for n in DEFAULT_FORMATS)
+    + ".",
+)
 @user_errors
 def export_cmd(
     run: RunArg = None,
     formats: Annotated[
         Optional[list[str]],
         typer.Option(
-            "--format", help="savedmodel, tflite, onnx or all; repeatable (default: the recipe's export.formats)."
+            "--format",
+            help=f"{', '.join(EXPORT_FORMATS)} or all (= {', '.join(DEFAULT_FORMATS)}); repeatable "
+            "(default: the recipe's export.formats).",
         ),
     ] = None,
     quantize: Annotated[
         Optional[list[str]],
         typer.Option(
             "--quantize",
-            help="Quantization: none, float16, dynamic, int8 (TFLite and ONNX) or all; repeatable (default: export.quantize).",
+            help=f"Quantization: {', '.join(QUANTIZATIONS)} or all; repeatable (default: export.quantize). "
+            + "; ".join(f"{n} takes {', '.join(FORMATS[n].quantizations)}" for n in EXPORT_FORMATS)
+            + ".",
         ),
     ] = None,
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: export.onnx_opset).")] = None,
@@ -324,7 +349,6 @@ def export_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ):
-    """Export a trained run to SavedModel, TFLite (float32/float16/dynamic/int8) and ONNX (float32/int8)."""
     quiet.import_tensorflow_quietly()
     from ..core.io import json_text
     from ..core.runs import resolve_run
@@ -440,7 +464,8 @@ def pack_cmd(
         Optional[list[str]],
         typer.Option(
             "--format",
-            help="Only artifacts of this format (tflite, onnx); repeatable (default: every .tflite and .onnx).",
+            help=f"Only artifacts of this format ({', '.join(DEVICE_FORMATS)}); repeatable "
+            f"(default: every {suffixes(DEVICE_FORMATS, ' and ')} file).",
         ),
     ] = None,
     artifacts: Annotated[

@@ -20,7 +20,7 @@ from typing import Any, Literal, Optional, Sequence
 import yaml
 
 from .errors import TkError, suggest
-from .formats import EXPORT_FORMATS, QUANTIZATIONS, tolerance_kind
+from .formats import DEFAULT_FORMATS, EXPORT_FORMATS, QUANTIZATIONS, tolerance_kind
 
 # The ONNX opsets tf2onnx 1.17 converts to (inclusive).
 ONNX_OPSETS = (9, 21)
@@ -172,7 +172,8 @@ class Int8FallbackSection:
 
 @dataclass(frozen=True)
 class ExportSection:
-    formats: tuple[str, ...] = EXPORT_FORMATS
+    # A format whose row says default=False (core/formats.py) is exported only when named here.
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     quantize: tuple[str, ...] = QUANTIZATIONS
     # int8 calibration images (TFLite and ONNX), class-stratified from train. 50/100/200/500 gave the
     # same agreement within one test image (BENCHMARKS.md, issue 9); 200 still sees >= 20 per class up to

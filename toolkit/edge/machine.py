@@ -15,9 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..core.formats import runtime_packages
 from ..core.io import tool_versions
 
-RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "tensorflow", "keras", "numpy", "pillow")
+# Whatever runs a format of core/formats.FORMATS, and numpy/Pillow: the versions a bench row depends on.
+RUNTIME_PACKAGES = runtime_packages()
 
 
 def cpu_model() -> str:

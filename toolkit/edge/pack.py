@@ -1,6 +1,6 @@
 """`tk pack RUN DIR`: the folder a device gets, complete in itself.
 
-DIR holds the chosen artifacts (default: every device-runnable one, .tflite and .onnx), a
+DIR holds the chosen artifacts (default: every device-runnable one, core.formats.DEVICE_FORMATS), a
 manifest.json that lists only them (sha256 checked now, against the run's, and kept), labels.txt,
 and a class-stratified sample of the run's test split copied to DIR/samples/<class>/ with a
 split.json whose paths are relative to DIR. So `tk bench DIR` on the base install measures
@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
-from ..core.formats import FORMATS, sort_key
+from ..core.formats import DEVICE_FORMATS, sort_key
 from ..core.io import json_text, now, sha256_file
 from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, load_manifest, load_split, save_split
 
@@ -31,10 +31,6 @@ DEFAULT_SAMPLES = 200
 MAX_SAMPLES = 1000  # a bundle is copied to a device: a few hundred images measure accuracy well enough
 
 
-def device_formats() -> list[str]:
-    return [name for name, fmt in FORMATS.items() if fmt.exported and not fmt.needs_tensorflow]
-
-
 def choose_artifacts(
     run_dir: Path, manifest: dict[str, Any], formats: Optional[Sequence[str]], files: Optional[Sequence[str]]
 ) -> list[dict[str, Any]]:
@@ -42,7 +38,7 @@ def choose_artifacts(
     entries = manifest.get("artifacts")
     if not isinstance(entries, dict):
         raise TkError(f"{run_dir / MANIFEST}: 'artifacts' is not a mapping of file -> entry; re-run tk export")
-    allowed = device_formats()
+    allowed = list(DEVICE_FORMATS)
     for name in formats or []:
         if name not in allowed:
             raise TkError(f"--format: {name!r} cannot be packed for a device; choose from {', '.join(allowed)}")
@@ -70,7 +66,7 @@ def choose_artifacts(
     if not chosen:
         raise TkError(
             f"{run_dir}: no {'/'.join(sorted(formats or allowed))} artifact to pack; "
-            "run tk export --format tflite (or onnx) first"
+            f"run tk export --format {' or --format '.join(allowed)} first"
         )
     return sorted(chosen, key=lambda e: sort_key(e.get("format"), e.get("quantization"), e["file"]))
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..core.context import SILENT, Context
 from ..core.errors import TkError, fault_line, suggest
-from ..core.formats import EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
+from ..core.formats import DEFAULT_FORMATS, EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
 from ..core.io import atomic_path, check_writable, remove_leftovers, tool_versions
 from ..core.lock import run_lock
 from ..core.recipe import ONNX_OPSETS, ExportSection, Recipe
@@ -301,7 +301,8 @@ def plan(
 ) -> list[tuple[Format, str]]:
     """(format, quantization) pairs to export; explicit impossible requests are errors."""
     explicit = bool(formats) and "all" not in ",".join(formats).split(",")
-    names = _expand(formats or section.formats, EXPORT_FORMATS, "--format")
+    # "all" is every default format: one with default=False is exported only when named.
+    names = _expand(formats or section.formats, EXPORT_FORMATS, "--format", everything=DEFAULT_FORMATS)
     quants = _expand(quantizations or section.quantize, QUANTIZATIONS, "--quantize")
     pairs = []
     for name in names:
@@ -309,21 +310,24 @@ def plan(
         chosen = [q for q in quants if q in fmt.quantizations]
         if not chosen:
             if explicit:
+                able = [n for n in EXPORT_FORMATS if quants[0] in FORMATS[n].quantizations]
                 raise TkError(
                     f"--format {name}: exports quantization {', '.join(fmt.quantizations)} only "
-                    f"(got --quantize {', '.join(quants)}); every quantization is TFLite: "
-                    f"--format tflite --quantize {quants[0]}"
+                    f"(got --quantize {', '.join(quants)}); {quants[0]} is exported by "
+                    f"{', '.join(able)}: --format {able[0]} --quantize {quants[0]}"
                 )
             ctx.say(f"skipping {name}: it exports {', '.join(fmt.quantizations)} only (asked: {', '.join(quants)})")
         pairs += [(fmt, q) for q in chosen]
     return pairs
 
 
-def _expand(values: Sequence[str], allowed: Sequence[str], option: str) -> list[str]:
+def _expand(
+    values: Sequence[str], allowed: Sequence[str], option: str, everything: Optional[Sequence[str]] = None
+) -> list[str]:
     out: list[str] = []
     for value in (v.strip() for item in values for v in item.split(",") if v.strip()):
         if value == "all":
-            out += [a for a in allowed if a not in out]
+            out += [a for a in (allowed if everything is None else everything) if a not in out]
             continue
         if value not in allowed:
             raise TkError(
