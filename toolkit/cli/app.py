@@ -174,6 +174,7 @@ def train(
     """Train the recipe's classifier: feature extraction, then fine-tuning (or from scratch)."""
     from ..core.io import json_text
     from ..core.recipe import load_recipe
+    from ..train.backbones import check_model
     from ..train.backend import select_backend
 
     if not recipe.exists():
@@ -187,6 +188,7 @@ def train(
 
             recipe, sets = write_folder_recipe(recipe, sets or [], ctx), None
         loaded = load_recipe(recipe, sets or ())
+        check_model(loaded.model)  # a key the backbone does not take: one line, before TensorFlow loads
         if select_backend(loaded) == "tensorflow":  # before keras is first imported: it reads KERAS_BACKEND once
             quiet.import_tensorflow_quietly()
         from ..train.phases import train as run_training
@@ -204,11 +206,13 @@ def train(
 @user_errors
 def layers(recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")], sets: SetOpt = None):
     """List the backbone's layer names (for feature_layer and fine_tune.unfreeze_from)."""
-    quiet.import_tensorflow_quietly()
     from ..core.recipe import load_recipe
-    from ..train.backbones import layer_names
+    from ..train.backbones import check_model, layer_names
 
-    for name in layer_names(load_recipe(recipe, sets or ()).model):
+    model = load_recipe(recipe, sets or ()).model
+    check_model(model)  # before TensorFlow loads
+    quiet.import_tensorflow_quietly()
+    for name in layer_names(model):
         say(name)
 
 

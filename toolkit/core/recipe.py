@@ -82,7 +82,11 @@ class ModelSection:
     weights: str = "imagenet"
     image_size: int = 224
     feature_layer: Optional[str] = None
+    # Width multiplier of the MobileNets (fewer filters: smaller, faster); MobileNetV3's
+    # minimalistic variant drops squeeze-excite and hard-swish (cheaper ops on small devices).
+    # Which backbone takes which: train/backbones.py (BackboneSpec.accepts), checked before training.
     alpha: Optional[float] = None
+    minimalistic: Optional[bool] = None
     head: HeadSection = field(default_factory=HeadSection)
 
 

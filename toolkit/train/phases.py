@@ -40,7 +40,7 @@ from ..core.recipe import Recipe
 from ..core.runs import REFERENCE, RUNS_DIR, SplitDataset, archive_run, save_manifest, save_split
 from ..data.splits import discover, gap_in_test, missing_classes
 from . import knobs
-from .backbones import build_base, build_head, check_unfreeze_layer, compose, get_backbone, resolve_weights
+from .backbones import build_base, build_head, check_model, check_unfreeze_layer, compose, get_backbone, resolve_weights
 from .checkpoints import prepare_partial
 
 
@@ -61,7 +61,7 @@ def train(
 ) -> TrainResult:
     """Train the recipe's model end to end and write its run folder (`ctx.progress`: decoding,
     feature extraction and each epoch's steps)."""
-    get_backbone(recipe.model.backbone)  # an unknown name fails before TensorFlow loads
+    check_model(recipe.model)  # an unknown name or a key the backbone does not take fails before TensorFlow loads
     if recipe.train.mode != "scratch" and recipe.model.weights == "none":
         raise TkError(
             f"train.mode: {recipe.train.mode} freezes the conv base, but model.weights is none "
