@@ -92,7 +92,8 @@ def main() -> None:
     from toolkit.core.runs import load_split
     from toolkit.export import int8_fallback
     from toolkit.export.converters import export_saved_model, tflite_from_saved_model
-    from toolkit.export.exporter import ExportJob, stratified_sample
+    from toolkit.core.runs import stratified_sample
+    from toolkit.export.job import ExportJob
     from toolkit.export.reference import load_keras_model
 
     run = args.run
@@ -160,14 +161,14 @@ def main() -> None:
             )
 
         if args.calibration_counts:
-            pool = [p for p in stratified_sample(split.splits["train"], 10**6, recipe.seed)]
+            pool = [p for p, _ in stratified_sample(split.splits["train"], 10**6, recipe.seed)]
             if args.extra_images:
                 extra = [
                     (str(p), i)
                     for i, d in enumerate(sorted(args.extra_images.iterdir()))
                     for p in sorted(d.glob("*.jpg"))
                 ]
-                pool += stratified_sample(extra, 10**6, recipe.seed)
+                pool += [p for p, _ in stratified_sample(extra, 10**6, recipe.seed)]
             print(
                 f"\n| calibration images | int8 agreement vs Keras | accuracy | max abs diff |  (pool: "
                 f"{len(split.splits['train'])} train + extra)"

@@ -201,3 +201,77 @@ def _literal_suffix_lists(path: Path, root: Path = PACKAGE) -> list[str]:
 )
 def test_messages_and_help_name_formats_from_the_table(path):
     assert _literal_suffix_lists(path) == []
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """module -> the toolkit modules it imports anywhere (module level, in functions, under TYPE_CHECKING)."""
+    names = {
+        ".".join(("toolkit", *p.with_suffix("").relative_to(root).parts)).removesuffix(".__init__"): p
+        for p in root.rglob("*.py")
+        if "vendor" not in p.parts
+    }
+    graph = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - max(node.level - 1, 0)] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                deps |= {t for t in [target] + [f"{target}.{a.name}" for a in node.names] if t in names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in names}
+        graph[name] = deps - {name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each cycle once, as its modules in order from the smallest name."""
+    found: list[list[str]] = []
+
+    def walk(start: str, node: str, path: list[str]) -> None:
+        for dep in sorted(graph[node]):
+            if dep == start:
+                found.append(path)
+            elif dep not in path and dep > start:
+                walk(start, dep, [*path, dep])
+
+    for module in sorted(graph):
+        walk(module, module, [module])
+    return found
+
+
+def test_no_import_cycles():
+    # Even a TYPE_CHECKING or in-function cycle means two modules that each need the other:
+    # what they share belongs in a third (export/job.py holds what exporter and int8_gate share).
+    assert import_cycles(import_graph()) == []
+
+
+def test_the_cycle_check_sees_a_cycle_through_a_type_checking_import(tmp_path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "a.py").write_text("def f():\n    from .b import g\n")
+    (tmp_path / "export" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import f\n"
+    )
+    assert import_cycles(import_graph(tmp_path)) == [["toolkit.export.a", "toolkit.export.b"]]
+
+
+def test_the_readme_layout_map_names_every_module():
+    text = (PACKAGE.parent / "README.md").read_text()
+    blocks: dict[str, str] = {}
+    package = None
+    for line in text[text.index("## Layout") : text.index("The rules, enforced by")].splitlines():
+        start = re.match(r"      (\w+)/ ", line)
+        if start:
+            package = start.group(1)
+        elif not line.startswith(" " * 17):
+            package = None
+        if package:
+            blocks[package] = blocks.get(package, "") + " " + line
+    missing = [
+        f"{package}/{path.name}"
+        for package in RANK
+        for path in sorted((PACKAGE / package).glob("*.py"))
+        if path.stem != "__init__" and path.stem not in re.findall(r"\w+", blocks.get(package, ""))
+    ]
+    assert missing == []

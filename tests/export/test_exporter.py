@@ -15,7 +15,6 @@ from toolkit.cli.app import app
 from toolkit.core.formats import FORMATS, tolerance_kind
 from toolkit.core.io import sha256_file, size_bytes
 from toolkit.core.runs import load_manifest
-from toolkit.export.exporter import stratified_sample
 
 EXPECTED = {
     "saved_model": ("savedmodel", "none"),
@@ -126,19 +125,6 @@ def test_keras3_models_convert_through_saved_model(kind, synth_root, tmp_path):
         tflite_out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
         np.testing.assert_allclose(onnx_out, expected, atol=1e-5)
         np.testing.assert_allclose(tflite_out, expected, atol=1e-5)
-
-
-def test_stratified_sample_is_balanced_and_deterministic():
-    items = (
-        [(f"a{i}.jpg", 0) for i in range(50)]
-        + [(f"b{i}.jpg", 1) for i in range(5)]
-        + [(f"c{i}.jpg", 2) for i in range(30)]
-    )
-    sample = stratified_sample(items, 20, seed=3)
-    assert sample == stratified_sample(items, 20, seed=3)
-    counts = {c: sum(p.startswith(c) for p in sample) for c in "abc"}
-    assert counts == {"a": 8, "b": 5, "c": 7}  # round-robin; the small class gives all it has
-    assert len(stratified_sample(items, 1000, seed=3)) == len(items)
 
 
 def _copy_run(run: Path, tmp_path: Path) -> Path:

@@ -78,3 +78,11 @@ def test_fit_follows_the_schedule_and_the_class_weights():
         assert int(model.optimizer.iterations) == 8
         assert float(model.optimizer.learning_rate) == pytest.approx(float(rate(8)), abs=1e-7)
     assert losses["none"] != pytest.approx(losses["balanced"], rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop", "sgd"])
+def test_the_optimizer_is_the_recipes_at_the_phase_rate(name):
+    made = knobs.optimizer(_train(optimizer=name), 3e-4)
+    assert type(made).__name__.lower() == name and float(made.learning_rate) == pytest.approx(3e-4)
+    schedule = knobs.learning_rate(LrSchedule("cosine"), 1e-3, epochs=2, steps=5)
+    assert knobs.optimizer(_train(optimizer=name), schedule) is not knobs.optimizer(_train(optimizer=name), schedule)

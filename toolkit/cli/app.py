@@ -485,7 +485,7 @@ def pack_cmd(
     as_json: JsonOpt = False,
 ):
     """Write the folder a device gets: artifacts, manifest, labels.txt and a labelled test sample."""
-    from ..core.io import json_text
+    from ..core.io import format_size, json_text
     from ..core.runs import resolve_run
     from ..edge.pack import pack
 
@@ -498,7 +498,7 @@ def pack_cmd(
         say(f"note: {note}")
     say(
         f"packed {len(out['artifacts'])} artifact(s), {out['samples']} test images of {out['classes']} classes "
-        f"into {out['dir']} ({out['size_bytes'] / 1e6:.1f} MB); on the device: tk bench {out['dir']}"
+        f"into {out['dir']} ({format_size(out['size_bytes'])}); on the device: tk bench {out['dir']}"
     )
 
 

@@ -23,7 +23,7 @@ from ..core.context import SILENT, Context
 from ..core.errors import TkError
 from ..core.formats import DEVICE_FORMATS, sort_key
 from ..core.io import json_text, now, sha256_file
-from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, load_manifest, load_split, save_split
+from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, load_manifest, load_split, save_split, stratified_sample
 
 LABELS = "labels.txt"
 SAMPLES = "samples"
@@ -69,27 +69,6 @@ def choose_artifacts(
             f"run tk export --format {' or --format '.join(allowed)} first"
         )
     return sorted(chosen, key=lambda e: sort_key(e.get("format"), e.get("quantization"), e["file"]))
-
-
-def stratified_sample(split: SplitDataset, count: int) -> list[tuple[str, int]]:
-    """Up to `count` test images, as even across classes as the split allows, spread over each
-    class's list (deterministic: the same run packs the same sample)."""
-    items = list(zip(split.paths("test"), split.labels("test"))) if "test" in split.splits else []
-    by_class: dict[int, list[tuple[str, int]]] = {}
-    for item in items:
-        by_class.setdefault(item[1], []).append(item)
-    quota = {k: 0 for k in by_class}
-    left = min(count, len(items))
-    while left > 0:  # round-robin: classes with few images give their share to the others
-        for k in sorted(by_class):
-            if left and quota[k] < len(by_class[k]):
-                quota[k] += 1
-                left -= 1
-    chosen = []
-    for k in sorted(by_class):
-        pool, n = by_class[k], quota[k]
-        chosen += [pool[(i * len(pool)) // n] for i in range(n)]
-    return chosen
 
 
 def _class_folder(name: str, index: int) -> str:
@@ -191,7 +170,7 @@ def pack(
             packed[file] = entry
         sample = []
         if split is not None:
-            sample = stratified_sample(split, samples)
+            sample = stratified_sample(split.splits.get("test", []), samples)  # no seed: the same run, the same sample
             if sample:
                 save_split(_copy_samples(split, sample, work), work / SPLIT)
             else:

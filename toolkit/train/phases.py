@@ -149,14 +149,6 @@ def _decoded(dataset: SplitDataset, split: str, recipe: Recipe, ctx: Context) ->
     return decoded_images(dataset.paths(split), recipe.model.image_size, CACHE_DIR, ctx, label=split)
 
 
-def _optimizer(name: str, learning_rate):  # a float or a keras LearningRateSchedule
-    import keras
-
-    return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}[name](
-        learning_rate=learning_rate
-    )
-
-
 def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, ctx: Context) -> list:
     import keras
 
@@ -293,7 +285,7 @@ def _phase_features(
         rate = knobs.learning_rate(
             train.lr_schedule, train.learning_rate, train.epochs, knobs.steps_per_epoch(len(x), train.batch_size)
         )
-        head.compile(optimizer=_optimizer(train.optimizer, rate), loss=knobs.loss(train), metrics=["accuracy"])
+        head.compile(optimizer=knobs.optimizer(train, rate), loss=knobs.loss(train), metrics=["accuracy"])
         xv, yv = arrays["validation"]
         head.fit(
             x,
@@ -349,7 +341,7 @@ def _phase_end_to_end(
         )
         trainer = training_model(model, train.augment, recipe.seed)
         rate = knobs.learning_rate(train.lr_schedule, learning_rate, epochs, len(train_ds))
-        trainer.compile(optimizer=_optimizer(train.optimizer, rate), loss=knobs.loss(train), metrics=["accuracy"])
+        trainer.compile(optimizer=knobs.optimizer(train, rate), loss=knobs.loss(train), metrics=["accuracy"])
         trainer.fit(
             train_ds,
             validation_data=val_ds,
