@@ -20,7 +20,10 @@ def test_constant_is_the_plain_rate():
 
 def test_cosine_warms_up_then_decays_to_zero_at_the_phase_end():
     schedule = knobs.learning_rate(LrSchedule("cosine", warmup_epochs=1), 1e-3, epochs=5, steps=10)
-    at = lambda step: float(schedule(step))
+
+    def at(step):
+        return float(schedule(step))
+
     assert at(0) == pytest.approx(0.0, abs=1e-9)
     assert at(5) == pytest.approx(0.5e-3, rel=1e-4)  # half-way through the 10-step warm-up
     assert at(10) == pytest.approx(1e-3, rel=1e-4)  # peak at the end of warm-up

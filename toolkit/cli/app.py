@@ -160,7 +160,8 @@ def train(
         Path,
         typer.Argument(
             help="Recipe YAML (e.g. recipes/quickstart.yaml), or a folder of class "
-            "folders: trained with a default recipe written to recipes/<folder>.yaml (./<folder>.yaml if there is no recipes/ here)."
+            "folders: trained with a default recipe written to recipes/<folder>.yaml "
+            "(./<folder>.yaml if there is no recipes/ here)."
         ),
     ],
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
@@ -348,7 +349,8 @@ def export_cmd(
         Optional[bool],
         typer.Option(
             "--int8-fallback/--no-int8-fallback",
-            help="TFLite int8 that fails the int8 gate keeps its most sensitive layers in float (default: export.int8_fallback.enabled).",
+            help="TFLite int8 that fails the int8 gate keeps its most sensitive layers in float "
+            "(default: export.int8_fallback.enabled).",
         ),
     ] = None,
     as_json: JsonOpt = False,

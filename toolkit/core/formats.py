@@ -134,7 +134,8 @@ def format_of_path(path: Path) -> Format:
             if fmt.folder_marker and (path / fmt.folder_marker).is_file():
                 return fmt
         raise TkError(
-            f"{path}: a folder but not a model (no {', '.join(f.folder_marker for f in FORMATS.values() if f.folder_marker)})"
+            f"{path}: a folder but not a model "
+            f"(no {', '.join(f.folder_marker for f in FORMATS.values() if f.folder_marker)})"
         )
     for fmt in FORMATS.values():
         if fmt.suffix and path.suffix == fmt.suffix:

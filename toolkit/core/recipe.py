@@ -429,12 +429,14 @@ def _check_rules(recipe: Recipe) -> None:
     for fmt in recipe.export.formats:
         if fmt not in EXPORT_FORMATS:
             raise TkError(
-                f"export.formats: unknown format {fmt!r}{suggest(fmt, EXPORT_FORMATS)}; allowed: {', '.join(EXPORT_FORMATS)}"
+                f"export.formats: unknown format {fmt!r}{suggest(fmt, EXPORT_FORMATS)}; "
+                f"allowed: {', '.join(EXPORT_FORMATS)}"
             )
     for q in recipe.export.quantize:
         if q not in QUANTIZATIONS:
             raise TkError(
-                f"export.quantize: unknown quantization {q!r}{suggest(q, QUANTIZATIONS)}; allowed: {', '.join(QUANTIZATIONS)}"
+                f"export.quantize: unknown quantization {q!r}{suggest(q, QUANTIZATIONS)}; "
+                f"allowed: {', '.join(QUANTIZATIONS)}"
             )
     for kind, threshold in recipe.verify.thresholds.items():
         kinds = [tolerance_kind(q) for q in QUANTIZATIONS]

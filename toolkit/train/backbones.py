@@ -140,9 +140,10 @@ def check_model(model: ModelSection) -> BackboneSpec:
     for key in OPTIONAL_KEYS:
         if getattr(model, key) is not None and key not in spec.accepts:
             takers = [name for name, s in BACKBONES.items() if key in s.accepts]
+            takes = ", ".join(spec.accepts) or "none"
             raise TkError(
-                f"model.{key}: backbone {spec.name} does not take {key} (it takes {', '.join(spec.accepts) or 'none'} "
-                f"of {', '.join(OPTIONAL_KEYS)}); remove model.{key}, or use a backbone that takes it: {', '.join(takers)}"
+                f"model.{key}: backbone {spec.name} does not take {key} (it takes {takes} of "
+                f"{', '.join(OPTIONAL_KEYS)}); remove model.{key}, or use a backbone that takes it: {', '.join(takers)}"
             )
     alpha = model.alpha
     if alpha is not None and model.weights == "imagenet" and spec.imagenet_alphas and alpha not in spec.imagenet_alphas:

@@ -91,7 +91,7 @@ def _decode_into(target: str, offset: int, paths: list[str], size: int, advance=
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         with multiprocessing.get_context(method).Pool(workers) as pool:
             # imap, in order: each finished chunk advances the progress as it lands.
-            for job, bad in zip(jobs, pool.imap(_decode_chunk, jobs, chunksize=1)):
+            for job, bad in zip(jobs, pool.imap(_decode_chunk, jobs, chunksize=1), strict=True):
                 errors.append(bad)
                 advance(len(job[3]))
     bad = [e for chunk in errors for e in chunk]
