@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 RECIPE ?= recipes/quickstart.yaml
 
-.PHONY: setup demo lint test edge clean
+.PHONY: setup demo lint test test-fast edge clean
 EDGE   := .venv-edge
 
 # The full install (training + export + tests), pinned by constraints.txt for a repeatable stack.
@@ -41,6 +41,10 @@ lint: setup
 test: lint $(EDGE)/.installed
 	TK_EDGE_RUN_OUT=$(CURDIR)/.edge-run $(BIN)/python -m pytest -q
 	TK_EDGE_RUN=$$(cat .edge-run) $(EDGE)/bin/python -m pytest -q -m edge -p no:cacheprovider tests/edge tests/test_layout.py
+
+# core, data, the layout rules and the device unit tests: every test that trains nothing (< 30 s).
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not trains" tests/core tests/data tests/edge tests/test_layout.py
 
 clean:
 	rm -rf $(VENV) $(EDGE) .edge-run exported/*/ exported/.cache data/quickstart
