@@ -40,7 +40,7 @@ lint: setup
 
 test: lint $(EDGE)/.installed
 	TK_EDGE_RUN_OUT=$(CURDIR)/.edge-run $(BIN)/python -m pytest -q
-	TK_EDGE_RUN=$$(cat .edge-run) $(EDGE)/bin/python -m pytest -q -m edge -p no:cacheprovider tests/edge tests/test_layout.py
+	TK_EDGE_RUN=$$(cat .edge-run) $(EDGE)/bin/python -m pytest -q -m edge -p no:cacheprovider tests/edge tests/core/test_formats.py tests/test_layout.py
 
 # core, data, the layout rules and the device unit tests: every test that trains nothing (< 30 s).
 test-fast: setup
