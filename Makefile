@@ -1,12 +1,12 @@
 # Two entry points for a fresh machine with only Python 3.10+ on it; each sets itself up.
 #   make demo   train -> export -> verify -> bench -> report -> pack on the offline quickstart recipe
-#   make test   the test suite (offline, CPU)
+#   make test   ruff check + format check, then the test suite (offline, CPU)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 RECIPE ?= recipes/quickstart.yaml
 
-.PHONY: setup demo test edge clean
+.PHONY: setup demo lint test test-fast edge clean
 EDGE   := .venv-edge
 
 # The full install (training + export + tests), pinned by constraints.txt for a repeatable stack.
@@ -33,9 +33,18 @@ $(EDGE)/.installed: pyproject.toml constraints.txt
 	$(EDGE)/bin/python -m pip install -q -c constraints.txt -e '.[openvino]' pytest
 	touch $@
 
-test: setup $(EDGE)/.installed
+# Lint and format first: seconds, and a red line before minutes of training.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint $(EDGE)/.installed
 	TK_EDGE_RUN_OUT=$(CURDIR)/.edge-run $(BIN)/python -m pytest -q
-	TK_EDGE_RUN=$$(cat .edge-run) $(EDGE)/bin/python -m pytest -q -m edge -p no:cacheprovider tests/edge tests/test_layout.py
+	TK_EDGE_RUN=$$(cat .edge-run) $(EDGE)/bin/python -m pytest -q -m edge -p no:cacheprovider tests/edge tests/core/test_formats.py tests/test_layout.py
+
+# core, data, the layout rules and the device unit tests: every test that trains nothing (< 30 s).
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not trains" tests/core tests/data tests/edge tests/test_layout.py
 
 clean:
 	rm -rf $(VENV) $(EDGE) .edge-run exported/*/ exported/.cache data/quickstart

@@ -1,7 +1,8 @@
 """Shared fixtures: synthetic data and one small trained run per test session.
 
 Everything heavy (training) happens once per session here; tests read the results. Runs and the
-feature cache live in a session temp folder, never in the repo's exported/.
+feature cache live in a session temp folder, never in the repo's exported/. The trained and
+exported runs are also kept between local runs, keyed by a hash of the sources (run_cache.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,21 @@ from pathlib import Path
 
 import pytest
 from helpers import small_recipe
+from run_cache import cache_dir, cached, shared
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# Fixtures that train (or export what was trained): a test that uses one is marked `trains`, so
+# `make test-fast` (-m "not trains") runs everything else in seconds.
+TRAINING_FIXTURES = {"trained_run", "exported_run", "finetuned_run", "base_weights", "int8_inputs"}
+
+
+def pytest_collection_modifyitems(config, items):
+    device_run_given = bool(os.environ.get("TK_EDGE_RUN"))  # the edge pass reads a run, trains none
+    for item in items:
+        needs = TRAINING_FIXTURES | (set() if device_run_given else {"device_run"})
+        if needs & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.trains)
 
 
 @pytest.fixture(scope="session")
@@ -21,11 +35,21 @@ def session_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def synth_root(session_dir) -> Path:
-    """3 classes x 60 synthetic 48 px JPEGs (shapes on textures), with objects.json boxes."""
+def run_cache() -> Path | None:
+    """This source tree's cache of the session's runs (None under CI=true or TK_TEST_CACHE=0)."""
+    return cache_dir()
+
+
+@pytest.fixture(scope="session")
+def synth_root(session_dir, run_cache) -> Path:
+    """3 classes x 60 synthetic 48 px JPEGs (shapes on textures), with objects.json boxes.
+    Read-only: tests that change images copy them first."""
     from toolkit.data.synth import make_synthetic_dataset
 
-    return make_synthetic_dataset(session_dir / "synth", classes=3, per_class=60, size=48, seed=1)
+    def make(folder: Path) -> None:
+        make_synthetic_dataset(folder, classes=3, per_class=60, size=48, seed=1)
+
+    return shared(run_cache and run_cache / "synth", session_dir / "synth", make)
 
 
 @pytest.fixture(scope="session")
@@ -50,16 +74,18 @@ def feature_cache(session_dir, monkeypatch_session) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_run(synth_root, runs_dir, feature_cache) -> Path:
+def trained_run(synth_root, runs_dir, feature_cache, run_cache) -> Path:
     """MiniVGGNet trained from scratch on the synthetic data: the session's reference run."""
     from toolkit.train.phases import train
 
-    result = train(small_recipe("scratch", synth_root), runs_dir=runs_dir)
-    return result.run_dir
+    def make(run: Path) -> None:
+        assert train(small_recipe("scratch", synth_root), runs_dir=run.parent).run_dir == run
+
+    return cached(run_cache and run_cache / "trained", runs_dir / "scratch", make)
 
 
 @pytest.fixture(scope="session")
-def exported_run(trained_run, session_dir) -> Path:
+def exported_run(trained_run, session_dir, run_cache) -> Path:
     """A copy of trained_run with every format exported: saved_model/, model_{float32,float16,
     dynamic,int8}.tflite (int8: uint8 I/O), model.onnx, all recorded in its manifest.json.
 
@@ -70,10 +96,13 @@ def exported_run(trained_run, session_dir) -> Path:
 
     from toolkit.export.exporter import export_run
 
+    def make(run: Path) -> None:
+        shutil.copytree(trained_run, run)
+        export_run(run, formats=["all"], quantizations=["all"])
+
     run = session_dir / "exported_runs" / trained_run.name
-    shutil.copytree(trained_run, run)
-    export_run(run, formats=["all"], quantizations=["all"])
-    return run
+    run.parent.mkdir(exist_ok=True)
+    return cached(run_cache and run_cache / "exported", run, make)
 
 
 @pytest.fixture(scope="session")

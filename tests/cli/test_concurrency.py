@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from helpers import assert_one_line_error, small_recipe
 from typer.testing import CliRunner
 

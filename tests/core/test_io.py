@@ -50,3 +50,12 @@ def test_leftovers_of_killed_writers_are_removed_and_a_half_swapped_folder_resto
     assert (run / "phases" / "scratch" / ".best.keras.q1.tmp.keras").exists()  # not recursive
     assert {p.name for p in remove_leftovers(run, recursive=True)} == {".best.keras.q1.tmp.keras"}
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == keep
+
+
+def test_one_size_formatter_decimal_and_binary():
+    from toolkit.core.io import format_size
+
+    assert format_size(512) == "512 bytes"
+    assert format_size(312_400) == "312 kB" and format_size(1_234_567) == "1.23 MB"
+    assert format_size(2.5e9) == "2.5 GB"
+    assert format_size(10 * 2**20, binary=True) == "10 MiB" and format_size(20 * 2**30, binary=True) == "20 GiB"

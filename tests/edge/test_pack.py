@@ -49,7 +49,7 @@ def test_bundle_holds_device_artifacts_manifest_labels_and_a_stratified_sample(d
     assert sum(counts.values()) == 12 and max(counts.values()) - min(counts.values()) <= 1
     recorded = json.loads((bundle / "split.json").read_text())
     assert recorded["root"] == "."  # read relative to the bundle, wherever it is copied
-    for (path, label), (full, _) in zip(recorded["splits"]["test"], split.splits["test"]):
+    for (path, label), (full, _) in zip(recorded["splits"]["test"], split.splits["test"], strict=True):
         assert not Path(path).is_absolute() and Path(full) == bundle / path and Path(full).is_file()
         assert Path(path).parts[:2] == ("samples", source["classes"][label])  # the folder is the label
     assert manifest["bundle"]["samples"] == 12

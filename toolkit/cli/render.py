@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..core.io import format_size
 from ..edge.bench import HEADERS, format_row
 
 
@@ -31,7 +32,7 @@ def rows_table(rows: Sequence[dict[str, Any]], title: str = "", machine_column: 
 def ship_line(best: dict[str, Any]) -> str:
     accuracy = best.get("accuracy")
     return (
-        f"ship: {best['file']} ({best['size_bytes'] / 1e6:.2f} MB, p50 {best['p50_ms']:.2f} ms at "
+        f"ship: {best['file']} ({format_size(best['size_bytes'])}, p50 {best['p50_ms']:.2f} ms at "
         f"{best['threads']} thread(s), accuracy {'-' if accuracy is None else format(accuracy, '.3f')}; "
         f"chosen among the {best.get('among', '?')} artifact(s) this call measured on {best.get('machine', '?')})"
     )

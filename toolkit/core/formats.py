@@ -2,17 +2,19 @@
 
 A row says how a format's files are named per quantization, which predictor runs it (as a
 "module:Class" path, imported only when a file of that format is opened, so the device path never
-imports a TensorFlow predictor), whether running it needs TensorFlow, and where it sorts in tables.
-The recipe's allowed values, export's plan, verify's tolerance kinds, bench's ordering and the
-predictor registry all come from FORMATS: a new format is one row here plus its converter in
-export/ (and its predictor, if a new runtime runs it). Standard library only.
+imports a TensorFlow predictor), whether running it needs TensorFlow, which pip packages run it,
+whether a plain `tk export` writes it, and where it sorts in tables. The recipe's allowed values
+and defaults, export's plan, verify's tolerance kinds, bench's ordering, the predictor registry,
+the machine facts bench records and the help texts and messages that name formats all come from
+FORMATS: a new format is one row here plus its converter in export/ (and its predictor, if a new
+runtime runs it). Standard library only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from .errors import TkError
 
@@ -30,7 +32,9 @@ class Format:
     needs_tensorflow: bool  # to run it; the base (device) install has no TensorFlow
     exported: bool = True  # False for the trained model itself (the reference)
     folder_marker: Optional[str] = None  # a folder format is recognised by this file inside
-    # False: an optional format, exported only when a recipe's export.formats or --format names it.
+    packages: tuple[str, ...] = ()  # pip packages that run it, any one will do (bench records their versions)
+    # False: exported only when a recipe's export.formats or --format names it (a runtime most
+    # machines lack must not join every recipe's default export, nor --format all).
     default: bool = True
     # Files that belong to the named file (same stem, these suffixes): an OpenVINO IR is model.xml
     # (the graph, the file the manifest lists) plus model.bin (the weights). Each is hashed in the
@@ -59,6 +63,7 @@ FORMATS: dict[str, Format] = {
             "toolkit.export.reference:KerasPredictor",
             needs_tensorflow=True,
             exported=False,
+            packages=("tensorflow", "keras"),
         ),
         Format(
             "savedmodel",
@@ -67,6 +72,7 @@ FORMATS: dict[str, Format] = {
             "toolkit.export.reference:SavedModelPredictor",
             needs_tensorflow=True,
             folder_marker="saved_model.pb",
+            packages=("tensorflow",),
         ),
         Format(
             "tflite",
@@ -74,6 +80,8 @@ FORMATS: dict[str, Format] = {
             {q: f"model_{QUANT_LABEL[q]}.tflite" for q in QUANTIZATIONS},
             "toolkit.edge.predictors:TFLitePredictor",
             needs_tensorflow=False,
+            # LiteRT where it has wheels; tflite-runtime on 32-bit Raspberry Pi OS (armv7l).
+            packages=("ai-edge-litert", "tflite-runtime"),
         ),
         # int8: onnxruntime static quantization (QDQ); float32 input and output, like model.onnx.
         Format(
@@ -82,6 +90,7 @@ FORMATS: dict[str, Format] = {
             {"none": "model.onnx", "int8": "model_int8.onnx"},
             "toolkit.edge.predictors:OnnxPredictor",
             needs_tensorflow=False,
+            packages=("onnxruntime",),
         ),
         # OpenVINO IR for Intel laptops: float32, float16-compressed weights, int8 (NNCF). Optional:
         # it needs the [openvino] extra on the device, so only recipes that name it export it.
@@ -91,6 +100,7 @@ FORMATS: dict[str, Format] = {
             {q: f"model_{QUANT_LABEL[q]}.xml" for q in ("none", "float16", "int8")},
             "toolkit.edge.openvino:OpenVINOPredictor",
             needs_tensorflow=False,
+            packages=("openvino",),
             default=False,
             companions=(".bin",),
         ),
@@ -98,8 +108,26 @@ FORMATS: dict[str, Format] = {
 }
 
 EXPORT_FORMATS = tuple(name for name, f in FORMATS.items() if f.exported)
-# What a recipe exports when it names no formats, and what `--format all` means.
-DEFAULT_FORMATS = tuple(name for name, f in FORMATS.items() if f.exported and f.default)
+# What export writes when nothing names formats: the recipe's default and --format all.
+DEFAULT_FORMATS = tuple(name for name in EXPORT_FORMATS if FORMATS[name].default)
+# What a device runs: exported formats whose runtime needs no TensorFlow (pack, the edge install).
+DEVICE_FORMATS = tuple(name for name in EXPORT_FORMATS if not FORMATS[name].needs_tensorflow)
+
+
+def suffixes(names: Sequence[str], sep: str = "/") -> str:
+    """'.tflite/.onnx': the file suffixes of these formats, for messages and help texts."""
+    return sep.join(FORMATS[n].suffix for n in names if FORMATS[n].suffix)
+
+
+def install_hint(fmt: Format) -> str:
+    """'pip install onnxruntime': what to install to run a format (its first package)."""
+    return f"pip install {fmt.packages[0]}" if fmt.packages else "pip install 'tk-edge[train]'"
+
+
+def runtime_packages() -> tuple[str, ...]:
+    """Every package a format runs on, in table order, then what every predictor uses."""
+    names = [p for fmt in FORMATS.values() for p in fmt.packages] + ["numpy", "pillow"]
+    return tuple(dict.fromkeys(names))
 
 
 def companion_files(file: str) -> list[str]:
@@ -132,7 +160,8 @@ def format_of_path(path: Path) -> Format:
             if fmt.folder_marker and (path / fmt.folder_marker).is_file():
                 return fmt
         raise TkError(
-            f"{path}: a folder but not a model (no {', '.join(f.folder_marker for f in FORMATS.values() if f.folder_marker)})"
+            f"{path}: a folder but not a model "
+            f"(no {', '.join(f.folder_marker for f in FORMATS.values() if f.folder_marker)})"
         )
     for fmt in FORMATS.values():
         if fmt.suffix and path.suffix == fmt.suffix:

@@ -91,6 +91,17 @@ def size_bytes(path: Path) -> int:
     return path.stat().st_size
 
 
+def format_size(size: float, binary: bool = False) -> str:
+    """'1.23 MB', '312 kB', '512 bytes': the one way tk writes a size. binary: '10 MiB', for caps
+    and memory that are set in powers of two (data.source.max_bytes, decoded image caches)."""
+    base, units = (1024, ("bytes", "KiB", "MiB", "GiB", "TiB")) if binary else (1000, ("bytes", "kB", "MB", "GB", "TB"))
+    for unit in units:
+        if abs(size) < base or unit == units[-1]:
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.3g} {unit}"
+        size /= base
+    raise AssertionError("unreachable: the last unit returns")
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

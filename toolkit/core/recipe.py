@@ -82,7 +82,11 @@ class ModelSection:
     weights: str = "imagenet"
     image_size: int = 224
     feature_layer: Optional[str] = None
+    # Width multiplier of the MobileNets (fewer filters: smaller, faster); MobileNetV3's
+    # minimalistic variant drops squeeze-excite and hard-swish (cheaper ops on small devices).
+    # Which backbone takes which: train/backbones.py (BackboneSpec.accepts), checked before training.
     alpha: Optional[float] = None
+    minimalistic: Optional[bool] = None
     head: HeadSection = field(default_factory=HeadSection)
 
 
@@ -190,7 +194,7 @@ class Int8BudgetSection:
 
 @dataclass(frozen=True)
 class ExportSection:
-    # Formats whose row in core/formats says default=False (openvino) are exported only when named.
+    # A format whose row says default=False (core/formats.py) is exported only when named here.
     formats: tuple[str, ...] = DEFAULT_FORMATS
     quantize: tuple[str, ...] = QUANTIZATIONS
     # int8 calibration images (TFLite and ONNX), class-stratified from train. 50/100/200/500 gave the
@@ -446,12 +450,14 @@ def _check_rules(recipe: Recipe) -> None:
     for fmt in recipe.export.formats:
         if fmt not in EXPORT_FORMATS:
             raise TkError(
-                f"export.formats: unknown format {fmt!r}{suggest(fmt, EXPORT_FORMATS)}; allowed: {', '.join(EXPORT_FORMATS)}"
+                f"export.formats: unknown format {fmt!r}{suggest(fmt, EXPORT_FORMATS)}; "
+                f"allowed: {', '.join(EXPORT_FORMATS)}"
             )
     for q in recipe.export.quantize:
         if q not in QUANTIZATIONS:
             raise TkError(
-                f"export.quantize: unknown quantization {q!r}{suggest(q, QUANTIZATIONS)}; allowed: {', '.join(QUANTIZATIONS)}"
+                f"export.quantize: unknown quantization {q!r}{suggest(q, QUANTIZATIONS)}; "
+                f"allowed: {', '.join(QUANTIZATIONS)}"
             )
     for kind, threshold in recipe.verify.thresholds.items():
         kinds = [tolerance_kind(q) for q in QUANTIZATIONS]

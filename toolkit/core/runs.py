@@ -20,6 +20,7 @@ import contextlib
 import functools
 import json
 import os
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -335,6 +336,38 @@ def load_split(path: Path, data_root: Optional[Path] = None) -> SplitDataset:
             else f"not a tk split file ({exc.__class__.__name__}: {exc})"
         )
         raise TkError(f"{path}: {why}; re-run tk train to rewrite it, or copy it again from the run folder") from None
+
+
+def stratified_sample(
+    items: Sequence[tuple[str, int]], count: int, seed: Optional[int] = None
+) -> list[tuple[str, int]]:
+    """Up to `count` of the (path, label) items, as even across classes as they allow: classes take
+    turns, one item each, and a class that runs out gives its turns to the others.
+
+    Which items of a class: with no seed, spread evenly over its list (tk pack: the same run packs
+    the same sample); with a seed, drawn from it shuffled by that seed (int8 calibration).
+    """
+    by_class: dict[int, list[str]] = {}
+    for path, label in items:
+        by_class.setdefault(label, []).append(path)
+    quota, left = {k: 0 for k in by_class}, min(count, len(items))
+    while left > 0:
+        for k in sorted(by_class):
+            if left and quota[k] < len(by_class[k]):
+                quota[k] += 1
+                left -= 1
+    rng = random.Random(seed)
+    picked = {}
+    for k in sorted(by_class):  # one rng, classes in label order: the same seed draws the same sample
+        pool, n = by_class[k], quota[k]
+        if seed is None:
+            picked[k] = [pool[(i * len(pool)) // n] for i in range(n)]
+        else:
+            pool = sorted(pool)
+            rng.shuffle(pool)
+            picked[k] = pool[len(pool) - n :][::-1]
+    turns = max(quota.values(), default=0)
+    return [(picked[k][i], k) for i in range(turns) for k in sorted(by_class) if i < quota[k]]
 
 
 def check_files_exist(paths: Sequence[str], run_dir: Path, split: Optional[SplitDataset] = None) -> None:

@@ -91,7 +91,8 @@ def _presplit(root: Path, split_dirs: dict[str, Path], strict: bool, complete: b
     for split in ("train", "validation") if complete else ():
         for name in missing_classes(classes, splits[split]):
             raise TkError(
-                f"data.root: {split_dirs[split] / name} has no usable images{_skipped_in(skipped, split_dirs[split] / name)}; "
+                f"data.root: {split_dirs[split] / name} has no usable images"
+                f"{_skipped_in(skipped, split_dirs[split] / name)}; "
                 f"add images to it, or remove the class {name!r} from every split"
             )
     no_test = "test" not in splits
@@ -166,8 +167,8 @@ def screen(items: list[tuple[str, int]]) -> tuple[list[tuple[str, int]], list[tu
     """Split items into decodable images and (path, reason) for the rest."""
     with ThreadPoolExecutor(max_workers=4) as pool:  # Pillow releases the GIL while decoding
         reasons = list(pool.map(lambda item: check_image(Path(item[0])), items))
-    good = [item for item, r in zip(items, reasons) if r is None]
-    bad = [(item[0], r) for item, r in zip(items, reasons) if r is not None]
+    good = [item for item, r in zip(items, reasons, strict=True) if r is None]
+    bad = [(item[0], r) for item, r in zip(items, reasons, strict=True) if r is not None]
     return good, bad
 
 

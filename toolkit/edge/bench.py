@@ -4,7 +4,7 @@ Every (artifact, thread count) is measured in a fresh `python -c` process: that 
 pays when it starts the model (the cold start is process start to first prediction, its peak RSS
 read by the child), thread settings then apply even to TensorFlow (whose thread pool is
 fixed once created), and one artifact's allocations never inflate another's numbers. The parent
-never loads a model, so on the edge install (no TensorFlow) it benches .tflite and .onnx only.
+never loads a model, so on the edge install (no TensorFlow) it benches the device formats only.
 Benchmarks measure; they never assert timings.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
-from ..core.formats import FORMATS, looks_like_model, sort_key
+from ..core.formats import DEVICE_FORMATS, FORMATS, looks_like_model, sort_key, suffixes
 from ..core.io import check_writable, now, write_json_atomic
 from ..core.progress import tracked
 from ..core.recipe import BenchSection
@@ -226,9 +226,11 @@ def _artifacts_of(
             if only is not None:
                 raise TkError(
                     f"{run_dir / name}: a {fmt.name} model needs TensorFlow, which the base install "
-                    "does not have: pip install 'tk-edge[train]', or bench the .tflite/.onnx files"
+                    f"does not have: pip install 'tk-edge[train]', or bench the {suffixes(DEVICE_FORMATS)} files"
                 )
-            notes.append(f"{name}: skipped (TensorFlow is not installed: the edge install benches .tflite/.onnx)")
+            notes.append(
+                f"{name}: skipped (TensorFlow is not installed: the edge install benches {suffixes(DEVICE_FORMATS)})"
+            )
             continue
         chosen.append(entry)
     return sorted(chosen, key=lambda e: sort_key(e.get("format"), e.get("quantization"), e["file"]))

@@ -15,18 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..core.formats import runtime_packages
 from ..core.io import tool_versions
 
-RUNTIME_PACKAGES = (
-    "ai-edge-litert",
-    "tflite-runtime",
-    "onnxruntime",
-    "openvino",
-    "tensorflow",
-    "keras",
-    "numpy",
-    "pillow",
-)
+# Whatever runs a format of core/formats.FORMATS, and numpy/Pillow: the versions a bench row depends on.
+RUNTIME_PACKAGES = runtime_packages()
 # The instruction sets that decide which runtime and precision win (/proc/cpuinfo's names): int8 dot
 # products (VNNI on x86, dotprod/i8mm on ARM), bf16 (AVX-512 BF16, AMX), wide vectors (AVX-512).
 CPU_FLAGS = {

@@ -1,6 +1,6 @@
 """`tk pack RUN DIR`: the folder a device gets, complete in itself.
 
-DIR holds the chosen artifacts (default: every device-runnable one, .tflite and .onnx), a
+DIR holds the chosen artifacts (default: every device-runnable one, core.formats.DEVICE_FORMATS), a
 manifest.json that lists only them (sha256 checked now, against the run's, and kept), labels.txt,
 and a class-stratified sample of the run's test split copied to DIR/samples/<class>/ with a
 split.json whose paths are relative to DIR. So `tk bench DIR` on the base install measures
@@ -21,19 +21,15 @@ from typing import Any, Optional, Sequence
 
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
-from ..core.formats import FORMATS, companion_files, sort_key
+from ..core.formats import DEVICE_FORMATS, companion_files, sort_key
 from ..core.io import json_text, now, sha256_file
-from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, load_manifest, load_split, save_split
+from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, load_manifest, load_split, save_split, stratified_sample
 from .predictors import check_companions
 
 LABELS = "labels.txt"
 SAMPLES = "samples"
 DEFAULT_SAMPLES = 200
 MAX_SAMPLES = 1000  # a bundle is copied to a device: a few hundred images measure accuracy well enough
-
-
-def device_formats() -> list[str]:
-    return [name for name, fmt in FORMATS.items() if fmt.exported and not fmt.needs_tensorflow]
 
 
 def choose_artifacts(
@@ -43,7 +39,7 @@ def choose_artifacts(
     entries = manifest.get("artifacts")
     if not isinstance(entries, dict):
         raise TkError(f"{run_dir / MANIFEST}: 'artifacts' is not a mapping of file -> entry; re-run tk export")
-    allowed = device_formats()
+    allowed = list(DEVICE_FORMATS)
     for name in formats or []:
         if name not in allowed:
             raise TkError(f"--format: {name!r} cannot be packed for a device; choose from {', '.join(allowed)}")
@@ -71,30 +67,9 @@ def choose_artifacts(
     if not chosen:
         raise TkError(
             f"{run_dir}: no {'/'.join(sorted(formats or allowed))} artifact to pack; "
-            "run tk export --format tflite (or onnx) first"
+            f"run tk export --format {' or --format '.join(allowed)} first"
         )
     return sorted(chosen, key=lambda e: sort_key(e.get("format"), e.get("quantization"), e["file"]))
-
-
-def stratified_sample(split: SplitDataset, count: int) -> list[tuple[str, int]]:
-    """Up to `count` test images, as even across classes as the split allows, spread over each
-    class's list (deterministic: the same run packs the same sample)."""
-    items = list(zip(split.paths("test"), split.labels("test"))) if "test" in split.splits else []
-    by_class: dict[int, list[tuple[str, int]]] = {}
-    for item in items:
-        by_class.setdefault(item[1], []).append(item)
-    quota = {k: 0 for k in by_class}
-    left = min(count, len(items))
-    while left > 0:  # round-robin: classes with few images give their share to the others
-        for k in sorted(by_class):
-            if left and quota[k] < len(by_class[k]):
-                quota[k] += 1
-                left -= 1
-    chosen = []
-    for k in sorted(by_class):
-        pool, n = by_class[k], quota[k]
-        chosen += [pool[(i * len(pool)) // n] for i in range(n)]
-    return chosen
 
 
 def _class_folder(name: str, index: int) -> str:
@@ -201,7 +176,7 @@ def pack(
             packed[file] = entry
         sample = []
         if split is not None:
-            sample = stratified_sample(split, samples)
+            sample = stratified_sample(split.splits.get("test", []), samples)  # no seed: the same run, the same sample
             if sample:
                 save_split(_copy_samples(split, sample, work), work / SPLIT)
             else:

@@ -80,7 +80,7 @@ def predict_paths(
         if not good:
             continue
         probs = predictor.predict(np.stack(pixels))
-        for path, row in zip(good, probs):
+        for path, row in zip(good, probs, strict=True):
             yield Prediction(str(path), top_k(row, predictor.labels, k))
 
 

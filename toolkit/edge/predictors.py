@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..core.errors import TkError
-from ..core.formats import Format, companion_files, format_of_path
+from ..core.formats import DEVICE_FORMATS, FORMATS, Format, companion_files, format_of_path, install_hint, suffixes
 from ..core.images import load_batch
 from ..core.io import sha256_file
 from ..core.quiet import silenced_stderr
@@ -192,7 +192,7 @@ class OnnxPredictor(Predictor):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise TkError(f"{path}: onnxruntime is not installed; pip install onnxruntime") from None
+            raise TkError(f"{path}: onnxruntime is not installed; {install_hint(FORMATS['onnx'])}") from None
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads or os.cpu_count() or 1
@@ -264,7 +264,7 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
     if fmt.needs_tensorflow and not tensorflow_installed():
         raise TkError(
             f"{path}: a {fmt.name} model needs TensorFlow, which the base install does not have: "
-            "pip install 'tk-edge[train]', or use the run's .tflite/.onnx files"
+            f"pip install 'tk-edge[train]', or use the run's {suffixes(DEVICE_FORMATS)} files"
         )
     manifest_path = path.parent / MANIFEST
     if not manifest_path.is_file():

@@ -122,7 +122,7 @@ class Explainer:
         """layer -> (N, h, w, C) activations for a batch of 0..255 images."""
         outputs = self.probe(layer_names)(self.preprocess(images), training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        return {name: np.asarray(out) for name, out in zip(layer_names, outputs)}
+        return {name: np.asarray(out) for name, out in zip(layer_names, outputs, strict=True)}
 
     def gradcam(self, images: np.ndarray, layer: str, class_index: Optional[int] = None):
         """Grad-CAM heatmaps at the model's input size, 0..1, for each image's predicted class

@@ -52,7 +52,7 @@ def plot_image_grid(
     header = _HEADER_PAD_PX + _HEADER_LINE_PX * len(lines)
     fig = plt.figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI)
     fig.text(0.5, 1 - (header / 2) / height, "\n".join(lines), ha="center", va="center", fontsize=10, linespacing=1.1)
-    for i, (cell, label) in enumerate(zip(cells, titles)):
+    for i, (cell, label) in enumerate(zip(cells, titles, strict=True)):
         row, col = divmod(i, cols)
         top = header + row * (GRID_CELL_PX + GRID_TITLE_PX) + GRID_TITLE_PX
         pad = 3  # pixels between cells

@@ -52,7 +52,7 @@ def explain_gradcam(
     for start in range(0, len(paths), 32):  # bounded memory on big folders
         chunk = paths[start : start + 32]
         heat, picked, probs = ex.gradcam(ex.load(chunk), layer, class_index)
-        for path, h, k, p in zip(chunk, heat, picked, probs):
+        for path, h, k, p in zip(chunk, heat, picked, probs, strict=True):
             photo = display_image(path)
             overlay = overlay_heatmap(photo, h, alpha=alpha)
             png = ex.out_dir / f"gradcam_{slug(path.stem)}_{ex.classes[int(k)]}.png"

@@ -152,12 +152,13 @@ def explain_filters(
     what = "class score" if is_class_layer else "unit" if in_head else "filter"
     titles = [
         f"{ex.classes[f] if is_class_layer else f'{what} {f}'}: {s:.2g}->{e:.2g}{'' if e > s else ' (no gain)'}"
-        for f, s, e in zip(filters, result.start, result.final)
+        for f, s, e in zip(filters, result.start, result.final, strict=True)
     ]
-    stuck = [f for f, s, e in zip(filters, result.start, result.final) if e <= s]
+    stuck = [f for f, s, e in zip(filters, result.start, result.final, strict=True) if e <= s]
     if stuck:
         ctx.say(
-            f"note: the ascent did not raise {len(stuck)} of {len(filters)} (e.g. {stuck[0]}); try --steps {2 * settings.steps}"
+            f"note: the ascent did not raise {len(stuck)} of {len(filters)} (e.g. {stuck[0]}); "
+            f"try --steps {2 * settings.steps}"
         )
     path = ex.out_dir / f"filters_{layer}.png"
     plot_image_grid(

@@ -33,7 +33,7 @@ from ..core.runs import SPLIT, check_files_exist
 from .verify import check, compare
 
 if TYPE_CHECKING:
-    from .exporter import ExportJob
+    from .job import ExportJob
 
 BUDGET_SPLIT = "validation"
 LATENCY_WARMUP, LATENCY_RUNS = 5, 50  # a quick p50 to rank variants; `tk bench` measures properly
@@ -287,110 +287,3 @@ def onnx_within_budget(job: "ExportJob", float_file: Path, out: Path, quantize: 
     chosen.replace(out)
     say_result(job, "ONNX Runtime", record)
     return {**fields, "int8_budget": record}
-
-
-# --- OpenVINO: NNCF's quantize_with_accuracy_control ---------------------------------------------
-
-
-def _quantized_ops(model) -> set[str]:
-    """Names of the ops that take a FakeQuantize output (what NNCF quantized)."""
-    ops = set()
-    for node in model.get_ops():
-        for port in node.inputs():
-            if port.get_source_output().get_node().get_type_name() == "FakeQuantize":
-                if node.get_type_name() != "FakeQuantize":
-                    ops.add(node.get_friendly_name())
-    return ops
-
-
-def openvino_within_budget(job: "ExportJob", ov_float) -> tuple[Any, dict[str, Any]]:
-    """The fastest int8 ov.Model within the budget (plain int8 when none is), and its record.
-
-    NNCF takes one metric and one max drop: tk gives it the budget's slack, min(agreement - min_agreement,
-    max_accuracy_drop - accuracy drop), whose float value is min(1 - min_agreement, max_accuracy_drop):
-    a drop of at most that much is exactly "both limits hold". It returns per-image probabilities too,
-    so NNCF ranks the quantized ops by how much they change the outputs.
-    """
-    from ..edge.openvino import compile_config
-    from .openvino_ir import calibration_dataset, import_nncf, nncf_quietly, quantize_int8
-
-    nncf = import_nncf()
-    import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
-
-    judge, settings = judge_of(job), job.section.int8_fallback
-    budget = judge.budget
-    labels, reference = judge.labels, judge.reference
-    ref_top1 = reference.argmax(1)
-
-    def slack(indices: list[int], probs: np.ndarray) -> float:
-        top1 = probs.argmax(1)
-        terms = []
-        if budget.min_agreement is not None:
-            terms.append(float(np.mean(top1 == ref_top1[indices])) - budget.min_agreement)
-        if budget.max_accuracy_drop is not None:
-            drop = float(np.mean(ref_top1[indices] == labels[indices]) - np.mean(top1 == labels[indices]))
-            terms.append(budget.max_accuracy_drop - drop)
-        return min(terms)
-
-    def validate(compiled, items) -> tuple[float, list]:
-        indices, outputs = [], []
-        for index, image in items:
-            indices.append(index)
-            outputs.append(np.asarray(compiled(image[None])[0]))
-        return slack(indices, np.concatenate(outputs)), [[o] for o in outputs]
-
-    plain = quantize_int8(ov_float, job.calibration)  # what tk writes without a budget
-    core = ov.Core()
-
-    def run(model):
-        compiled = core.compile_model(model, "CPU", compile_config(1))
-        return lambda images: np.asarray(compiled(images.astype(np.float32))[0])
-
-    def weight_bytes(model) -> int:
-        path = job.workdir / "ov-size.xml"
-        ov.save_model(model, str(path), compress_to_fp16=False)
-        return path.stat().st_size + path.with_suffix(".bin").stat().st_size
-
-    ok, details = judge(run(plain)(judge.images))
-    tried = [{"float_ops": 0, "size_bytes": weight_bytes(plain), "passed": ok, **details}]
-    chosen, float_ops = plain, []
-    if not ok:
-        validation = nncf.Dataset([(i, image) for i, image in enumerate(judge.images)], lambda item: item[1][None])
-        # NNCF judges its candidates in f32 (OVPreparedModel forces it), as tk's predictor runs them.
-        with nncf_quietly():
-            found = nncf.quantize_with_accuracy_control(
-                ov_float,
-                calibration_dataset(job.calibration),
-                validation,
-                validate,
-                max_drop=min(
-                    1 - budget.min_agreement if budget.min_agreement is not None else 1.0,
-                    budget.max_accuracy_drop if budget.max_accuracy_drop is not None else 1.0,
-                ),
-                subset_size=len(job.calibration),
-                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                    max_num_iterations=settings.max_float_layers or 2**31 - 1
-                ),
-            )
-        found_ok, details = judge(run(found)(judge.images))
-        reverted = sorted(_quantized_ops(plain) - _quantized_ops(found))
-        tried.append({"float_ops": len(reverted), "size_bytes": weight_bytes(found), "passed": found_ok, **details})
-        if tried[-1]["size_bytes"] > tried[0]["size_bytes"] * settings.max_size_ratio:
-            tried[-1]["over_size_budget"] = found_ok = False
-        if found_ok:
-            chosen, float_ops, ok = found, reverted, True
-    record = summary(
-        judge,
-        {
-            "float32": (run(ov_float), weight_bytes(ov_float)),
-            "int8": (run(plain), tried[0]["size_bytes"]),
-            "chosen": (run(chosen), weight_bytes(chosen)),
-        },
-        ok,
-        float_ops,
-        "nncf.quantize_with_accuracy_control (metric: the budget's slack, ranking by output change)",
-        tried,
-    )
-    say_result(job, "OpenVINO", record)
-    return chosen, record

@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..core.errors import TkError
+from .converters import onnx_io
 
 # Most images per calibration inference: small batches bound the activations held per call
 # without paying a call per image.
@@ -39,8 +40,8 @@ def quantize_onnx_int8(
     with VNNI: VNNI multiplies unsigned x signed bytes, so int8 activations take a slower path;
     1.7x slower here) or "int8" (symmetric, the usual choice for ARM).
     method: "Percentile" (default: clips the 0.001% tails of each activation range, so one outlier
-    image does not waste int8 steps; better parity than MinMax in NOTES.md, at ~10x calibration
-    time), "MinMax" or "Entropy".
+    image does not waste int8 steps; better parity than MinMax on both models measured in
+    benchmarks/BENCHMARKS.md, at ~10x calibration time), "MinMax" or "Entropy".
     nodes_to_exclude: nodes of the prepared model (prepared_model()) left float, their inputs
     dequantized (the int8 budget's search, export/int8_budget.py).
     work: a folder kept between calls: the prepared model and the calibrated ranges are made once
@@ -94,8 +95,7 @@ def quantize_onnx_int8(
             "calibration_method": method,
             "calibration_samples": int(len(calibration)),
         },
-        "input": {"name": quantized.graph.input[0].name, **_describe(quantized.graph.input[0])},
-        "output": {"name": quantized.graph.output[0].name, **_describe(quantized.graph.output[0])},
+        **onnx_io(quantized),
     }
 
 
@@ -123,16 +123,6 @@ def _check_calibration(calibration: Any) -> None:
             f"onnx int8: calibration must be a non-empty (N, H, W, C) float array of images "
             f"(got {type(calibration).__name__} {shape})"
         )
-
-
-def _describe(value) -> dict[str, Any]:
-    import onnx
-
-    dims = value.type.tensor_type.shape.dim
-    return {
-        "shape": [d.dim_value if d.HasField("dim_value") else None for d in dims],
-        "dtype": np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)).name,
-    }
 
 
 class _Reader:  # duck-typed: CalibrationDataReader accepts any object with get_next()

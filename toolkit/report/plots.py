@@ -41,14 +41,15 @@ def place_labels(
 ) -> tuple[list[tuple[float, float]], list[tuple]]:
     """Deterministic offsets (points) for each text so no two texts, and no text and point, overlap.
 
-    Returns the offsets and the texts' boxes (pixels). Greedy, in the given order: each text takes the nearest candidate offset whose box is free and
-    inside `bounds` (the axes, in pixels); with none free it takes the one overlapping least.
+    Returns the offsets and the texts' boxes (pixels). Greedy, in the given order: each text takes
+    the nearest candidate offset whose box is free and inside `bounds` (the axes, in pixels); with
+    none free it takes the one overlapping least.
     """
     scale = dpi / 72.0
     points = [(x - 6 * scale, y - 6 * scale, x + 6 * scale, y + 6 * scale) for x, y in xy_px]  # the markers
     placed: list[tuple[float, float, float, float]] = []
     offsets = []
-    for (x, y), text in zip(xy_px, texts):
+    for (x, y), text in zip(xy_px, texts, strict=True):
         w, h = (0.62 * _NUMBER_FONT * len(text) + 2) * scale, (_NUMBER_FONT + 2) * scale
         best, best_hits = _OFFSETS[0], math.inf
         for dx, dy in _OFFSETS:
@@ -125,7 +126,7 @@ def plot_latency_accuracy(points: list[dict], path: Path, title: str) -> dict[st
     xy = [tuple(ax.transData.transform((p["p50_ms"], p["accuracy"]))) for p in ordered]
     bbox = ax.get_window_extent()
     offsets, boxes = place_labels(xy, numbers, fig.dpi, (bbox.x0, bbox.y0, bbox.x1, bbox.y1))
-    for p, number, offset in zip(ordered, numbers, offsets):
+    for p, number, offset in zip(ordered, numbers, offsets, strict=True):
         # a hairline to its point: in a cluster the nearest free spot may sit closer to a neighbour
         ax.annotate(
             number,
@@ -145,7 +146,7 @@ def plot_latency_accuracy(points: list[dict], path: Path, title: str) -> dict[st
         f"{n:>2}  {name:<{width}}"
         + (f"  [{machines.index(p['machine']) + 1}]" if len(machines) > 1 else "")
         + f"  {p['p50_ms']:8.2f} ms  acc {p['accuracy']:.3f}"
-        for n, name, p in zip(numbers, names, ordered)
+        for n, name, p in zip(numbers, names, ordered, strict=True)
     ]
     fig.text(
         0.62,
@@ -175,7 +176,7 @@ def plot_latency_accuracy(points: list[dict], path: Path, title: str) -> dict[st
         "yticks": list(ax.get_yticks()),
         "offsets": offsets,
         "label_boxes": boxes,
-        "numbers": dict(zip(numbers, ((p["label"], p["machine"]) for p in ordered))),
+        "numbers": dict(zip(numbers, ((p["label"], p["machine"]) for p in ordered), strict=True)),
     }
     with atomic_path(Path(path), suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")
