@@ -27,7 +27,7 @@ from ..core.formats import FORMATS, looks_like_model, sort_key
 from ..core.io import check_writable, now, write_json_atomic
 from ..core.progress import NO_PROGRESS, Progress, tracked
 from ..core.recipe import BenchSection
-from ..core.runs import MANIFEST, REFERENCE, load_manifest, record_metrics, resolve_run
+from ..core.runs import MANIFEST, REFERENCE, artifact_path, load_manifest, record_metrics, resolve_run
 from .bench_rows import (
     describe_settings,
     earlier_note,
@@ -183,18 +183,31 @@ def _run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
 
 def _test_split(
-    run_dir: Path, data_root: Optional[Path] = None
+    run_dir: Path, manifest: dict[str, Any], data_root: Optional[Path] = None
 ) -> tuple[Optional[list[str]], Optional[list[int]], Optional[str]]:
-    """The run's test images (resolved against the data root, or data_root), or why accuracy is skipped."""
-    from ..core.runs import load_split
+    """The run's test images (resolved against the data root, or data_root), or why accuracy is skipped.
 
-    if not (run_dir / "split.json").is_file():
+    A bundle's images are its own samples (load_split keeps them inside it); its split names the
+    manifest's classes in the same order, or accuracy would compare labels of different models."""
+    from ..core.runs import BUNDLE, SPLIT, load_split
+
+    if not (run_dir / SPLIT).is_file():
         return None, None, "no split.json in the run folder: accuracy not measured"
-    split = load_split(run_dir / "split.json", data_root)
+    split = load_split(run_dir / SPLIT, data_root)
+    if "bundle" in manifest and split.layout != BUNDLE and data_root is None:
+        raise TkError(
+            f"{run_dir / SPLIT}: a bundle's split.json lists its own samples (layout bundle), this one "
+            f"points at a dataset ({split.root}); run tk pack again, or pass --data-root"
+        )
+    if split.classes != manifest.get("classes"):
+        raise TkError(
+            f"{run_dir / SPLIT}: classes {split.classes} differ from {run_dir / MANIFEST} "
+            f"({manifest.get('classes')}); copy the run's split.json and manifest.json together"
+        )
     items = split.splits.get("test") or []
     if not items:
         return None, None, "the test split is empty: accuracy not measured"
-    missing = split.missing_line([p for p, _ in items], run_dir / "split.json")
+    missing = split.missing_line([p for p, _ in items], run_dir / SPLIT)
     if missing:
         return None, None, f"accuracy not measured: {missing}"
     return [p for p, _ in items], [y for _, y in items], None
@@ -210,9 +223,10 @@ def _artifacts_of(
     chosen = []
     for name in names:
         entry = entries.get(name)
-        if entry is None:
+        if not isinstance(entry, dict):
             raise TkError(f"{run_dir / name}: not listed in {run_dir / MANIFEST}; re-run tk export")
-        if not (run_dir / name).exists():
+        path = artifact_path(run_dir, entry.get("file", name))  # a name like ../x is refused, not benched
+        if not path.exists():
             if only is not None:
                 raise TkError(f"{run_dir / name}: model file not found")
             notes.append(f"{name}: listed in the manifest but not present here: skipped")
@@ -252,7 +266,7 @@ def bench_run(
         raise TkError(
             f"{run_dir}: nothing to bench ({'; '.join(notes) or 'no artifacts in the manifest'}); run tk export first"
         )
-    paths, labels, why = _test_split(run_dir, data_root)
+    paths, labels, why = _test_split(run_dir, manifest, data_root)
     if why:
         notes.append(why)
     image = paths[0] if paths else None
@@ -269,7 +283,7 @@ def bench_run(
         ):
             say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
             spec = {
-                "artifact": str(run_dir / file),
+                "artifact": str(artifact_path(run_dir, file)),
                 "threads": threads,
                 "image": image,
                 "warmup": settings.warmup,

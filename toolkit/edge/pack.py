@@ -21,8 +21,9 @@ from typing import Any, Optional, Sequence
 
 from ..core.errors import Say, TkError
 from ..core.formats import FORMATS, sort_key
+from ..core.images import check_image
 from ..core.io import json_text, now, sha256_file
-from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, load_manifest, load_split, save_split
+from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, artifact_path, load_manifest, load_split, save_split
 
 LABELS = "labels.txt"
 SAMPLES = "samples"
@@ -64,13 +65,15 @@ def choose_artifacts(
         chosen = [
             e
             for e in entries.values()
-            if isinstance(e, dict) and e.get("format") in wanted and (run_dir / str(e.get("file", ""))).is_file()
+            if isinstance(e, dict) and e.get("format") in wanted and artifact_path(run_dir, e.get("file")).is_file()
         ]
     if not chosen:
         raise TkError(
             f"{run_dir}: no {'/'.join(sorted(formats or allowed))} artifact to pack; "
             "run tk export --format tflite (or onnx) first"
         )
+    for entry in chosen:  # before anything is copied: a name like ../x or /x is refused here
+        artifact_path(run_dir, entry.get("file"))
     return sorted(chosen, key=lambda e: sort_key(e.get("format"), e.get("quantization"), e["file"]))
 
 
@@ -102,13 +105,24 @@ def _class_folder(name: str, index: int) -> str:
     return name
 
 
-def _copy_samples(split: SplitDataset, sample: list[tuple[str, int]], work: Path) -> SplitDataset:
+def _check_samples(sample: list[tuple[str, int]]) -> None:
+    """Every test image to pack is there and still decodes (paths are confined to the data root
+    by load_split; a bundle carries images, nothing else), checked before anything is written."""
     missing = [p for p, _ in sample if not Path(p).is_file()]
     if missing:
         raise TkError(
             f"{missing[0]}: a test image of the run is not here ({len(missing)} of {len(sample)} "
             "missing); restore the dataset, or pack with --samples 0"
         )
+    for path, _ in sample:
+        why = check_image(Path(path))
+        if why is not None:
+            raise TkError(
+                f"{path}: a test image of the run is not an image ({why}); restore it, or pack with --samples 0"
+            )
+
+
+def _copy_samples(split: SplitDataset, sample: list[tuple[str, int]], work: Path) -> SplitDataset:
     items, used = [], set()
     for i, (path, label) in enumerate(sample):
         folder = _class_folder(split.classes[label], label)
@@ -167,6 +181,8 @@ def pack(
     entries = choose_artifacts(run_dir, manifest, formats, files)
     _check_target(target, run_dir, force)
     split = load_split(run_dir / SPLIT, data_root) if samples and (run_dir / SPLIT).is_file() else None
+    sample = stratified_sample(split, samples) if split is not None else []
+    _check_samples(sample)
     notes = (
         []
         if split or not samples
@@ -185,7 +201,7 @@ def pack(
             expected = entry.get("sha256")
             if not expected:
                 raise TkError(f"{run_dir / MANIFEST}: {file} has no sha256; re-run tk export to record it")
-            shutil.copyfile(run_dir / file, work / file)
+            shutil.copyfile(artifact_path(run_dir, file), work / file)
             # Hash the copy: it is what the device gets, and a file changed since export shows here.
             if sha256_file(work / file) != expected:
                 raise TkError(
@@ -193,13 +209,10 @@ def pack(
                     "after export (re-run tk export)"
                 )
             packed[file] = entry
-        sample = []
-        if split is not None:
-            sample = stratified_sample(split, samples)
-            if sample:
-                save_split(_copy_samples(split, sample, work), work / SPLIT)
-            else:
-                notes.append(f"{run_dir / SPLIT}: no test images, so the bundle has none")
+        if sample:
+            save_split(_copy_samples(split, sample, work), work / SPLIT)
+        elif split is not None:
+            notes.append(f"{run_dir / SPLIT}: no test images, so the bundle has none")
         classes = manifest.get("classes") or []
         (work / LABELS).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
         bundle = {"from_run": manifest.get("name", run_dir.name), "created": now(), "samples": len(sample)}

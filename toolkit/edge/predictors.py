@@ -21,6 +21,7 @@ from ..core.errors import TkError
 from ..core.formats import Format, format_of_path
 from ..core.images import load_batch
 from ..core.io import sha256_file
+from ..core.paths import confine
 from ..core.quiet import silenced_stderr
 from ..core.runs import MANIFEST
 
@@ -268,6 +269,8 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
             f"{path}: no {MANIFEST} beside it; copy the run's manifest.json with the model "
             "(it holds the labels and preprocessing)"
         )
+    # The manifest is the folder's own file: one linked from elsewhere is not read.
+    confine(path.parent, MANIFEST, manifest_path, "copy the run's manifest.json beside the model instead of linking it")
     manifest = read_manifest(manifest_path)
     entry = artifact_entries(manifest, manifest_path).get(path.name)
     if not isinstance(entry, dict):

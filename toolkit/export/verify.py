@@ -25,7 +25,16 @@ from ..core.io import check_writable, now, write_json_atomic
 from ..core.metrics import accuracy
 from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import Threshold, VerifySection
-from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, record_metrics, run_recipe
+from ..core.runs import (
+    REFERENCE,
+    SPLIT,
+    artifact_path,
+    check_files_exist,
+    load_manifest,
+    load_split,
+    record_metrics,
+    run_recipe,
+)
 from ..edge.predictors import BATCH, load_predictor
 
 PARITY_FILE = "parity.json"
@@ -95,7 +104,7 @@ def compare_run(
     for file, entry in artifacts.items():
         with progress.task(f"verify: {file}", len(images)) as task:
             results[file] = _judge(
-                run_dir / file, entry, section, reference, labels, ref_accuracy, images, num_threads, task
+                artifact_path(run_dir, file), entry, section, reference, labels, ref_accuracy, images, num_threads, task
             )
         say(result_line(file, results[file]))
     return {
@@ -211,6 +220,8 @@ def _verify_section(run_dir: Path) -> VerifySection:
 
 def _select(manifest: dict[str, Any], files: Optional[Sequence[str]], run_dir: Path) -> dict[str, dict]:
     exported = {f: e for f, e in manifest.get("artifacts", {}).items() if f != REFERENCE}
+    for file in exported:  # before anything runs: a name like ../x or /x is refused, not verified
+        artifact_path(run_dir, file)
     if not files:
         if not exported:
             raise TkError(f"{run_dir}: no exported artifacts in manifest.json; export first (tk export {run_dir})")
