@@ -13,12 +13,22 @@ from toolkit.cli.app import app
 from toolkit.core.errors import fault_line
 
 
-@pytest.mark.parametrize(
-    "code, words", [(errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only"), (errno.EACCES, "permission")]
-)
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only")])
 def test_fault_errnos_become_one_line_naming_the_folder(code, words):
     line = fault_line(OSError(code, "boom", "/runs/r1/model.keras"))
     assert line.startswith("could not write in /runs/r1") and words in line
+
+
+@pytest.mark.parametrize(
+    "code, words",
+    [(errno.EACCES, "no permission"), (errno.ENAMETOOLONG, "too long"), (errno.ELOOP, "symbolic links")],
+)
+def test_path_faults_name_the_path_and_never_claim_a_write(code, words):
+    """Issue 20: reading /proc/1/environ said "could not write in /proc/1"; a long path was a traceback."""
+    line = fault_line(OSError(code, "boom", "/proc/1/environ"))
+    assert line.startswith("/proc/1/environ: boom; ") and words in line and "write" not in line
+    long = "/data/" + "x" * 5000
+    assert len(fault_line(OSError(code, "boom", long))) < 300
 
 
 def test_other_oserrors_keep_their_traceback():

@@ -297,7 +297,14 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     if not path.is_file():
         raise TkError(f"recipe not found: {path} (pass a YAML file, e.g. recipes/quickstart.yaml)")
     try:
-        text = path.read_bytes().decode("utf-8")
+        with open(path, "rb") as fh:  # at most the cap: /dev/zero and /proc files say size 0
+            data = fh.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:  # /proc/self/mem (EIO), a file of another user (EACCES)
+        raise TkError(f"{path}: cannot be read ({exc.strerror or exc}); pass a recipe YAML file") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise TkError(f"{path}: larger than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a short YAML file")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TkError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
     try:
@@ -320,7 +327,10 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     return dataclasses.replace(recipe, source_path=str(path))
 
 
+MAX_RECIPE_BYTES = 1 << 20  # a real recipe is a few KiB
 MAX_YAML_NODES = 10_000  # a real recipe has ~100 values; aliases can expand a few lines to 10**9
+MAX_YAML_DEPTH = 64  # a real recipe nests 4 levels (verify.thresholds.int8.min_agreement)
+_TOO_DEEP = f"nested more than {MAX_YAML_DEPTH} levels deep; a recipe is a few levels of sections"
 
 
 def _safe_load_bounded(text: str, path: Path) -> Any:
@@ -332,11 +342,15 @@ def _safe_load_bounded(text: str, path: Path) -> Any:
             return None
         _expanded_size(node, {}, set(), path)
         return loader.construct_document(node)
+    except RecursionError:  # PyYAML composes nested nodes recursively: thousands of levels overflow it
+        raise TkError(f"{path}: {_TOO_DEEP}") from None
     finally:
         loader.dispose()
 
 
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path: Path) -> int:
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path: Path, depth: int = 0) -> int:
+    if depth > MAX_YAML_DEPTH:
+        raise TkError(f"{path}: {_TOO_DEEP}")
     if id(node) in sizes:
         return sizes[id(node)]
     if id(node) in open_:
@@ -349,7 +363,7 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path
     )
     size = 1
     for child in children:
-        size += _expanded_size(child, sizes, open_, path)
+        size += _expanded_size(child, sizes, open_, path, depth + 1)
         if size > MAX_YAML_NODES:
             raise TkError(
                 f"{path}: YAML aliases expand to over {MAX_YAML_NODES} values (an alias bomb?); write the values out"
@@ -445,6 +459,11 @@ def _check_rules(recipe: Recipe) -> None:
                 raise TkError(f"verify.thresholds.{kind}.{key}: must be {bound} (got {value!r})")
     if not recipe.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise TkError(f"name: use letters, digits, '-', '_' or '.' (got {recipe.name!r})")
+    from .runs import run_name_problem
+
+    problem = run_name_problem(recipe.name)
+    if problem:
+        raise TkError(f"name: {problem}; choose another name for the recipe (got {recipe.name!r})")
 
 
 def _build(cls: type, data: Any, path: str) -> Any:

@@ -18,6 +18,7 @@ from ..core.errors import Say, TkError
 from ..core.io import write_text_atomic
 from ..core.overrides import apply_overrides
 from ..core.recipe import recipe_from_dict
+from ..core.runs import MAX_NAME, run_name_problem
 from .splits import _class_dirs, _presplit_dirs
 
 HEADER = (
@@ -27,7 +28,9 @@ HEADER = (
 
 
 def default_recipe(folder: Path) -> dict[str, Any]:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder.resolve().name).strip("_.") or "dataset"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder.resolve().name).strip("_.")[: MAX_NAME - 5] or "dataset"
+    if run_name_problem(name):  # a folder named like tk's own files (photos.partial, x-20250101-120000)
+        name += "-data"
     return {
         "name": name,
         "seed": 42,
