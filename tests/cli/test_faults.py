@@ -183,3 +183,19 @@ def test_disk_full_during_an_export_keeps_every_earlier_artifact(exported_run, t
     result = CliRunner().invoke(app, ["export", str(run), "--format", "onnx"])
     assert_one_line_error(result, f"could not write in {run}", "disk is full")
     assert _hashes(run) == before  # no temporary, no .export-* folder, every artifact as it was
+
+
+def test_paths_too_long_are_one_line_in_pack_predict_bench_and_set(device_run, tmp_path):
+    """Issue 20: ENAMETOOLONG was a traceback in pack, predict, bench and --set."""
+    from toolkit.core.runs import load_split
+
+    long = str(tmp_path / ("x" * 300))
+    image = load_split(device_run / "split.json").paths("test")[0]
+    for args in (
+        ["pack", str(device_run), long],
+        ["predict", str(device_run / "model.onnx"), long + ".jpg"],
+        ["predict", long + ".onnx", image],
+        ["bench", long],
+        ["data", "inspect", str(device_run / "recipe.yaml"), "--set", f"data.root={long}"],
+    ):
+        assert_one_line_error(CliRunner().invoke(app, args), "File name too long", "use a shorter path")

@@ -463,7 +463,8 @@ def _check_rules(recipe: Recipe) -> None:
 
     problem = run_name_problem(recipe.name)
     if problem:
-        raise TkError(f"name: {problem}; choose another name for the recipe (got {recipe.name!r})")
+        shown = recipe.name if len(recipe.name) <= 60 else recipe.name[:57] + "..."
+        raise TkError(f"name: {problem}; choose another name for the recipe (got {shown!r})")
 
 
 def _build(cls: type, data: Any, path: str) -> Any:
