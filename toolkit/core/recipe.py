@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
+from .caps import SYNTH_MAX_PER_CLASS, SYNTH_MAX_SIZE
 from .errors import TkError, suggest
 from .formats import EXPORT_FORMATS, QUANTIZATIONS, tolerance_kind
 
@@ -266,8 +267,12 @@ _RULES: list[tuple[str, Any, str]] = [
     ("model.head.dropout", lambda v: 0 <= v < 1, "must be in [0, 1)"),
     ("model.head.dense", lambda v: all(n > 0 for n in v), "every layer width must be > 0"),
     ("data.synth.classes", lambda v: v >= 2, "must be >= 2"),
-    ("data.synth.per_class", lambda v: v >= 5, "must be >= 5 (each split needs images)"),
-    ("data.synth.size", lambda v: v >= 16, "must be >= 16"),
+    (
+        "data.synth.per_class",
+        lambda v: 5 <= v <= SYNTH_MAX_PER_CLASS,
+        f"must be 5..{SYNTH_MAX_PER_CLASS} (each split needs images)",
+    ),
+    ("data.synth.size", lambda v: 16 <= v <= SYNTH_MAX_SIZE, f"must be 16..{SYNTH_MAX_SIZE}"),
     ("export.calibration_samples", lambda v: v > 0, "must be > 0"),
     (
         "export.onnx_opset",
