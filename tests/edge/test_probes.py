@@ -236,3 +236,19 @@ def test_onnx_uint8_input_and_fixed_batch_predict_what_the_float_model_does(tmp_
 def test_onnx_models_tk_cannot_label_are_refused(tmp_path, image, shape, outputs, message):
     path = _onnx_model(tmp_path, shape, outputs=outputs)
     assert_one_line_error(runner.invoke(app, ["predict", str(path), image]), "model.onnx", message)
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "RUN", "--threads", "50000"], "--threads: at most"),  # hung
+        (["predict", "RUN/model.onnx", "IMAGE", "--threads", "100000"], "--threads: at most"),  # aborted
+        (["bench", "RUN", "--threads", "1", "--batch", "10000000"], "--batch: 10000000 images of"),  # MemoryError
+    ],
+)
+def test_numbers_beyond_the_machine_are_capped_with_a_message(run_copy, image, args, message):
+    """Issue 20: thread counts relative to the cores here, a batch against the memory available."""
+    args = [a.replace("RUN", str(run_copy)).replace("IMAGE", image) for a in args]
+    assert_one_line_error(runner.invoke(app, args), message)
+    assert not (run_copy / "bench.json").exists()

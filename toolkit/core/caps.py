@@ -33,7 +33,7 @@ def check_threads(counts, option: str = "--threads") -> None:
     """Every count in 1 .. THREADS_PER_CORE x the cores here, or one line naming the first that is not."""
     for count in counts:
         if count < 1:
-            raise TkError(f"{option}: thread counts must be >= 1 (got {count})")
+            raise TkError(f"{option}: must be >= 1 (got {count})")
         if count > max_threads():
             raise TkError(
                 f"{option}: at most {max_threads()} threads on this machine ({THREADS_PER_CORE} per core, "

@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..core.caps import check_batch, check_threads
 from ..core.errors import Say, TkError
 from ..core.formats import FORMATS, looks_like_model, sort_key
 from ..core.io import check_writable, now, write_json_atomic
+from ..core.lock import run_lock
 from ..core.progress import NO_PROGRESS, Progress, tracked
 from ..core.recipe import BenchSection
 from ..core.runs import MANIFEST, REFERENCE, artifact_path, load_manifest, record_metrics, resolve_run
+from .bench_child import run_child
 from .bench_rows import (
     describe_settings,
     earlier_note,
@@ -40,8 +39,6 @@ from .bench_rows import (
 from .machine import RUNTIME_PACKAGES, machine_info, machine_label, peak_rss_mb  # noqa: F401 (re-exported)
 
 BENCH_JSON = "bench.json"
-_CHILD = "import sys; from toolkit.edge.bench import child_main; child_main(sys.argv[1])"
-_MARK = "TKBENCH "
 
 
 _DEFAULTS = BenchSection()  # one source of defaults: the recipe schema (why each value is there)
@@ -59,8 +56,9 @@ class BenchSettings:
         for name, value, low in (("--runs", self.runs, 1), ("--warmup", self.warmup, 0), ("--batch", self.batch, 1)):
             if value < low:
                 raise TkError(f"{name}: must be >= {low} (got {value})")
-        if not self.threads or any(t < 1 for t in self.threads):
-            raise TkError(f"--threads: thread counts must be >= 1 (got {list(self.threads)})")
+        if not self.threads:
+            raise TkError("--threads: give at least one thread count, e.g. --threads 1,2")
+        check_threads(self.threads)
 
 
 def settings_for(run_dir: Path, **overrides: Any) -> BenchSettings:
@@ -101,82 +99,6 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
 
 def tensorflow_available() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
-
-
-# --------------------------------------------------------------------------- the child process
-
-
-def child_main(spec_json: str) -> None:
-    """Runs in the fresh process: load, first prediction (cold start), then the warm measurements."""
-    spec = json.loads(spec_json)
-    try:
-        print(_MARK + json.dumps(_measure(spec)), flush=True)
-    except TkError as exc:
-        print(_MARK + json.dumps({"error": str(exc)}), flush=True)
-        sys.exit(1)
-
-
-def _measure(spec: dict[str, Any]) -> dict[str, Any]:
-    from ..core.images import load_image
-    from .predictors import load_predictor
-
-    t_load = time.perf_counter()
-    predictor = load_predictor(spec["artifact"], num_threads=spec["threads"])
-    load_s = time.perf_counter() - t_load
-    if spec["image"]:
-        image = load_image(spec["image"], predictor.size)[None]
-    else:  # no test image on this machine: latency does not depend on the pixels
-        image = np.full((1, *predictor.size, 3), 127.0, np.float32)
-    predictor.predict(image)
-    first_prediction_at = time.time()
-    out: dict[str, Any] = {
-        "pid": os.getpid(),
-        "first_prediction_at": first_prediction_at,
-        "load_s": load_s,
-        "peak_rss_mb": peak_rss_mb(),
-        "tensorflow_loaded": sys.modules.get("tensorflow") is not None,
-    }
-    for _ in range(spec["warmup"]):
-        predictor.predict(image)
-    latencies = []
-    for _ in range(spec["runs"]):
-        start = time.perf_counter()
-        predictor.predict(image)
-        latencies.append((time.perf_counter() - start) * 1000)
-    out["latencies_ms"] = latencies
-    batch = np.repeat(image, spec["batch"], axis=0)
-    predictor.predict(batch)  # warm the batch-B shape (TFLite reallocates on a new batch size)
-    calls = max(2, spec["runs"] // 5)
-    start = time.perf_counter()
-    for _ in range(calls):
-        predictor.predict(batch)
-    out["throughput_ips"] = spec["batch"] * calls / (time.perf_counter() - start)
-    if spec.get("test"):
-        paths, labels = spec["test"]
-        probs = predictor.predict_files(paths, batch_size=spec["batch"])
-        out["accuracy"] = float((probs.argmax(axis=1) == np.asarray(labels)).mean())
-        out["test_count"] = len(labels)
-    return out
-
-
-def _run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
-    started_at = time.time()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _CHILD, json.dumps(spec)], capture_output=True, text=True, timeout=timeout_s, env=env
-        )
-    except subprocess.TimeoutExpired:
-        raise TkError(f"{spec['artifact']}: bench did not finish in {timeout_s:.0f} s; use fewer --runs") from None
-    lines = [line[len(_MARK) :] for line in proc.stdout.splitlines() if line.startswith(_MARK)]
-    if not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise RuntimeError(f"bench process for {spec['artifact']} failed (exit {proc.returncode}):\n{tail}")
-    result = json.loads(lines[-1])
-    if "error" in result:
-        raise TkError(result["error"])
-    result["cold_start_s"] = result.pop("first_prediction_at") - started_at
-    return result
 
 
 # --------------------------------------------------------------------------- the parent
@@ -255,11 +177,28 @@ def bench_run(
     """Bench a run's artifacts (or `only` those files); write bench.json and the manifest metrics.
 
     data_root overrides split.json's data root (where the test images are now); `progress` gets
-    one task per artifact, advanced per thread count measured.
+    one task per artifact, advanced per thread count measured. Holds the run's lock: no export
+    replaces an artifact while it is measured, no verify rewrites the manifest meanwhile.
     """
     settings.check()
     manifest = load_manifest(run_dir)
+    size = manifest.get("preprocessing", {}).get("size") if isinstance(manifest.get("preprocessing"), dict) else None
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        check_batch(settings.batch, (size[0], size[1]))  # before a child dies of MemoryError
     check_writable(run_dir)  # a read-only run folder fails now, not after minutes of measuring
+    with run_lock(run_dir, "tk bench", say):
+        return _bench_locked(run_dir, load_manifest(run_dir), settings, only, say, data_root, progress)
+
+
+def _bench_locked(
+    run_dir: Path,
+    manifest: dict[str, Any],
+    settings: BenchSettings,
+    only: Optional[list[str]],
+    say: Say,
+    data_root: Optional[Path],
+    progress: Progress,
+) -> dict[str, Any]:
     notes: list[str] = []
     entries = _artifacts_of(run_dir, manifest, only, notes)
     if not entries:
@@ -292,7 +231,7 @@ def bench_run(
                 # accuracy does not depend on threads: measure it once per artifact
                 "test": [paths, labels] if paths and i == 0 else None,
             }
-            result = _run_child(spec, settings.timeout_s)
+            result = run_child(spec, settings.timeout_s)
             latencies = result.pop("latencies_ms")
             row = {
                 "file": file,

@@ -13,6 +13,7 @@ is empty or an earlier bundle (never a run folder or a folder of other files).
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from ..core.errors import Say, TkError
 from ..core.formats import FORMATS, sort_key
 from ..core.images import check_image
 from ..core.io import json_text, now, sha256_file
+from ..core.lock import run_lock
 from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, artifact_path, load_manifest, load_split, save_split
 
 LABELS = "labels.txt"
@@ -188,7 +190,23 @@ def pack(
         if split or not samples
         else [f"{run_dir}: no {SPLIT}, so the bundle has no test images (tk bench will measure latency only)"]
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with run_lock(target, "tk pack", say):  # one pack per DIR: then what a killed one left is safe to clear
+        _remove_leftovers(target, say)
+        _check_target(target, run_dir, force)  # again: a bundle put back just now needs --force too
+        return _build(run_dir, target, manifest, entries, (split, sample), notes, say)
+
+
+def _build(
+    run_dir: Path,
+    target: Path,
+    manifest: dict[str, Any],
+    entries: list[dict[str, Any]],
+    test: tuple[Optional[SplitDataset], list[tuple[str, int]]],
+    notes: list[str],
+    say: Say,
+) -> dict[str, Any]:
+    """Build the bundle in a temporary sibling of target and swap it into place (lock held)."""
+    split, sample = test
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.pack-", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -231,6 +249,20 @@ def pack(
         "size_bytes": size,
         "notes": notes,
     }
+
+
+def _remove_leftovers(target: Path, say: Say) -> None:
+    """What a pack killed outright (SIGKILL, power loss) left beside DIR: its work folder, and an
+    earlier bundle moved aside (put back if DIR is gone, else removed). Called holding DIR's lock."""
+    for path in sorted(target.parent.glob(f".{glob.escape(target.name)}.pack-*")):
+        shutil.rmtree(path, ignore_errors=True)
+        say(f"removed {path}: left by an interrupted tk pack")
+    for path in sorted(target.parent.glob(f".{glob.escape(target.name)}.old-*")):
+        if not os.path.lexists(target):
+            os.replace(path, target)
+            say(f"restored {target} from {path}: an interrupted tk pack had moved it aside")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _swap_into_place(work: Path, target: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..core.caps import check_threads
 from ..core.errors import TkError
 from ..core.formats import Format, format_of_path
 from ..core.images import load_batch
@@ -255,8 +256,8 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
     path = Path(path)
     if not path.exists():
         raise TkError(f"{path}: model file not found")
-    if num_threads is not None and num_threads < 1:
-        raise TkError(f"--threads: must be >= 1 (got {num_threads})")
+    if num_threads is not None:
+        check_threads([num_threads])
     fmt = format_of_path(path)
     if fmt.needs_tensorflow and not tensorflow_installed():
         raise TkError(

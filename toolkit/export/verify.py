@@ -22,6 +22,7 @@ from ..core.errors import ParityError, Say, TkError
 from ..core.formats import tolerance_kind
 from ..core.images import load_batch
 from ..core.io import check_writable, now, write_json_atomic
+from ..core.lock import run_lock
 from ..core.metrics import accuracy
 from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import Threshold, VerifySection
@@ -60,8 +61,9 @@ def verify_run(
     """
     run_dir = Path(run_dir)
     check_writable(run_dir)  # a read-only run folder fails now, not after every artifact has run
-    report = compare_run(run_dir, files, say, num_threads, data_root, progress)
-    persist(run_dir, report)
+    with run_lock(run_dir, "tk verify", say):  # no export or train rewrites the artifacts meanwhile
+        report = compare_run(run_dir, files, say, num_threads, data_root, progress)
+        persist(run_dir, report)
     if check:
         raise_on_failure(run_dir, report)
     if report["passed"]:
