@@ -19,7 +19,7 @@ from ..core.io import write_text_atomic
 from ..core.overrides import apply_overrides
 from ..core.recipe import recipe_from_dict
 from ..core.runs import MAX_NAME, run_name_problem
-from .splits import _class_dirs, _presplit_dirs
+from .splits import _class_dirs, _presplit_dirs, looks_presplit
 
 HEADER = (
     "# Written by `tk train {folder}`: the default recipe for a folder of class folders\n"
@@ -51,7 +51,8 @@ def write_folder_recipe(folder: Path, overrides: Sequence[str] = (), say: Say = 
     others (recipes/<name>.yaml, or <name>.yaml when there is no recipes/ here); return its path.
     An existing file is never overwritten: the same content is reused, a different one refused."""
     folder = Path(folder)
-    top = _presplit_dirs(folder).get("train", folder)
+    split_dirs = _presplit_dirs(folder)
+    top = split_dirs.get("train", folder) if looks_presplit(split_dirs) else folder
     if not _class_dirs(top):
         raise TkError(
             f"{folder}: a folder, but not of class folders (one sub-folder of images per class, or "
