@@ -252,3 +252,21 @@ def test_numbers_beyond_the_machine_are_capped_with_a_message(run_copy, image, a
     args = [a.replace("RUN", str(run_copy)).replace("IMAGE", image) for a in args]
     assert_one_line_error(runner.invoke(app, args), message)
     assert not (run_copy / "bench.json").exists()
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize(
+    "limits, message",
+    [
+        (["--max-latency-ms", "nan"], "--max-latency-ms: must be a number of milliseconds > 0 (got nan)"),
+        (["--max-latency-ms", "-inf"], "--max-latency-ms: must be"),
+        (["--min-accuracy", "-inf"], "--min-accuracy: must be a fraction between 0 and 1"),
+        (["--min-accuracy", "nan"], "--min-accuracy: must be"),
+        (["--min-accuracy", "90"], "--min-accuracy: must be"),
+    ],
+)
+def test_ship_limits_that_no_row_can_meet_honestly_are_refused_first(run_copy, limits, message):
+    """Issue 20: `--max-latency-ms nan --min-accuracy -inf` was accepted, exit 0."""
+    result = runner.invoke(app, ["bench", str(run_copy), "--runs", "1", "--threads", "1", *limits])
+    assert_one_line_error(result, message)
+    assert not (run_copy / "bench.json").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -413,6 +414,7 @@ def bench_targets(
     Returns {"reports": [bench report per run], "ship": row or None}; raises TkError when limits
     are given and no artifact meets them.
     """
+    check_limits(max_latency_ms, min_accuracy)  # before minutes of measuring, not after
     reports = [
         bench_run(run, settings_for(run, **overrides), only, say=say, data_root=data_root, progress=progress)
         for run, only in split_targets(targets, runs_dir, say).items()
@@ -425,6 +427,15 @@ def bench_targets(
             raise TkError("no artifact meets the limits: " + "; ".join(why))
         ship = {**ship, "among": len({(r["machine"], r["file"]) for r in rows if not r.get("reference")})}
     return {"reports": reports, "ship": ship}
+
+
+def check_limits(max_latency_ms: Optional[float], min_accuracy: Optional[float]) -> None:
+    """Ship limits are numbers a row can meet: NaN compares false with everything, -inf and 0 ms
+    accept or refuse all, an accuracy is a fraction."""
+    if max_latency_ms is not None and not (math.isfinite(max_latency_ms) and max_latency_ms > 0):
+        raise TkError(f"--max-latency-ms: must be a number of milliseconds > 0 (got {max_latency_ms})")
+    if min_accuracy is not None and not (math.isfinite(min_accuracy) and 0 <= min_accuracy <= 1):
+        raise TkError(f"--min-accuracy: must be a fraction between 0 and 1, e.g. 0.9 (got {min_accuracy})")
 
 
 def ship_candidates(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -92,7 +92,7 @@ def train(
         # Held from before .partial is touched until the run is swapped in: one writer per run.
         check_writable(Path(runs_dir))
         scope.enter_context(run_lock(run_dir, "tk train", say))
-        prepare_partial(work, recipe, resume, say)
+        prepare_partial(work, recipe, resume, say, dataset)
         save_split(dataset, work / "split.json")
         say_device(policy, say)
         model, phases = _run_phases(recipe, dataset, base, work, say, progress)
