@@ -185,3 +185,13 @@ def test_archive_moves_aside_with_collision_proof_names(tmp_path):
     second = archive_run(_run(tmp_path, "quickstart", stamp))
     assert second == tmp_path / "quickstart-20260102-100000-2" and (first / MANIFEST).is_file()
     assert archive_run(tmp_path / "quickstart") is None
+
+
+def test_a_folder_whose_manifest_links_elsewhere_is_not_a_run(tmp_path):
+    """Issue 20: listing runs reads each manifest; one linked to /dev/zero would be read forever."""
+    real = _run(tmp_path, "real", "2026-01-02T10:00:00+00:00")
+    (tmp_path / "zero").mkdir()
+    (tmp_path / "zero" / MANIFEST).symlink_to("/dev/zero")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / MANIFEST).symlink_to(real / MANIFEST)
+    assert list_runs(tmp_path) == [real]

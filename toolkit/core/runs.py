@@ -138,11 +138,16 @@ def resolve_run(target: Optional[str], runs_dir: Path = RUNS_DIR, say=print) -> 
 
 
 def list_runs(runs_dir: Path = RUNS_DIR) -> list[Path]:
-    """Every finished run folder under runs_dir: stable names and archived runs alike."""
+    """Every finished run folder under runs_dir: stable names and archived runs alike. A folder
+    whose manifest is a link or not a regular file (/dev/zero) is not a run: it is never read."""
     return sorted(
         p.parent
         for p in Path(runs_dir).glob(f"*/{MANIFEST}")
-        if not p.parent.name.startswith(".") and not p.parent.name.endswith(NOT_RUN_SUFFIXES) and not _is_bundle(p)
+        if not p.parent.name.startswith(".")
+        and not p.parent.name.endswith(NOT_RUN_SUFFIXES)
+        and p.is_file()
+        and not p.is_symlink()
+        and not _is_bundle(p)
     )
 
 
