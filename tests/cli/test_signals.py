@@ -13,9 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from typer.testing import CliRunner
 
-from toolkit.cli.app import app
 from toolkit.core.lock import lock_path
 from toolkit.edge.pack import pack
 
@@ -32,23 +30,37 @@ def _dot_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-def test_sigterm_during_pack_removes_its_work_folder_and_lock(run_copy, tmp_path, monkeypatch):
+# In a subprocess: on a tk that does not handle SIGTERM, the signal would end the test runner.
+TERMINATED_MIDWAY = """
+import os, shutil, signal, sys, time
+import toolkit.edge.pack as pack
+copy = shutil.copyfile
+def terminated_midway(src, dst, *args, **kwargs):  # SIGTERM arrives while files are copied
+    copy(src, dst, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # the handler raises here, in the main thread
+pack.shutil = type(sys)("shutil_spy")
+pack.shutil.__dict__.update(shutil.__dict__, copyfile=terminated_midway)
+from toolkit.cli.app import app
+app(sys.argv[1:])
+"""
+
+
+def test_sigterm_during_pack_removes_its_work_folder_and_lock(run_copy, tmp_path):
     target = tmp_path / "out" / "bundle"
     pack(run_copy, target, files=["model.onnx"], samples=3, say=lambda _: None)
     earlier = sorted(p.name for p in target.iterdir())
-    copy = shutil.copyfile
-
-    def terminated_midway(src, dst, *args, **kwargs):  # SIGTERM arrives while files are copied
-        copy(src, dst, *args, **kwargs)
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(1)  # the handler raises here, in the main thread
-
-    monkeypatch.setattr("toolkit.edge.pack.shutil.copyfile", terminated_midway)
-    result = CliRunner().invoke(app, ["pack", str(run_copy), str(target), "--force", "--format", "onnx"])
-    assert result.exit_code == 143 and "stopped by SIGTERM" in result.output and "Traceback" not in result.output
+    args = ["pack", str(run_copy), str(target), "--force", "--format", "onnx"]
+    proc = subprocess.run(
+        [sys.executable, "-c", TERMINATED_MIDWAY, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 143 and "stopped by SIGTERM" in proc.stderr and "Traceback" not in proc.stderr
     assert _dot_files(target.parent) == []  # no .bundle.pack-*, no .bundle.lock
     assert sorted(p.name for p in target.iterdir()) == earlier  # the earlier bundle as it was
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the command
 
 
 def test_what_a_killed_pack_left_is_cleared_by_the_next(run_copy, tmp_path):

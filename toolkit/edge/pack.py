@@ -22,7 +22,6 @@ from typing import Any, Optional, Sequence
 
 from ..core.errors import Say, TkError
 from ..core.formats import FORMATS, sort_key
-from ..core.images import check_image
 from ..core.io import json_text, now, sha256_file
 from ..core.lock import run_lock
 from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, artifact_path, load_manifest, load_split, save_split
@@ -108,8 +107,8 @@ def _class_folder(name: str, index: int) -> str:
 
 
 def _check_samples(sample: list[tuple[str, int]]) -> None:
-    """Every test image to pack is there and still decodes (paths are confined to the data root
-    by load_split; a bundle carries images, nothing else), checked before anything is written."""
+    """Every test image to pack is there and has an image header (paths are confined to the data
+    root by load_split; a bundle carries images, nothing else), checked before anything is written."""
     missing = [p for p, _ in sample if not Path(p).is_file()]
     if missing:
         raise TkError(
@@ -117,11 +116,23 @@ def _check_samples(sample: list[tuple[str, int]]) -> None:
             "missing); restore the dataset, or pack with --samples 0"
         )
     for path, _ in sample:
-        why = check_image(Path(path))
-        if why is not None:
+        if not _image_header(path):
             raise TkError(
-                f"{path}: a test image of the run is not an image ({why}); restore it, or pack with --samples 0"
+                f"{path}: a test image of the run is not an image (no JPEG, PNG, BMP or GIF header); "
+                "restore it, or pack with --samples 0"
             )
+
+
+def _image_header(path: str) -> bool:
+    """A header Pillow recognises as an image. Nothing is decoded (training decoded these files
+    already); PIL alone, not core.images, which would import numpy into pack for this."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.format is not None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 def _copy_samples(split: SplitDataset, sample: list[tuple[str, int]], work: Path) -> SplitDataset:
