@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from toolkit.core.context import Context
 from toolkit.core.lock import lock_path
 from toolkit.edge.pack import pack
 
@@ -48,7 +49,7 @@ app(sys.argv[1:])
 
 def test_sigterm_during_pack_removes_its_work_folder_and_lock(run_copy, tmp_path):
     target = tmp_path / "out" / "bundle"
-    pack(run_copy, target, files=["model.onnx"], samples=3, say=lambda _: None)
+    pack(run_copy, target, files=["model.onnx"], samples=3)
     earlier = sorted(p.name for p in target.iterdir())
     args = ["pack", str(run_copy), str(target), "--force", "--format", "onnx"]
     proc = subprocess.run(
@@ -69,7 +70,7 @@ def test_what_a_killed_pack_left_is_cleared_by_the_next(run_copy, tmp_path):
     (target.parent / ".bundle.pack-k1ll3d" / "samples").mkdir(parents=True)
     (target.parent / ".bundle.pack-k1ll3d" / "model.onnx").write_bytes(b"half")
     said = []
-    pack(run_copy, target, files=["model.onnx"], samples=3, say=said.append)
+    pack(run_copy, target, files=["model.onnx"], samples=3, ctx=Context(say=said.append))
     assert _dot_files(target.parent) == [] and any("left by an interrupted tk pack" in s for s in said)
 
 

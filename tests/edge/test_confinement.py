@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
@@ -32,7 +32,7 @@ def run_copy(device_run, tmp_path) -> Path:
 @pytest.fixture
 def bundle(device_run, tmp_path) -> Path:
     target = tmp_path / "models" / "bundle"
-    pack(device_run, target, files=["model.onnx"], samples=6, say=lambda _: None)
+    pack(device_run, target, files=["model.onnx"], samples=6)
     return target
 
 

@@ -20,11 +20,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..core.caps import check_batch, check_threads
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from ..core.formats import FORMATS, looks_like_model, sort_key
 from ..core.io import check_writable, now, write_json_atomic
 from ..core.lock import run_lock
-from ..core.progress import NO_PROGRESS, Progress, tracked
+from ..core.progress import tracked
 from ..core.recipe import BenchSection
 from ..core.runs import MANIFEST, REFERENCE, artifact_path, load_manifest, record_metrics, resolve_run
 from .bench_child import run_child
@@ -171,15 +172,13 @@ def bench_run(
     run_dir: Path,
     settings: BenchSettings,
     only: Optional[list[str]] = None,
-    say: Say = print,
-    data_root: Optional[Path] = None,
-    progress: Progress = NO_PROGRESS,
+    ctx: Context = SILENT,
 ) -> dict[str, Any]:
     """Bench a run's artifacts (or `only` those files); write bench.json and the manifest metrics.
 
-    data_root overrides split.json's data root (where the test images are now); `progress` gets
-    one task per artifact, advanced per thread count measured. Holds the run's lock: no export
-    replaces an artifact while it is measured, no verify rewrites the manifest meanwhile.
+    ctx.data_root overrides split.json's data root (where the test images are now); ctx.progress
+    gets one task per artifact, advanced per thread count measured. Holds the run's lock: no
+    export replaces an artifact while it is measured, no verify rewrites the manifest meanwhile.
     """
     settings.check()
     manifest = load_manifest(run_dir)
@@ -187,18 +186,12 @@ def bench_run(
     if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
         check_batch(settings.batch, (size[0], size[1]))  # before a child dies of MemoryError
     check_writable(run_dir)  # a read-only run folder fails now, not after minutes of measuring
-    with run_lock(run_dir, "tk bench", say):
-        return _bench_locked(run_dir, load_manifest(run_dir), settings, only, say, data_root, progress)
+    with run_lock(run_dir, "tk bench", ctx):
+        return _bench_locked(run_dir, load_manifest(run_dir), settings, only, ctx)
 
 
 def _bench_locked(
-    run_dir: Path,
-    manifest: dict[str, Any],
-    settings: BenchSettings,
-    only: Optional[list[str]],
-    say: Say,
-    data_root: Optional[Path],
-    progress: Progress,
+    run_dir: Path, manifest: dict[str, Any], settings: BenchSettings, only: Optional[list[str]], ctx: Context
 ) -> dict[str, Any]:
     notes: list[str] = []
     entries = _artifacts_of(run_dir, manifest, only, notes)
@@ -206,7 +199,7 @@ def _bench_locked(
         raise TkError(
             f"{run_dir}: nothing to bench ({'; '.join(notes) or 'no artifacts in the manifest'}); run tk export first"
         )
-    paths, labels, why = _test_split(run_dir, manifest, data_root)
+    paths, labels, why = _test_split(run_dir, manifest, ctx.data_root)
     if why:
         notes.append(why)
     image = paths[0] if paths else None
@@ -217,11 +210,11 @@ def _bench_locked(
     for entry in entries:
         file = entry["file"]
         for i, threads in tracked(
-            progress,
+            ctx.progress,
             f"bench {file} (threads {','.join(map(str, settings.threads))})",
             list(enumerate(settings.threads)),
         ):
-            say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
+            ctx.say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
             spec = {
                 "artifact": str(artifact_path(run_dir, file)),
                 "threads": threads,
@@ -326,11 +319,11 @@ def _read_previous(path: Path) -> Optional[dict[str, Any]]:
     return old if ok else None
 
 
-def split_targets(targets: Sequence[str], runs_dir: Path, say: Say) -> dict[Path, Optional[list[str]]]:
+def split_targets(targets: Sequence[str], runs_dir: Path, ctx: Context = SILENT) -> dict[Path, Optional[list[str]]]:
     """Run folders to bench, each with None (all its artifacts) or the artifact files named."""
     plan: dict[Path, Optional[list[str]]] = {}
     if not targets:
-        plan[resolve_run(None, runs_dir, say)] = None
+        plan[resolve_run(None, runs_dir, ctx)] = None
     for target in targets:
         path = Path(target)
         if looks_like_model(path):
@@ -343,7 +336,7 @@ def split_targets(targets: Sequence[str], runs_dir: Path, say: Say) -> dict[Path
                 continue
             plan.setdefault(run, []).append(path.name)
         else:
-            plan[resolve_run(target, runs_dir, say)] = None
+            plan[resolve_run(target, runs_dir, ctx)] = None
     return plan
 
 
@@ -405,9 +398,7 @@ def bench_targets(
     overrides: dict[str, Any],
     max_latency_ms: Optional[float] = None,
     min_accuracy: Optional[float] = None,
-    say: Say = print,
-    data_root: Optional[Path] = None,
-    progress: Progress = NO_PROGRESS,
+    ctx: Context = SILENT,
 ) -> dict[str, Any]:
     """Bench every target (runs or artifact files); with limits, also pick the artifact to ship.
 
@@ -416,8 +407,8 @@ def bench_targets(
     """
     check_limits(max_latency_ms, min_accuracy)  # before minutes of measuring, not after
     reports = [
-        bench_run(run, settings_for(run, **overrides), only, say=say, data_root=data_root, progress=progress)
-        for run, only in split_targets(targets, runs_dir, say).items()
+        bench_run(run, settings_for(run, **overrides), only, ctx)
+        for run, only in split_targets(targets, runs_dir, ctx).items()
     ]
     ship = None
     if max_latency_ms is not None or min_accuracy is not None:

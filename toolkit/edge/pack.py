@@ -18,9 +18,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from ..core.formats import FORMATS, sort_key
 from ..core.io import json_text, now, sha256_file
 from ..core.lock import run_lock
@@ -181,19 +182,18 @@ def pack(
     files: Optional[Sequence[str]] = None,
     samples: int = DEFAULT_SAMPLES,
     force: bool = False,
-    say: Say = print,
-    data_root: Optional[Path] = None,
+    ctx: Context = SILENT,
 ) -> dict[str, Any]:
     """Write the device bundle for a run; return what it holds (files, samples, size).
 
-    data_root overrides split.json's data root (where the test images are now)."""
+    ctx.data_root overrides split.json's data root (where the test images are now)."""
     run_dir, target = Path(run_dir), Path(target)
     if not 0 <= samples <= MAX_SAMPLES:
         raise TkError(f"--samples: must be between 0 and {MAX_SAMPLES} (got {samples})")
     manifest = load_manifest(run_dir)
     entries = choose_artifacts(run_dir, manifest, formats, files)
     _check_target(target, run_dir, force)
-    split = load_split(run_dir / SPLIT, data_root) if samples and (run_dir / SPLIT).is_file() else None
+    split = load_split(run_dir / SPLIT, ctx.data_root) if samples and (run_dir / SPLIT).is_file() else None
     sample = stratified_sample(split, samples) if split is not None else []
     _check_samples(sample)
     notes = (
@@ -201,10 +201,10 @@ def pack(
         if split or not samples
         else [f"{run_dir}: no {SPLIT}, so the bundle has no test images (tk bench will measure latency only)"]
     )
-    with run_lock(target, "tk pack", say):  # one pack per DIR: then what a killed one left is safe to clear
-        _remove_leftovers(target, say)
+    with run_lock(target, "tk pack", ctx):  # one pack per DIR: then what a killed one left is safe to clear
+        _remove_leftovers(target, ctx.say)
         _check_target(target, run_dir, force)  # again: a bundle put back just now needs --force too
-        return _build(run_dir, target, manifest, entries, (split, sample), notes, say)
+        return _build(run_dir, target, manifest, entries, (split, sample), notes, ctx)
 
 
 def _build(
@@ -214,7 +214,7 @@ def _build(
     entries: list[dict[str, Any]],
     test: tuple[Optional[SplitDataset], list[tuple[str, int]]],
     notes: list[str],
-    say: Say,
+    ctx: Context,
 ) -> dict[str, Any]:
     """Build the bundle in a temporary sibling of target and swap it into place (lock held)."""
     split, sample = test
@@ -226,7 +226,7 @@ def _build(
         packed = {}
         for entry in entries:
             file = entry["file"]
-            say(f"pack {file}")
+            ctx.say(f"pack {file}")
             expected = entry.get("sha256")
             if not expected:
                 raise TkError(f"{run_dir / MANIFEST}: {file} has no sha256; re-run tk export to record it")
@@ -262,7 +262,7 @@ def _build(
     }
 
 
-def _remove_leftovers(target: Path, say: Say) -> None:
+def _remove_leftovers(target: Path, say: Callable[[str], None]) -> None:
     """What a pack killed outright (SIGKILL, power loss) left beside DIR: its work folder, and an
     earlier bundle moved aside (put back if DIR is gone, else removed). Called holding DIR's lock."""
     for path in sorted(target.parent.glob(f".{glob.escape(target.name)}.pack-*")):
