@@ -189,10 +189,12 @@ def test_archive_moves_aside_with_collision_proof_names(tmp_path):
 
 
 def test_a_folder_whose_manifest_links_elsewhere_is_not_a_run(tmp_path):
-    """Issue 20: listing runs reads each manifest; one linked to /dev/zero would be read forever."""
-    real = _run(tmp_path, "real", "2026-01-02T10:00:00+00:00")
-    (tmp_path / "zero").mkdir()
-    (tmp_path / "zero" / MANIFEST).symlink_to("/dev/zero")
-    (tmp_path / "linked").mkdir()
-    (tmp_path / "linked" / MANIFEST).symlink_to(real / MANIFEST)
-    assert list_runs(tmp_path) == [real]
+    """Issue 20: listing runs reads each manifest; one linked to /dev/zero would be read until memory
+    ran out. A link (here to a real manifest, so that a regression fails instead of exhausting the
+    machine) or anything but a regular file is not a run's manifest."""
+    real = _run(tmp_path / "runs", "real", "2026-01-02T10:00:00+00:00")
+    elsewhere = _run(tmp_path, "elsewhere", "2026-01-03T10:00:00+00:00")
+    (tmp_path / "runs" / "linked").mkdir()
+    (tmp_path / "runs" / "linked" / MANIFEST).symlink_to(elsewhere / MANIFEST)
+    (tmp_path / "runs" / "folder" / MANIFEST).mkdir(parents=True)
+    assert list_runs(tmp_path / "runs") == [real]
