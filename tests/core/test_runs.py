@@ -207,3 +207,15 @@ def test_stratified_sample_is_balanced_and_deterministic_with_or_without_a_seed(
     assert spread == [f"a{i:02d}.jpg" for i in (0, 6, 12, 18, 25, 31, 37, 43)]  # evenly over the class's list
     assert stratified_sample(items, 20, 3) != stratified_sample(items, 20, 4)  # the seed draws
     assert stratified_sample([], 5) == []
+
+
+def test_a_folder_whose_manifest_links_elsewhere_is_not_a_run(tmp_path):
+    """Issue 20: listing runs reads each manifest; one linked to /dev/zero would be read until memory
+    ran out. A link (here to a real manifest, so that a regression fails instead of exhausting the
+    machine) or anything but a regular file is not a run's manifest."""
+    real = _run(tmp_path / "runs", "real", "2026-01-02T10:00:00+00:00")
+    elsewhere = _run(tmp_path, "elsewhere", "2026-01-03T10:00:00+00:00")
+    (tmp_path / "runs" / "linked").mkdir()
+    (tmp_path / "runs" / "linked" / MANIFEST).symlink_to(elsewhere / MANIFEST)
+    (tmp_path / "runs" / "folder" / MANIFEST).mkdir(parents=True)
+    assert list_runs(tmp_path / "runs") == [real]

@@ -249,7 +249,7 @@ def test_cli_ship_line_and_no_ship_exit(bench_dir, report):
     "args, message",
     [
         (["--threads", "1,x"], "--threads: expected comma-separated integers"),
-        (["--threads", "0"], "--threads: thread counts must be >= 1"),
+        (["--threads", "0"], "--threads: must be >= 1"),
         (["--runs", "0"], "--runs: must be >= 1"),
     ],
 )

@@ -236,3 +236,41 @@ def test_onnx_uint8_input_and_fixed_batch_predict_what_the_float_model_does(tmp_
 def test_onnx_models_tk_cannot_label_are_refused(tmp_path, image, shape, outputs, message):
     path = _onnx_model(tmp_path, shape, outputs=outputs)
     assert_one_line_error(runner.invoke(app, ["predict", str(path), image]), "model.onnx", message)
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "RUN", "--threads", "5"], "--threads: at most 4 threads on this machine"),  # 50000 hung
+        (["predict", "RUN/model.onnx", "IMAGE", "--threads", "5"], "--threads: at most 4"),  # 100000 aborted
+        (["bench", "RUN", "--threads", "1", "--batch", "2000"], "--batch: 2000 images of"),  # MemoryError
+    ],
+)
+def test_numbers_beyond_the_machine_are_capped_with_a_message(run_copy, image, args, message, monkeypatch):
+    """Issue 20: thread counts relative to the cores here, a batch against the memory available.
+    On a machine of 1 core and 64 MiB free, so that without the caps these numbers still run
+    harmlessly (and the test fails) instead of hanging or exhausting the machine."""
+    monkeypatch.setattr("toolkit.core.caps.cores", lambda: 1)
+    monkeypatch.setattr("toolkit.core.caps.available_memory", lambda: 64 << 20)
+    args = [a.replace("RUN", str(run_copy)).replace("IMAGE", image) for a in args]
+    assert_one_line_error(runner.invoke(app, args), message)
+    assert not (run_copy / "bench.json").exists()
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize(
+    "limits, message",
+    [
+        (["--max-latency-ms", "nan"], "--max-latency-ms: must be a number of milliseconds > 0 (got nan)"),
+        (["--max-latency-ms", "-inf"], "--max-latency-ms: must be"),
+        (["--min-accuracy", "-inf"], "--min-accuracy: must be a fraction between 0 and 1"),
+        (["--min-accuracy", "nan"], "--min-accuracy: must be"),
+        (["--min-accuracy", "90"], "--min-accuracy: must be"),
+    ],
+)
+def test_ship_limits_that_no_row_can_meet_honestly_are_refused_first(run_copy, limits, message):
+    """Issue 20: `--max-latency-ms nan --min-accuracy -inf` was accepted, exit 0."""
+    result = runner.invoke(app, ["bench", str(run_copy), "--runs", "1", "--threads", "1", *limits])
+    assert_one_line_error(result, message)
+    assert not (run_copy / "bench.json").exists()

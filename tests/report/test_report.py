@@ -197,3 +197,15 @@ def test_a_bench_json_of_an_older_tk_still_reports(reported_run, tmp_path):
     text = section(write_report(run).read_text(), "Bench")
     assert "| model.onnx | 1 |" in text and f"**{machine_label(bench['machine'])}**" in text
     assert f"measured {bench['created']}" in text
+
+
+@pytest.mark.parametrize("name", ["bench.json", "parity.json", "metrics.json"])
+def test_run_files_linked_from_elsewhere_are_not_read(reported_run, tmp_path, name):
+    """Issue 20: report reads the run's own files only (core/paths.confine), never a link out of it."""
+    run = Path(shutil.copytree(reported_run, tmp_path / "run"))
+    outside = tmp_path / "elsewhere.json"
+    shutil.move(run / name, outside)
+    (run / name).symlink_to(outside)
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{name}: path {name!r} leads outside" in result.output and "symbolic link" in result.output

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from ..core.context import Context, silent
 from ..core.errors import TkError, fault_line
+from ..core.interrupts import Terminated, sigterm_as_interrupt
 from .progress import live_console, progress_for
 
 # TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user; set
@@ -60,12 +61,17 @@ def context(as_json: bool = False, data_root: Optional[Path] = None) -> Iterator
 
 
 def user_errors(fn):
-    """Turn TkError into one line on stderr and exit 1."""
+    """Turn TkError into one line on stderr and exit 1; SIGTERM unwinds like Ctrl-C (temporaries
+    removed, the run lock released) and exits 143."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return fn(*args, **kwargs)
+        except Terminated:
+            err_console.print("error: stopped by SIGTERM (its temporary files removed)", style="red", markup=False)
+            raise typer.Exit(143) from None
         except TkError as exc:
             err_console.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
             raise typer.Exit(1) from None

@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
+from .caps import SYNTH_MAX_PER_CLASS, SYNTH_MAX_SIZE
 from .errors import TkError, suggest
 from .formats import DEFAULT_FORMATS, EXPORT_FORMATS, QUANTIZATIONS, tolerance_kind
 
@@ -290,8 +291,12 @@ _RULES: list[tuple[str, Any, str]] = [
     ("model.head.dropout", lambda v: 0 <= v < 1, "must be in [0, 1)"),
     ("model.head.dense", lambda v: all(n > 0 for n in v), "every layer width must be > 0"),
     ("data.synth.classes", lambda v: v >= 2, "must be >= 2"),
-    ("data.synth.per_class", lambda v: v >= 5, "must be >= 5 (each split needs images)"),
-    ("data.synth.size", lambda v: v >= 16, "must be >= 16"),
+    (
+        "data.synth.per_class",
+        lambda v: 5 <= v <= SYNTH_MAX_PER_CLASS,
+        f"must be 5..{SYNTH_MAX_PER_CLASS} (each split needs images)",
+    ),
+    ("data.synth.size", lambda v: 16 <= v <= SYNTH_MAX_SIZE, f"must be 16..{SYNTH_MAX_SIZE}"),
     ("export.calibration_samples", lambda v: v > 0, "must be > 0"),
     (
         "export.onnx_opset",
@@ -323,7 +328,14 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     if not path.is_file():
         raise TkError(f"recipe not found: {path} (pass a YAML file, e.g. recipes/quickstart.yaml)")
     try:
-        text = path.read_bytes().decode("utf-8")
+        with open(path, "rb") as fh:  # at most the cap: /dev/zero and /proc files say size 0
+            data = fh.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:  # /proc/self/mem (EIO), a file of another user (EACCES)
+        raise TkError(f"{path}: cannot be read ({exc.strerror or exc}); pass a recipe YAML file") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise TkError(f"{path}: larger than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a short YAML file")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TkError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
     try:
@@ -346,7 +358,10 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     return dataclasses.replace(recipe, source_path=str(path))
 
 
+MAX_RECIPE_BYTES = 1 << 20  # a real recipe is a few KiB
 MAX_YAML_NODES = 10_000  # a real recipe has ~100 values; aliases can expand a few lines to 10**9
+MAX_YAML_DEPTH = 64  # a real recipe nests 4 levels (verify.thresholds.int8.min_agreement)
+_TOO_DEEP = f"nested more than {MAX_YAML_DEPTH} levels deep; a recipe is a few levels of sections"
 
 
 def _safe_load_bounded(text: str, path: Path) -> Any:
@@ -358,11 +373,15 @@ def _safe_load_bounded(text: str, path: Path) -> Any:
             return None
         _expanded_size(node, {}, set(), path)
         return loader.construct_document(node)
+    except RecursionError:  # PyYAML composes nested nodes recursively: thousands of levels overflow it
+        raise TkError(f"{path}: {_TOO_DEEP}") from None
     finally:
         loader.dispose()
 
 
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path: Path) -> int:
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path: Path, depth: int = 0) -> int:
+    if depth > MAX_YAML_DEPTH:
+        raise TkError(f"{path}: {_TOO_DEEP}")
     if id(node) in sizes:
         return sizes[id(node)]
     if id(node) in open_:
@@ -375,7 +394,7 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path
     )
     size = 1
     for child in children:
-        size += _expanded_size(child, sizes, open_, path)
+        size += _expanded_size(child, sizes, open_, path, depth + 1)
         if size > MAX_YAML_NODES:
             raise TkError(
                 f"{path}: YAML aliases expand to over {MAX_YAML_NODES} values (an alias bomb?); write the values out"
@@ -473,6 +492,12 @@ def _check_rules(recipe: Recipe) -> None:
                 raise TkError(f"verify.thresholds.{kind}.{key}: must be {bound} (got {value!r})")
     if not recipe.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise TkError(f"name: use letters, digits, '-', '_' or '.' (got {recipe.name!r})")
+    from .run_names import run_name_problem
+
+    problem = run_name_problem(recipe.name)
+    if problem:
+        shown = recipe.name if len(recipe.name) <= 60 else recipe.name[:57] + "..."
+        raise TkError(f"name: {problem}; choose another name for the recipe (got {shown!r})")
 
 
 def _build(cls: type, data: Any, path: str) -> Any:

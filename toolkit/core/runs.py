@@ -31,6 +31,8 @@ from .context import SILENT, Context
 from .errors import TkError
 from .formats import companion_files
 from .io import now, sha256_file, size_bytes, write_json_atomic
+from .paths import confine
+from .run_names import MAX_NAME, NOT_RUN_SUFFIXES, run_name_problem  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -44,14 +46,14 @@ RUN_RECIPE = "recipe.yaml"
 # split.json "format": 2 = paths relative to "root" (absolute); absent = relative to the cwd of tk train.
 BUNDLE = "bundle"  # the layout of a split tk pack wrote
 SPLIT_FORMAT = 2
-# Folders beside the runs that are not runs: a run in progress, a swap leftover, temp folders.
-NOT_RUN_SUFFIXES = (".partial", ".old")
+_ARCHIVE_STAMP = "%Y%m%d-%H%M%S"
 
 
 def load_manifest(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         raise TkError(f"{run_dir}: no {MANIFEST}; train a model first (tk train RECIPE)")
+    path = confine(run_dir, MANIFEST, path, "copy the real file into the folder instead of linking it")
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:  # tk writes UTF-8; a hand edit saved as latin-1 is not
@@ -65,6 +67,18 @@ def load_manifest(run_dir: Path) -> dict[str, Any]:
 def save_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     manifest["updated"] = now()
     write_json_atomic(Path(run_dir) / MANIFEST, manifest)
+
+
+def artifact_path(run_dir: Path, file: Any, manifest_path: Optional[Path] = None) -> Path:
+    """The file a manifest entry names, as a path inside the run folder (or bundle) it belongs to.
+
+    tk writes artifacts as plain names beside the manifest (model.onnx, saved_model): anything else
+    (a folder part, `..`, an absolute path, a link leading out) is refused, naming the manifest."""
+    source = manifest_path or Path(run_dir) / MANIFEST
+    fix = "re-run tk export to rewrite the manifest (or copy the run folder again)"
+    if not isinstance(file, str) or file in ("", ".", "..") or "/" in file or "\\" in file:
+        raise TkError(f"{source}: artifact {file!r} is not a file name in the run folder; {fix}")
+    return confine(run_dir, file, source, fix)
 
 
 def record_artifact(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
@@ -129,11 +143,16 @@ def resolve_run(target: Optional[str], runs_dir: Path = RUNS_DIR, ctx: Context =
 
 
 def list_runs(runs_dir: Path = RUNS_DIR) -> list[Path]:
-    """Every finished run folder under runs_dir: stable names and archived runs alike."""
+    """Every finished run folder under runs_dir: stable names and archived runs alike. A folder
+    whose manifest is a link or not a regular file (/dev/zero) is not a run: it is never read."""
     return sorted(
         p.parent
         for p in Path(runs_dir).glob(f"*/{MANIFEST}")
-        if not p.parent.name.startswith(".") and not p.parent.name.endswith(NOT_RUN_SUFFIXES) and not _is_bundle(p)
+        if not p.parent.name.startswith(".")
+        and not p.parent.name.endswith(NOT_RUN_SUFFIXES)
+        and p.is_file()
+        and not p.is_symlink()
+        and not _is_bundle(p)
     )
 
 
@@ -191,7 +210,7 @@ def archive_run(run_dir: Path) -> Optional[Path]:
     run_dir = Path(run_dir)
     if not run_dir.exists():
         return None
-    stamp = datetime.fromtimestamp(trained_at(run_dir), timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.fromtimestamp(trained_at(run_dir), timezone.utc).strftime(_ARCHIVE_STAMP)
     for n in range(1, 10_000):
         target = run_dir.with_name(f"{run_dir.name}-{stamp}" + (f"-{n}" if n > 1 else ""))
         try:
@@ -255,23 +274,32 @@ class SplitDataset:
         }
 
     @classmethod
-    def from_json(cls, obj: dict, data_root: Optional[Path] = None, base: Optional[Path] = None) -> "SplitDataset":
-        """`base`: the folder split.json is in; a relative recorded root (a bundle's ".") is relative to it."""
-        if obj.get("format") == SPLIT_FORMAT:
-            recorded = obj["root"] if os.path.isabs(obj["root"]) else os.path.join(base or ".", obj["root"])
-            root, root_from = (os.path.abspath(data_root), "--data-root") if data_root else (recorded, "recorded")
-            place = functools.partial(_joined, root=root)
-        elif data_root:  # an old split.json moved: its paths start with its root (as tk train was given it)
-            root, root_from = os.path.abspath(data_root), "--data-root"
-            place = functools.partial(_rebased, old_root=obj["root"], root=root)
-        else:
-            root, root_from, place = obj["root"], "cwd", str
+    def from_json(
+        cls, obj: dict, data_root: Optional[Path] = None, base: Optional[Path] = None, source: Optional[Path] = None
+    ) -> "SplitDataset":
+        """`base`: the folder split.json is in; a relative recorded root (a bundle's ".") is relative to it.
+
+        Every image path is confined (core/paths.py): a bundle's to the bundle, links resolved; a
+        run's to its data root, as text (the dataset's own links are followed). A label must be the
+        index of one of the classes."""
+        source = source or Path(base or ".") / SPLIT
+        root, root_from, place = _placement(obj, data_root, base, source)
+        classes = list(obj["classes"])
+
+        def label(split: str, y: Any) -> int:
+            if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < len(classes):
+                raise TkError(
+                    f"{source}: label {y!r} in the {split} split is not a class index (0..{len(classes) - 1}); "
+                    "copy split.json again from the run folder (or re-run tk train / tk pack)"
+                )
+            return y
+
         return cls(
             root=root,
-            classes=list(obj["classes"]),
+            classes=classes,
             layout=obj.get("layout", "folder"),
-            splits={s: [(place(p), int(y)) for p, y in items] for s, items in obj["splits"].items()},
-            skipped=[(place(p), r) for p, r in obj.get("skipped", [])],
+            splits={s: [(place(p), label(s, y)) for p, y in items] for s, items in obj["splits"].items()},
+            skipped=[(str(p), r) for p, r in obj.get("skipped", [])],  # listed, never read
             test_is_validation=bool(obj.get("test_is_validation", False)),
             root_from=root_from,
         )
@@ -294,15 +322,40 @@ class SplitDataset:
         )
 
 
+def _placement(obj: dict, data_root: Optional[Path], base: Optional[Path], source: Path):
+    """(root, where it came from, recorded path -> confined path) for a split.json's content."""
+    fix = "pass --data-root PATH (the dataset folder) or re-run tk train to rewrite it"
+    if obj.get("format") == SPLIT_FORMAT and obj.get("layout") == BUNDLE and not data_root:
+        if obj["root"] != ".":  # tk pack writes ".": the bundle is the root, wherever it is copied
+            raise TkError(f"{source}: a bundle's split.json has root '.' (got {obj['root']!r}); run tk pack again")
+        root = os.path.abspath(base or ".")
+        return root, "recorded", lambda p: str(confine(root, p, source, "run tk pack again (or copy the bundle again)"))
+    if obj.get("format") == SPLIT_FORMAT:
+        recorded = obj["root"] if os.path.isabs(obj["root"]) else os.path.join(base or ".", obj["root"])
+        root, root_from = (os.path.abspath(data_root), "--data-root") if data_root else (recorded, "recorded")
+        return root, root_from, lambda p: str(confine(root, p, source, fix, links="followed"))
+    if data_root:  # an old split.json moved: its paths start with its root (as tk train was given it)
+        root, old = os.path.abspath(data_root), obj["root"]
+        return root, "--data-root", lambda p: str(confine(root, _rebased(p, old, root), source, fix, "followed"))
+    root = obj["root"]
+
+    def as_recorded(path: str) -> str:  # an older split.json: relative to the folder tk train ran in
+        confine(root, os.path.abspath(path), source, fix, "followed")
+        return path
+
+    return root, "cwd", as_recorded
+
+
 def _relative(path: str, root: str) -> str:
-    """A path as split.json stores it: relative to root with '/' (any OS reads it), absolute if outside."""
+    """A path as split.json stores it: relative to root with '/' (any OS reads it).
+
+    discover() lists files below the data root only (its class folders may be links: their files
+    are still below it by path), so a path outside is a bug, not a dataset: readers refuse it."""
     full = os.path.abspath(path)
     rel = os.path.relpath(full, root) if os.path.splitdrive(full)[0] == os.path.splitdrive(root)[0] else full
-    return full if rel == ".." or rel.startswith(".." + os.sep) else rel.replace(os.sep, "/")
-
-
-def _joined(rel: str, root: str) -> str:
-    return rel if os.path.isabs(rel) else os.path.join(root, *rel.split("/"))
+    if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep):
+        raise ValueError(f"{path} is not under the data root {root}: split.json lists images below their root")
+    return rel.replace(os.sep, "/")
 
 
 def _rebased(path: str, old_root: str, root: str) -> str:
@@ -326,8 +379,10 @@ def load_split(path: Path, data_root: Optional[Path] = None) -> SplitDataset:
         raise TkError(
             f"--data-root: folder not found: {data_root} (pass the dataset folder, the one with the class folders)"
         )
+    real = confine(path.parent, path.name, path, "copy the real file into the folder instead of linking it")
     try:
-        return SplitDataset.from_json(json.loads(path.read_bytes().decode("utf-8")), data_root, base=path.parent)
+        obj = json.loads(real.read_bytes().decode("utf-8"))
+        return SplitDataset.from_json(obj, data_root, base=path.parent, source=path)
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         # truncated (a copy cut short, a full disk before atomic writes) or hand-edited
         why = (

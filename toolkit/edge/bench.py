@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
-import time
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..core.caps import check_batch, check_threads
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
 from ..core.formats import DEVICE_FORMATS, FORMATS, looks_like_model, sort_key, suffixes
 from ..core.io import check_writable, now, write_json_atomic
+from ..core.lock import run_lock
 from ..core.progress import tracked
 from ..core.recipe import BenchSection
-from ..core.runs import MANIFEST, REFERENCE, load_manifest, record_metrics, resolve_run
+from ..core.runs import MANIFEST, REFERENCE, artifact_path, load_manifest, record_metrics, resolve_run
+from .bench_child import run_child
 from .bench_rows import (
     describe_settings,
     earlier_note,
@@ -41,8 +41,6 @@ from .bench_rows import (
 from .machine import RUNTIME_PACKAGES, machine_info, machine_label, peak_rss_mb  # noqa: F401 (re-exported)
 
 BENCH_JSON = "bench.json"
-_CHILD = "import sys; from toolkit.edge.bench import child_main; child_main(sys.argv[1])"
-_MARK = "TKBENCH "
 
 
 _DEFAULTS = BenchSection()  # one source of defaults: the recipe schema (why each value is there)
@@ -60,8 +58,9 @@ class BenchSettings:
         for name, value, low in (("--runs", self.runs, 1), ("--warmup", self.warmup, 0), ("--batch", self.batch, 1)):
             if value < low:
                 raise TkError(f"{name}: must be >= {low} (got {value})")
-        if not self.threads or any(t < 1 for t in self.threads):
-            raise TkError(f"--threads: thread counts must be >= 1 (got {list(self.threads)})")
+        if not self.threads:
+            raise TkError("--threads: give at least one thread count, e.g. --threads 1,2")
+        check_threads(self.threads)
 
 
 def settings_for(run_dir: Path, **overrides: Any) -> BenchSettings:
@@ -104,101 +103,35 @@ def tensorflow_available() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
-# --------------------------------------------------------------------------- the child process
-
-
-def child_main(spec_json: str) -> None:
-    """Runs in the fresh process: load, first prediction (cold start), then the warm measurements."""
-    spec = json.loads(spec_json)
-    try:
-        print(_MARK + json.dumps(_measure(spec)), flush=True)
-    except TkError as exc:
-        print(_MARK + json.dumps({"error": str(exc)}), flush=True)
-        sys.exit(1)
-
-
-def _measure(spec: dict[str, Any]) -> dict[str, Any]:
-    from ..core.images import load_image
-    from .predictors import load_predictor
-
-    t_load = time.perf_counter()
-    predictor = load_predictor(spec["artifact"], num_threads=spec["threads"])
-    load_s = time.perf_counter() - t_load
-    if spec["image"]:
-        image = load_image(spec["image"], predictor.size)[None]
-    else:  # no test image on this machine: latency does not depend on the pixels
-        image = np.full((1, *predictor.size, 3), 127.0, np.float32)
-    predictor.predict(image)
-    first_prediction_at = time.time()
-    out: dict[str, Any] = {
-        "pid": os.getpid(),
-        "first_prediction_at": first_prediction_at,
-        "load_s": load_s,
-        "peak_rss_mb": peak_rss_mb(),
-        "tensorflow_loaded": sys.modules.get("tensorflow") is not None,
-    }
-    runtime = predictor.runtime_info()
-    if runtime:
-        out["runtime"] = runtime
-    for _ in range(spec["warmup"]):
-        predictor.predict(image)
-    latencies = []
-    for _ in range(spec["runs"]):
-        start = time.perf_counter()
-        predictor.predict(image)
-        latencies.append((time.perf_counter() - start) * 1000)
-    out["latencies_ms"] = latencies
-    batch = np.repeat(image, spec["batch"], axis=0)
-    predictor.predict(batch)  # warm the batch-B shape (TFLite reallocates on a new batch size)
-    calls = max(2, spec["runs"] // 5)
-    start = time.perf_counter()
-    for _ in range(calls):
-        predictor.predict(batch)
-    out["throughput_ips"] = spec["batch"] * calls / (time.perf_counter() - start)
-    if spec.get("test"):
-        paths, labels = spec["test"]
-        probs = predictor.predict_files(paths, batch_size=spec["batch"])
-        out["accuracy"] = float((probs.argmax(axis=1) == np.asarray(labels)).mean())
-        out["test_count"] = len(labels)
-    return out
-
-
-def _run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
-    started_at = time.time()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _CHILD, json.dumps(spec)], capture_output=True, text=True, timeout=timeout_s, env=env
-        )
-    except subprocess.TimeoutExpired:
-        raise TkError(f"{spec['artifact']}: bench did not finish in {timeout_s:.0f} s; use fewer --runs") from None
-    lines = [line[len(_MARK) :] for line in proc.stdout.splitlines() if line.startswith(_MARK)]
-    if not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise RuntimeError(f"bench process for {spec['artifact']} failed (exit {proc.returncode}):\n{tail}")
-    result = json.loads(lines[-1])
-    if "error" in result:
-        raise TkError(result["error"])
-    result["cold_start_s"] = result.pop("first_prediction_at") - started_at
-    return result
-
-
 # --------------------------------------------------------------------------- the parent
 
 
 def _test_split(
-    run_dir: Path, data_root: Optional[Path] = None
+    run_dir: Path, manifest: dict[str, Any], data_root: Optional[Path] = None
 ) -> tuple[Optional[list[str]], Optional[list[int]], Optional[str]]:
-    """The run's test images (resolved against the data root, or data_root), or why accuracy is skipped."""
-    from ..core.runs import load_split
+    """The run's test images (resolved against the data root, or data_root), or why accuracy is skipped.
 
-    if not (run_dir / "split.json").is_file():
+    A bundle's images are its own samples (load_split keeps them inside it); its split names the
+    manifest's classes in the same order, or accuracy would compare labels of different models."""
+    from ..core.runs import BUNDLE, SPLIT, load_split
+
+    if not (run_dir / SPLIT).is_file():
         return None, None, "no split.json in the run folder: accuracy not measured"
-    split = load_split(run_dir / "split.json", data_root)
+    split = load_split(run_dir / SPLIT, data_root)
+    if "bundle" in manifest and split.layout != BUNDLE and data_root is None:
+        raise TkError(
+            f"{run_dir / SPLIT}: a bundle's split.json lists its own samples (layout bundle), this one "
+            f"points at a dataset ({split.root}); run tk pack again, or pass --data-root"
+        )
+    if split.classes != manifest.get("classes"):
+        raise TkError(
+            f"{run_dir / SPLIT}: classes {split.classes} differ from {run_dir / MANIFEST} "
+            f"({manifest.get('classes')}); copy the run's split.json and manifest.json together"
+        )
     items = split.splits.get("test") or []
     if not items:
         return None, None, "the test split is empty: accuracy not measured"
-    missing = split.missing_line([p for p, _ in items], run_dir / "split.json")
+    missing = split.missing_line([p for p, _ in items], run_dir / SPLIT)
     if missing:
         return None, None, f"accuracy not measured: {missing}"
     return [p for p, _ in items], [y for _, y in items], None
@@ -214,9 +147,10 @@ def _artifacts_of(
     chosen = []
     for name in names:
         entry = entries.get(name)
-        if entry is None:
+        if not isinstance(entry, dict):
             raise TkError(f"{run_dir / name}: not listed in {run_dir / MANIFEST}; re-run tk export")
-        if not (run_dir / name).exists():
+        path = artifact_path(run_dir, entry.get("file", name))  # a name like ../x is refused, not benched
+        if not path.exists():
             if only is not None:
                 raise TkError(f"{run_dir / name}: model file not found")
             notes.append(f"{name}: listed in the manifest but not present here: skipped")
@@ -245,18 +179,29 @@ def bench_run(
     """Bench a run's artifacts (or `only` those files); write bench.json and the manifest metrics.
 
     ctx.data_root overrides split.json's data root (where the test images are now); ctx.progress
-    gets one task per artifact, advanced per thread count measured.
+    gets one task per artifact, advanced per thread count measured. Holds the run's lock: no
+    export replaces an artifact while it is measured, no verify rewrites the manifest meanwhile.
     """
     settings.check()
     manifest = load_manifest(run_dir)
+    size = manifest.get("preprocessing", {}).get("size") if isinstance(manifest.get("preprocessing"), dict) else None
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        check_batch(settings.batch, (size[0], size[1]))  # before a child dies of MemoryError
     check_writable(run_dir)  # a read-only run folder fails now, not after minutes of measuring
+    with run_lock(run_dir, "tk bench", ctx):
+        return _bench_locked(run_dir, load_manifest(run_dir), settings, only, ctx)
+
+
+def _bench_locked(
+    run_dir: Path, manifest: dict[str, Any], settings: BenchSettings, only: Optional[list[str]], ctx: Context
+) -> dict[str, Any]:
     notes: list[str] = []
     entries = _artifacts_of(run_dir, manifest, only, notes)
     if not entries:
         raise TkError(
             f"{run_dir}: nothing to bench ({'; '.join(notes) or 'no artifacts in the manifest'}); run tk export first"
         )
-    paths, labels, why = _test_split(run_dir, ctx.data_root)
+    paths, labels, why = _test_split(run_dir, manifest, ctx.data_root)
     if why:
         notes.append(why)
     image = paths[0] if paths else None
@@ -273,7 +218,7 @@ def bench_run(
         ):
             ctx.say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
             spec = {
-                "artifact": str(run_dir / file),
+                "artifact": str(artifact_path(run_dir, file)),
                 "threads": threads,
                 "image": image,
                 "warmup": settings.warmup,
@@ -282,7 +227,7 @@ def bench_run(
                 # accuracy does not depend on threads: measure it once per artifact
                 "test": [paths, labels] if paths and i == 0 else None,
             }
-            result = _run_child(spec, settings.timeout_s)
+            result = run_child(spec, settings.timeout_s)
             latencies = result.pop("latencies_ms")
             row = {
                 "file": file,
@@ -463,6 +408,7 @@ def bench_targets(
     Returns {"reports": [bench report per run], "ship": row or None}; raises TkError when limits
     are given and no artifact meets them.
     """
+    check_limits(max_latency_ms, min_accuracy)  # before minutes of measuring, not after
     reports = [
         bench_run(run, settings_for(run, **overrides), only, ctx)
         for run, only in split_targets(targets, runs_dir, ctx).items()
@@ -475,6 +421,15 @@ def bench_targets(
             raise TkError("no artifact meets the limits: " + "; ".join(why))
         ship = {**ship, "among": len({(r["machine"], r["file"]) for r in rows if not r.get("reference")})}
     return {"reports": reports, "ship": ship}
+
+
+def check_limits(max_latency_ms: Optional[float], min_accuracy: Optional[float]) -> None:
+    """Ship limits are numbers a row can meet: NaN compares false with everything, -inf and 0 ms
+    accept or refuse all, an accuracy is a fraction."""
+    if max_latency_ms is not None and not (math.isfinite(max_latency_ms) and max_latency_ms > 0):
+        raise TkError(f"--max-latency-ms: must be a number of milliseconds > 0 (got {max_latency_ms})")
+    if min_accuracy is not None and not (math.isfinite(min_accuracy) and 0 <= min_accuracy <= 1):
+        raise TkError(f"--min-accuracy: must be a fraction between 0 and 1, e.g. 0.9 (got {min_accuracy})")
 
 
 def ship_candidates(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -13,17 +13,29 @@ is empty or an earlier bundle (never a run folder or a folder of other files).
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
 from ..core.formats import DEVICE_FORMATS, companion_files, sort_key
 from ..core.io import json_text, now, sha256_file
-from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, load_manifest, load_split, save_split, stratified_sample
+from ..core.lock import run_lock
+from ..core.runs import (
+    BUNDLE,
+    MANIFEST,
+    SPLIT,
+    SplitDataset,
+    artifact_path,
+    load_manifest,
+    load_split,
+    save_split,
+    stratified_sample,
+)
 from .predictors import check_companions
 
 LABELS = "labels.txt"
@@ -62,13 +74,15 @@ def choose_artifacts(
         chosen = [
             e
             for e in entries.values()
-            if isinstance(e, dict) and e.get("format") in wanted and (run_dir / str(e.get("file", ""))).is_file()
+            if isinstance(e, dict) and e.get("format") in wanted and artifact_path(run_dir, e.get("file")).is_file()
         ]
     if not chosen:
         raise TkError(
             f"{run_dir}: no {'/'.join(sorted(formats or allowed))} artifact to pack; "
             f"run tk export --format {' or --format '.join(allowed)} first"
         )
+    for entry in chosen:  # before anything is copied: a name like ../x or /x is refused here
+        artifact_path(run_dir, entry.get("file"))
     return sorted(chosen, key=lambda e: sort_key(e.get("format"), e.get("quantization"), e["file"]))
 
 
@@ -79,13 +93,36 @@ def _class_folder(name: str, index: int) -> str:
     return name
 
 
-def _copy_samples(split: SplitDataset, sample: list[tuple[str, int]], work: Path) -> SplitDataset:
+def _check_samples(sample: list[tuple[str, int]]) -> None:
+    """Every test image to pack is there and has an image header (paths are confined to the data
+    root by load_split; a bundle carries images, nothing else), checked before anything is written."""
     missing = [p for p, _ in sample if not Path(p).is_file()]
     if missing:
         raise TkError(
             f"{missing[0]}: a test image of the run is not here ({len(missing)} of {len(sample)} "
             "missing); restore the dataset, or pack with --samples 0"
         )
+    for path, _ in sample:
+        if not _image_header(path):
+            raise TkError(
+                f"{path}: a test image of the run is not an image (no JPEG, PNG, BMP or GIF header); "
+                "restore it, or pack with --samples 0"
+            )
+
+
+def _image_header(path: str) -> bool:
+    """A header Pillow recognises as an image. Nothing is decoded (training decoded these files
+    already); PIL alone, not core.images, which would import numpy into pack for this."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.format is not None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def _copy_samples(split: SplitDataset, sample: list[tuple[str, int]], work: Path) -> SplitDataset:
     items, used = [], set()
     for i, (path, label) in enumerate(sample):
         folder = _class_folder(split.classes[label], label)
@@ -143,12 +180,30 @@ def pack(
     entries = choose_artifacts(run_dir, manifest, formats, files)
     _check_target(target, run_dir, force)
     split = load_split(run_dir / SPLIT, ctx.data_root) if samples and (run_dir / SPLIT).is_file() else None
+    sample = stratified_sample(split.splits.get("test", []), samples) if split is not None else []
+    _check_samples(sample)
     notes = (
         []
         if split or not samples
         else [f"{run_dir}: no {SPLIT}, so the bundle has no test images (tk bench will measure latency only)"]
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with run_lock(target, "tk pack", ctx):  # one pack per DIR: then what a killed one left is safe to clear
+        _remove_leftovers(target, ctx.say)
+        _check_target(target, run_dir, force)  # again: a bundle put back just now needs --force too
+        return _build(run_dir, target, manifest, entries, (split, sample), notes, ctx)
+
+
+def _build(
+    run_dir: Path,
+    target: Path,
+    manifest: dict[str, Any],
+    entries: list[dict[str, Any]],
+    test: tuple[Optional[SplitDataset], list[tuple[str, int]]],
+    notes: list[str],
+    ctx: Context,
+) -> dict[str, Any]:
+    """Build the bundle in a temporary sibling of target and swap it into place (lock held)."""
+    split, sample = test
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.pack-", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -161,7 +216,7 @@ def pack(
             expected = entry.get("sha256")
             if not expected:
                 raise TkError(f"{run_dir / MANIFEST}: {file} has no sha256; re-run tk export to record it")
-            shutil.copyfile(run_dir / file, work / file)
+            shutil.copyfile(artifact_path(run_dir, file), work / file)
             # Hash the copy: it is what the device gets, and a file changed since export shows here.
             if sha256_file(work / file) != expected:
                 raise TkError(
@@ -174,13 +229,10 @@ def pack(
                 shutil.copyfile(run_dir / name, work / name)
                 check_companions(work / file, entry, run_dir / MANIFEST)
             packed[file] = entry
-        sample = []
-        if split is not None:
-            sample = stratified_sample(split.splits.get("test", []), samples)  # no seed: the same run, the same sample
-            if sample:
-                save_split(_copy_samples(split, sample, work), work / SPLIT)
-            else:
-                notes.append(f"{run_dir / SPLIT}: no test images, so the bundle has none")
+        if sample:
+            save_split(_copy_samples(split, sample, work), work / SPLIT)
+        elif split is not None:
+            notes.append(f"{run_dir / SPLIT}: no test images, so the bundle has none")
         classes = manifest.get("classes") or []
         (work / LABELS).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
         bundle = {"from_run": manifest.get("name", run_dir.name), "created": now(), "samples": len(sample)}
@@ -199,6 +251,20 @@ def pack(
         "size_bytes": size,
         "notes": notes,
     }
+
+
+def _remove_leftovers(target: Path, say: Callable[[str], None]) -> None:
+    """What a pack killed outright (SIGKILL, power loss) left beside DIR: its work folder, and an
+    earlier bundle moved aside (put back if DIR is gone, else removed). Called holding DIR's lock."""
+    for path in sorted(target.parent.glob(f".{glob.escape(target.name)}.pack-*")):
+        shutil.rmtree(path, ignore_errors=True)
+        say(f"removed {path}: left by an interrupted tk pack")
+    for path in sorted(target.parent.glob(f".{glob.escape(target.name)}.old-*")):
+        if not os.path.lexists(target):
+            os.replace(path, target)
+            say(f"restored {target} from {path}: an interrupted tk pack had moved it aside")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _swap_into_place(work: Path, target: Path) -> None:

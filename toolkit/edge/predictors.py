@@ -17,10 +17,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..core.caps import check_threads
 from ..core.errors import TkError
 from ..core.formats import DEVICE_FORMATS, FORMATS, Format, companion_files, format_of_path, install_hint, suffixes
 from ..core.images import load_batch
 from ..core.io import sha256_file
+from ..core.paths import confine
 from ..core.quiet import silenced_stderr
 from ..core.runs import MANIFEST
 
@@ -258,8 +260,8 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
     path = Path(path)
     if not path.exists():
         raise TkError(f"{path}: model file not found")
-    if num_threads is not None and num_threads < 1:
-        raise TkError(f"--threads: must be >= 1 (got {num_threads})")
+    if num_threads is not None:
+        check_threads([num_threads])
     fmt = format_of_path(path)
     if fmt.needs_tensorflow and not tensorflow_installed():
         raise TkError(
@@ -272,6 +274,8 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
             f"{path}: no {MANIFEST} beside it; copy the run's manifest.json with the model "
             "(it holds the labels and preprocessing)"
         )
+    # The manifest is the folder's own file: one linked from elsewhere is not read.
+    confine(path.parent, MANIFEST, manifest_path, "copy the run's manifest.json beside the model instead of linking it")
     manifest = read_manifest(manifest_path)
     entry = artifact_entries(manifest, manifest_path).get(path.name)
     if not isinstance(entry, dict):

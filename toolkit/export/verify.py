@@ -23,9 +23,19 @@ from ..core.errors import ParityError, TkError
 from ..core.formats import tolerance_kind
 from ..core.images import load_batch
 from ..core.io import check_writable, now, write_json_atomic
+from ..core.lock import run_lock
 from ..core.metrics import accuracy
 from ..core.recipe import Threshold, VerifySection
-from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, record_metrics, run_recipe
+from ..core.runs import (
+    REFERENCE,
+    SPLIT,
+    artifact_path,
+    check_files_exist,
+    load_manifest,
+    load_split,
+    record_metrics,
+    run_recipe,
+)
 from ..edge.predictors import BATCH, load_predictor
 
 PARITY_FILE = "parity.json"
@@ -50,8 +60,9 @@ def verify_run(
     """
     run_dir = Path(run_dir)
     check_writable(run_dir)  # a read-only run folder fails now, not after every artifact has run
-    report = compare_run(run_dir, files, num_threads, ctx)
-    persist(run_dir, report)
+    with run_lock(run_dir, "tk verify", ctx):  # no export or train rewrites the artifacts meanwhile
+        report = compare_run(run_dir, files, num_threads, ctx)
+        persist(run_dir, report)
     if check:
         raise_on_failure(run_dir, report)
     if report["passed"]:
@@ -92,7 +103,7 @@ def compare_run(
     for file, entry in artifacts.items():
         with ctx.progress.task(f"verify: {file}", len(images)) as task:
             results[file] = _judge(
-                run_dir / file, entry, section, reference, labels, ref_accuracy, images, num_threads, task
+                artifact_path(run_dir, file), entry, section, reference, labels, ref_accuracy, images, num_threads, task
             )
         ctx.say(result_line(file, results[file]))
     return {
@@ -208,6 +219,8 @@ def _verify_section(run_dir: Path) -> VerifySection:
 
 def _select(manifest: dict[str, Any], files: Optional[Sequence[str]], run_dir: Path) -> dict[str, dict]:
     exported = {f: e for f, e in manifest.get("artifacts", {}).items() if f != REFERENCE}
+    for file in exported:  # before anything runs: a name like ../x or /x is refused, not verified
+        artifact_path(run_dir, file)
     if not files:
         if not exported:
             raise TkError(f"{run_dir}: no exported artifacts in manifest.json; export first (tk export {run_dir})")

@@ -10,12 +10,14 @@ whose inputs are missing say which command makes them. Links are relative: the f
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
 from ..core.io import check_writable, now, write_text_atomic
+from ..core.paths import confine
 from ..core.runs import load_manifest
 from ..edge.bench import BENCH_JSON, HEADERS, format_row, machine_label
 from ..edge.bench_rows import describe_settings, set_aside_note, upgrade_rows
@@ -25,7 +27,10 @@ PLOT = "bench_latency_accuracy.png"
 PARITY_JSON = "parity.json"
 
 
-def _read_json(path: Path, what: str) -> Any:
+def _read_json(path: Path, what: str, run_dir: Optional[Path] = None) -> Any:
+    """A JSON file; one of the run's own (run_dir given) is read only if it is inside the run."""
+    if run_dir is not None:
+        path = confine(run_dir, os.path.relpath(path, run_dir), path, "copy the real file into the run folder")
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -40,9 +45,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def load_bench(path: Path) -> dict[str, Any]:
+def load_bench(path: Path, run_dir: Optional[Path] = None) -> dict[str, Any]:
     """One bench.json, its rows tagged with the machine they were measured on."""
-    bench = _read_json(path, "bench results")
+    bench = _read_json(path, "bench results", run_dir)
     if not isinstance(bench, dict) or not isinstance(bench.get("rows"), list) or "machine" not in bench:
         raise TkError(f"{path}: not a tk bench.json (needs machine and rows); run tk bench to make one")
     return bench
@@ -115,7 +120,7 @@ def _training(run_dir: Path) -> list[str]:
         out.append(f"### {phase.name}")
         history_path = phase / "history.json"
         if history_path.is_file():
-            history = json.loads(history_path.read_text())
+            history = _read_json(history_path, "training history", run_dir)
             val = history.get("val_accuracy") or []
             if val:
                 out.append(f"{len(val)} epochs, best validation accuracy {max(val):.3f}.")
@@ -129,7 +134,7 @@ def _test_metrics(run_dir: Path, classes: list[str]) -> list[str]:
     out = ["## Test metrics", ""]
     if not (run_dir / "metrics.json").is_file():
         return out + ["No metrics.json (train the run: tk train RECIPE).", ""]
-    test = _read_json(run_dir / "metrics.json", "metrics").get("test", {})
+    test = _read_json(run_dir / "metrics.json", "metrics", run_dir).get("test", {})
     out += [f"Accuracy **{test.get('accuracy', float('nan')):.3f}** on {test.get('count', '?')} test images.", ""]
     per_class = test.get("per_class", {})
     if per_class:
@@ -170,7 +175,7 @@ def _parity(run_dir: Path) -> list[str]:
     path = run_dir / PARITY_JSON
     if not path.is_file():
         return out + ["Not run yet: `tk verify` compares every artifact with the Keras model.", ""]
-    parity = _read_json(path, "parity results")
+    parity = _read_json(path, "parity results", run_dir)
     ref = parity.get("reference", {})
     out += [
         f"On {parity.get('count', '?')} {parity.get('split', '')} images; reference "
@@ -278,7 +283,7 @@ def write_report(run_dir: Path, merge: Sequence[Path] = (), ctx: Context = SILEN
     manifest = load_manifest(run_dir)
     check_writable(run_dir)
     name = manifest.get("name", run_dir.name)
-    benches = [load_bench(run_dir / BENCH_JSON)] if (run_dir / BENCH_JSON).is_file() else []
+    benches = [load_bench(run_dir / BENCH_JSON, run_dir)] if (run_dir / BENCH_JSON).is_file() else []
     benches += [load_bench(Path(p)) for p in merge]
     size = manifest.get("preprocessing", {}).get("size", ["?", "?"])
     lines = [

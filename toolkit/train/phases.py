@@ -93,7 +93,7 @@ def train(
         # Held from before .partial is touched until the run is swapped in: one writer per run.
         check_writable(Path(runs_dir))
         scope.enter_context(run_lock(run_dir, "tk train", ctx))
-        prepare_partial(work, recipe, resume, ctx)
+        prepare_partial(work, recipe, resume, ctx, dataset)
         save_split(dataset, work / "split.json")
         say_device(policy, ctx)
         model, phases = _run_phases(recipe, dataset, base, work, ctx)
