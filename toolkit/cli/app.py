@@ -278,6 +278,11 @@ def predict(
             err_console.print(f"skipped: {file}: {why}", style="yellow", markup=False, soft_wrap=True)
 
     counts = parse_threads(threads) if threads is not None else ()
+    from ..edge.verdicts import packed_warning
+
+    warning = packed_warning(artifact)
+    if warning:
+        err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     results = run_predict(
         artifact, images, k=top_k, threads=counts[0] if counts else None, on_prediction=echo, on_bad=skipped
     )
@@ -342,7 +347,13 @@ def export_cmd(
 @app.command()
 @user_errors
 def verify(
-    run: RunArg = None,
+    run: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="Run folder, recipe file or run name (default: the latest run); or a tk pack bundle: "
+            "its check set runs here, with this machine's runtime (no TensorFlow needed)."
+        ),
+    ] = None,
     artifacts: Annotated[
         Optional[list[str]],
         typer.Option("--artifact", help="Only this artifact file name; repeatable (default: every exported artifact)."),
@@ -354,14 +365,25 @@ def verify(
     data_root: DataRoot = None,
 ):
     """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not)."""
-    from ..core.runs import resolve_run
-
-    quiet.import_tensorflow_quietly()
     from ..core.io import json_text
-    from ..export.verify import raise_on_failure, verify_run
+    from ..core.runs import is_bundle, resolve_run
 
     out = quiet_say if as_json else say
     run_dir = resolve_run(run, runs_dir, out)
+    if is_bundle(run_dir):  # the device path: base install, no TensorFlow imported
+        from ..edge.device_verify import raise_on_failure as device_failure
+        from ..edge.device_verify import verify_bundle
+
+        if artifacts or data_root:
+            raise TkError("--artifact/--data-root: not for a bundle; tk verify BUNDLE checks every packed artifact")
+        report = verify_bundle(run_dir, say=out)
+        if as_json:
+            say(json_text(report))
+        device_failure(report)
+        return
+    quiet.import_tensorflow_quietly()
+    from ..export.verify import raise_on_failure, verify_run
+
     with progress(as_json) as bars:  # one ✓/✗ line per artifact, with its numbers and failures
         report = verify_run(run_dir, artifacts, say=out, data_root=data_root, progress=bars, check=False)
     if as_json:
@@ -459,6 +481,13 @@ def pack_cmd(
         int, typer.Option("--samples", help="Test images to include, stratified by class (0: none).")
     ] = 200,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it holds an earlier bundle.")] = False,
+    allow_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unverified",
+            help="Also pack artifacts that did not pass tk verify on these bytes (recorded as verified: false).",
+        ),
+    ] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
     as_json: JsonOpt = False,
@@ -470,7 +499,15 @@ def pack_cmd(
 
     tell = quiet_say if as_json else say
     out = pack(
-        resolve_run(run, runs_dir, tell), directory, formats, artifacts, samples, force, say=tell, data_root=data_root
+        resolve_run(run, runs_dir, tell),
+        directory,
+        formats,
+        artifacts,
+        samples,
+        force,
+        say=tell,
+        data_root=data_root,
+        allow_unverified=allow_unverified,
     )
     if as_json:
         say(json_text(out))
@@ -479,7 +516,8 @@ def pack_cmd(
         say(f"note: {note}")
     say(
         f"packed {len(out['artifacts'])} artifact(s), {out['samples']} test images of {out['classes']} classes "
-        f"into {out['dir']} ({out['size_bytes'] / 1e6:.1f} MB); on the device: tk bench {out['dir']}"
+        f"and a check set of {out['checkset']} into {out['dir']} ({out['size_bytes'] / 1e6:.1f} MB); on the "
+        f"device: tk verify {out['dir']} && tk bench {out['dir']}"
     )
 
 
@@ -533,9 +571,16 @@ def report(
     merge: Annotated[
         Optional[list[Path]], typer.Option("--merge", help="bench.json from another machine (repeatable).")
     ] = None,
+    mix_models: Annotated[
+        bool,
+        typer.Option(
+            "--mix-models",
+            help="Put merged bench rows of another model (another reference sha256) in the same table.",
+        ),
+    ] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
-    """Write REPORT.md in the run folder: curves, test metrics, parity, bench tables, latency plot."""
+    """Write REPORT.md in the run folder: the gate's verdict, curves, test metrics, parity, bench, latency plot."""
     from ..report.report import report_for
 
-    report_for(run, runs_dir, merge or [], say)
+    report_for(run, runs_dir, merge or [], say, mix_models=mix_models)

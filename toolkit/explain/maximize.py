@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from ..core.errors import Say, TkError
-from .explainer import Explainer, load_explainer
+from .explainer import Explainer, load_explainer, slug
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def explain_filters(
         say(
             f"note: the ascent did not raise {len(stuck)} of {len(filters)} (e.g. {stuck[0]}); try --steps {2 * settings.steps}"
         )
-    path = ex.out_dir / f"filters_{layer}.png"
+    path = ex.out_dir / f"filters_{slug(layer)}.png"
     plot_image_grid(
         [_display(img) for img in result.images],
         titles,
