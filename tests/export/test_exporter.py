@@ -222,6 +222,9 @@ def test_a_damaged_model_is_one_error_and_writes_nothing(trained_run, tmp_path):
     (run / "model.keras").write_bytes(b"not a zip file")
     before = sorted(p.name for p in run.iterdir())
     result = CliRunner().invoke(app, ["export", str(run)])
+    assert result.exit_code == 1 and "model.keras: sha256 differs from the one tk train recorded" in result.output
+    _record_reference(run)  # the manifest copied along with the damaged file: opening it is the one line
+    result = CliRunner().invoke(app, ["export", str(run)])
     assert result.exit_code == 1
     errors = _error_lines(result.output)
     assert len(errors) == 1 and "model.keras: not a .keras archive (damaged or truncated)" in errors[0]
