@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
@@ -31,7 +31,7 @@ FLOAT = "model_float32.tflite"
 @pytest.fixture(scope="module")
 def packed(device_run, tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("device") / "bundle"
-    pack(device_run, target, samples=6, say=lambda _: None)
+    pack(device_run, target, samples=6)
     return target
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
@@ -196,7 +196,7 @@ def test_every_reader_re_derives_the_verdict(run, tmp_path, tamper):
     apply(run)
     verdict = run_verdicts(run).verdicts[FLOAT]
     assert verdict.status == status and reason in verdict.reason, verdict
-    text = write_report(run, say=lambda _: None).read_text()
+    text = write_report(run).read_text()
     assert "**Gate: ✗ failed**" in text.splitlines()[2]  # the gate's verdict at the top
     parity = text.split("## Parity")[1].split("\n## ")[0]
     parity_row = next(line for line in parity.splitlines() if line.startswith(f"| {FLOAT} |"))
@@ -400,7 +400,7 @@ def test_the_ship_pick_takes_only_passed_artifacts_and_names_the_others(run):
     _edit_parity(run, lambda p: p["artifacts"]["model_int8.onnx"].update(passed=False, failures=["agreement 86%"]))
     files = [str(run / "model_int8.onnx"), str(run / "model.onnx")]
     settings = {"threads": (1,), "runs": 2, "warmup": 0, "batch": 2}
-    result = bench_targets(files, run.parent, settings, max_latency_ms=1e9, say=lambda _: None)
+    result = bench_targets(files, run.parent, settings, max_latency_ms=1e9)
     assert result["ship"]["file"] == "model.onnx" and result["ship"]["among"] == 1
     assert result["ship"]["skipped"] == ["model_int8.onnx: failed (agreement 86%)"]
     rows = {r["file"]: r["parity"] for r in result["reports"][0]["rows"]}

@@ -19,7 +19,8 @@ import numpy as np
 
 from .. import __version__
 from ..core import schemas
-from ..core.errors import ParityError, Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import ParityError, TkError
 from ..core.formats import identify, tolerance_kind
 from ..core.io import check_writable, now, tool_versions, write_json_atomic
 from ..core.metrics import accuracy
@@ -44,9 +45,10 @@ def runtime_of(predictor: Predictor) -> str:
     return f"{package} {tool_versions(package).get(package, '?')}"
 
 
-def verify_bundle(bundle: Path, say: Say = print, num_threads: Optional[int] = None) -> dict[str, Any]:
+def verify_bundle(bundle: Path, num_threads: Optional[int] = None, ctx: Context = SILENT) -> dict[str, Any]:
     """Run every packed artifact on the bundle's check set here; record and return this target's result."""
     bundle = Path(bundle)
+    say = ctx.say
     manifest = load_manifest(bundle)
     facts = bundle_facts(manifest, bundle)
     if not os.path.lexists(bundle / CHECKSET_DIR / CHECKSET_JSON):

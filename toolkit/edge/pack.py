@@ -23,7 +23,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..core import schemas
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from ..core.formats import FORMATS, sort_key
 from ..core.io import json_text, now, sha256_file
 from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, load_manifest, load_split, save_split
@@ -184,16 +185,15 @@ def pack(
     files: Optional[Sequence[str]] = None,
     samples: int = DEFAULT_SAMPLES,
     force: bool = False,
-    say: Say = print,
-    data_root: Optional[Path] = None,
+    ctx: Context = SILENT,
     allow_unverified: bool = False,
 ) -> dict[str, Any]:
     """Write the device bundle for a run; return what it holds (files, samples, size).
 
     Only artifacts whose verify passed on these bytes are packed, unless allow_unverified (they are
     then recorded `verified: false`). Every packed file is loaded with the device's own predictor
-    from the bundle's manifest before the bundle takes its place. data_root overrides split.json's
-    data root (where the test images are now)."""
+    from the bundle's manifest before the bundle takes its place. ctx.data_root overrides
+    split.json's data root (where the test images are now)."""
     run_dir, target = Path(run_dir), Path(target)
     if not 0 <= samples <= MAX_SAMPLES:
         raise TkError(f"--samples: must be between 0 and {MAX_SAMPLES} (got {samples})")
@@ -203,7 +203,7 @@ def pack(
     facts = run_facts(run_dir)
     records = schemas.load_parity(run_dir / PARITY_FILE)["artifacts"] if os.path.lexists(run_dir / PARITY_FILE) else {}
     _check_target(target, run_dir, force)
-    split = load_split(run_dir / SPLIT, data_root) if samples and (run_dir / SPLIT).is_file() else None
+    split = load_split(run_dir / SPLIT, ctx.data_root) if samples and (run_dir / SPLIT).is_file() else None
     notes = (
         []
         if split or not samples
@@ -220,7 +220,7 @@ def pack(
     os.umask(umask)
     work.chmod(0o777 & ~umask)  # mkdtemp makes it 0700: the bundle gets a normal folder's mode
     try:
-        packed = _copy_artifacts(run_dir, work, entries, verdicts, records, facts.reference_sha256, say)
+        packed = _copy_artifacts(run_dir, work, entries, verdicts, records, facts.reference_sha256, ctx)
         sample = []
         if split is not None:
             sample = stratified_sample(split, samples)
@@ -266,13 +266,13 @@ def _copy_artifacts(
     verdicts: dict[str, Verdict],
     records: dict[str, Any],
     reference: Optional[str],
-    say: Say,
+    ctx: Context,
 ) -> dict[str, Any]:
     """Each artifact into the bundle, its copy hashed against the run's manifest; the bundle's entries."""
     packed = {}
     for entry in entries:
         file = entry["file"]
-        say(f"pack {file}")
+        ctx.say(f"pack {file}")
         expected = entry.get("sha256")
         if not expected:
             raise TkError(f"{run_dir / MANIFEST}: {file} has no sha256; re-run tk export to record it")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..core import schemas
-from ..core.errors import Say
+from ..core.context import SILENT, Context
 from ..core.io import check_writable, now, write_text_atomic
 from ..core.runs import REFERENCE, load_manifest
 from ..core.text import md
@@ -275,7 +275,7 @@ def _link(path: str) -> str:
     return path if re.fullmatch(r"[A-Za-z0-9._/-]+", path) else f"<{md(path)}>"
 
 
-def write_report(run_dir: Path, merge: Sequence[Path] = (), say: Say = print, mix_models: bool = False) -> Path:
+def write_report(run_dir: Path, merge: Sequence[Path] = (), ctx: Context = SILENT, mix_models: bool = False) -> Path:
     """Write RUN/REPORT.md (and the latency plot) from the files in the run folder."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
@@ -310,13 +310,13 @@ def write_report(run_dir: Path, merge: Sequence[Path] = (), say: Say = print, mi
     lines += _explain(run_dir)
     path = run_dir / REPORT
     write_text_atomic(path, "\n".join(lines).rstrip() + "\n")
-    say(f"wrote {path}")
+    ctx.say(f"wrote {path}")
     return path
 
 
 def report_for(
-    target: Optional[str], runs_dir: Path, merge: Sequence[Path], say: Say, mix_models: bool = False
+    target: Optional[str], runs_dir: Path, merge: Sequence[Path], ctx: Context = SILENT, mix_models: bool = False
 ) -> Path:
     from ..core.runs import resolve_run
 
-    return write_report(resolve_run(target, runs_dir, say), merge, say, mix_models)
+    return write_report(resolve_run(target, runs_dir, ctx), merge, ctx, mix_models)
