@@ -89,16 +89,23 @@ def exported_run(trained_run, session_dir, run_cache) -> Path:
     """A copy of trained_run with every format exported: saved_model/, model_{float32,float16,
     dynamic,int8}.tflite (int8: uint8 I/O), model.onnx, all recorded in its manifest.json.
 
+    Verified once (parity.json, checkset/), so a pack of it carries the check set a device re-runs.
     A copy in its own runs folder, so trained_run stays as training left it and "the latest run"
     of runs_dir is unchanged. Tests that damage artifacts must copy this folder first.
     """
     import shutil
 
+    from toolkit.core.errors import ParityError
     from toolkit.export.exporter import export_run
+    from toolkit.export.verify import verify_run
 
     def make(run: Path) -> None:
         shutil.copytree(trained_run, run)
         export_run(run, formats=["all"], quantizations=["all"])
+        try:
+            verify_run(run)
+        except ParityError:
+            pass  # parity.json says which; tests that need a passing artifact pick one that passed
 
     run = session_dir / "exported_runs" / trained_run.name
     run.parent.mkdir(exist_ok=True)

@@ -11,14 +11,15 @@ Benchmarks measure; they never assert timings.
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..core import schemas
 from ..core.caps import check_batch, check_threads
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
@@ -29,6 +30,7 @@ from ..core.progress import tracked
 from ..core.recipe import BenchSection
 from ..core.runs import MANIFEST, REFERENCE, artifact_path, load_manifest, record_metrics, resolve_run
 from .bench_child import run_child
+from .bench_gate import gate_candidates, mark_rows, verdicts_for
 from .bench_rows import (
     describe_settings,
     earlier_note,
@@ -188,6 +190,7 @@ def bench_run(
     if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
         check_batch(settings.batch, (size[0], size[1]))  # before a child dies of MemoryError
     check_writable(run_dir)  # a read-only run folder fails now, not after minutes of measuring
+    _read_previous(run_dir / BENCH_JSON)  # so does a damaged bench.json it would merge into
     with run_lock(run_dir, "tk bench", ctx):
         return _bench_locked(run_dir, load_manifest(run_dir), settings, only, ctx)
 
@@ -247,7 +250,11 @@ def _bench_locked(
             if i > 0 and rows[-1]["file"] == file:
                 row["accuracy"] = rows[-1].get("accuracy")
             rows.append(row)
-    report = _bench_report(run_dir, manifest, rows, machine, notes)
+    verdicts, gated, gate_notes = verdicts_for(run_dir)
+    report = _bench_report(run_dir, manifest, rows, machine, notes + gate_notes)
+    mark_rows(report["rows"], verdicts)
+    report["gated"] = gated
+    report["verdicts"] = {f: [v.status, v.reason] for f, v in verdicts.items()}
     write_json_atomic(run_dir / BENCH_JSON, report)
     for entry in entries:
         mine = [r for r in rows if r["file"] == entry["file"]]
@@ -298,6 +305,7 @@ def _bench_report(
     used = {r["machine"] for r in pool}
     return {
         "run": manifest.get("name", run_dir.name),
+        "reference_sha256": _reference_sha(manifest),
         "created": created,
         "machine": machine,
         "machines": {k: v for k, v in machines.items() if k in used},
@@ -310,15 +318,17 @@ def _bench_report(
     }
 
 
+def _reference_sha(manifest: dict[str, Any]) -> Optional[str]:
+    """The trained model these rows' artifacts come from: a bundle names it, a run records it."""
+    if "bundle" in manifest:
+        return manifest["bundle"].get("reference_sha256")
+    return manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
+
+
 def _read_previous(path: Path) -> Optional[dict[str, Any]]:
-    if not path.is_file():
-        return None
-    try:
-        old = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None  # unreadable: this call's rows start a new file
-    ok = isinstance(old, dict) and isinstance(old.get("rows"), list) and isinstance(old.get("machine"), dict)
-    return old if ok else None
+    """The earlier bench.json, checked by its schema: a damaged one is one line, never overwritten
+    (it may hold another machine's rows nobody can measure again)."""
+    return schemas.load_bench(path) if os.path.lexists(path) else None
 
 
 def split_targets(targets: Sequence[str], runs_dir: Path, ctx: Context = SILENT) -> dict[Path, Optional[list[str]]]:
@@ -372,7 +382,9 @@ def choose_artifact(
     return best, why
 
 
-HEADERS = ("artifact", "thr", "MB", "cold s", "RSS MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "acc")
+HEADERS = ("artifact", "thr", "MB", "cold s", "RSS MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "acc", "parity")
+# A row's parity verdict as a short cell (edge/verdicts.py); "-" where nothing judged the artifact.
+PARITY_CELLS = {"passed": "✓ passed", "failed": "✗ failed", "stale": "? stale", "not verified": "? not verified"}
 
 
 def format_row(r: dict[str, Any], machine_column: bool = False) -> list[str]:
@@ -391,6 +403,7 @@ def format_row(r: dict[str, Any], machine_column: bool = False) -> list[str]:
         f"{r['p99_ms']:.2f}",
         f"{r['throughput_ips']:.0f}",
         "-" if accuracy is None else f"{accuracy:.3f}",
+        "" if r.get("reference") else PARITY_CELLS.get(r.get("parity") or "", "-"),
     ]
     return ([r.get("machine", "")] if machine_column else []) + cells
 
@@ -415,11 +428,13 @@ def bench_targets(
     ]
     ship = None
     if max_latency_ms is not None or min_accuracy is not None:
-        rows = ship_candidates(reports)
+        rows, skipped = gate_candidates(reports, ship_candidates(reports))
         ship, why = choose_artifact(rows, max_latency_ms, min_accuracy)
         if ship is None:
-            raise TkError("no artifact meets the limits: " + "; ".join(why))
-        ship = {**ship, "among": len({(r["machine"], r["file"]) for r in rows if not r.get("reference")})}
+            gate = f"; not considered (did not pass tk verify): {'; '.join(skipped)}" if skipped else ""
+            raise TkError("no artifact meets the limits: " + "; ".join(why) + gate)
+        among = len({(r["machine"], r["file"]) for r in rows if not r.get("reference")})
+        ship = {**ship, "among": among, "skipped": skipped}
     return {"reports": reports, "ship": ship}
 
 
@@ -447,7 +462,7 @@ def ship_candidates(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             + "); pass --runs, --warmup and --batch to bench them alike"
         )
     return [
-        r
+        {**r, "run": report["run"]}
         for report in reports
         for r in report["rows"]
         if r["measured_at"] == report["created"]

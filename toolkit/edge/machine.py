@@ -110,25 +110,32 @@ def machine_info() -> dict[str, Any]:
     """Host, CPU, cores, memory, OS and runtime versions, so files from a laptop and a Pi can be compared."""
     import psutil
 
-    logical = psutil.cpu_count(logical=True) or os.cpu_count() or 1
-    physical = psutil.cpu_count(logical=False) or logical  # None where the OS does not say
-    try:
-        load = [round(x, 2) for x in psutil.getloadavg()]
-    except (OSError, AttributeError):
-        load = None
+    # Each fact best effort: a container or an emulated root without /proc has none of them, and a
+    # machine's description must never stop the measurement it describes.
+    logical = _fact(lambda: psutil.cpu_count(logical=True)) or os.cpu_count() or 1
+    physical = _fact(lambda: psutil.cpu_count(logical=False)) or logical  # None where the OS does not say
+    load = _fact(lambda: [round(x, 2) for x in psutil.getloadavg()])
+    memory = _fact(lambda: round(psutil.virtual_memory().total / 2**30, 1))
     return {
         "host": platform.node() or "unknown host",
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
         "cores": physical,
         "logical_cores": logical,
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "memory_gb": memory,
         "os": _os_name(),
         "arch": platform.machine(),
         "python": platform.python_version(),
         "versions": tool_versions(*RUNTIME_PACKAGES),
         "load_avg": load,
     }
+
+
+def _fact(read: Any) -> Any:
+    try:
+        return read()
+    except (OSError, AttributeError, RuntimeError):
+        return None
 
 
 def machine_label(machine: dict[str, Any]) -> str:
@@ -165,9 +172,14 @@ def peak_rss_mb() -> float:
     if sys.platform == "win32" or sys.platform.startswith("linux"):
         import psutil
 
-        info = psutil.Process().memory_info()
-        return getattr(info, "peak_wset", info.rss) / 2**20  # Windows keeps the peak working set
-    import resource  # macOS and the BSDs
+        try:
+            info = psutil.Process().memory_info()
+            return getattr(info, "peak_wset", info.rss) / 2**20  # Windows keeps the peak working set
+        except (psutil.Error, OSError):
+            if sys.platform == "win32":
+                raise
+            # Linux without /proc (a container, an emulated root): getrusage, with its execve caveat
+    import resource  # macOS and the BSDs, and Linux without /proc
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS: bytes; BSD: KiB
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS: bytes; BSD and Linux: KiB

@@ -12,12 +12,14 @@ quantizations; WRITERS below holds one converter per exported format.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..core import schemas
 from ..core.context import SILENT, Context
 from ..core.errors import TkError, fault_line, suggest
 from ..core.formats import DEFAULT_FORMATS, EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
@@ -26,7 +28,9 @@ from ..core.lock import run_lock
 from ..core.recipe import ONNX_OPSETS, ExportSection, Recipe
 from ..core.runs import (
     REFERENCE,
+    load_manifest,
     record_artifact,
+    reference_sha256,
     run_recipe,
 )
 from .job import ExportJob
@@ -276,6 +280,8 @@ def _export_pairs(
     pairs: list[tuple[Format, str]],
     ctx: Context,
 ) -> list[dict[str, Any]]:
+    # Provenance: every artifact names the model it came from, and that is the model tk train recorded.
+    source = reference_sha256(run_dir, load_manifest(run_dir))
     job = ExportJob(run_dir, recipe, opset, ctx)
     versions = tool_versions(
         "tensorflow",
@@ -284,7 +290,6 @@ def _export_pairs(
         "onnx",
         *(("openvino", "nncf") if any(f.name == "openvino" for f, _ in pairs) else ()),
     )
-    source = job.manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
     entries, failures = [], []
     try:
         job.model  # noqa: B018 -- every format starts from the model and its SavedModel: fail once
@@ -351,12 +356,12 @@ def read_labels(run_dir: Path, classes: Sequence[str], outputs: int) -> list[str
     """The run's labels.txt (tk train wrote it), which every .tflite packs: checked against the
     manifest's classes and the model's output size before anything is converted."""
     path = run_dir / LABEL_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise TkError(
             f"{path}: label file missing (every .tflite packs it); restore it or re-run tk train "
             f"(one class per line, in manifest.json's order: {', '.join(classes)})"
         )
-    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    labels = schemas.read_labels(path)
     if len(labels) != outputs:
         raise TkError(
             f"{path}: {len(labels)} labels, but {run_dir / REFERENCE} outputs {outputs} classes; "

@@ -24,11 +24,11 @@ from ..core.metrics import accuracy
 from ..core.quiet import silenced_stderr
 from ..core.recipe import Threshold
 from ..core.runs import SPLIT, check_files_exist
+from ..edge.parity import check, compare, limits_for
 from ..edge.predictors import TFLiteModel
 from .converters import tflite_from_saved_model
 from .int8_fallback import search
 from .job import ExportJob
-from .verify import check, compare
 
 GATE_SPLIT = "validation"
 # A quick p50: enough runs to rank two models on one machine; `tk bench` measures properly.
@@ -43,7 +43,7 @@ class Gate:
         self.reference = np.asarray(job.model.predict(self.images, verbose=0, batch_size=32))
         self.ref_accuracy = accuracy(self.labels, self.reference)
         # export.int8_budget's limits when set (int8_budget.py), else verify's own int8 gate
-        self.threshold = threshold or job.recipe.verify.thresholds.get("int8", Threshold())
+        self.threshold = threshold or limits_for("int8", job.recipe.verify)
         self.margin = job.recipe.verify.confident_margin
         self.path = job.workdir / "int8-candidate.tflite"  # the export's temp folder, not the run
         self.calls = 0

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
+from ..core.io import WORK_PREFIX
 from ..core.recipe import ExportSection, Recipe
 from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, stratified_sample
 
@@ -35,7 +36,7 @@ class ExportJob:
         height, width = self.manifest["preprocessing"]["size"]
         self.size = (int(height), int(width))
         # Beside the run (same filesystem), so copying the SavedModel into place is cheap.
-        self.workdir = Path(tempfile.mkdtemp(prefix=".export-", dir=run_dir))
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=run_dir))
         self.labels: list[str] = list(self.manifest["classes"])  # checked against labels.txt in export_run
 
     def close(self) -> None:
