@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ..core.errors import Say, TkError
 from ..core.formats import FORMATS, sort_key
@@ -156,10 +156,12 @@ def pack(
     force: bool = False,
     say: Say = print,
     data_root: Optional[Path] = None,
+    finish: Optional[Callable[[Path], None]] = None,
 ) -> dict[str, Any]:
     """Write the device bundle for a run; return what it holds (files, samples, size).
 
-    data_root overrides split.json's data root (where the test images are now)."""
+    data_root overrides split.json's data root (where the test images are now); `finish` adds to
+    the bundle (the web page and its runtimes: web/pack.py) in its work folder, before the swap."""
     run_dir, target = Path(run_dir), Path(target)
     if not 0 <= samples <= MAX_SAMPLES:
         raise TkError(f"--samples: must be between 0 and {MAX_SAMPLES} (got {samples})")
@@ -205,6 +207,8 @@ def pack(
         bundle = {"from_run": manifest.get("name", run_dir.name), "created": now(), "samples": len(sample)}
         out = {**manifest, "artifacts": packed, "bundle": bundle}
         (work / MANIFEST).write_text(json_text(out) + "\n", encoding="utf-8")
+        if finish is not None:
+            finish(work)
         _swap_into_place(work, target)
     finally:
         if work.exists():
@@ -212,7 +216,7 @@ def pack(
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     return {
         "dir": str(target),
-        "artifacts": list(packed),
+        "artifacts": list(load_manifest(target)["artifacts"]) if finish else list(packed),
         "samples": len(sample),
         "classes": len(classes),
         "size_bytes": size,
