@@ -352,9 +352,20 @@ def verify(
     ] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="RUN is a tk pack --web bundle: run its models in headless Chromium over its check set "
+            "(recorded as target 'browser' in device_parity.json).",
+        ),
+    ] = False,
 ):
     """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not)."""
     from ..core.runs import resolve_run
+
+    if web:
+        return _verify_web(run, artifacts, as_json)
 
     quiet.import_tensorflow_quietly()
     from ..core.io import json_text
@@ -369,6 +380,29 @@ def verify(
         if not report["passed"]:
             raise typer.Exit(1)  # the JSON says which check failed
     raise_on_failure(run_dir, report, reasons=False)  # the ✗ lines above said why: nothing said twice
+
+
+def _verify_web(bundle: Optional[str], artifacts: Optional[list[str]], as_json: bool) -> None:
+    from ..core.errors import ParityError
+    from ..core.io import json_text
+    from ..export.verify import judge_probabilities  # verify's limits; TF-free
+    from ..web.verify import verify_web
+
+    if not bundle:
+        raise TkError("tk verify --web: name the bundle folder (tk verify BUNDLE --web)")
+    report = verify_web(Path(bundle), judge_probabilities, say=quiet_say if as_json else say, files=artifacts)
+    if as_json:
+        say(json_text(report))
+    failed = [f for f, r in report["artifacts"].items() if not r["passed"]]
+    if failed:
+        if as_json:
+            raise typer.Exit(1)
+        raise ParityError(
+            f"{len(failed)} of {len(report['artifacts'])} models fail in {report['runtime']}: {', '.join(failed)}; "
+            f"details in {report['file']}"
+        )
+    if not as_json:
+        say(f"all {len(report['artifacts'])} models match the reference in {report['runtime']}; wrote {report['file']}")
 
 
 @app.command()
@@ -403,6 +437,14 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print bench.json content instead of a table.")] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="TARGET is a tk pack --web bundle: latency of its models in headless Chromium, native "
+            "latency interleaved, and their ratio (adaptive runs unless --runs).",
+        ),
+    ] = False,
 ):
     """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact."""
     from ..core.io import json_text
@@ -410,23 +452,40 @@ def bench(
     from .render import rows_table, ship_line
 
     given = {"threads": parse_threads(threads) if threads else None, "runs": runs, "warmup": warmup, "batch": batch}
-    with progress(as_json) as bars:
-        result = bench_targets(
-            targets or [],
-            runs_dir,
-            given,
-            max_latency_ms,
-            min_accuracy,
+    if web:
+        from ..edge.bench import settings_for
+        from ..web.bench import bench_web
+
+        if len(targets or []) != 1:
+            raise TkError("tk bench --web: name one bundle folder (tk bench BUNDLE --web)")
+        bundle = Path(targets[0])
+        result = bench_web(
+            bundle,
+            settings_for(bundle, **given),
+            fixed_runs=runs is not None,
+            max_latency_ms=max_latency_ms,
+            min_accuracy=min_accuracy,
             say=(lambda _: None) if as_json else say,
-            data_root=data_root,
-            progress=bars,
         )
+    else:
+        with progress(as_json) as bars:
+            result = bench_targets(
+                targets or [],
+                runs_dir,
+                given,
+                max_latency_ms,
+                min_accuracy,
+                say=(lambda _: None) if as_json else say,
+                data_root=data_root,
+                progress=bars,
+            )
     reports = result["reports"]
     if as_json:
         say(json_text(reports if len(reports) > 1 else reports[0]))
         return
-    # A pipe gets 120 columns (rich would fold the table to 80); a terminal keeps its width.
-    out = console if console.is_terminal else Console(width=120, highlight=False)
+    # A pipe gets 120 columns (rich would fold the table to 80; browser rows' machine tag and ratio
+    # need 170); a terminal keeps its width.
+    out = console if console.is_terminal else Console(width=170 if web else 120, highlight=False)
     for report in reports:
         several = len({r["machine"] for r in report["rows"]}) > 1
         where = "" if several else f" on {machine_label(report['machine'])}"
@@ -462,16 +521,35 @@ def pack_cmd(
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
     as_json: JsonOpt = False,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="Also a static web page: index.html, tk.js, a batch-1 .tflite for LiteRT.js and the browser "
+            "runtimes (npm ci of tk's lockfile, cached), served as is by any static host.",
+        ),
+    ] = False,
+    cdn: Annotated[
+        bool,
+        typer.Option("--cdn", help="With --web: load the runtimes from pinned CDN URLs with integrity hashes."),
+    ] = False,
 ):
     """Write the folder a device gets: artifacts, manifest, labels.txt and a labelled test sample."""
     from ..core.io import json_text
     from ..core.runs import resolve_run
-    from ..edge.pack import pack
 
     tell = quiet_say if as_json else say
-    out = pack(
-        resolve_run(run, runs_dir, tell), directory, formats, artifacts, samples, force, say=tell, data_root=data_root
-    )
+    if cdn and not web:
+        raise TkError("--cdn: only with --web (it says where the web page loads its runtimes from)")
+    run_dir = resolve_run(run, runs_dir, tell)
+    if web:
+        from ..web.pack import pack_web
+
+        out = pack_web(run_dir, directory, formats, artifacts, samples, force, cdn, say=tell, data_root=data_root)
+    else:
+        from ..edge.pack import pack
+
+        out = pack(run_dir, directory, formats, artifacts, samples, force, say=tell, data_root=data_root)
     if as_json:
         say(json_text(out))
         return
@@ -481,6 +559,8 @@ def pack_cmd(
         f"packed {len(out['artifacts'])} artifact(s), {out['samples']} test images of {out['classes']} classes "
         f"into {out['dir']} ({out['size_bytes'] / 1e6:.1f} MB); on the device: tk bench {out['dir']}"
     )
+    if web:
+        say(f"web page: {len(out['web']['models'])} model(s); check it with tk verify {out['dir']} --web")
 
 
 @app.command()

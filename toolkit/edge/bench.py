@@ -298,7 +298,7 @@ def bench_run(
             if i > 0 and rows[-1]["file"] == file:
                 row["accuracy"] = rows[-1].get("accuracy")
             rows.append(row)
-    report = _bench_report(run_dir, manifest, rows, machine, notes)
+    report = bench_report(run_dir, manifest, rows, machine, notes)
     write_json_atomic(run_dir / BENCH_JSON, report)
     for entry in entries:
         mine = [r for r in rows if r["file"] == entry["file"]]
@@ -322,7 +322,7 @@ def bench_run(
     return report
 
 
-def _bench_report(
+def bench_report(
     run_dir: Path, manifest: dict[str, Any], rows: list[dict[str, Any]], machine: dict[str, Any], notes: list[str]
 ) -> dict[str, Any]:
     """bench.json: this call's rows with the earlier ones they did not re-measure, comparable ones
@@ -424,25 +424,37 @@ def choose_artifact(
 
 
 HEADERS = ("artifact", "thr", "MB", "cold s", "RSS MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "acc")
+# Browser rows (tk bench --web) carry their p50 over native p50, measured in the same call.
+RATIO_HEADER = "x native"
 
 
-def format_row(r: dict[str, Any], machine_column: bool = False) -> list[str]:
+def table_headers(rows: Sequence[dict[str, Any]], machine_column: bool = False) -> list[str]:
+    """HEADERS, with the machine in front when several are shown and the ratio when a row has one."""
+    ratio = any(r.get("ratio") is not None for r in rows)
+    return (["machine"] if machine_column else []) + list(HEADERS) + ([RATIO_HEADER] if ratio else [])
+
+
+def _cell(value: Optional[float], fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def format_row(r: dict[str, Any], machine_column: bool = False, ratio_column: bool = False) -> list[str]:
     """One bench row as text cells, in HEADERS order (shared by the terminal and REPORT.md)."""
     size = r.get("size_bytes")
-    accuracy = r.get("accuracy")
     cells = [
         r["file"] + (" *" if r.get("reference") else ""),
         str(r["threads"]),
         f"{size / 1e6:.2f}" if size else "-",
-        f"{r['cold_start_s']:.2f}",
-        f"{r['peak_rss_mb']:.0f}",
+        _cell(r.get("cold_start_s"), ".2f"),
+        _cell(r.get("peak_rss_mb"), ".0f"),
         f"{r['p50_ms']:.2f}",
         f"{r['p90_ms']:.2f}",
         f"{r['p99_ms']:.2f}",
-        f"{r['throughput_ips']:.0f}",
-        "-" if accuracy is None else f"{accuracy:.3f}",
+        _cell(r.get("throughput_ips"), ".0f"),
+        _cell(r.get("accuracy"), ".3f"),
     ]
-    return ([r.get("machine", "")] if machine_column else []) + cells
+    ratio = [_cell(r.get("ratio"), ".2f")] if ratio_column else []
+    return ([r.get("machine", "")] if machine_column else []) + cells + ratio
 
 
 def bench_targets(

@@ -333,3 +333,16 @@ def _confident_text(result: dict[str, Any], threshold: Threshold) -> str:
         f"confident agreement: {shown} of {result['confident_count']} "
         f"(min: {_limit(threshold.min_confident_agreement, '.1%')}), "
     )
+
+
+def judge_probabilities(
+    entry: dict[str, Any], reference: np.ndarray, probs: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
+    """Verify's verdict on probabilities computed elsewhere (a browser: tk verify BUNDLE --web),
+    by the default limits of the artifact's quantization: what the judge of _judge applies."""
+    section = VerifySection()
+    kind = tolerance_kind(entry.get("quantization", "none"))
+    threshold = section.thresholds.get(kind, Threshold())
+    result = {"kind": kind, **compare(reference, probs, labels, accuracy(labels, reference), section.confident_margin)}
+    failures = check(result, threshold) if kind in section.thresholds else [f"no parity limits for {kind!r}"]
+    return {**result, "failures": failures, "passed": not failures, "thresholds": dataclasses.asdict(threshold)}

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 from ..core.errors import Say, TkError
 from ..core.io import check_writable, now, write_text_atomic
 from ..core.runs import load_manifest
-from ..edge.bench import BENCH_JSON, HEADERS, format_row, machine_label
+from ..edge.bench import BENCH_JSON, RATIO_HEADER, format_row, machine_label, table_headers
 from ..edge.bench_rows import describe_settings, set_aside_note, upgrade_rows
 
 REPORT = "REPORT.md"
@@ -225,9 +225,10 @@ def _bench(run_dir: Path, benches: list[dict[str, Any]], title: str) -> list[str
             f"- **{machine}**: {m.get('cpu')}{memory}, {m.get('os')}, Python {m.get('python')}; {versions}; "
             f"load average {m.get('load_avg')}; {describe_settings(mine[0])}; measured {when}"
         )
+    headers = table_headers(rows, several)
     out += [
         "",
-        _table((["machine"] if several else []) + list(HEADERS), [format_row(r, several) for r in rows]),
+        _table(headers, [format_row(r, several, RATIO_HEADER in headers) for r in rows]),
         "",
         "`*` the Keras reference. cold s: process start to first prediction (a fresh process); RSS MB: "
         "its peak resident memory then; p50/p90/p99: batch-1 latency in ms; img/s: throughput at the batch "

@@ -119,18 +119,28 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
 
 
-def screenshot(url: str, out: Path, size: tuple[int, int] = (900, 700), budget_ms: int = 20000) -> Path:
-    """A PNG of the page once it has settled (virtual time lets its async work finish first)."""
+def _settled(url: str, extra: tuple[str, ...], budget_ms: int) -> str:
+    """Run Chromium once on url until the page settles (virtual time lets its async work finish)."""
     executable = find_chromium()
     profile = Path(tempfile.mkdtemp(prefix="tk-chromium-"))
     try:
-        flags = _flags(profile, (f"--window-size={size[0]},{size[1]}", f"--screenshot={out}", "--hide-scrollbars"))
-        flags.append(f"--virtual-time-budget={budget_ms}")
-        subprocess.run([executable, *flags, url], capture_output=True, timeout=budget_ms / 1000 + 90)
+        flags = _flags(profile, (*extra, f"--virtual-time-budget={budget_ms}"))
+        proc = subprocess.run([executable, *flags, url], capture_output=True, text=True, timeout=budget_ms / 1000 + 90)
     except subprocess.TimeoutExpired:
-        raise TkError(f"Chromium did not take the screenshot of {url} in time") from None
+        raise TkError(f"Chromium did not settle on {url} in time") from None
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+    return proc.stdout
+
+
+def screenshot(url: str, out: Path, size: tuple[int, int] = (900, 560), budget_ms: int = 20000) -> Path:
+    """A PNG of the page once it has settled."""
+    _settled(url, (f"--window-size={size[0]},{size[1]}", f"--screenshot={out}", "--hide-scrollbars"), budget_ms)
     if not Path(out).is_file():
         raise TkError(f"Chromium wrote no screenshot of {url}")
     return Path(out)
+
+
+def page_dom(url: str, budget_ms: int = 20000) -> str:
+    """The page's DOM once it has settled (what a screenshot shows, as HTML)."""
+    return _settled(url, ("--dump-dom",), budget_ms)

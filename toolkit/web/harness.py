@@ -47,6 +47,7 @@ def drive(
             if kind == "done":
                 answer.put({"stop": True})
                 return body
+            body["browser_pid"] = proc.pid  # for what the caller measures of the browser (its memory)
             try:
                 answer.put(on_post(body))
             except BaseException:

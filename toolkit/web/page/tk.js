@@ -122,7 +122,7 @@ async function harness() {
       if ((await post({ kind: "error", ...item, error: `${err}` })).stop) return;
       continue;
     }
-    const reply = job.mode === "bench" ? await benchOne(job, item, runner, all.subarray(0, one))
+    const reply = job.mode === "bench" ? await benchOne(job, item, runner, all, set.count, one)
       : await post({ kind: "result", ...item, load_ms: runner.load_ms, probabilities: await predictAll(runner, all, set.count, one) });
     if (reply.stop) return;
   }
@@ -135,9 +135,10 @@ async function predictAll(runner, all, count, one) {
   return rows;
 }
 
-async function benchOne(job, item, runner, pixels) {
+async function benchOne(job, item, runner, all, count, one) {
   // Warm-up, then `runs` timed predictions (or as many as fit job.target_s), in rounds: after each
   // round tk times the native runtime on the same artifact, so load changes hit both alike.
+  const pixels = all.subarray(0, one);
   let start = performance.now();
   for (let i = 0; i < job.warmup; i++) await runner.run(pixels);
   const each = job.warmup ? (performance.now() - start) / job.warmup : 1;
@@ -154,7 +155,8 @@ async function benchOne(job, item, runner, pixels) {
     const reply = await post({ kind: "chunk", ...item, latencies_ms: latencies, threads: runner.threads });
     if (reply.stop) return reply;
   }
-  return post({ kind: "bench-done", ...item, load_ms: runner.load_ms, threads: runner.threads, simd: SIMD });
+  const probabilities = job.accuracy ? await predictAll(runner, all, count, one) : null;
+  return post({ kind: "bench-done", ...item, load_ms: runner.load_ms, threads: runner.threads, probabilities });
 }
 
 // ---------------------------------------------------------------- the page a person sees

@@ -1,0 +1,176 @@
+"""`tk bench BUNDLE --web`: browser latency per model and runtime, with native latency beside it.
+
+The page warms each model up, then times batch-1 predictions on the check set's first image in
+rounds; after each round it waits while tk times the native runtime (LiteRT or onnxruntime, in
+this process, same file, same thread count as the browser runtime used) for as many runs. Browser
+and native thus share the machine's load, round by round, and never run at once: the ratio is
+p50 browser over p50 native of the same call. Without --runs the count adapts: as many runs as fit
+TARGET_S after the warm-up tells how long one takes, within MIN_RUNS..the recipe's bench.runs.
+
+Rows are tagged with the machine `browser (Chromium N, wasm SIMD, k threads)` and merge into the
+bundle's bench.json beside native rows (edge/bench.py's rules); cold s is the page's load of
+runtime and model, RSS the browser's processes after the runs, accuracy on the check set.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..core.errors import Say, TkError
+from ..core.io import check_writable, now, write_json_atomic
+from ..core.runs import load_manifest
+from ..edge.bench import BENCH_JSON, BenchSettings, bench_report, choose_artifact, percentiles
+from ..edge.machine import cpu_flags, machine_info
+from ..edge.predictors import load_predictor
+from .checkset import load_checkset
+from .chromium import chromium_version, find_chromium
+from .harness import drive
+from .verify import check_local, load_web
+
+TARGET_S = 3.0  # adaptive runs: about this long per model, after the warm-up
+MIN_RUNS = 20
+ROUNDS = 5  # browser/native alternations per model
+
+
+def browser_label(version: str, simd: bool, threads: int) -> str:
+    major = version.split(".")[0]
+    return f"browser (Chromium {major}, wasm{' SIMD' if simd else ''}, {threads} thread{'s' if threads != 1 else ''})"
+
+
+class _Native:
+    """The same artifact on its native runtime, timed for as many runs as the page just did."""
+
+    def __init__(self, bundle: Path, pixels: np.ndarray):
+        self.bundle, self.image = bundle, pixels[:1].astype(np.float32)
+        self.predictors: dict[tuple[str, int], Any] = {}
+        self.latencies: dict[str, list[float]] = {}
+
+    def run(self, file: str, threads: int, count: int) -> None:
+        key = (file, threads)
+        if key not in self.predictors:
+            self.predictors[key] = load_predictor(self.bundle / file, num_threads=threads)
+            self.predictors[key].predict(self.image)  # its first call allocates
+        predictor, out = self.predictors[key], self.latencies.setdefault(file, [])
+        for _ in range(count):
+            start = time.perf_counter()
+            predictor.predict(self.image)
+            out.append((time.perf_counter() - start) * 1000)
+
+
+def _browser_rss_mb(pid: Optional[int]) -> Optional[float]:
+    if pid is None:
+        return None
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+    except psutil.Error:
+        return None
+
+
+def bench_web(
+    bundle: Path,
+    settings: BenchSettings,
+    fixed_runs: bool,
+    max_latency_ms: Optional[float] = None,
+    min_accuracy: Optional[float] = None,
+    say: Say = print,
+    timeout_s: float = 1800,
+) -> dict[str, Any]:
+    """Bench every browser model of the bundle; write bench.json; {"reports": [report], "ship": row}."""
+    bundle = Path(bundle)
+    settings.check()
+    manifest, web = load_manifest(bundle), load_web(bundle)
+    check_local(bundle, web)
+    checkset = load_checkset(bundle)
+    check_writable(bundle)
+    version = chromium_version(find_chromium())
+    native = _Native(bundle, checkset.pixels)
+    browser: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+
+    def on_post(body: dict[str, Any]) -> dict[str, Any]:
+        file, kind = str(body.get("file")), body.get("kind")
+        if kind == "error":
+            notes.append(f"{file} on {body.get('runtime')}: could not run in Chromium ({str(body.get('error'))[:200]})")
+            return {"ok": True}
+        row = browser.setdefault(file, {"runtime": body.get("runtime"), "latencies": []})
+        row["threads"] = int(body.get("threads") or 1)
+        if kind == "chunk":
+            row["latencies"] += [float(x) for x in body.get("latencies_ms", [])]
+            native.run(file, row["threads"], len(body.get("latencies_ms", [])))
+        elif kind == "bench-done":
+            row["load_ms"], row["probabilities"] = body.get("load_ms"), body.get("probabilities")
+            row["rss_mb"] = _browser_rss_mb(body.get("browser_pid"))
+            say(f"bench {file} on {row['runtime']}: {len(row['latencies'])} runs in the browser and natively")
+        return {"ok": True}
+
+    job = {
+        "mode": "bench",
+        "items": [{"file": m["file"], "runtime": m["runtime"]} for m in web["models"]],
+        "checkset": {"pixels": checkset.pixels_url, "count": checkset.meta["count"]},
+        "warmup": max(settings.warmup, 1),
+        "runs": settings.runs if fixed_runs else None,
+        "target_s": TARGET_S,
+        "min_runs": min(MIN_RUNS, settings.runs),
+        "max_runs": settings.runs,
+        "rounds": ROUNDS,
+        "accuracy": True,
+    }
+    say(f"bench {len(job['items'])} model(s) of {bundle} in Chromium {version}, native runs interleaved")
+    done = drive(bundle, job, on_post, timeout_s=timeout_s)
+    simd = bool(done.get("environment", {}).get("simd"))
+    created, label = now(), lambda threads: browser_label(version, simd, threads)
+    rows = [_row(file, b, manifest, checkset, settings, fixed_runs, native) for file, b in browser.items()]
+    rows = [{**r, "measured_at": created, "machine": label(r["threads"])} for r in rows if r is not None]
+    if not rows:
+        raise TkError(f"{bundle}: no model ran in Chromium ({'; '.join(notes) or 'no results'})")
+    host = machine_info()
+    report = bench_report(bundle, manifest, rows, {**host, "cpu_flags": cpu_flags()}, notes)
+    for label in {r["machine"] for r in rows}:
+        report["machines"][label] = {**host, "browser": f"Chromium {version}", "cpu_flags": cpu_flags()}
+    write_json_atomic(bundle / BENCH_JSON, report)
+    ship = None
+    if max_latency_ms is not None or min_accuracy is not None:
+        ship, why = choose_artifact(rows, max_latency_ms, min_accuracy)
+        if ship is None:
+            raise TkError("no artifact meets the limits in the browser: " + "; ".join(why))
+        ship = {**ship, "among": len(rows)}
+    return {"reports": [report], "ship": ship}
+
+
+def _row(file, b, manifest, checkset, settings, fixed_runs, native) -> Optional[dict[str, Any]]:
+    if not b["latencies"] or not native.latencies.get(file):
+        return None
+    entry = manifest["artifacts"].get(file, {})
+    stats, native_p50 = percentiles(b["latencies"]), float(np.median(native.latencies[file]))
+    probs = np.asarray(b.get("probabilities") or [], dtype=np.float64)
+    accuracy = float((probs.argmax(1) == checkset.labels).mean()) if probs.shape == checkset.reference.shape else None
+    return {
+        "file": file,
+        "format": entry.get("format"),
+        "quantization": entry.get("quantization", "none"),
+        "reference": False,
+        "runtime": b["runtime"],
+        "threads": b["threads"],
+        "size_bytes": entry.get("size_bytes"),
+        "sha256": entry.get("sha256"),
+        "runs": len(b["latencies"]) if fixed_runs else "auto",
+        "runs_measured": len(b["latencies"]),
+        "accuracy": accuracy,
+        "test_count": int(checkset.meta["count"]),
+        "warmup": max(settings.warmup, 1),
+        "batch": settings.batch,
+        **stats,
+        "cold_start_s": b["load_ms"] / 1000 if b.get("load_ms") is not None else None,
+        "peak_rss_mb": b.get("rss_mb"),
+        "throughput_ips": None,  # batch 1 only in the browser
+        "native_p50_ms": native_p50,
+        "native_threads": b["threads"],
+        "ratio": stats["p50_ms"] / native_p50 if native_p50 > 0 else None,
+    }
