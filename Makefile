@@ -35,7 +35,7 @@ $(EDGE)/.installed: pyproject.toml constraints.txt
 
 test: setup $(EDGE)/.installed
 	TK_EDGE_RUN_OUT=$(CURDIR)/.edge-run $(BIN)/python -m pytest -q
-	TK_EDGE_RUN=$$(cat .edge-run) $(EDGE)/bin/python -m pytest -q -m edge -p no:cacheprovider tests/edge tests/test_layout.py
+	TK_EDGE_RUN=$$(cat .edge-run) $(EDGE)/bin/python -m pytest -q -m edge -p no:cacheprovider tests/edge tests/web tests/test_layout.py
 
 clean:
 	rm -rf $(VENV) $(EDGE) .edge-run exported/*/ exported/.cache data/quickstart

@@ -221,3 +221,96 @@ def int8_inputs(exported_run):
         test=test,
         reference=np.asarray(model.predict(test, verbose=0)),
     )
+
+
+# --------------------------------------------------------------------------- the browser target (tests/web)
+# Tests marked `web` need the system's Chromium and the npm runtimes: off CI (env CI unset) a missing
+# one is a skip that says which; on CI it is a failure, so a CI machine without them cannot pass.
+
+CHECKSET_IMAGES = 24  # the check set's size here: enough to judge, small enough for a fast page
+
+
+def _web_missing() -> str | None:
+    import shutil
+
+    from toolkit.core.errors import TkError
+    from toolkit.web.chromium import chromium_version, find_chromium
+    from toolkit.web.runtime import installed_modules
+
+    try:
+        chromium_version(find_chromium())
+    except TkError as exc:
+        return str(exc)
+    if installed_modules() is None and shutil.which("npm") is None:
+        return "npm is not installed and the browser runtimes are not cached (apt-get install npm)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Skip (off CI) or fail (on CI) when Chromium or the runtimes are missing."""
+    why = _web_missing()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the web tests: {why}")
+        pytest.skip(why)
+
+
+def write_checkset(bundle: Path, run_dir: Path, count: int = CHECKSET_IMAGES) -> None:
+    """The device check set in the agreed format (checkset/checkset.json + pixels.u8), from the
+    run's test images and its Keras model's probabilities.
+
+    Interim, test-side: gate's tk pack writes the check set; until that lands the web tests add it
+    to the bundle tk pack --web made, so verify/bench --web run against the real format."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from toolkit.core.images import load_batch
+    from toolkit.core.runs import load_manifest, load_split
+    from toolkit.export.reference import load_keras_model
+
+    manifest = load_manifest(run_dir)
+    size = tuple(manifest["preprocessing"]["size"])
+    items = load_split(run_dir / "split.json").splits["test"][:count]
+    images = load_batch([p for p, _ in items], size)
+    probs = np.asarray(load_keras_model(run_dir / "model.keras").predict(images, verbose=0), dtype=np.float64)
+    pixels = images.astype(np.uint8).tobytes()
+    folder = bundle / "checkset"
+    folder.mkdir(exist_ok=True)
+    (folder / "pixels.u8").write_bytes(pixels)
+    meta = {
+        "format": 1,
+        "count": len(items),
+        "height": size[0],
+        "width": size[1],
+        "channels": 3,
+        "pixels": "pixels.u8",
+        "pixels_sha256": hashlib.sha256(pixels).hexdigest(),
+        "labels": [y for _, y in items],
+        "classes": manifest["classes"],
+        "reference_sha256": manifest["artifacts"]["model.keras"]["sha256"],
+        "probabilities": probs.tolist(),
+    }
+    (folder / "checkset.json").write_text(json.dumps(meta))
+
+
+WEB_ARTIFACTS = ("model_float32.tflite", "model_int8.tflite", "model.onnx", "model_int8.onnx")  # float and int8 of both
+
+
+@pytest.fixture(scope="session")
+def web_bundle(chromium, exported_run, session_dir) -> Path:
+    """tk pack --web of the session's exported run (float32 and int8 of both formats), with its check set."""
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+
+    bundle = session_dir / "web_bundle"
+    args = ["pack", str(exported_run), str(bundle), "--web", "--samples", "6"]
+    for file in WEB_ARTIFACTS:
+        args += ["--artifact", file]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    write_checkset(bundle, exported_run)
+    return bundle

@@ -188,7 +188,7 @@ def cdn_runtimes() -> dict[str, dict]:
     if hashes.get("lock") != lock_hash():
         raise TkError(
             f"{CDN_HASHES}: integrity hashes are for another lockfile; regenerate them "
-            "(python -m toolkit.web.runtime) after changing package-lock.json"
+            "(python -m toolkit.web.runtime --cdn-hashes) after changing package-lock.json"
         )
     return {
         p.key: _entry(
@@ -207,5 +207,7 @@ def write_cdn_hashes() -> dict:
     return data
 
 
-if __name__ == "__main__":
-    write_cdn_hashes()
+if __name__ == "__main__":  # CI and a fresh machine: install once; --cdn-hashes after a lockfile change
+    import sys
+
+    write_cdn_hashes() if "--cdn-hashes" in sys.argv[1:] else ensure_installed()

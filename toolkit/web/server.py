@@ -71,6 +71,12 @@ def _handler(root: Path, harness: Harness):
             self.send_header("Cache-Control", "no-store")
             super().end_headers()
 
+        def translate_path(self, path):
+            # http.server drops ".." segments; a symlink could still lead out of the bundle.
+            found = Path(super().translate_path(path))
+            inside = found.resolve() == root or root in found.resolve().parents
+            return str(found) if inside else str(root / ".tk-outside-the-bundle")
+
         def list_directory(self, path):  # a bundle is not browsable
             self.send_error(404)
             return None
