@@ -463,6 +463,7 @@ def bench(
             bundle,
             settings_for(bundle, **given),
             fixed_runs=runs is not None,
+            threads=given["threads"],
             max_latency_ms=max_latency_ms,
             min_accuracy=min_accuracy,
             say=(lambda _: None) if as_json else say,

@@ -50,25 +50,6 @@ def cpu_model() -> str:
     return name or platform.processor() or platform.machine() or "unknown CPU"
 
 
-# The instruction sets that decide which runtime and precision win (int8 needs VNNI/AMX or NEON dot).
-NOTABLE_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
-ARM_FLAGS = {"asimd": "neon", "asimddp": "neon_dotprod", "i8mm": "i8mm", "sve": "sve"}
-
-
-def cpu_flags() -> list[str]:
-    """The notable SIMD flags of this CPU (Linux /proc/cpuinfo; elsewhere an empty list)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return []
-    for line in info.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            have = set(value.split())
-            return [f for f in NOTABLE_FLAGS if f in have] + [name for f, name in ARM_FLAGS.items() if f in have]
-    return []
-
-
 def short_cpu(name: str) -> str:
     """The CPU name without trademark signs, clock and filler words, for labels."""
     name = re.sub(r"\((R|TM|tm|r)\)", "", name)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -24,10 +24,10 @@ from ..core.errors import Say, TkError
 from ..core.io import check_writable, now, write_json_atomic
 from ..core.runs import load_manifest
 from ..edge.bench import BENCH_JSON, BenchSettings, bench_report, choose_artifact, percentiles
-from ..edge.machine import cpu_flags, machine_info
+from ..edge.machine import machine_info
 from ..edge.predictors import load_predictor
 from .checkset import load_checkset
-from .chromium import chromium_version, find_chromium
+from .chromium import chromium_version, cpu_flags, find_chromium
 from .harness import drive
 from .verify import check_local, load_web
 
@@ -47,14 +47,14 @@ class _Native:
     def __init__(self, bundle: Path, pixels: np.ndarray):
         self.bundle, self.image = bundle, pixels[:1].astype(np.float32)
         self.predictors: dict[tuple[str, int], Any] = {}
-        self.latencies: dict[str, list[float]] = {}
+        self.latencies: dict[tuple[str, int], list[float]] = {}
 
     def run(self, file: str, threads: int, count: int) -> None:
         key = (file, threads)
         if key not in self.predictors:
             self.predictors[key] = load_predictor(self.bundle / file, num_threads=threads)
             self.predictors[key].predict(self.image)  # its first call allocates
-        predictor, out = self.predictors[key], self.latencies.setdefault(file, [])
+        predictor, out = self.predictors[key], self.latencies.setdefault(key, [])
         for _ in range(count):
             start = time.perf_counter()
             predictor.predict(self.image)
@@ -73,46 +73,45 @@ def _browser_rss_mb(pid: Optional[int]) -> Optional[float]:
         return None
 
 
-def bench_web(
-    bundle: Path,
-    settings: BenchSettings,
-    fixed_runs: bool,
-    max_latency_ms: Optional[float] = None,
-    min_accuracy: Optional[float] = None,
-    say: Say = print,
-    timeout_s: float = 1800,
-) -> dict[str, Any]:
-    """Bench every browser model of the bundle; write bench.json; {"reports": [report], "ship": row}."""
-    bundle = Path(bundle)
-    settings.check()
-    manifest, web = load_manifest(bundle), load_web(bundle)
-    check_local(bundle, web)
-    checkset = load_checkset(bundle)
-    check_writable(bundle)
-    version = chromium_version(find_chromium())
-    native = _Native(bundle, checkset.pixels)
-    browser: dict[str, dict[str, Any]] = {}
-    notes: list[str] = []
+class _Collector:
+    """What the page posts during a bench: browser timings per (file, threads), native runs between."""
 
-    def on_post(body: dict[str, Any]) -> dict[str, Any]:
-        file, kind = str(body.get("file")), body.get("kind")
+    def __init__(self, native: _Native, say: Say):
+        self.native, self.say = native, say
+        self.browser: dict[tuple[str, int], dict[str, Any]] = {}
+        self.notes: list[str] = []
+
+    def on_post(self, body: dict[str, Any]) -> dict[str, Any]:
+        file, kind, threads = str(body.get("file")), body.get("kind"), int(body.get("threads") or 1)
         if kind == "error":
-            notes.append(f"{file} on {body.get('runtime')}: could not run in Chromium ({str(body.get('error'))[:200]})")
+            self.notes.append(
+                f"{file} on {body.get('runtime')}: could not run in Chromium ({str(body.get('error'))[:200]})"
+            )
             return {"ok": True}
-        row = browser.setdefault(file, {"runtime": body.get("runtime"), "latencies": []})
-        row["threads"] = int(body.get("threads") or 1)
+        row = self.browser.setdefault((file, threads), {"runtime": body.get("runtime"), "latencies": []})
+        row["threads"] = threads
         if kind == "chunk":
             row["latencies"] += [float(x) for x in body.get("latencies_ms", [])]
-            native.run(file, row["threads"], len(body.get("latencies_ms", [])))
+            self.native.run(file, threads, len(body.get("latencies_ms", [])))
         elif kind == "bench-done":
             row["load_ms"], row["probabilities"] = body.get("load_ms"), body.get("probabilities")
             row["rss_mb"] = _browser_rss_mb(body.get("browser_pid"))
-            say(f"bench {file} on {row['runtime']}: {len(row['latencies'])} runs in the browser and natively")
+            self.say(
+                f"bench {file} on {row['runtime']}, {threads} thread(s): "
+                f"{len(row['latencies'])} runs in the browser and natively"
+            )
         return {"ok": True}
 
-    job = {
+
+def _job(web: dict, checkset, settings: BenchSettings, fixed_runs: bool, threads: Optional[int], first: bool) -> dict:
+    # MediaPipe's vision wasm has one thread whatever is asked: benched on the first pass only.
+    items = [
+        {"file": m["file"], "runtime": m["runtime"]} for m in web["models"] if first or m["runtime"] != "mediapipe"
+    ]
+    return {
         "mode": "bench",
-        "items": [{"file": m["file"], "runtime": m["runtime"]} for m in web["models"]],
+        "items": items,
+        "threads": threads,
         "checkset": {"pixels": checkset.pixels_url, "count": checkset.meta["count"]},
         "warmup": max(settings.warmup, 1),
         "runs": settings.runs if fixed_runs else None,
@@ -122,33 +121,69 @@ def bench_web(
         "rounds": ROUNDS,
         "accuracy": True,
     }
-    say(f"bench {len(job['items'])} model(s) of {bundle} in Chromium {version}, native runs interleaved")
-    done = drive(bundle, job, on_post, timeout_s=timeout_s)
-    simd = bool(done.get("environment", {}).get("simd"))
-    created, label = now(), lambda threads: browser_label(version, simd, threads)
-    rows = [_row(file, b, manifest, checkset, settings, fixed_runs, native) for file, b in browser.items()]
-    rows = [{**r, "measured_at": created, "machine": label(r["threads"])} for r in rows if r is not None]
+
+
+def bench_web(
+    bundle: Path,
+    settings: BenchSettings,
+    fixed_runs: bool,
+    threads: Optional[Sequence[int]] = None,
+    max_latency_ms: Optional[float] = None,
+    min_accuracy: Optional[float] = None,
+    say: Say = print,
+    timeout_s: float = 1800,
+) -> dict[str, Any]:
+    """Bench every browser model of the bundle (at each thread count, else the page's default:
+    min(4, cores)); write bench.json; return {"reports": [report], "ship": row or None}."""
+    bundle = Path(bundle)
+    settings.check()
+    if threads is not None and any(t < 1 for t in threads):
+        raise TkError(f"--threads: thread counts must be >= 1 (got {list(threads)})")
+    manifest, web = load_manifest(bundle), load_web(bundle)
+    check_local(bundle, web)
+    checkset = load_checkset(bundle)
+    check_writable(bundle)
+    version = chromium_version(find_chromium())
+    collector = _Collector(_Native(bundle, checkset.pixels), say)
+    simd = False
+    for i, count in enumerate(threads or [None]):
+        job = _job(web, checkset, settings, fixed_runs, count, first=i == 0)
+        say(f"bench {len(job['items'])} model(s) of {bundle} in Chromium {version}, native runs interleaved")
+        simd = bool(drive(bundle, job, collector.on_post, timeout_s=timeout_s).get("environment", {}).get("simd"))
+    created = now()
+    rows = [
+        _row(key, b, manifest, checkset, settings, fixed_runs, collector.native) for key, b in collector.browser.items()
+    ]
+    rows = [
+        {**r, "measured_at": created, "machine": browser_label(version, simd, r["threads"])}
+        for r in rows
+        if r is not None
+    ]
     if not rows:
-        raise TkError(f"{bundle}: no model ran in Chromium ({'; '.join(notes) or 'no results'})")
-    host = machine_info()
-    report = bench_report(bundle, manifest, rows, {**host, "cpu_flags": cpu_flags()}, notes)
-    for label in {r["machine"] for r in rows}:
-        report["machines"][label] = {**host, "browser": f"Chromium {version}", "cpu_flags": cpu_flags()}
+        raise TkError(f"{bundle}: no model ran in Chromium ({'; '.join(collector.notes) or 'no results'})")
+    host = {**machine_info(), "cpu_flags": cpu_flags()}
+    report = bench_report(bundle, manifest, rows, host, collector.notes)
+    report["machines"].update({r["machine"]: {**host, "browser": f"Chromium {version}"} for r in rows})
     write_json_atomic(bundle / BENCH_JSON, report)
-    ship = None
-    if max_latency_ms is not None or min_accuracy is not None:
-        ship, why = choose_artifact(rows, max_latency_ms, min_accuracy)
-        if ship is None:
-            raise TkError("no artifact meets the limits in the browser: " + "; ".join(why))
-        ship = {**ship, "among": len(rows)}
-    return {"reports": [report], "ship": ship}
+    return {"reports": [report], "ship": _ship(rows, max_latency_ms, min_accuracy)}
 
 
-def _row(file, b, manifest, checkset, settings, fixed_runs, native) -> Optional[dict[str, Any]]:
-    if not b["latencies"] or not native.latencies.get(file):
+def _ship(rows: list[dict[str, Any]], max_latency_ms: Optional[float], min_accuracy: Optional[float]) -> Optional[dict]:
+    """The ship pick among this call's browser rows (the web target), when limits are given."""
+    if max_latency_ms is None and min_accuracy is None:
+        return None
+    ship, why = choose_artifact(rows, max_latency_ms, min_accuracy)
+    if ship is None:
+        raise TkError("no artifact meets the limits in the browser: " + "; ".join(why))
+    return {**ship, "among": len({r["file"] for r in rows})}
+
+
+def _row(key, b, manifest, checkset, settings, fixed_runs, native) -> Optional[dict[str, Any]]:
+    file = key[0]
+    if not b["latencies"] or not native.latencies.get(key):
         return None
     entry = manifest["artifacts"].get(file, {})
-    stats, native_p50 = percentiles(b["latencies"]), float(np.median(native.latencies[file]))
+    stats, native_p50 = percentiles(b["latencies"]), float(np.median(native.latencies[key]))
     probs = np.asarray(b.get("probabilities") or [], dtype=np.float64)
     accuracy = float((probs.argmax(1) == checkset.labels).mean()) if probs.shape == checkset.reference.shape else None
     return {

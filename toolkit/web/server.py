@@ -112,13 +112,21 @@ def _handler(root: Path, harness: Harness):
     return Handler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # The browser is killed as soon as the page has said "done": a request it had in flight
+        # ends with a broken pipe, which is the end of the check, not an error to print.
+        pass
+
+
 class BundleServer:
     """`with BundleServer(root, harness) as server:` serves root at server.url until the block ends."""
 
     def __init__(self, root: Path, harness: Optional[Harness] = None):
         self.harness = harness or Harness()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(Path(root).resolve(), self.harness))
-        self.httpd.daemon_threads = True
+        self.httpd = _QuietServer(("127.0.0.1", 0), _handler(Path(root).resolve(), self.harness))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -19,11 +19,11 @@ import numpy as np
 
 from .. import __version__
 from ..core.errors import Say, TkError
-from ..core.io import now, sha256_file, write_json_atomic
+from ..core.io import check_writable, now, sha256_file, write_json_atomic
 from ..core.runs import MANIFEST, load_manifest
-from ..edge.machine import cpu_flags, machine_info
+from ..edge.machine import machine_info
 from .checkset import CheckSet, load_checkset
-from .chromium import chromium_version, find_chromium
+from .chromium import chromium_version, cpu_flags, find_chromium
 from .harness import drive
 from .pack import WEB_JSON
 
@@ -74,8 +74,11 @@ def verify_web(
     check_local(bundle, web)
     checkset = load_checkset(bundle)
     _checkset_matches(bundle, checkset, manifest)
+    check_writable(bundle)  # device_parity.json goes there: a read-only bundle fails now, not after the runs
     version = chromium_version(find_chromium())
-    models = [m for m in web["models"] if files is None or m["file"] in files]
+    # --artifact model.tflite also takes its batch-1 copy (the same model, on LiteRT.js)
+    origin = {f: e.get("batch1_of") for f, e in manifest["artifacts"].items()}
+    models = [m for m in web["models"] if files is None or {m["file"], origin.get(m["file"])} & set(files)]
     if not models:
         raise TkError(f"--artifact: none of {', '.join(files or [])} is a model of {bundle / WEB_JSON}")
     say(f"verifying {len(models)} model(s) of {bundle} in Chromium {version} on {checkset.meta['count']} images")
