@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import queue
+import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -118,7 +119,8 @@ class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         # The browser is killed as soon as the page has said "done": a request it had in flight
         # ends with a broken pipe, which is the end of the check, not an error to print.
-        pass
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class BundleServer:
