@@ -1,12 +1,13 @@
 """tk's page against each runtime's own minimal example: does the page add latency? (issue 25 item 5)
 
-For every (model, runtime) of a web bundle, alternately (A B A B ...): tk's page in its bench mode
-(what `tk bench --web` times: pixels -> runtime input, the runtime's call, output -> probabilities)
-and benchmarks/web/minimal.html (the runtime's README example: run() on a prepared input). Same
-Chromium flags, same server (COOP/COEP), same threads, same pixels, same warm-up and run count. The
-figure is p50(tk page) / p50(minimal) per pair; the median over the pairs is reported.
+For every (model, runtime) of a web bundle, benchmarks/web/overhead.html loads tk.js's runner (A:
+what tk's page and `tk bench --web` call: pixels -> runtime input, the runtime's call, output ->
+probabilities) and the runtime's own minimal example (B: its README code, run() on an input
+prepared once), then times them call by call, A B A B ..., so the shared machine's load hits both
+alike. Same page, server (COOP/COEP), threads and pixels. The figure per page load is p50(A) /
+p50(B); the table gives the median over --loads page loads, and each one.
 
-    python benchmarks/web_page_overhead.py BUNDLE [--pairs 5] [--runs 200] [--warmup 20]
+    python benchmarks/web_page_overhead.py BUNDLE [--loads 5] [--runs 300] [--warmup 20]
 """
 
 from __future__ import annotations
@@ -25,58 +26,48 @@ sys.path.insert(0, str(HERE.parent))
 
 from toolkit.edge.machine import machine_info  # noqa: E402
 from toolkit.web.chromium import chromium_version, cpu_flags, find_chromium, headless  # noqa: E402
-from toolkit.web.harness import drive  # noqa: E402
 from toolkit.web.server import BundleServer, Harness  # noqa: E402
 from toolkit.web.verify import load_web  # noqa: E402
 
 
-def tk_page(bundle: Path, item: dict, runs: int, warmup: int) -> float:
-    latencies: list[float] = []
-
-    def on_post(body):
-        latencies.extend(body.get("latencies_ms", []))
-        return {"ok": True}
-
-    job = {"mode": "bench", "items": [item], "checkset": {"pixels": "checkset/pixels.u8", "count": 1},
-           "warmup": warmup, "runs": runs, "rounds": 1, "accuracy": False}
-    drive(bundle, job, on_post, timeout_s=300)
-    return statistics.median(latencies)
-
-
-def minimal_page(bundle: Path, item: dict, runs: int, warmup: int) -> float:
+def one_load(bundle: Path, item: dict, runs: int, warmup: int) -> tuple[float, float]:
     harness = Harness({})
     query = urlencode({"file": item["file"], "runtime": item["runtime"], "runs": runs, "warmup": warmup})
-    with BundleServer(bundle, harness) as server, headless(f"{server.url}minimal.html?{query}", find_chromium()):
-        body, answer = harness.next_post(300)
+    with BundleServer(bundle, harness) as server, headless(f"{server.url}overhead.html?{query}", find_chromium()):
+        body, answer = harness.next_post(600)
         answer.put({"stop": True})
-    return statistics.median(body["latencies_ms"])
+    return statistics.median(body["tk_ms"]), statistics.median(body["minimal_ms"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--loads", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tk-overhead-"))
     try:
         bundle = work / "bundle"
         shutil.copytree(args.bundle, bundle, copy_function=os.link)
-        shutil.copyfile(HERE / "web" / "minimal.html", bundle / "minimal.html")
+        shutil.copyfile(HERE / "web" / "overhead.html", bundle / "overhead.html")
         machine = machine_info()
-        print(f"Chromium {chromium_version(find_chromium())}, {machine['cpu']}, {machine['cores']} cores, "
-              f"CPU flags: {' '.join(cpu_flags())}")
-        print("| model | runtime | p50 tk page ms | p50 minimal ms | ratio (median of pairs) | pair ratios |")
+        print(
+            f"Chromium {chromium_version(find_chromium())}, {machine['cpu']}, {machine['cores']} cores, "
+            f"CPU flags: {' '.join(cpu_flags())}"
+        )
+        print("| model | runtime | p50 tk page ms | p50 minimal ms | ratio (median of loads) | per load |")
         print("|---|---|---|---|---|---|")
         for model in load_web(bundle)["models"]:
             item = {"file": model["file"], "runtime": model["runtime"]}
-            pairs = [(tk_page(bundle, item, args.runs, args.warmup), minimal_page(bundle, item, args.runs, args.warmup))
-                     for _ in range(args.pairs)]
+            pairs = [one_load(bundle, item, args.runs, args.warmup) for _ in range(args.loads)]
             ratios = [a / b for a, b in pairs]
-            print(f"| {item['file']} | {item['runtime']} | {statistics.median(a for a, _ in pairs):.3f} | "
-                  f"{statistics.median(b for _, b in pairs):.3f} | {statistics.median(ratios):.3f} | "
-                  f"{' '.join(f'{r:.2f}' for r in ratios)} |", flush=True)
+            print(
+                f"| {item['file']} | {item['runtime']} | {statistics.median(a for a, _ in pairs):.3f} | "
+                f"{statistics.median(b for _, b in pairs):.3f} | {statistics.median(ratios):.3f} | "
+                f"{' '.join(f'{r:.2f}' for r in ratios)} |",
+                flush=True,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

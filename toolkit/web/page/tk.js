@@ -229,8 +229,12 @@ async function page() {
   if (given) await classifyUrl(given);
 }
 
-const main = new URLSearchParams(location.search).has("harness") ? harness : page;
-main().catch(async (err) => {
-  if (document.getElementById("status")) document.getElementById("status").textContent = `error: ${err}`;
+// The harness with ?harness, the page where its elements are; imported elsewhere (benchmarks/web/
+// overhead.html times `load` against each runtime's own example), it only defines.
+const main = new URLSearchParams(location.search).has("harness") ? harness : $("model") ? page : null;
+main?.().catch(async (err) => {
+  if ($("status")) $("status").textContent = `error: ${err}`;
   if (main === harness) await post({ kind: "fatal", error: `${err}\n${err.stack || ""}` });
 });
+
+export { config, load };
