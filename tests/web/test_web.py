@@ -124,3 +124,27 @@ def test_verify_web_on_a_plain_bundle_is_one_line(device_run, tmp_path):
     result = runner.invoke(app, ["pack", str(device_run), str(tmp_path / "plain"), "--samples", "0"])
     assert result.exit_code == 0, result.output
     assert_one_line_error(runner.invoke(app, ["verify", str(tmp_path / "plain"), "--web"]), "web.json", "--web")
+
+
+def test_the_page_works_offline_once_loaded(web_bundle, tmp_path):
+    """sw.js caches what web.json lists while the page is open; with the server gone, the same
+    origin still loads the page and its model (Chromium's profile is kept between the two runs)."""
+    import time
+
+    from toolkit.web.chromium import headless, page_dom
+    from toolkit.web.server import BundleServer
+
+    offline = json.loads((web_bundle / "web.json").read_text())["offline"]
+    wanted = {"/" + f.removeprefix("./") for f in offline}
+    assert {"/index.html", "/tk.js", "/model_float32.tflite", "/web.json"} <= wanted
+    profile = tmp_path / "profile"
+    with BundleServer(web_bundle) as server:
+        with headless(server.url + "index.html", profile=profile):
+            deadline = time.monotonic() + 120
+            while not wanted <= set(server.harness.served) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert wanted <= set(server.harness.served), sorted(wanted - set(server.harness.served))
+            time.sleep(2)  # the worker writes what it fetched into its cache
+        port = server.httpd.server_address[1]
+    dom = page_dom(f"http://127.0.0.1:{port}/index.html", profile=profile)  # nothing listens there now
+    assert re.search(r'id="status">model_float32\.tflite on mediapipe [\d.]+ \(wasm SIMD', dom), dom[-500:]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..edge.bench import RATIO_HEADER, format_row, table_headers
+from ..edge.bench import BROWSER_NOTE, RATIO_HEADER, format_row, table_headers
 
 
 def rows_table(rows: Sequence[dict[str, Any]], title: str = "", machine_column: bool = False):
@@ -22,6 +22,8 @@ def rows_table(rows: Sequence[dict[str, Any]], title: str = "", machine_column: 
         "start to first prediction; RSS: peak resident memory then; p50..p99: batch 1",
     )
     headers = table_headers(rows, machine_column)
+    if RATIO_HEADER in headers:
+        table.caption += f"; {BROWSER_NOTE}"
     for h in headers:
         table.add_column(
             h, justify="left" if h in ("machine", "artifact") else "right", no_wrap=h in ("machine", "artifact")

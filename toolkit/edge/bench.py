@@ -426,6 +426,10 @@ def choose_artifact(
 HEADERS = ("artifact", "thr", "MB", "cold s", "RSS MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "acc")
 # Browser rows (tk bench --web) carry their p50 over native p50, measured in the same call.
 RATIO_HEADER = "x native"
+BROWSER_NOTE = (
+    "browser rows: cold s is the page's load of runtime and model, RSS the browser's processes, "
+    f"{RATIO_HEADER} the p50 over native p50 measured in the same call"
+)
 
 
 def table_headers(rows: Sequence[dict[str, Any]], machine_column: bool = False) -> list[str]:

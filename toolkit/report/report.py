@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 from ..core.errors import Say, TkError
 from ..core.io import check_writable, now, write_text_atomic
 from ..core.runs import load_manifest
-from ..edge.bench import BENCH_JSON, RATIO_HEADER, format_row, machine_label, table_headers
+from ..edge.bench import BENCH_JSON, BROWSER_NOTE, RATIO_HEADER, format_row, machine_label, table_headers
 from ..edge.bench_rows import describe_settings, set_aside_note, upgrade_rows
 
 REPORT = "REPORT.md"
@@ -232,7 +232,8 @@ def _bench(run_dir: Path, benches: list[dict[str, Any]], title: str) -> list[str
         "",
         "`*` the Keras reference. cold s: process start to first prediction (a fresh process); RSS MB: "
         "its peak resident memory then; p50/p90/p99: batch-1 latency in ms; img/s: throughput at the batch "
-        "size above; acc: test-split accuracy.",
+        "size above; acc: test-split accuracy."
+        + (f" {BROWSER_NOTE[0].upper()}{BROWSER_NOTE[1:]}." if RATIO_HEADER in headers else ""),
         "",
     ]
     set_aside = sum(len(b.get("other_rows", [])) for b in benches)

@@ -72,10 +72,14 @@ def _flags(profile: Path, extra: tuple[str, ...]) -> list[str]:
 
 
 @contextlib.contextmanager
-def headless(url: str, executable: Optional[str] = None, extra: tuple[str, ...] = ()) -> Iterator[subprocess.Popen]:
-    """Chromium on `url` for the duration of the block; killed (with its children) when it ends."""
+def headless(
+    url: str, executable: Optional[str] = None, extra: tuple[str, ...] = (), profile: Optional[Path] = None
+) -> Iterator[subprocess.Popen]:
+    """Chromium on `url` for the duration of the block; killed (with its children) when it ends.
+    A given profile folder is kept; else a fresh one is made and removed."""
     executable = executable or find_chromium()
-    profile = Path(tempfile.mkdtemp(prefix="tk-chromium-"))
+    keep = profile is not None
+    profile = Path(profile) if keep else Path(tempfile.mkdtemp(prefix="tk-chromium-"))
     log = (profile.parent / f"{profile.name}.log").open("w+b")
     proc = subprocess.Popen(
         [executable, *_flags(profile, extra), url],
@@ -91,7 +95,8 @@ def headless(url: str, executable: Optional[str] = None, extra: tuple[str, ...] 
         _kill_group(proc)
         log.close()
         Path(log.name).unlink(missing_ok=True)
-        shutil.rmtree(profile, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(profile, ignore_errors=True)
 
 
 def log_tail(proc: subprocess.Popen, lines: int = 8) -> str:
@@ -119,17 +124,21 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
 
 
-def _settled(url: str, extra: tuple[str, ...], budget_ms: int) -> str:
-    """Run Chromium once on url until the page settles (virtual time lets its async work finish)."""
+def _settled(url: str, extra: tuple[str, ...], budget_ms: int, profile: Optional[Path] = None) -> str:
+    """Run Chromium once on url until the page settles (virtual time lets its async work finish).
+
+    A given profile folder is kept (a second run then sees what the first cached); else a fresh one."""
     executable = find_chromium()
-    profile = Path(tempfile.mkdtemp(prefix="tk-chromium-"))
+    keep = profile is not None
+    profile = Path(profile) if keep else Path(tempfile.mkdtemp(prefix="tk-chromium-"))
     try:
         flags = _flags(profile, (*extra, f"--virtual-time-budget={budget_ms}"))
         proc = subprocess.run([executable, *flags, url], capture_output=True, text=True, timeout=budget_ms / 1000 + 90)
     except subprocess.TimeoutExpired:
         raise TkError(f"Chromium did not settle on {url} in time") from None
     finally:
-        shutil.rmtree(profile, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(profile, ignore_errors=True)
     return proc.stdout
 
 
@@ -141,9 +150,9 @@ def screenshot(url: str, out: Path, size: tuple[int, int] = (900, 560), budget_m
     return Path(out)
 
 
-def page_dom(url: str, budget_ms: int = 20000) -> str:
+def page_dom(url: str, budget_ms: int = 20000, profile: Optional[Path] = None) -> str:
     """The page's DOM once it has settled (what a screenshot shows, as HTML)."""
-    return _settled(url, ("--dump-dom",), budget_ms)
+    return _settled(url, ("--dump-dom",), budget_ms, profile)
 
 
 def cpu_flags() -> list[str]:

@@ -4,6 +4,7 @@ On top of what edge/pack.py writes (the artifacts, manifest, labels, samples and
 set), DIR gets:
 
     index.html, tk.js      the page: pick, drop or film an image; ?harness for tk verify/bench --web
+    sw.js                  a service worker: once loaded, the page works offline
     web.json               the models, which browser runtime runs each, the runtimes' URLs and versions
     model_*.b1.tflite      a batch-1 copy of each .tflite, for LiteRT.js (listed in the manifest)
     runtime/<name>/...     the runtimes' JS and wasm files (unless --cdn)
@@ -13,6 +14,7 @@ No build step: any static host serves the folder as it is (with COOP/COEP header
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import shutil
@@ -28,6 +30,7 @@ from .batch1 import batch1_name, write_batch1
 
 PAGE = Path(__file__).resolve().parent / "page"
 WEB_JSON = "web.json"
+PAGE_FILES = ("tk.js", "sw.js")  # index.html is written from its template
 # Which browser runtime runs which artifact: MediaPipe and LiteRT.js take .tflite (LiteRT.js the
 # batch-1 copy), onnxruntime-web takes .onnx.
 RUNTIMES_OF = {"tflite": ("mediapipe", "litert"), "onnx": ("onnxruntime",)}
@@ -80,16 +83,29 @@ def _write_page(work: Path, manifest: dict[str, Any], runtimes: dict[str, dict])
     page = (PAGE / "index.html").read_text(encoding="utf-8")
     # JSON inside <script>: only "</" could end it early, and none of these URLs has one.
     (work / "index.html").write_text(page.replace("__IMPORT_MAP__", json.dumps(import_map)), encoding="utf-8")
-    shutil.copyfile(PAGE / "tk.js", work / "tk.js")
+    for name in PAGE_FILES:
+        shutil.copyfile(PAGE / name, work / name)
+    models = web_models(manifest)
     web = {
         "format": 1,
         "name": html.escape(str(manifest.get("name", "model"))),
         "classes": manifest["classes"],
         "size": manifest["preprocessing"]["size"],
         "runtimes": {k: v for k, v in runtimes.items() if k != "litert-wasm-utils"},
-        "models": web_models(manifest),
+        "models": models,
+        **_offline(work, models),
     }
     (work / WEB_JSON).write_text(json_text(web) + "\n", encoding="utf-8")
+
+
+def _offline(work: Path, models: list[dict[str, Any]]) -> dict[str, Any]:
+    """What sw.js caches for offline use (the page, the runtimes, the models), and the cache's
+    name: a digest of those files, so a re-packed bundle replaces the cache of the old one."""
+    files = ["index.html", *PAGE_FILES, *sorted({m["file"] for m in models})]
+    if (work / runtime.RUNTIME_DIR).is_dir():
+        files += sorted(p.relative_to(work).as_posix() for p in (work / runtime.RUNTIME_DIR).rglob("*") if p.is_file())
+    digest = hashlib.sha256("".join(f"{f} {sha256_file(work / f)}\n" for f in files).encode()).hexdigest()[:16]
+    return {"offline": ["./", *files, WEB_JSON], "cache": f"tk-{digest}"}
 
 
 def pack_web(

@@ -44,6 +44,7 @@ class Harness:
     def __init__(self, job: Optional[dict[str, Any]] = None):
         self.job = job or {}
         self.posts: queue.Queue = queue.Queue()
+        self.served: list[str] = []  # paths answered 200, in order (what a page and its worker fetched)
 
     def receive(self, body: dict[str, Any]) -> dict[str, Any]:
         """Called on the server's thread: hand the post over, wait for the answer."""
@@ -107,6 +108,10 @@ def _handler(root: Path, harness: Harness):
             self.end_headers()
             self.wfile.write(data)
 
+        def log_request(self, code="-", size="-"):
+            if str(code) == "200":
+                harness.served.append(self.path.split("?")[0])
+
         def log_message(self, format, *args):  # the CLI speaks; the server stays quiet
             pass
 
@@ -115,6 +120,7 @@ def _handler(root: Path, harness: Harness):
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    allow_reuse_address = True  # a test serves the same port again (the page's origin) after a stop
 
     def handle_error(self, request, client_address):
         # The browser is killed as soon as the page has said "done": a request it had in flight
@@ -126,9 +132,9 @@ class _QuietServer(ThreadingHTTPServer):
 class BundleServer:
     """`with BundleServer(root, harness) as server:` serves root at server.url until the block ends."""
 
-    def __init__(self, root: Path, harness: Optional[Harness] = None):
+    def __init__(self, root: Path, harness: Optional[Harness] = None, port: int = 0):
         self.harness = harness or Harness()
-        self.httpd = _QuietServer(("127.0.0.1", 0), _handler(Path(root).resolve(), self.harness))
+        self.httpd = _QuietServer(("127.0.0.1", port), _handler(Path(root).resolve(), self.harness))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -205,6 +205,9 @@ async function classifyUrl(url) {
 }
 
 async function page() {
+  if ("serviceWorker" in navigator && config.cache) {  // offline once loaded (sw.js)
+    navigator.serviceWorker.register(`sw.js?v=${config.cache}`).catch((err) => console.warn("no offline cache:", err));
+  }
   document.title = $("title").textContent = `${config.name}: ${config.classes.length} classes`;
   $("model").replaceChildren(...config.models.map((m, i) => new Option(`${m.file} · ${m.runtime}`, i)));
   $("model").onchange = async (e) => { await choose(Number(e.target.value)); };
