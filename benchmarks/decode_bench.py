@@ -52,7 +52,7 @@ def decode_rate(paths, size) -> tuple[float, float]:
 
     with tempfile.TemporaryDirectory(prefix="tk-decode-bench-") as tmp:
         start = time.perf_counter()
-        images = decoded_images(paths, size, Path(tmp), say=lambda _: None)
+        images = decoded_images(paths, size, Path(tmp))
         decoded = time.perf_counter() - start
         order = np.random.default_rng(0).permutation(len(paths))
         for i in range(0, len(order), 32):
@@ -70,7 +70,7 @@ def epoch_rates(paths, labels, size, classes) -> tuple[float, float]:
     from toolkit.train.decoded import batches, decoded_images
 
     with tempfile.TemporaryDirectory(prefix="tk-decode-bench-") as tmp:
-        images = decoded_images(paths, size, Path(tmp), say=lambda _: None)
+        images = decoded_images(paths, size, Path(tmp))
         rates = []
         for feed in ("cache", "arrays"):
             keras.utils.set_random_seed(0)

@@ -105,7 +105,7 @@ def cached_head(workdir: Path, root: Path, size: int, backbone: str, epochs: int
     wall, phase = {}, {}
     for run in ("first", "second"):
         start = time.perf_counter()
-        result = train(recipe, runs_dir=workdir / "runs", say=lambda m: None)
+        result = train(recipe, runs_dir=workdir / "runs")
         wall[run] = time.perf_counter() - start
         phase[run] = json.loads((result.run_dir / "phases" / "features" / "done.json").read_text())["seconds"]
     return wall, phase

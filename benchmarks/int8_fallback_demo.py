@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--extra-images", type=Path, help="more images of the same generator, for counts > train")
     args = parser.parse_args()
 
+    from toolkit.core.context import Context
     from toolkit.core.images import load_batch
     from toolkit.core.recipe import load_recipe
     from toolkit.core.runs import load_split
@@ -96,7 +97,7 @@ def main() -> None:
 
     run = args.run
     recipe = load_recipe(run / "recipe.yaml")
-    job = ExportJob(run, recipe, 17, print)
+    job = ExportJob(run, recipe, 17, Context(say=print))
     calibration = job.calibration
     job.close()
     size = tuple(json.loads((run / "manifest.json").read_text())["preprocessing"]["size"])

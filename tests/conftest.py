@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import WEB_ARTIFACTS, small_recipe
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -25,55 +26,6 @@ def synth_root(session_dir) -> Path:
     from toolkit.data.synth import make_synthetic_dataset
 
     return make_synthetic_dataset(session_dir / "synth", classes=3, per_class=60, size=48, seed=1)
-
-
-def small_recipe(name: str, root: Path, **sections):
-    """A recipe for tests: synthetic data, small images, few epochs; sections override."""
-    from toolkit.core.recipe import recipe_from_dict
-
-    raw = {
-        "name": name,
-        "seed": 7,
-        "data": {"root": str(root)},
-        "model": {"backbone": "mini_vgg", "weights": "none", "image_size": 32},
-        "train": {
-            "mode": "scratch",
-            "epochs": 12,
-            "batch_size": 16,
-            "augment": {"flip": "none", "rotation": 0.0, "zoom": 0.0},
-        },
-        "export": {"calibration_samples": 60},
-    }
-    for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    return recipe_from_dict(raw)
-
-
-def interrupt_at_epoch(monkeypatch, epoch: int):
-    """Make training raise KeyboardInterrupt as epoch `epoch` begins (as if Ctrl-C came once the
-    epoch before was done): the callbacks have saved that epoch's checkpoint and resume backup.
-    Returns the function that lets training run on again (for the --resume that follows)."""
-    from toolkit.train.callbacks import Progress
-
-    original = Progress.on_epoch_begin
-
-    def ctrl_c(self, at, logs=None):
-        if at == epoch:
-            raise KeyboardInterrupt
-        original(self, at, logs)
-
-    monkeypatch.setattr(Progress, "on_epoch_begin", ctrl_c)
-    return lambda: monkeypatch.setattr(Progress, "on_epoch_begin", original)
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    """A user mistake: exit 1, one line starting 'error: ', no traceback, naming the fragments."""
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +54,7 @@ def trained_run(synth_root, runs_dir, feature_cache) -> Path:
     """MiniVGGNet trained from scratch on the synthetic data: the session's reference run."""
     from toolkit.train.phases import train
 
-    result = train(small_recipe("scratch", synth_root), runs_dir=runs_dir, say=lambda _: None)
+    result = train(small_recipe("scratch", synth_root), runs_dir=runs_dir)
     return result.run_dir
 
 
@@ -120,7 +72,7 @@ def exported_run(trained_run, session_dir) -> Path:
 
     run = session_dir / "exported_runs" / trained_run.name
     shutil.copytree(trained_run, run)
-    export_run(run, formats=["all"], quantizations=["all"], say=lambda _: None)
+    export_run(run, formats=["all"], quantizations=["all"])
     return run
 
 
@@ -188,11 +140,13 @@ def finetuned_run(synth_root, session_dir, feature_cache, base_weights):
             )
         return original(phase, model, *args, **kwargs)
 
+    from toolkit.core.context import Context
+
     messages: list[str] = []
     mp = pytest.MonkeyPatch()
     mp.setattr(train_module, "_phase_end_to_end", spy)
     try:
-        result = train_module.train(recipe, runs_dir=session_dir / "finetune_runs", say=messages.append)
+        result = train_module.train(recipe, runs_dir=session_dir / "finetune_runs", ctx=Context(say=messages.append))
     finally:
         mp.undo()
     return SimpleNamespace(run_dir=result.run_dir, recipe=recipe, messages=messages, after_features=snapshot)
@@ -294,9 +248,6 @@ def write_checkset(bundle: Path, run_dir: Path, count: int = CHECKSET_IMAGES) ->
         "probabilities": probs.tolist(),
     }
     (folder / "checkset.json").write_text(json.dumps(meta))
-
-
-WEB_ARTIFACTS = ("model_float32.tflite", "model_int8.tflite", "model.onnx", "model_int8.onnx")  # float and int8 of both
 
 
 @pytest.fixture(scope="session")

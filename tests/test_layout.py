@@ -100,3 +100,39 @@ def test_base_packages_import_without_tensorflow(package):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# The bench child's stdout is a pipe its parent reads (a protocol), not a person's terminal.
+PRINTS_ALLOWED = {"edge/bench.py:child_main"}
+
+
+def prints_outside_cli(path: Path, root: Path = PACKAGE) -> list[str]:
+    """`print(...)` calls and `print` defaults (say=print) in a module outside cli/."""
+    rel = str(path.relative_to(root))
+    if rel.startswith("cli/") or "vendor" in path.parts:
+        return []
+    found = []
+    for func in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        defaults = func.args.defaults + [d for d in func.args.kw_defaults if d is not None]
+        found += [
+            f"{rel}:{d.lineno} defaults to print" for d in defaults if isinstance(d, ast.Name) and d.id == "print"
+        ]
+        if f"{rel}:{func.name}" in PRINTS_ALLOWED:
+            continue
+        calls = [n for n in ast.walk(func) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print"]
+        found += [f"{rel}:{c.lineno} prints ({func.name})" for c in calls]
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_cli_prints_and_domain_code_is_silent_by_default(path):
+    assert prints_outside_cli(path) == []
+
+
+def test_the_print_check_sees_calls_and_defaults(tmp_path):
+    (tmp_path / "train").mkdir()
+    module = tmp_path / "train" / "m.py"
+    module.write_text("def f(x, say=print):\n    say(x)\n\ndef g(x):\n    print(x)\n")
+    assert prints_outside_cli(module, tmp_path) == ["train/m.py:1 defaults to print", "train/m.py:5 prints (g)"]

@@ -47,7 +47,7 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from conftest import assert_one_line_error, small_recipe  # noqa: E402
+from helpers import assert_one_line_error, small_recipe  # noqa: E402
 
 
 def _hashes(folder: Path) -> dict[str, str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.core.context import Context
 from toolkit.core.errors import TkError
 from toolkit.core.lock import lock_path, run_lock
 
@@ -78,7 +79,7 @@ def test_a_killed_holders_lock_is_taken_over(tmp_path):
         json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "started": "then", "command": "tk train"})
     )
     said: list[str] = []
-    with run_lock(run, "tk export", say=said.append):
+    with run_lock(run, "tk export", ctx=Context(say=said.append)):
         assert json.loads(path.read_text())["pid"] == os.getpid()
     assert said and "taking over" in said[0] and "no longer running" in said[0]
     assert not path.exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.core.context import Context
 from toolkit.core.errors import TkError
 from toolkit.core.runs import (
     MANIFEST,
@@ -128,7 +129,7 @@ def test_latest_is_trained_last_not_touched_last(tmp_path):
     save_manifest(older, manifest)  # what tk verify/bench/export do to an older run
     os.utime(older / MANIFEST, (4e9, 4e9))
     said = []
-    assert resolve_run(None, tmp_path, said.append) == newer
+    assert resolve_run(None, tmp_path, Context(say=said.append)) == newer
     assert said == ["using the latest run: " + str(newer) + " (trained 2026-01-02 10:00:00 UTC)"]
 
 
@@ -137,7 +138,7 @@ def test_latest_prefers_the_stable_name_on_a_tie_and_skips_temp_folders(tmp_path
     stable = _run(tmp_path, "quickstart", stamp)
     _run(tmp_path, "quickstart-20260102-100000", stamp, name="quickstart")
     _run(tmp_path, "quickstart.partial", "2027-01-01T00:00:00+00:00", name="quickstart")
-    assert resolve_run(None, tmp_path, lambda _: None) == stable
+    assert resolve_run(None, tmp_path) == stable
     assert [p.name for p in list_runs(tmp_path)] == ["quickstart", "quickstart-20260102-100000"]
 
 
@@ -155,26 +156,26 @@ def test_a_pack_bundle_beside_the_runs_is_not_a_run(tmp_path):
             }
         )
     )
-    assert list_runs(tmp_path) == [run] and resolve_run(None, tmp_path, lambda _: None) == run
+    assert list_runs(tmp_path) == [run] and resolve_run(None, tmp_path) == run
 
 
 def test_old_runs_without_trained_sort_by_created(tmp_path):
     old = _run(tmp_path, "a", None)
     (old / MANIFEST).write_text(json.dumps({"name": "a", "created": "2026-03-01T00:00:00+00:00"}))
     _run(tmp_path, "b", "2026-02-01T00:00:00+00:00")
-    assert resolve_run(None, tmp_path, lambda _: None) == old
+    assert resolve_run(None, tmp_path) == old
 
 
 def test_named_runs_and_dot_resolve_and_say_which(tmp_path, monkeypatch):
     run = _run(tmp_path / "exported", "quickstart", "2026-01-01T10:00:00+00:00")
     said = []
-    assert resolve_run("quickstart", tmp_path / "exported", said.append) == run
+    assert resolve_run("quickstart", tmp_path / "exported", Context(say=said.append)) == run
     assert said and "using the run" in said[0] and str(run) in said[0]
     monkeypatch.chdir(run)
-    here = resolve_run(".", tmp_path / "nowhere", said.append)
+    here = resolve_run(".", tmp_path / "nowhere", Context(say=said.append))
     assert here == run and here.name == "quickstart"
     with pytest.raises(TkError, match="no trained run at"):
-        resolve_run("nope", tmp_path / "exported", said.append)
+        resolve_run("nope", tmp_path / "exported", Context(say=said.append))
 
 
 def test_archive_moves_aside_with_collision_proof_names(tmp_path):

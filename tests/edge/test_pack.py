@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
@@ -29,7 +29,7 @@ NO_TF = "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = No
 @pytest.fixture(scope="module")
 def bundle(device_run, tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("pack") / "bundle"
-    pack(device_run, target, samples=12, say=lambda _: None)
+    pack(device_run, target, samples=12)
     return target
 
 
@@ -143,14 +143,14 @@ def test_a_failed_pack_leaves_the_earlier_bundle_and_no_temp(device_run, bundle,
     target = Path(shutil.copytree(bundle, tmp_path / "out" / "bundle"))
     before = sorted(p.relative_to(target) for p in target.rglob("*"))
     with pytest.raises(TkError, match="model.onnx: sha256 differs"):
-        pack(run, target, samples=2, force=True, say=lambda _: None)
+        pack(run, target, samples=2, force=True)
     assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
     assert [p.name for p in target.parent.iterdir()] == ["bundle"]
     manifest = load_manifest(run)
     del manifest["artifacts"]["model.onnx"]["sha256"]
     save_manifest(run, manifest)
     with pytest.raises(TkError, match="model.onnx has no sha256"):
-        pack(run, tmp_path / "new", files=["model.onnx"], samples=0, say=lambda _: None)
+        pack(run, tmp_path / "new", files=["model.onnx"], samples=0)
     assert not (tmp_path / "new").exists()
 
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
@@ -58,10 +58,12 @@ def _damaged(source: Path, tmp_path: Path, kind: str) -> Path:
 
 
 @pytest.mark.parametrize("kind", sorted(DAMAGE))
-@pytest.mark.parametrize("command", [["explain", "--filters", "block1_conv1"], ["export", "--format", "tflite"]])
-def test_damaged_model_keras_is_one_line_in_explain_and_export(trained_run, tmp_path, kind, command):
+@pytest.mark.parametrize(
+    "command, options", [(["explain", "filters"], ["--layer", "block1_conv1"]), (["export"], ["--format", "tflite"])]
+)
+def test_damaged_model_keras_is_one_line_in_explain_and_export(trained_run, tmp_path, kind, command, options):
     run = _damaged(trained_run, tmp_path, kind)
-    result = runner.invoke(app, [command[0], str(run), *command[1:]])
+    result = runner.invoke(app, [*command, str(run), *options])
     assert_one_line_error(result, str(run / "model.keras"), DAMAGE[kind][1], "re-run tk train")
 
 

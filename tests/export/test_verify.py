@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
+from toolkit.core.context import Context
 from toolkit.core.errors import ParityError
 from toolkit.core.recipe import load_recipe
 from toolkit.core.runs import load_manifest, record_artifact
@@ -31,7 +32,7 @@ ARTIFACTS = [
 @pytest.fixture(scope="module")
 def parity_report(exported_run):
     lines: list[str] = []
-    report = verify_run(exported_run, say=lines.append)
+    report = verify_run(exported_run, ctx=Context(say=lines.append))
     return report, lines
 
 
@@ -164,7 +165,7 @@ def test_thresholds_come_from_the_recipe(exported_run, tmp_path):
     recipe["verify"]["thresholds"]["float16"]["max_abs_diff"] = 1e-12
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     with pytest.raises(ParityError, match=r"model_float16.tflite \(max diff .* > 1e-12\)"):
-        verify_run(run, files=["model_float16.tflite"], say=lambda _: None)
+        verify_run(run, files=["model_float16.tflite"])
 
 
 def test_unknown_artifact_and_unexported_run(exported_run, trained_run):
@@ -227,7 +228,7 @@ def test_verify_reports_confident_agreement_and_the_recipe_gates_on_it(exported_
     }
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     try:
-        verify_run(run, files=["model_int8.tflite"], say=lambda _: None)
+        verify_run(run, files=["model_int8.tflite"])
     except ParityError as exc:
         assert "confident agreement" in str(exc) and "< 100.0%" in str(exc)
     judged = json.loads((run / "parity.json").read_text())["artifacts"]["model_int8.tflite"]

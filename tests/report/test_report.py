@@ -25,14 +25,13 @@ def reported_run(exported_run, tmp_path_factory) -> Path:
 
     run = Path(shutil.copytree(exported_run, tmp_path_factory.mktemp("report") / exported_run.name))
     try:
-        verify_run(run, say=lambda _: None)
+        verify_run(run)
     except ParityError:
         pass  # a failing artifact is still reported (parity.json is written first)
     bench_run(
         run,
         BenchSettings(threads=(1,), runs=3, warmup=1, batch=2),
         only=["model_int8.tflite", "model.onnx"],
-        say=lambda _: None,
     )
     return run
 
@@ -65,7 +64,7 @@ def section(text: str, title: str) -> str:
 
 
 def test_report_has_every_section_with_its_images(reported_run):
-    text = write_report(reported_run, say=lambda _: None).read_text()
+    text = write_report(reported_run).read_text()
     for title in ("Training", "Test metrics", "Artifacts", "Parity (tk verify)", "Bench (tk bench)"):
         assert f"## {title}" in text
     curves = sorted(reported_run.glob("phases/*/curves.png"))
@@ -82,7 +81,7 @@ def test_explain_images_are_linked_when_the_folder_exists(reported_run, tmp_path
     run = Path(shutil.copytree(reported_run, tmp_path / "run"))
     (run / "explain").mkdir()
     shutil.copy(next(run.glob("phases/*/curves.png")), run / "explain" / "gradcam_sheet_test.png")
-    text = write_report(run, say=lambda _: None).read_text()
+    text = write_report(run).read_text()
     assert "](explain/gradcam_sheet_test.png)" in section(text, "Explain")
 
 
@@ -113,7 +112,7 @@ def test_sections_say_which_command_fills_them(exported_run, tmp_path):
     run = Path(
         shutil.copytree(exported_run, tmp_path / "bare", ignore=shutil.ignore_patterns("parity.json", BENCH_JSON))
     )
-    text = write_report(run, say=lambda _: None).read_text()
+    text = write_report(run).read_text()
     assert "`tk verify`" in section(text, "Parity") and "`tk bench`" in section(text, "Bench")
     assert not (run / PLOT).exists()
 
@@ -141,7 +140,7 @@ def test_report_shows_comparable_rows_only_and_says_so(reported_run, other_machi
     pi = json.loads(other_machine.read_text())
     pi["rows"] = [*pi["rows"], {**pi["rows"][0], "file": "model_dynamic.tflite", "runs": 50}]  # timed otherwise
     other_machine.write_text(json.dumps(pi))
-    text = section(write_report(run, merge=[other_machine], say=lambda _: None).read_text(), "Bench")
+    text = section(write_report(run, merge=[other_machine]).read_text(), "Bench")
     assert "Every row below: 3 timed batch-1 runs after 1 warm-up, throughput at batch 2." in text
     assert (
         "model_float16.tflite" not in text.split("- note")[0] and "model_dynamic.tflite" not in text.split("- note")[0]
@@ -195,6 +194,6 @@ def test_a_bench_json_of_an_older_tk_still_reports(reported_run, tmp_path):
         {k: v for k, v in r.items() if k not in ("machine", "measured_at", "sha256")} for r in bench["rows"]
     ]
     (run / BENCH_JSON).write_text(json.dumps(bench))
-    text = section(write_report(run, say=lambda _: None).read_text(), "Bench")
+    text = section(write_report(run).read_text(), "Bench")
     assert "| model.onnx | 1 |" in text and f"**{machine_label(bench['machine'])}**" in text
     assert f"measured {bench['created']}" in text

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import WEB_ARTIFACTS, assert_one_line_error
+from helpers import WEB_ARTIFACTS, assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
@@ -102,15 +102,15 @@ def test_the_page_shows_the_top_class(web_bundle, tmp_path):
     from PIL import Image
 
     from toolkit.edge.predict import predict
-    from toolkit.web.chromium import page_dom, screenshot
+    from toolkit.web.chromium import capture
     from toolkit.web.server import BundleServer
 
     sample = sorted((web_bundle / "samples").rglob("*.jpg"))[0]
     expected = predict(web_bundle / "model_float32.tflite", [sample])[0].top[0][0]
+    png = tmp_path / "page.png"
     with BundleServer(web_bundle) as server:
         url = f"{server.url}index.html?image={sample.relative_to(web_bundle).as_posix()}"
-        png = screenshot(url, tmp_path / "page.png")
-        dom = page_dom(url)
+        dom = capture(url, png, ready="document.body.dataset.top")
     assert f'data-top="{expected}"' in dom
     assert re.search(rf'<li><span class="name">{re.escape(expected)}</span>', dom)  # first in the list
     image = Image.open(png)
@@ -131,7 +131,7 @@ def test_the_page_works_offline_once_loaded(web_bundle, tmp_path):
     origin still loads the page and its model (Chromium's profile is kept between the two runs)."""
     import time
 
-    from toolkit.web.chromium import headless, page_dom
+    from toolkit.web.chromium import capture, headless
     from toolkit.web.server import BundleServer
 
     offline = json.loads((web_bundle / "web.json").read_text())["offline"]
@@ -146,5 +146,7 @@ def test_the_page_works_offline_once_loaded(web_bundle, tmp_path):
             assert wanted <= set(server.harness.served), sorted(wanted - set(server.harness.served))
             time.sleep(2)  # the worker writes what it fetched into its cache
         port = server.httpd.server_address[1]
-    dom = page_dom(f"http://127.0.0.1:{port}/index.html", profile=profile)  # nothing listens there now
+    # Nothing listens there now: the page, its runtime and its model come from the worker's cache.
+    loaded = "document.getElementById('status').textContent.includes('loaded in')"
+    dom = capture(f"http://127.0.0.1:{port}/index.html", tmp_path / "offline.png", ready=loaded, profile=profile)
     assert re.search(r'id="status">model_float32\.tflite on mediapipe [\d.]+ \(wasm SIMD', dom), dom[-500:]

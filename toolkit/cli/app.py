@@ -7,15 +7,17 @@ device path (predict/bench on .tflite/.onnx) stay fast and free of TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
 
 from ..core import quiet
+from ..core.context import Context, silent
 from ..core.errors import TkError, fault_line
 from .progress import live_console, progress_for
 
@@ -67,13 +69,12 @@ def say(message: str) -> None:
     (live_console() or console).print(message, markup=False, soft_wrap=True)
 
 
-def progress(as_json: bool = False):
-    """Progress bars for one command: on stderr when it is a terminal, else (and under --json) none."""
-    return progress_for(console, err_console, as_json)
-
-
-def quiet_say(_message: str) -> None:
-    """Under --json stdout holds the JSON document only: progress lines are dropped."""
+@contextlib.contextmanager
+def context(as_json: bool = False, data_root: Optional[Path] = None) -> Iterator[Context]:
+    """The domain's Context for one command: lines through `say` (none under --json, where stdout
+    holds the JSON document only), progress bars on stderr when it is a terminal, --data-root."""
+    with progress_for(console, err_console, as_json) as bars:
+        yield Context(say=silent if as_json else say, progress=bars, data_root=data_root)
 
 
 def _version(value: bool) -> None:
@@ -127,7 +128,11 @@ DataRoot = Annotated[
         help="The dataset folder on this machine, if it moved since training (default: the root split.json records).",
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (and nothing else on stdout).")]
+# One --json for every command: strict JSON on stdout and nothing else; the exit code is what it
+# would be without it (a failed check still exits 1, after printing the JSON that says why).
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON and nothing else on stdout; exit codes unchanged.")
+]
 SetOpt = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -161,23 +166,22 @@ def train(
     from ..core.recipe import load_recipe
     from ..train.backend import select_backend
 
-    out = quiet_say if as_json else say
     if not recipe.exists():
         raise TkError(
             f"{recipe}: no such recipe or folder (pass a recipe YAML, e.g. recipes/quickstart.yaml, "
             "or a folder of class folders)"
         )
-    if recipe.is_dir():
-        from ..data.folder_recipe import write_folder_recipe
+    with context(as_json) as ctx:
+        if recipe.is_dir():
+            from ..data.folder_recipe import write_folder_recipe
 
-        recipe, sets = write_folder_recipe(recipe, sets or [], out), None
-    loaded = load_recipe(recipe, sets or ())
-    if select_backend(loaded) == "tensorflow":  # before keras is first imported: it reads KERAS_BACKEND once
-        quiet.import_tensorflow_quietly()
-    from ..train.phases import train as run_training
+            recipe, sets = write_folder_recipe(recipe, sets or [], ctx), None
+        loaded = load_recipe(recipe, sets or ())
+        if select_backend(loaded) == "tensorflow":  # before keras is first imported: it reads KERAS_BACKEND once
+            quiet.import_tensorflow_quietly()
+        from ..train.phases import train as run_training
 
-    with progress(as_json) as bars:
-        result = run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, say=out, progress=bars)
+        result = run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, ctx=ctx)
     if as_json:
         say(
             json_text(
@@ -218,10 +222,13 @@ def data_synth(
 @user_errors
 def data_inspect(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML whose data section to inspect.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: JsonOpt = False,
     sets: SetOpt = None,
 ):
-    """Counts per class and split, image sizes, bad files and warnings, before training."""
+    """Counts per class and split, image sizes, bad files and warnings, before training.
+
+    --json prints the same report as JSON.
+    """
     from ..core.io import json_text
     from ..core.recipe import load_recipe
     from ..data.survey import survey
@@ -242,7 +249,8 @@ def data_fetch(recipe: Annotated[Path, typer.Argument(help="Recipe YAML with dat
     from ..core.recipe import load_recipe
     from ..data.fetch import fetch
 
-    fetch(load_recipe(recipe, sets or ()), say=say)
+    with context() as ctx:
+        fetch(load_recipe(recipe, sets or ()), ctx)
 
 
 @app.command()
@@ -254,7 +262,7 @@ def predict(
     ],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
     top_k: Annotated[int, typer.Option("--top-k", help="Labels to show per image.")] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of one line per image.")] = False,
+    as_json: JsonOpt = False,
     threads: Annotated[
         Optional[str],
         typer.Option(
@@ -322,19 +330,9 @@ def export_cmd(
     from ..core.runs import resolve_run
     from ..export.exporter import export_run
 
-    out = quiet_say if as_json else say
-    run_dir = resolve_run(run, runs_dir, out)
-    with progress(as_json) as bars:
-        entries = export_run(
-            run_dir,
-            formats,
-            quantize,
-            say=out,
-            opset=opset,
-            int8_fallback=int8_fallback,
-            data_root=data_root,
-            progress=bars,
-        )
+    with context(as_json, data_root) as ctx:
+        run_dir = resolve_run(run, runs_dir, ctx)
+        entries = export_run(run_dir, formats, quantize, opset=opset, int8_fallback=int8_fallback, ctx=ctx)
     if as_json:
         say(json_text({"run": str(run_dir), "artifacts": entries}))
 
@@ -347,9 +345,7 @@ def verify(
         Optional[list[str]],
         typer.Option("--artifact", help="Only this artifact file name; repeatable (default: every exported artifact)."),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the parity report as JSON, also when a check fails (exit 1).")
-    ] = False,
+    as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
     web: Annotated[
@@ -361,7 +357,10 @@ def verify(
         ),
     ] = False,
 ):
-    """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not)."""
+    """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not).
+
+    --json prints the parity report, also when a check fails (then exit 1).
+    """
     from ..core.runs import resolve_run
 
     if web:
@@ -371,10 +370,9 @@ def verify(
     from ..core.io import json_text
     from ..export.verify import raise_on_failure, verify_run
 
-    out = quiet_say if as_json else say
-    run_dir = resolve_run(run, runs_dir, out)
-    with progress(as_json) as bars:  # one ✓/✗ line per artifact, with its numbers and failures
-        report = verify_run(run_dir, artifacts, say=out, data_root=data_root, progress=bars, check=False)
+    with context(as_json, data_root) as ctx:  # one ✓/✗ line per artifact, with its numbers and failures
+        run_dir = resolve_run(run, runs_dir, ctx)
+        report = verify_run(run_dir, artifacts, check=False, ctx=ctx)
     if as_json:
         say(json_text(report))
         if not report["passed"]:
@@ -390,7 +388,8 @@ def _verify_web(bundle: Optional[str], artifacts: Optional[list[str]], as_json: 
 
     if not bundle:
         raise TkError("tk verify --web: name the bundle folder (tk verify BUNDLE --web)")
-    report = verify_web(Path(bundle), judge_probabilities, say=quiet_say if as_json else say, files=artifacts)
+    with context(as_json) as ctx:
+        report = verify_web(Path(bundle), judge_probabilities, artifacts, ctx)
     if as_json:
         say(json_text(report))
     failed = [f for f, r in report["artifacts"].items() if not r["passed"]]
@@ -403,6 +402,17 @@ def _verify_web(bundle: Optional[str], artifacts: Optional[list[str]], as_json: 
         )
     if not as_json:
         say(f"all {len(report['artifacts'])} models match the reference in {report['runtime']}; wrote {report['file']}")
+
+
+def _bench_web(targets, given, fixed_runs, max_latency_ms, min_accuracy, ctx):
+    from ..edge.bench import settings_for
+    from ..web.bench import bench_web
+
+    if len(targets or []) != 1:
+        raise TkError("tk bench --web: name one bundle folder (tk bench BUNDLE --web)")
+    bundle = Path(targets[0])
+    settings = settings_for(bundle, **given)
+    return bench_web(bundle, settings, fixed_runs, given["threads"], max_latency_ms, min_accuracy, ctx)
 
 
 @app.command()
@@ -434,7 +444,7 @@ def bench(
     min_accuracy: Annotated[
         Optional[float], typer.Option("--min-accuracy", help="Ship limit: test accuracy (0..1).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print bench.json content instead of a table.")] = False,
+    as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
     web: Annotated[
@@ -446,40 +456,20 @@ def bench(
         ),
     ] = False,
 ):
-    """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact."""
+    """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact.
+
+    --json prints bench.json's content (one object per run) instead of the table.
+    """
     from ..core.io import json_text
     from ..edge.bench import bench_targets, machine_label, parse_threads
     from .render import rows_table, ship_line
 
     given = {"threads": parse_threads(threads) if threads else None, "runs": runs, "warmup": warmup, "batch": batch}
-    if web:
-        from ..edge.bench import settings_for
-        from ..web.bench import bench_web
-
-        if len(targets or []) != 1:
-            raise TkError("tk bench --web: name one bundle folder (tk bench BUNDLE --web)")
-        bundle = Path(targets[0])
-        result = bench_web(
-            bundle,
-            settings_for(bundle, **given),
-            fixed_runs=runs is not None,
-            threads=given["threads"],
-            max_latency_ms=max_latency_ms,
-            min_accuracy=min_accuracy,
-            say=(lambda _: None) if as_json else say,
-        )
-    else:
-        with progress(as_json) as bars:
-            result = bench_targets(
-                targets or [],
-                runs_dir,
-                given,
-                max_latency_ms,
-                min_accuracy,
-                say=(lambda _: None) if as_json else say,
-                data_root=data_root,
-                progress=bars,
-            )
+    with context(as_json, data_root) as ctx:
+        if web:
+            result = _bench_web(targets, given, runs is not None, max_latency_ms, min_accuracy, ctx)
+        else:
+            result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy, ctx)
     reports = result["reports"]
     if as_json:
         say(json_text(reports if len(reports) > 1 else reports[0]))
@@ -538,19 +528,18 @@ def pack_cmd(
     """Write the folder a device gets: artifacts, manifest, labels.txt and a labelled test sample."""
     from ..core.io import json_text
     from ..core.runs import resolve_run
+    from ..edge.pack import pack
 
-    tell = quiet_say if as_json else say
     if cdn and not web:
         raise TkError("--cdn: only with --web (it says where the web page loads its runtimes from)")
-    run_dir = resolve_run(run, runs_dir, tell)
-    if web:
-        from ..web.pack import pack_web
+    with context(as_json, data_root) as ctx:
+        run_dir = resolve_run(run, runs_dir, ctx)
+        if web:
+            from ..web.pack import pack_web
 
-        out = pack_web(run_dir, directory, formats, artifacts, samples, force, cdn, say=tell, data_root=data_root)
-    else:
-        from ..edge.pack import pack
-
-        out = pack(run_dir, directory, formats, artifacts, samples, force, say=tell, data_root=data_root)
+            out = pack_web(run_dir, directory, formats, artifacts, samples, force, cdn, ctx)
+        else:
+            out = pack(run_dir, directory, formats, artifacts, samples, force, ctx)
     if as_json:
         say(json_text(out))
         return
@@ -564,47 +553,83 @@ def pack_cmd(
         say(f"web page: {len(out['web']['models'])} model(s); check it with tk verify {out['dir']} --web")
 
 
-@app.command()
+# Three probes with options of their own (an image, a layer, a class, a step count): subcommands,
+# as `tk data` has, so each takes only what it uses and --count means one thing per command.
+explain_app = typer.Typer(
+    no_args_is_help=True,
+    help="Feature maps, activation maximization and Grad-CAM of a trained run, as PNGs in RUN/explain/.",
+)
+app.add_typer(explain_app, name="explain")
+ImageOpt = Annotated[Path, typer.Option("--image", help="The image to explain.")]
+
+
+@explain_app.command("maps")
 @user_errors
-def explain(
+def explain_maps(
     run: RunArg = None,
-    image: Annotated[
-        Optional[Path], typer.Option("--image", help="Image for feature maps; image or folder for --gradcam.")
-    ] = None,
+    image: ImageOpt = ...,
     layers: Annotated[
         Optional[str],
-        typer.Option(
-            "--layers",
-            help="Backbone layers, comma-separated (default: the backbone's usual conv layers; --gradcam: the deepest).",
-        ),
+        typer.Option("--layers", help="Backbone layers, comma-separated (default: the backbone's usual conv layers)."),
     ] = None,
-    filters: Annotated[
-        Optional[str],
-        typer.Option(
-            "--filters",
-            help="Layer whose filters to visualise by activation maximization (backbone, head or predictions).",
-        ),
-    ] = None,
-    count: Annotated[
-        Optional[int],
-        typer.Option(
-            "--count", help="Channels per feature map (16), filters (8), or images of a --gradcam folder (64)."
-        ),
-    ] = None,
-    gradcam: Annotated[bool, typer.Option("--gradcam", help="Grad-CAM heatmaps over --image.")] = False,
-    class_name: Annotated[
-        Optional[str], typer.Option("--class", help="Explain this class instead of the predicted one (--gradcam).")
-    ] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Gradient-ascent steps for --filters (160).")] = None,
+    count: Annotated[int, typer.Option("--count", help="Channels shown per layer.")] = 16,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
-    """Feature maps, activation maximization and Grad-CAM of a trained run, as PNGs in RUN/explain/."""
+    """What the backbone's layers see in one image: a grid of each layer's first channels."""
     quiet.import_tensorflow_quietly()
     from ..core.runs import resolve_run
-    from ..explain.run import explain_run
+    from ..explain.feature_maps import explain_feature_maps
 
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
-    explain_run(resolve_run(run, runs_dir, say), image, names, filters, count, gradcam, class_name, steps, say=say)
+    with context() as ctx:
+        explain_feature_maps(resolve_run(run, runs_dir, ctx), image, names, count, ctx)
+
+
+@explain_app.command("filters")
+@user_errors
+def explain_filters(
+    run: RunArg = None,
+    layer: Annotated[
+        Optional[str],
+        typer.Option("--layer", help="Backbone, head or predictions layer (default: the deepest usual conv layer)."),
+    ] = None,
+    count: Annotated[int, typer.Option("--count", help="Filters (or units, or classes) to show.")] = 8,
+    steps: Annotated[int, typer.Option("--steps", help="Gradient-ascent steps.")] = 160,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Activation maximization: the input pattern each of a layer's filters responds to most."""
+    quiet.import_tensorflow_quietly()
+    from ..core.runs import resolve_run
+    from ..explain.maximize import AscentSettings
+    from ..explain.maximize import explain_filters as run_filters
+
+    with context() as ctx:
+        run_filters(resolve_run(run, runs_dir, ctx), layer, count, AscentSettings(steps=steps), ctx)
+
+
+@explain_app.command("gradcam")
+@user_errors
+def explain_gradcam(
+    run: RunArg = None,
+    image: Annotated[
+        Path, typer.Option("--image", help="An image, or a folder of images (a contact sheet too).")
+    ] = ...,
+    layer: Annotated[
+        Optional[str], typer.Option("--layer", help="Convolutional layer to take the heat from (default: the deepest).")
+    ] = None,
+    class_name: Annotated[
+        Optional[str], typer.Option("--class", help="Explain this class instead of the predicted one.")
+    ] = None,
+    count: Annotated[int, typer.Option("--count", help="Images of a folder to explain, in name order.")] = 64,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+):
+    """Grad-CAM: where in the image the evidence for a class is, as a heat overlay."""
+    quiet.import_tensorflow_quietly()
+    from ..core.runs import resolve_run
+    from ..explain.gradcam import explain_gradcam as run_gradcam
+
+    with context() as ctx:
+        run_gradcam(resolve_run(run, runs_dir, ctx), image, class_name, layer, limit=count, ctx=ctx)
 
 
 @app.command()
@@ -619,4 +644,5 @@ def report(
     """Write REPORT.md in the run folder: curves, test metrics, parity, bench tables, latency plot."""
     from ..report.report import report_for
 
-    report_for(run, runs_dir, merge or [], say)
+    with context() as ctx:
+        report_for(run, runs_dir, merge or [], ctx)

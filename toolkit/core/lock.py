@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from .context import SILENT, Context
 from .errors import TkError
 from .io import now
 
@@ -35,10 +36,10 @@ def lock_path(run_dir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, command: str, say=None) -> Iterator[Path]:
+def run_lock(run_dir: Path, command: str, ctx: Context = SILENT) -> Iterator[Path]:
     """Hold the run's lock for the block; TkError naming the holder if another live process has it."""
     path = lock_path(run_dir)
-    fd = _acquire(path, command, say)
+    fd = _acquire(path, command, ctx)
     try:
         yield path
     finally:
@@ -48,7 +49,7 @@ def run_lock(run_dir: Path, command: str, say=None) -> Iterator[Path]:
         os.close(fd)
 
 
-def _acquire(path: Path, command: str, say) -> int:
+def _acquire(path: Path, command: str, ctx: Context) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": now(), "command": command}
     for _ in range(5):  # a takeover races with at most a few others: each round one wins
@@ -61,8 +62,7 @@ def _acquire(path: Path, command: str, say) -> int:
             continue
         if not stale:
             raise TkError(_refusal(path, holder))
-        if say:
-            say(f"taking over {path}: {_describe(holder)} is no longer running")
+        ctx.say(f"taking over {path}: {_describe(holder)} is no longer running")
     raise TkError(_refusal(path, _read(path)))
 
 

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from .context import SILENT, Context
 from .errors import TkError
 from .io import now, sha256_file, size_bytes, write_json_atomic
 
@@ -87,7 +88,7 @@ def record_metrics(run_dir: Path, file: str, kind: str, metrics: dict[str, Any])
     save_manifest(run_dir, manifest)
 
 
-def resolve_run(target: Optional[str], runs_dir: Path = RUNS_DIR, say=print) -> Path:
+def resolve_run(target: Optional[str], runs_dir: Path = RUNS_DIR, ctx: Context = SILENT) -> Path:
     """A run folder from: nothing (the run trained last), a folder (`.` too), a recipe file, or a run name.
 
     Says which run it picked unless the target was that folder itself.
@@ -106,13 +107,13 @@ def resolve_run(target: Optional[str], runs_dir: Path = RUNS_DIR, say=print) -> 
         if not (run / MANIFEST).is_file():
             where = path if path.is_dir() else run
             raise TkError(f"{target}: no trained run at {where} (train it first: tk train RECIPE)")
-        say(f"using the run {run} (trained {_when(trained_at(run))})")
+        ctx.say(f"using the run {run} (trained {_when(trained_at(run))})")
         return run
     runs = list_runs(runs_dir)
     if not runs:
         raise TkError(f"no runs under {runs_dir}/; train one first (tk train recipes/quickstart.yaml)")
     latest = max(runs, key=_latest_key)
-    say(f"using the latest run: {latest} (trained {_when(trained_at(latest))})")
+    ctx.say(f"using the latest run: {latest} (trained {_when(trained_at(latest))})")
     return latest
 
 

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from ..core.io import write_text_atomic
 from ..core.overrides import apply_overrides
 from ..core.recipe import recipe_from_dict
@@ -43,7 +44,7 @@ def default_recipe(folder: Path) -> dict[str, Any]:
     }
 
 
-def write_folder_recipe(folder: Path, overrides: Sequence[str] = (), say: Say = print) -> Path:
+def write_folder_recipe(folder: Path, overrides: Sequence[str] = (), ctx: Context = SILENT) -> Path:
     """Check folder holds class folders, write the default recipe (with overrides) beside the
     others (recipes/<name>.yaml, or <name>.yaml when there is no recipes/ here); return its path.
     An existing file is never overwritten: the same content is reused, a different one refused."""
@@ -60,12 +61,12 @@ def write_folder_recipe(folder: Path, overrides: Sequence[str] = (), say: Say = 
     text = HEADER.format(folder=folder, path=target) + yaml.safe_dump(raw, sort_keys=False)
     if target.exists():
         if target.is_file() and target.read_text(errors="replace") == text:
-            say(f"training {folder} with {target} (written by an earlier tk train {folder})")
+            ctx.say(f"training {folder} with {target} (written by an earlier tk train {folder})")
             return target
         raise TkError(
             f"{target}: exists already and differs from the default recipe for {folder}; "
             f"train it with tk train {target}, or move it away"
         )
     write_text_atomic(target, text)
-    say(f"training {folder} with a default recipe, written to {target}")
+    ctx.say(f"training {folder} with a default recipe, written to {target}")
     return target

@@ -22,10 +22,11 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from ..core.formats import FORMATS, looks_like_model, sort_key
 from ..core.io import check_writable, now, write_json_atomic
-from ..core.progress import NO_PROGRESS, Progress, tracked
+from ..core.progress import tracked
 from ..core.recipe import BenchSection
 from ..core.runs import MANIFEST, REFERENCE, load_manifest, record_metrics, resolve_run
 from .bench_rows import (
@@ -234,14 +235,12 @@ def bench_run(
     run_dir: Path,
     settings: BenchSettings,
     only: Optional[list[str]] = None,
-    say: Say = print,
-    data_root: Optional[Path] = None,
-    progress: Progress = NO_PROGRESS,
+    ctx: Context = SILENT,
 ) -> dict[str, Any]:
     """Bench a run's artifacts (or `only` those files); write bench.json and the manifest metrics.
 
-    data_root overrides split.json's data root (where the test images are now); `progress` gets
-    one task per artifact, advanced per thread count measured.
+    ctx.data_root overrides split.json's data root (where the test images are now); ctx.progress
+    gets one task per artifact, advanced per thread count measured.
     """
     settings.check()
     manifest = load_manifest(run_dir)
@@ -252,7 +251,7 @@ def bench_run(
         raise TkError(
             f"{run_dir}: nothing to bench ({'; '.join(notes) or 'no artifacts in the manifest'}); run tk export first"
         )
-    paths, labels, why = _test_split(run_dir, data_root)
+    paths, labels, why = _test_split(run_dir, ctx.data_root)
     if why:
         notes.append(why)
     image = paths[0] if paths else None
@@ -263,11 +262,11 @@ def bench_run(
     for entry in entries:
         file = entry["file"]
         for i, threads in tracked(
-            progress,
+            ctx.progress,
             f"bench {file} (threads {','.join(map(str, settings.threads))})",
             list(enumerate(settings.threads)),
         ):
-            say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
+            ctx.say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
             spec = {
                 "artifact": str(run_dir / file),
                 "threads": threads,
@@ -372,11 +371,11 @@ def _read_previous(path: Path) -> Optional[dict[str, Any]]:
     return old if ok else None
 
 
-def split_targets(targets: Sequence[str], runs_dir: Path, say: Say) -> dict[Path, Optional[list[str]]]:
+def split_targets(targets: Sequence[str], runs_dir: Path, ctx: Context = SILENT) -> dict[Path, Optional[list[str]]]:
     """Run folders to bench, each with None (all its artifacts) or the artifact files named."""
     plan: dict[Path, Optional[list[str]]] = {}
     if not targets:
-        plan[resolve_run(None, runs_dir, say)] = None
+        plan[resolve_run(None, runs_dir, ctx)] = None
     for target in targets:
         path = Path(target)
         if looks_like_model(path):
@@ -389,7 +388,7 @@ def split_targets(targets: Sequence[str], runs_dir: Path, say: Say) -> dict[Path
                 continue
             plan.setdefault(run, []).append(path.name)
         else:
-            plan[resolve_run(target, runs_dir, say)] = None
+            plan[resolve_run(target, runs_dir, ctx)] = None
     return plan
 
 
@@ -467,9 +466,7 @@ def bench_targets(
     overrides: dict[str, Any],
     max_latency_ms: Optional[float] = None,
     min_accuracy: Optional[float] = None,
-    say: Say = print,
-    data_root: Optional[Path] = None,
-    progress: Progress = NO_PROGRESS,
+    ctx: Context = SILENT,
 ) -> dict[str, Any]:
     """Bench every target (runs or artifact files); with limits, also pick the artifact to ship.
 
@@ -477,8 +474,8 @@ def bench_targets(
     are given and no artifact meets them.
     """
     reports = [
-        bench_run(run, settings_for(run, **overrides), only, say=say, data_root=data_root, progress=progress)
-        for run, only in split_targets(targets, runs_dir, say).items()
+        bench_run(run, settings_for(run, **overrides), only, ctx)
+        for run, only in split_targets(targets, runs_dir, ctx).items()
     ]
     ship = None
     if max_latency_ms is not None or min_accuracy is not None:

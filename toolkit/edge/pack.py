@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from ..core.formats import FORMATS, sort_key
 from ..core.io import json_text, now, sha256_file
 from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, load_manifest, load_split, save_split
@@ -154,21 +155,20 @@ def pack(
     files: Optional[Sequence[str]] = None,
     samples: int = DEFAULT_SAMPLES,
     force: bool = False,
-    say: Say = print,
-    data_root: Optional[Path] = None,
+    ctx: Context = SILENT,
     finish: Optional[Callable[[Path], None]] = None,
 ) -> dict[str, Any]:
     """Write the device bundle for a run; return what it holds (files, samples, size).
 
-    data_root overrides split.json's data root (where the test images are now); `finish` adds to
-    the bundle (the web page and its runtimes: web/pack.py) in its work folder, before the swap."""
+    ctx.data_root overrides split.json's data root (where the test images are now); `finish` adds
+    to the bundle (the web page and its runtimes: web/pack.py) in its work folder, before the swap."""
     run_dir, target = Path(run_dir), Path(target)
     if not 0 <= samples <= MAX_SAMPLES:
         raise TkError(f"--samples: must be between 0 and {MAX_SAMPLES} (got {samples})")
     manifest = load_manifest(run_dir)
     entries = choose_artifacts(run_dir, manifest, formats, files)
     _check_target(target, run_dir, force)
-    split = load_split(run_dir / SPLIT, data_root) if samples and (run_dir / SPLIT).is_file() else None
+    split = load_split(run_dir / SPLIT, ctx.data_root) if samples and (run_dir / SPLIT).is_file() else None
     notes = (
         []
         if split or not samples
@@ -183,7 +183,7 @@ def pack(
         packed = {}
         for entry in entries:
             file = entry["file"]
-            say(f"pack {file}")
+            ctx.say(f"pack {file}")
             expected = entry.get("sha256")
             if not expected:
                 raise TkError(f"{run_dir / MANIFEST}: {file} has no sha256; re-run tk export to record it")

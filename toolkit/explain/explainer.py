@@ -16,7 +16,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..core.errors import Say, TkError, suggest
+from ..core.context import SILENT, Context
+from ..core.errors import TkError, suggest
 from ..core.images import BadImage, check_image, is_image_name, open_rgb
 
 EXPLAIN_DIR = "explain"
@@ -217,24 +218,26 @@ def slug(text: str) -> str:
 
 def single_image(path: Path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise TkError(f"--image: {path} is a folder; this takes one image file (tk explain gradcam takes a folder)")
     if not path.is_file():
-        raise TkError(f"--image: file not found: {path} (pass an image file, or a folder for --gradcam)")
+        raise TkError(f"--image: file not found: {path} (pass an image file, or a folder to tk explain gradcam)")
     return path
 
 
-def folder_images(folder: Path, limit: int, say: Say) -> list[Path]:
+def folder_images(folder: Path, limit: int, ctx: Context = SILENT) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_name(p))
     good = []
     for path in files:
         reason = check_image(path)
         if reason:
-            say(f"skipped {path}: {reason}")
+            ctx.say(f"skipped {path}: {reason}")
         else:
             good.append(path)
     if not good:
         raise TkError(f"--image: no readable images in {folder} (JPEG, PNG, BMP or GIF files, not recursive)")
     if len(good) > limit:
-        say(f"{len(good)} images in {folder}; explaining the first {limit} (raise --count for more)")
+        ctx.say(f"{len(good)} images in {folder}; explaining the first {limit} (raise --count for more)")
     return good[:limit]
 
 

@@ -21,11 +21,11 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..core.errors import Say, TkError, fault_line, suggest
+from ..core.context import SILENT, Context
+from ..core.errors import TkError, fault_line, suggest
 from ..core.formats import EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
 from ..core.io import atomic_path, check_writable, remove_leftovers, tool_versions
 from ..core.lock import run_lock
-from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import ONNX_OPSETS, ExportSection, Recipe
 from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, record_artifact, run_recipe
 from .metadata import LABEL_FILE, add_metadata
@@ -34,13 +34,12 @@ from .metadata import LABEL_FILE, add_metadata
 class ExportJob:
     """The shared, lazily built inputs of one `tk export`: model, SavedModel, calibration images."""
 
-    def __init__(self, run_dir: Path, recipe: Recipe, opset: int, say: Say, data_root: Optional[Path] = None):
+    def __init__(self, run_dir: Path, recipe: Recipe, opset: int, ctx: Context = SILENT):
         self.run_dir = run_dir
-        self.data_root = data_root  # --data-root: where the split's images are now, if they moved
+        self.ctx = ctx  # ctx.data_root: where the split's images are now, if they moved
         self.recipe = recipe
         self.section: ExportSection = recipe.export
         self.opset = opset
-        self.say = say
         self.manifest = load_manifest(run_dir)
         height, width = self.manifest["preprocessing"]["size"]
         self.size = (int(height), int(width))
@@ -70,7 +69,7 @@ class ExportJob:
     @functools.cached_property
     def split(self):
         """The run's split.json, its paths resolved against the data root (or --data-root)."""
-        return load_split(self.run_dir / SPLIT, self.data_root)
+        return load_split(self.run_dir / SPLIT, self.ctx.data_root)
 
     @functools.cached_property
     def calibration(self) -> np.ndarray:
@@ -102,7 +101,7 @@ class ExportJob:
                 "(--quantize none,float16,dynamic)"
             )
         if len(paths) < wanted:
-            self.say(
+            self.ctx.say(
                 f"warning: int8 calibration uses {len(paths)} training images, fewer than "
                 f"export.calibration_samples={wanted} (the train split has only {len(items)})"
             )
@@ -185,7 +184,7 @@ def _write_tflite(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any
     io = tflite_io(tmp)
     if quantization == "int8":
         extra["calibration"] = job.calibration_record()
-        _check_raw_pixel_input(io["input"], job.say)
+        _check_raw_pixel_input(io["input"], job.ctx)
     # MediaPipe Tasks and the TFLite Task Library read labels and input normalization from here.
     # Written last: the manifest's sha256 is of this final file.
     info = metadata_info(job, quantization)
@@ -240,14 +239,14 @@ def tflite_io(path: Path) -> dict[str, Any]:
     }
 
 
-def _check_raw_pixel_input(info: dict[str, Any], say: Say) -> None:
+def _check_raw_pixel_input(info: dict[str, Any], ctx: Context) -> None:
     """With the scaling in the graph, a uint8 input should be the raw pixel (scale 1, zero-point 0)."""
     q = info.get("quantization")
     if not q:
         return
     raw = {"uint8": (1.0, 0), "int8": (1.0, -128)}.get(info["dtype"])
     if raw and (abs(q["scale"] - raw[0]) > 1e-6 or q["zero_point"] != raw[1]):
-        say(
+        ctx.say(
             f"note: int8 input is not the raw pixel (scale {q['scale']:.6g}, zero-point {q['zero_point']}): "
             "the calibration images do not span 0..255; devices must quantize with the manifest's values"
         )
@@ -295,7 +294,10 @@ WRITERS: dict[str, Writer] = {"savedmodel": _write_saved_model, "tflite": _write
 
 
 def plan(
-    formats: Optional[Sequence[str]], quantizations: Optional[Sequence[str]], section: ExportSection, say: Say
+    formats: Optional[Sequence[str]],
+    quantizations: Optional[Sequence[str]],
+    section: ExportSection,
+    ctx: Context = SILENT,
 ) -> list[tuple[Format, str]]:
     """(format, quantization) pairs to export; explicit impossible requests are errors."""
     explicit = bool(formats) and "all" not in ",".join(formats).split(",")
@@ -312,7 +314,7 @@ def plan(
                     f"(got --quantize {', '.join(quants)}); every quantization is TFLite: "
                     f"--format tflite --quantize {quants[0]}"
                 )
-            say(f"skipping {name}: it exports {', '.join(fmt.quantizations)} only (asked: {', '.join(quants)})")
+            ctx.say(f"skipping {name}: it exports {', '.join(fmt.quantizations)} only (asked: {', '.join(quants)})")
         pairs += [(fmt, q) for q in chosen]
     return pairs
 
@@ -336,19 +338,17 @@ def export_run(
     run_dir: Path,
     formats: Optional[Sequence[str]] = None,
     quantizations: Optional[Sequence[str]] = None,
-    say: Say = print,
     opset: Optional[int] = None,
     int8_fallback: Optional[bool] = None,
-    data_root: Optional[Path] = None,
-    progress: Progress = NO_PROGRESS,
+    ctx: Context = SILENT,
 ) -> list[dict[str, Any]]:
     """Export the run's model.keras to every requested (format, quantization); return the entries.
 
-    `progress` gets one task per artifact (done when written), and one while the shared
+    `ctx.progress` gets one task per artifact (done when written), and one while the shared
     SavedModel is written.
 
     formats/quantizations default to the run recipe's export section, int8_fallback to its
-    export.int8_fallback.enabled. data_root overrides split.json's data root (int8 calibration
+    export.int8_fallback.enabled. ctx.data_root overrides split.json's data root (int8 calibration
     reads training images). Raises TkError after trying every artifact if any failed.
     """
     run_dir = Path(run_dir)
@@ -359,12 +359,12 @@ def export_run(
     opset = opset or recipe.export.onnx_opset
     if not ONNX_OPSETS[0] <= opset <= ONNX_OPSETS[1]:
         raise TkError(f"--opset: must be between {ONNX_OPSETS[0]} and {ONNX_OPSETS[1]} (got {opset})")
-    pairs = plan(formats, quantizations, recipe.export, say)
+    pairs = plan(formats, quantizations, recipe.export, ctx)
     check_writable(run_dir)
-    with run_lock(run_dir, "tk export", say):  # one writer per run (a tk train swaps the folder)
+    with run_lock(run_dir, "tk export", ctx):  # one writer per run (a tk train swaps the folder)
         for path in remove_leftovers(run_dir):
-            say(f"removed {path}: left by an interrupted export")
-        return _export_pairs(run_dir, recipe, opset, pairs, say, data_root, progress)
+            ctx.say(f"removed {path}: left by an interrupted export")
+        return _export_pairs(run_dir, recipe, opset, pairs, ctx)
 
 
 def _export_pairs(
@@ -372,11 +372,9 @@ def _export_pairs(
     recipe: Recipe,
     opset: int,
     pairs: list[tuple[Format, str]],
-    say: Say,
-    data_root: Optional[Path],
-    progress: Progress,
+    ctx: Context,
 ) -> list[dict[str, Any]]:
-    job = ExportJob(run_dir, recipe, opset, say, data_root)
+    job = ExportJob(run_dir, recipe, opset, ctx)
     versions = tool_versions("tensorflow", "keras", "tf2onnx", "onnx")
     source = job.manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
     entries, failures = [], []
@@ -384,7 +382,7 @@ def _export_pairs(
         job.model  # noqa: B018 -- every format starts from the model and its SavedModel: fail once
         job.labels = read_labels(run_dir, job.manifest["classes"], job.model.outputs[0].shape[-1])
         try:
-            with progress.task("export: SavedModel every format converts from"):
+            with ctx.progress.task("export: SavedModel every format converts from"):
                 job.saved_model  # noqa: B018
         except Exception as exc:
             if isinstance(exc, OSError) and fault_line(exc) is not None:
@@ -397,7 +395,7 @@ def _export_pairs(
             file = fmt.file_name(quantization)
             try:
                 with (
-                    progress.task(
+                    ctx.progress.task(
                         f"export {number}/{len(pairs)}: {file} ({fmt.name}, {tolerance_kind(quantization)})", 1
                     ) as task,
                     atomic_path(run_dir / file, suffix=fmt.suffix) as tmp,
@@ -408,12 +406,12 @@ def _export_pairs(
                 if fault_line(exc) is not None:  # disk full / read-only: every other format would fail too
                     raise
                 failures.append(f"{file} ({fmt.name} {quantization}): {_cause(exc)}")
-                say(f"export failed: {file} ({fmt.name}, {tolerance_kind(quantization)}): {_cause(exc)}")
+                ctx.say(f"export failed: {file} ({fmt.name}, {tolerance_kind(quantization)}): {_cause(exc)}")
                 continue
             except Exception as exc:  # a conversion failure of any kind: report it, export the rest
                 cause = _cause(exc)
                 failures.append(f"{file} ({fmt.name} {quantization}): {cause}")
-                say(f"export failed: {file} ({fmt.name}, {tolerance_kind(quantization)}): {cause}")
+                ctx.say(f"export failed: {file} ({fmt.name}, {tolerance_kind(quantization)}): {cause}")
                 continue
             entry = record_artifact(
                 run_dir,
@@ -429,7 +427,7 @@ def _export_pairs(
                 },
             )
             entries.append(entry)
-            say(f"export success: {file} ({format_size(entry['size_bytes'])})")
+            ctx.say(f"export success: {file} ({format_size(entry['size_bytes'])})")
     finally:
         job.close()
     if failures:

@@ -82,9 +82,9 @@ def int8_with_fallback(job: "ExportJob") -> tuple[bytes, dict[str, Any]]:
         "tried": tried,
     }
     if plain_ok:
-        job.say(f"int8 fallback: not needed, plain int8 passes the int8 gate on {where}")
+        job.ctx.say(f"int8 fallback: not needed, plain int8 passes the int8 gate on {where}")
         return plain, record
-    job.say(
+    job.ctx.say(
         f"int8 fallback: plain int8 fails the int8 gate on {where} (agreement "
         f"{plain_result['agreement']:.1%}); keeping the most sensitive layers in float"
     )
@@ -120,9 +120,9 @@ def int8_with_fallback(job: "ExportJob") -> tuple[bytes, dict[str, Any]]:
         f"{record['latency_p50_ms']['int8']:.2f} -> {record['latency_p50_ms']['chosen']:.2f} ms (1 thread)"
     )
     if record["passed"]:
-        job.say(f"int8 fallback: the gate passes with {cost}")
+        job.ctx.say(f"int8 fallback: the gate passes with {cost}")
     else:
-        job.say(
+        job.ctx.say(
             f"warning: int8 fallback spent its budget (export.int8_fallback) before the gate passed; kept the "
             f"best-agreeing try: {cost}; tk verify will fail it (raise max_size_ratio or max_float_layers, "
             "gate on confident images with verify.thresholds.int8.min_confident_agreement, or ship float16)"

@@ -18,12 +18,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..core.errors import ParityError, Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import ParityError, TkError
 from ..core.formats import tolerance_kind
 from ..core.images import load_batch
 from ..core.io import check_writable, now, write_json_atomic
 from ..core.metrics import accuracy
-from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import Threshold, VerifySection
 from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, record_metrics, run_recipe
 from ..edge.predictors import BATCH, load_predictor
@@ -37,42 +37,39 @@ MIN_SPREAD = 0.05
 def verify_run(
     run_dir: Path,
     files: Optional[Sequence[str]] = None,
-    say: Say = print,
     num_threads: Optional[int] = None,
-    data_root: Optional[Path] = None,
-    progress: Progress = NO_PROGRESS,
     check: bool = True,
+    ctx: Context = SILENT,
 ) -> dict[str, Any]:
     """Compare artifacts with the reference, record the results, raise ParityError if any fails
     (with check=False, return the failing report instead: the CLI's --json prints it first).
 
-    `say` gets one ✓/✗ line per artifact as it is judged (Optimum's validation style); `progress`
-    one task per model run (the reference, then each artifact), advanced per image.
+    `ctx.say` gets one ✓/✗ line per artifact as it is judged (Optimum's validation style);
+    `ctx.progress` one task per model run (the reference, then each artifact), advanced per image;
+    ctx.data_root is where the images are if the dataset moved (--data-root).
     """
     run_dir = Path(run_dir)
     check_writable(run_dir)  # a read-only run folder fails now, not after every artifact has run
-    report = compare_run(run_dir, files, say, num_threads, data_root, progress)
+    report = compare_run(run_dir, files, num_threads, ctx)
     persist(run_dir, report)
     if check:
         raise_on_failure(run_dir, report)
     if report["passed"]:
-        say(f"all {len(report['artifacts'])} artifacts match the reference; wrote {run_dir / PARITY_FILE}")
+        ctx.say(f"all {len(report['artifacts'])} artifacts match the reference; wrote {run_dir / PARITY_FILE}")
     return report
 
 
 def compare_run(
     run_dir: Path,
     files: Optional[Sequence[str]],
-    say: Say,
     num_threads: Optional[int] = None,
-    data_root: Optional[Path] = None,
-    progress: Progress = NO_PROGRESS,
+    ctx: Context = SILENT,
 ) -> dict[str, Any]:
     """Run the reference and each artifact on the held-out split; the report, nothing written."""
     manifest = load_manifest(run_dir)
     section = _verify_section(run_dir)
     artifacts = _select(manifest, files, run_dir)
-    split = load_split(run_dir / SPLIT, data_root)  # data_root: --data-root, the dataset moved
+    split = load_split(run_dir / SPLIT, ctx.data_root)  # --data-root: the dataset moved
     items = split.splits.get(section.split, [])
     if not items:
         raise TkError(
@@ -81,23 +78,23 @@ def compare_run(
         )
     check_files_exist([p for p, _ in items], run_dir, split)
     labels = np.asarray([y for _, y in items])
-    with progress.task(f"verify: decoding {len(items)} {section.split} images"):
+    with ctx.progress.task(f"verify: decoding {len(items)} {section.split} images"):
         images = load_batch([p for p, _ in items], tuple(manifest["preprocessing"]["size"]))  # decoded once
-    say(f"verifying {len(artifacts)} artifact(s) of {run_dir} on {len(items)} {section.split} images")
+    ctx.say(f"verifying {len(artifacts)} artifact(s) of {run_dir} on {len(items)} {section.split} images")
 
-    with progress.task(f"verify: reference {REFERENCE}", len(images)) as task:
+    with ctx.progress.task(f"verify: reference {REFERENCE}", len(images)) as task:
         reference = _predict(load_predictor(run_dir / REFERENCE, num_threads), images, task)
     ref_accuracy = accuracy(labels, reference)
     warnings = degenerate_warnings(reference, manifest["classes"])
     for warning in warnings:
-        say(f"warning: {warning}")
+        ctx.say(f"warning: {warning}")
     results = {}
     for file, entry in artifacts.items():
-        with progress.task(f"verify: {file}", len(images)) as task:
+        with ctx.progress.task(f"verify: {file}", len(images)) as task:
             results[file] = _judge(
                 run_dir / file, entry, section, reference, labels, ref_accuracy, images, num_threads, task
             )
-        say(result_line(file, results[file]))
+        ctx.say(result_line(file, results[file]))
     return {
         "run": str(run_dir),
         "split": section.split,

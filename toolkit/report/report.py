@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from ..core.io import check_writable, now, write_text_atomic
 from ..core.runs import load_manifest
 from ..edge.bench import BENCH_JSON, BROWSER_NOTE, RATIO_HEADER, format_row, machine_label, table_headers
@@ -273,7 +274,7 @@ def _explain(run_dir: Path) -> list[str]:
     return out
 
 
-def write_report(run_dir: Path, merge: Sequence[Path] = (), say: Say = print) -> Path:
+def write_report(run_dir: Path, merge: Sequence[Path] = (), ctx: Context = SILENT) -> Path:
     """Write RUN/REPORT.md (and the latency plot) from the files in the run folder."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
@@ -297,11 +298,11 @@ def write_report(run_dir: Path, merge: Sequence[Path] = (), say: Say = print) ->
     lines += _explain(run_dir)
     path = run_dir / REPORT
     write_text_atomic(path, "\n".join(lines).rstrip() + "\n")
-    say(f"wrote {path}")
+    ctx.say(f"wrote {path}")
     return path
 
 
-def report_for(target: Optional[str], runs_dir: Path, merge: Sequence[Path], say: Say) -> Path:
+def report_for(target: Optional[str], runs_dir: Path, merge: Sequence[Path], ctx: Context = SILENT) -> Path:
     from ..core.runs import resolve_run
 
-    return write_report(resolve_run(target, runs_dir, say), merge, say)
+    return write_report(resolve_run(target, runs_dir, ctx), merge, ctx)

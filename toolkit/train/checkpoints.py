@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from ..core.io import remove_leftovers, write_text_atomic
 from ..core.recipe import Recipe
 from ..core.runs import RUN_RECIPE
@@ -30,36 +31,36 @@ RESUMABLE = (
 )
 
 
-def prepare_partial(work: Path, recipe: Recipe, resume: bool, say: Say) -> None:
+def prepare_partial(work: Path, recipe: Recipe, resume: bool, ctx: Context = SILENT) -> None:
     """Start (or continue, with resume) the partial run in `work`; the recipe is saved in it."""
     import yaml
 
     if work.exists() and not resume:
         shutil.rmtree(work)  # an interrupted run's: its writer is dead (we hold the lock)
     if resume and not work.exists():
-        say(f"nothing to resume at {work}: starting a new run")
+        ctx.say(f"nothing to resume at {work}: starting a new run")
     if resume and work.exists():
         for path in remove_leftovers(work, recursive=True):
-            say(f"removed {path}: left by an interrupted write")
-        check_resumable(work, recipe, say)
+            ctx.say(f"removed {path}: left by an interrupted write")
+        check_resumable(work, recipe, ctx)
     work.mkdir(parents=True, exist_ok=True)
     write_text_atomic(work / RUN_RECIPE, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
 
 
-def check_resumable(work: Path, recipe: Recipe, say: Say) -> None:
+def check_resumable(work: Path, recipe: Recipe, ctx: Context = SILENT) -> None:
     """TkError naming the keys that changed since the partial run started, except RESUMABLE ones."""
     import yaml
 
     saved_path = work / RUN_RECIPE
     if not saved_path.is_file():  # a partial run of a tk that did not save it
-        say(f"note: {work} has no {RUN_RECIPE} (an older tk): cannot check the recipe is unchanged")
+        ctx.say(f"note: {work} has no {RUN_RECIPE} (an older tk): cannot check the recipe is unchanged")
         return
     try:
         saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, OSError):
         saved = None
     if not isinstance(saved, dict):
-        say(f"note: {saved_path} does not parse: cannot check the recipe is unchanged")
+        ctx.say(f"note: {saved_path} does not parse: cannot check the recipe is unchanged")
         return
     changed = [key for key in _diff(saved, recipe.to_dict()) if not _resumable(key)]
     if changed:

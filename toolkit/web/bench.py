@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..core.context import SILENT, Context
 from ..core.errors import Say, TkError
 from ..core.io import check_writable, now, write_json_atomic
 from ..core.runs import load_manifest
@@ -130,7 +131,7 @@ def bench_web(
     threads: Optional[Sequence[int]] = None,
     max_latency_ms: Optional[float] = None,
     min_accuracy: Optional[float] = None,
-    say: Say = print,
+    ctx: Context = SILENT,
     timeout_s: float = 1800,
 ) -> dict[str, Any]:
     """Bench every browser model of the bundle (at each thread count, else the page's default:
@@ -144,11 +145,11 @@ def bench_web(
     checkset = load_checkset(bundle)
     check_writable(bundle)
     version = chromium_version(find_chromium())
-    collector = _Collector(_Native(bundle, checkset.pixels), say)
+    collector = _Collector(_Native(bundle, checkset.pixels), ctx.say)
     simd = False
     for i, count in enumerate(threads or [None]):
         job = _job(web, checkset, settings, fixed_runs, count, first=i == 0)
-        say(f"bench {len(job['items'])} model(s) of {bundle} in Chromium {version}, native runs interleaved")
+        ctx.say(f"bench {len(job['items'])} model(s) of {bundle} in Chromium {version}, native runs interleaved")
         simd = bool(drive(bundle, job, collector.on_post, timeout_s=timeout_s).get("environment", {}).get("simd"))
     created = now()
     rows = [

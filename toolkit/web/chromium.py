@@ -10,13 +10,17 @@ so that ending it ends its renderer and GPU processes too. Standard library only
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -124,35 +128,90 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
 
 
-def _settled(url: str, extra: tuple[str, ...], budget_ms: int, profile: Optional[Path] = None) -> str:
-    """Run Chromium once on url until the page settles (virtual time lets its async work finish).
+class _DevTools:
+    """Chromium's DevTools protocol over --remote-debugging-pipe (fd 3 in, fd 4 out, NUL-separated JSON)."""
 
-    A given profile folder is kept (a second run then sees what the first cached); else a fresh one."""
+    def __init__(self, to_browser: int, from_browser: int):
+        self.out, self.inp, self.next_id, self.buffer = to_browser, from_browser, 0, b""
+
+    def call(self, method: str, params: Optional[dict] = None, session: Optional[str] = None, timeout_s: float = 30):
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self.out, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            while b"\0" in self.buffer:
+                raw, self.buffer = self.buffer.split(b"\0", 1)
+                reply = json.loads(raw)
+                if reply.get("id") == self.next_id:
+                    if "error" in reply:
+                        raise TkError(f"Chromium DevTools {method}: {reply['error'].get('message')}")
+                    return reply.get("result", {})
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.inp], [], [], left)[0]:
+                raise TkError(f"Chromium DevTools {method}: no answer in {timeout_s:.0f} s")
+            chunk = os.read(self.inp, 1 << 20)
+            if not chunk:
+                raise TkError(f"Chromium DevTools {method}: the browser closed the pipe")
+            self.buffer += chunk
+
+
+def capture(
+    url: str, png: Path, ready: str, size: tuple[int, int] = (900, 560), timeout_s: float = 120, profile=None
+) -> str:
+    """Open url, wait until the JS expression `ready` is truthy, save a PNG screenshot; return the
+    page's HTML. For a person's view of the page (tests, docs); bounded, and the browser is killed."""
     executable = find_chromium()
     keep = profile is not None
-    profile = Path(profile) if keep else Path(tempfile.mkdtemp(prefix="tk-chromium-"))
+    folder = Path(profile) if keep else Path(tempfile.mkdtemp(prefix="tk-chromium-"))
+    to_read, to_browser = os.pipe()
+    from_browser, to_write = os.pipe()
+
+    def wire():  # in the child: fd 3 reads what we send, fd 4 writes what we read
+        import fcntl
+
+        # Copies above 9 first, so that neither dup2 overwrites the other pipe's end.
+        read_end, write_end = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_read, to_write))
+        os.dup2(read_end, 3)
+        os.dup2(write_end, 4)
+
+    flags = _flags(folder, (f"--window-size={size[0]},{size[1]}", "--hide-scrollbars", "--remote-debugging-pipe"))
+    proc = subprocess.Popen(
+        [executable, *flags, "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=wire,
+        close_fds=False,  # fds 3 and 4 must survive into Chromium; tk's own fds are not inheritable
+        start_new_session=True,
+    )
+    os.close(to_read)
+    os.close(to_write)
     try:
-        flags = _flags(profile, (*extra, f"--virtual-time-budget={budget_ms}"))
-        proc = subprocess.run([executable, *flags, url], capture_output=True, text=True, timeout=budget_ms / 1000 + 90)
-    except subprocess.TimeoutExpired:
-        raise TkError(f"Chromium did not settle on {url} in time") from None
+        tools = _DevTools(to_browser, from_browser)
+        target = next(t for t in tools.call("Target.getTargets")["targetInfos"] if t["type"] == "page")
+        session = tools.call("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})["sessionId"]
+        viewport = {"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": False}
+        tools.call("Emulation.setDeviceMetricsOverride", viewport, session)  # the PNG is exactly `size`
+        tools.call("Page.navigate", {"url": url}, session)
+        deadline = time.monotonic() + timeout_s
+        check = {"expression": f"Boolean({ready})", "returnByValue": True}
+        while not tools.call("Runtime.evaluate", check, session)["result"].get("value"):
+            if time.monotonic() > deadline:
+                raise TkError(f"{url}: the page was not ready ({ready}) after {timeout_s:.0f} s")
+            time.sleep(0.2)
+        shot = tools.call("Page.captureScreenshot", {"format": "png"}, session)
+        Path(png).write_bytes(base64.b64decode(shot["data"]))
+        html = {"expression": "document.documentElement.outerHTML", "returnByValue": True}
+        return tools.call("Runtime.evaluate", html, session)["result"]["value"]
     finally:
+        _kill_group(proc)
+        os.close(to_browser)
+        os.close(from_browser)
         if not keep:
-            shutil.rmtree(profile, ignore_errors=True)
-    return proc.stdout
-
-
-def screenshot(url: str, out: Path, size: tuple[int, int] = (900, 560), budget_ms: int = 20000) -> Path:
-    """A PNG of the page once it has settled."""
-    _settled(url, (f"--window-size={size[0]},{size[1]}", f"--screenshot={out}", "--hide-scrollbars"), budget_ms)
-    if not Path(out).is_file():
-        raise TkError(f"Chromium wrote no screenshot of {url}")
-    return Path(out)
-
-
-def page_dom(url: str, budget_ms: int = 20000, profile: Optional[Path] = None) -> str:
-    """The page's DOM once it has settled (what a screenshot shows, as HTML)."""
-    return _settled(url, ("--dump-dom",), budget_ms, profile)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def cpu_flags() -> list[str]:

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..core.errors import Say
+from ..core.context import SILENT, Context
 from ..core.io import json_text, now, sha256_file, size_bytes
 from ..core.runs import MANIFEST, load_manifest
 from ..edge.pack import DEFAULT_SAMPLES, pack
@@ -57,12 +57,12 @@ def web_models(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return models
 
 
-def _add_batch1_copies(work: Path, manifest: dict[str, Any], say: Say) -> None:
+def _add_batch1_copies(work: Path, manifest: dict[str, Any], ctx: Context) -> None:
     for file, entry in list(manifest["artifacts"].items()):
         if entry.get("format") != "tflite":
             continue
         copy = batch1_name(file)
-        say(f"pack {copy} (batch-1 copy of {file}, for LiteRT.js)")
+        ctx.say(f"pack {copy} (batch-1 copy of {file}, for LiteRT.js)")
         write_batch1(work / file, work / copy)
         manifest["artifacts"][copy] = {
             **entry,
@@ -116,23 +116,22 @@ def pack_web(
     samples: int = DEFAULT_SAMPLES,
     force: bool = False,
     cdn: bool = False,
-    say: Say = print,
-    data_root: Optional[Path] = None,
+    ctx: Context = SILENT,
 ) -> dict[str, Any]:
     """Write the web bundle for a run (atomically, as tk pack does); return what it holds."""
     # Resolved before anything is written: no npm and no --cdn fails here, with nothing touched.
     runtimes = runtime.cdn_runtimes() if cdn else None
     if not cdn:
-        runtime.ensure_installed(say)
+        runtime.ensure_installed(ctx)
 
     def finish(work: Path) -> None:
         manifest = load_manifest(work)
-        _add_batch1_copies(work, manifest, say)
-        used = runtimes if cdn else runtime.copy_runtimes(work, say)
+        _add_batch1_copies(work, manifest, ctx)
+        used = runtimes if cdn else runtime.copy_runtimes(work, ctx)
         manifest["bundle"] = {**manifest.get("bundle", {}), "web": {"runtimes": "cdn" if cdn else "npm"}}
         (work / MANIFEST).write_text(json_text(manifest) + "\n", encoding="utf-8")
         _write_page(work, manifest, used)
 
-    out = pack(run_dir, target, formats, files, samples, force, say=say, data_root=data_root, finish=finish)
+    out = pack(run_dir, target, formats, files, samples, force, ctx, finish=finish)
     out["web"] = {"runtimes": "cdn" if cdn else "npm", "models": web_models(load_manifest(target))}
     return out

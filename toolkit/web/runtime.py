@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 
 HERE = Path(__file__).resolve().parent
 LOCKFILE = HERE / "package-lock.json"
@@ -110,7 +111,7 @@ def installed_modules() -> Optional[Path]:
     return modules if (modules.parent / ".complete").is_file() else None
 
 
-def ensure_installed(say: Say = print) -> Path:
+def ensure_installed(ctx: Context = SILENT) -> Path:
     """node_modules for this lockfile: from the cache, else `npm ci` into it now (once)."""
     found = installed_modules()
     if found is not None:
@@ -127,7 +128,7 @@ def ensure_installed(say: Say = print) -> Path:
     try:
         shutil.copyfile(PACKAGE_JSON, work / "package.json")
         shutil.copyfile(LOCKFILE, work / "package-lock.json")
-        say(f"installing the browser runtimes with npm ci into {final} (once per lockfile)")
+        ctx.say(f"installing the browser runtimes with npm ci into {final} (once per lockfile)")
         # --ignore-scripts: these packages need no install scripts, and none should run.
         cmd = [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
         try:
@@ -159,9 +160,9 @@ def _entry(package: RuntimePackage, base: str, version: str, integrity: Optional
     return entry
 
 
-def copy_runtimes(target: Path, say: Say = print) -> dict[str, dict]:
+def copy_runtimes(target: Path, ctx: Context = SILENT) -> dict[str, dict]:
     """Copy every runtime's files into target/runtime/; return how the page loads each (see _entry)."""
-    modules = ensure_installed(say)
+    modules = ensure_installed(ctx)
     versions = lock_versions()
     runtimes = {}
     for package in PACKAGES:

@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import __version__
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from ..core.io import check_writable, now, sha256_file, write_json_atomic
 from ..core.runs import MANIFEST, load_manifest
 from ..edge.machine import machine_info
@@ -66,7 +67,7 @@ def _checkset_matches(bundle: Path, checkset: CheckSet, manifest: dict[str, Any]
 
 
 def verify_web(
-    bundle: Path, judge: Judge, say: Say = print, timeout_s: float = 900, files: Optional[list[str]] = None
+    bundle: Path, judge: Judge, files: Optional[list[str]] = None, ctx: Context = SILENT, timeout_s: float = 900
 ) -> dict[str, Any]:
     """Judge every browser (file, runtime) pair of the bundle; record and return the report."""
     bundle = Path(bundle)
@@ -81,7 +82,7 @@ def verify_web(
     models = [m for m in web["models"] if files is None or {m["file"], origin.get(m["file"])} & set(files)]
     if not models:
         raise TkError(f"--artifact: none of {', '.join(files or [])} is a model of {bundle / WEB_JSON}")
-    say(f"verifying {len(models)} model(s) of {bundle} in Chromium {version} on {checkset.meta['count']} images")
+    ctx.say(f"verifying {len(models)} model(s) of {bundle} in Chromium {version} on {checkset.meta['count']} images")
     results: dict[str, dict[str, Any]] = {}
 
     def on_post(body: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def verify_web(
         if model is None:
             return {"ok": False}
         results[model["file"]] = _verdict(bundle, model, manifest, checkset, body, judge)
-        say(_line(model["file"], results[model["file"]]))
+        ctx.say(_line(model["file"], results[model["file"]]))
         return {"ok": True}
 
     job = {"mode": "verify", "items": [{"file": m["file"], "runtime": m["runtime"]} for m in models]}
@@ -98,7 +99,7 @@ def verify_web(
     for model in models:  # a pair the page never reported on fails
         if model["file"] not in results:
             results[model["file"]] = _failed(bundle, model, manifest, "the page did not report on it")
-            say(_line(model["file"], results[model["file"]]))
+            ctx.say(_line(model["file"], results[model["file"]]))
     return _record(bundle, version, done.get("environment", {}), checkset, results)
 
 
