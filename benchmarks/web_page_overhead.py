@@ -24,8 +24,8 @@ from urllib.parse import urlencode
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from toolkit.edge.machine import machine_info  # noqa: E402
-from toolkit.web.chromium import chromium_version, cpu_flags, find_chromium, headless  # noqa: E402
+from toolkit.edge.machine import cpu_flags, machine_info  # noqa: E402
+from toolkit.web.chromium import chromium_version, find_chromium, headless  # noqa: E402
 from toolkit.web.server import BundleServer, Harness  # noqa: E402
 from toolkit.web.verify import load_web  # noqa: E402
 

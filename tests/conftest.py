@@ -63,16 +63,23 @@ def exported_run(trained_run, session_dir) -> Path:
     """A copy of trained_run with every format exported: saved_model/, model_{float32,float16,
     dynamic,int8}.tflite (int8: uint8 I/O), model.onnx, all recorded in its manifest.json.
 
+    Verified once (parity.json, checkset/), so a pack of it carries the check set a device re-runs.
     A copy in its own runs folder, so trained_run stays as training left it and "the latest run"
     of runs_dir is unchanged. Tests that damage artifacts must copy this folder first.
     """
     import shutil
 
+    from toolkit.core.errors import ParityError
     from toolkit.export.exporter import export_run
+    from toolkit.export.verify import verify_run
 
     run = session_dir / "exported_runs" / trained_run.name
     shutil.copytree(trained_run, run)
     export_run(run, formats=["all"], quantizations=["all"])
+    try:
+        verify_run(run)
+    except ParityError:
+        pass  # parity.json says which; tests that need a passing artifact pick one that passed
     return run
 
 
@@ -181,8 +188,6 @@ def int8_inputs(exported_run):
 # Tests marked `web` need the system's Chromium and the npm runtimes: off CI (env CI unset) a missing
 # one is a skip that says which; on CI it is a failure, so a CI machine without them cannot pass.
 
-CHECKSET_IMAGES = 24  # the check set's size here: enough to judge, small enough for a fast page
-
 
 def _web_missing() -> str | None:
     import shutil
@@ -210,46 +215,6 @@ def chromium():
         pytest.skip(why)
 
 
-def write_checkset(bundle: Path, run_dir: Path, count: int = CHECKSET_IMAGES) -> None:
-    """The device check set in the agreed format (checkset/checkset.json + pixels.u8), from the
-    run's test images and its Keras model's probabilities.
-
-    Interim, test-side: gate's tk pack writes the check set; until that lands the web tests add it
-    to the bundle tk pack --web made, so verify/bench --web run against the real format."""
-    import hashlib
-    import json
-
-    import numpy as np
-
-    from toolkit.core.images import load_batch
-    from toolkit.core.runs import load_manifest, load_split
-    from toolkit.export.reference import load_keras_model
-
-    manifest = load_manifest(run_dir)
-    size = tuple(manifest["preprocessing"]["size"])
-    items = load_split(run_dir / "split.json").splits["test"][:count]
-    images = load_batch([p for p, _ in items], size)
-    probs = np.asarray(load_keras_model(run_dir / "model.keras").predict(images, verbose=0), dtype=np.float64)
-    pixels = images.astype(np.uint8).tobytes()
-    folder = bundle / "checkset"
-    folder.mkdir(exist_ok=True)
-    (folder / "pixels.u8").write_bytes(pixels)
-    meta = {
-        "format": 1,
-        "count": len(items),
-        "height": size[0],
-        "width": size[1],
-        "channels": 3,
-        "pixels": "pixels.u8",
-        "pixels_sha256": hashlib.sha256(pixels).hexdigest(),
-        "labels": [y for _, y in items],
-        "classes": manifest["classes"],
-        "reference_sha256": manifest["artifacts"]["model.keras"]["sha256"],
-        "probabilities": probs.tolist(),
-    }
-    (folder / "checkset.json").write_text(json.dumps(meta))
-
-
 @pytest.fixture(scope="session")
 def web_bundle(chromium, exported_run, session_dir) -> Path:
     """tk pack --web of the session's exported run (float32 and int8 of both formats), with its check set."""
@@ -263,5 +228,4 @@ def web_bundle(chromium, exported_run, session_dir) -> Path:
         args += ["--artifact", file]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    write_checkset(bundle, exported_run)
     return bundle

@@ -84,8 +84,8 @@ def test_export_while_the_run_is_locked_refuses_and_a_dead_lock_is_taken_over(ex
 
     # killed: its lock (pid gone), its work folder and a half-written artifact stay behind
     lock_path(run).write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname(), "command": "tk export"}))
-    (run / ".export-k1ll3d" / "saved_model").mkdir(parents=True)
-    (run / ".model.onnx.x7.tmp.onnx").write_bytes(b"half")
+    (run / ".tk-export-k1ll3d" / "saved_model").mkdir(parents=True)
+    (run / ".tk-tmp-x7.tmp.onnx").write_bytes(b"half")
     result = CliRunner().invoke(app, ["export", str(run), "--format", "onnx"])
     assert result.exit_code == 0, result.output
     assert "taking over" in result.output and "removed" in result.output

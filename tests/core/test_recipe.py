@@ -179,8 +179,17 @@ def test_every_shipped_recipe_loads(path):
         ({"verify": {"confident_margin": 1.5}}, "verify.confident_margin: must be in [0, 1) (got 1.5)"),
         (
             {"verify": {"thresholds": {"int8": {"min_confident_agreement": 2}}}},
-            "verify.thresholds.int8.min_confident_agreement: must be in [0, 1] (got 2.0)",
+            "verify.thresholds.int8.min_confident_agreement: must be in [0.5, 1] (got 2.0)",
         ),
+        # Limits that check nothing are refused: they would pass any artifact.
+        ({"verify": {"thresholds": {"int8": {"min_agreement": 0.0}}}}, "min_agreement: must be in [0.5, 1] (got 0.0)"),
+        ({"verify": {"thresholds": {"float32": {"max_abs_diff": 1e9}}}}, "max_abs_diff: must be in [0, 0.5]"),
+        ({"verify": {"thresholds": {"int8": {"max_accuracy_drop": 1.0}}}}, "max_accuracy_drop: must be in [0, 0.5]"),
+        ({"verify": {"thresholds": {"int8": {"min_agreement": None}}}}, "leaves no agreement check"),
+        ({"verify": {"thresholds": {"int8": {"min_agreemnt": 0.9}}}}, "did you mean 'min_agreement'?"),
+        ({"verify": {"thresholds": {"int4": {"min_agreement": 0.9}}}}, "unknown kind 'int4'"),
+        ({"verify": {"thresholds": {"int8": {"min_agreement": float("nan")}}}}, "must be a finite number"),
+        ({"verify": {"thresholds": {"int8": "strict"}}}, "verify.thresholds.int8: must be a mapping"),
     ],
 )
 def test_int8_and_metadata_keys_are_checked(raw, expected):
@@ -188,9 +197,12 @@ def test_int8_and_metadata_keys_are_checked(raw, expected):
 
 
 def test_confident_threshold_merges_with_the_defaults():
+    from toolkit.edge.parity import limits_for
+
     recipe = recipe_from_dict({"name": "t", "verify": {"thresholds": {"int8": {"min_confident_agreement": 0.99}}}})
-    int8 = recipe.verify.thresholds["int8"]
-    assert int8.min_confident_agreement == 0.99 and int8.min_agreement == 0.98  # default stays strict
+    assert recipe.verify.thresholds == {"int8": {"min_confident_agreement": 0.99}}  # only what the recipe says
+    int8 = limits_for("int8", recipe.verify)
+    assert int8.min_confident_agreement == 0.99 and int8.min_agreement == 0.98  # tk's value stays strict
     assert recipe.export.metadata.author == "tk" and not recipe.export.int8_fallback.enabled
 
 

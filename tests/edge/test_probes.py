@@ -35,7 +35,8 @@ def image(device_run) -> str:
 
 
 def _edit_manifest(run: Path, edit) -> None:
-    manifest = load_manifest(run)
+    """Edit manifest.json as a person would: as JSON, whatever the schema says of it now."""
+    manifest = json.loads((run / "manifest.json").read_text())
     edit(manifest)
     save_manifest(run, manifest)
 
@@ -44,10 +45,10 @@ def _edit_manifest(run: Path, edit) -> None:
 def test_artifacts_as_a_list_or_empty(run_copy, image):
     _edit_manifest(run_copy, lambda m: m.update(artifacts=[]))
     assert_one_line_error(
-        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]), "'artifacts' must map file names"
+        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]), "artifacts: must map file names"
     )
-    assert_one_line_error(runner.invoke(app, ["bench", str(run_copy / "model.onnx")]), "'artifacts' must map")
-    assert_one_line_error(runner.invoke(app, ["bench", str(run_copy)]), "'artifacts' must map")
+    assert_one_line_error(runner.invoke(app, ["bench", str(run_copy / "model.onnx")]), "artifacts: must map")
+    assert_one_line_error(runner.invoke(app, ["bench", str(run_copy)]), "artifacts: must map")
     _edit_manifest(run_copy, lambda m: m.update(artifacts={}))
     assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]), "not listed in")
     assert_one_line_error(runner.invoke(app, ["bench", str(run_copy)]), "nothing to bench")
@@ -125,7 +126,7 @@ def test_a_truncated_split_in_verify(exported_run, tmp_path):
     (run / "split.json").write_text('{"root": "x", "classes": ["a", "b"], "splits": {"test": [["a.jpg", 0]')
     assert_one_line_error(runner.invoke(app, ["verify", str(run)]), "split.json: not valid JSON")
     (run / "split.json").write_text('{"root": "x"}')
-    assert_one_line_error(runner.invoke(app, ["verify", str(run)]), "split.json: not a tk split file")
+    assert_one_line_error(runner.invoke(app, ["verify", str(run)]), "split.json: classes: missing")
 
 
 @pytest.mark.edge
@@ -236,3 +237,46 @@ def test_onnx_uint8_input_and_fixed_batch_predict_what_the_float_model_does(tmp_
 def test_onnx_models_tk_cannot_label_are_refused(tmp_path, image, shape, outputs, message):
     path = _onnx_model(tmp_path, shape, outputs=outputs)
     assert_one_line_error(runner.invoke(app, ["predict", str(path), image]), "model.onnx", message)
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (None, "a folder where a JSON file belongs"),
+        ({"machine": {}, "rows": ["model.onnx 1 ms"]}, "rows[0]: must be an object"),
+        ({"machine": {}, "rows": [], "other_rows": "none"}, "other_rows: must be a list"),
+        ({"machine": {}, "rows": [], "machines": ["pi"]}, "machines: must map machine labels"),
+        ({"machine": [], "rows": []}, "machine: must be an object"),
+    ],
+    ids=["directory", "rows-as-strings", "other-rows-not-a-list", "machines-a-list", "machine-a-list"],
+)
+def test_a_hand_edited_bench_json_is_one_line_before_any_measuring_and_kept(run_copy, content, fragment):
+    path = run_copy / "bench.json"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(json.dumps(content))
+    before = None if content is None else path.read_bytes()
+    result = runner.invoke(app, ["bench", str(run_copy / "model.onnx"), "--runs", "1", "--warmup", "0"])
+    assert_one_line_error(result, "bench.json", fragment, "move it aside or delete it")
+    assert "threads 1" not in result.output  # refused before the first measurement
+    assert path.is_dir() if content is None else path.read_bytes() == before
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda m: m["preprocessing"].update(size=[100_000, 100_000]), "size[0]: must be between 1 and 4096"),
+        (lambda m: m.update(classes="circle,square,triangle"), "classes: must be a list"),
+        (lambda m: m.update(classes=[1, 2, 3]), "classes[0]: must be text"),
+        (lambda m: m["artifacts"]["model.onnx"].update(sha256=None, file="other.onnx"), "names 'other.onnx'"),
+    ],
+)
+def test_hand_edited_manifests_are_one_line_on_the_device(run_copy, image, edit, fragment):
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    edit(manifest)
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]), fragment)
+    assert_one_line_error(runner.invoke(app, ["bench", str(run_copy), "--runs", "1"]), fragment)

@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
-from toolkit.core.formats import FORMATS, tolerance_kind
+from toolkit.core.formats import tolerance_kind
 from toolkit.core.io import sha256_file, size_bytes
 from toolkit.core.runs import load_manifest
 from toolkit.export.exporter import stratified_sample
@@ -222,6 +222,9 @@ def test_a_damaged_model_is_one_error_and_writes_nothing(trained_run, tmp_path):
     (run / "model.keras").write_bytes(b"not a zip file")
     before = sorted(p.name for p in run.iterdir())
     result = CliRunner().invoke(app, ["export", str(run)])
+    assert result.exit_code == 1 and "model.keras: sha256 differs from the one tk train recorded" in result.output
+    _record_reference(run)  # the manifest copied along with the damaged file: opening it is the one line
+    result = CliRunner().invoke(app, ["export", str(run)])
     assert result.exit_code == 1
     errors = _error_lines(result.output)
     assert len(errors) == 1 and "model.keras: not a .keras archive (damaged or truncated)" in errors[0]
@@ -239,7 +242,16 @@ def test_export_refuses_a_model_with_nan_weights(trained_run, tmp_path):
     weight = model.weights[-1]
     weight.assign(np.full(weight.shape, np.nan, dtype=weight.dtype))
     model.save(run / "model.keras")
+    _record_reference(run)  # as a diverged tk train would have recorded it
     result = CliRunner().invoke(app, ["export", str(run), "--format", "tflite"])
     assert result.exit_code == 1, result.output
     assert "NaN/Inf" in result.output and "learning_rate" in result.output
-    assert not list(run.glob(".export-*")) and not list(run.glob("model_*.tflite"))
+    assert not list(run.glob(".tk-export-*")) and not list(run.glob("model_*.tflite"))
+
+
+def _record_reference(run: Path) -> None:
+    from toolkit.core.runs import save_manifest
+
+    manifest = load_manifest(run)
+    manifest["artifacts"]["model.keras"]["sha256"] = sha256_file(run / "model.keras")
+    save_manifest(run, manifest)

@@ -28,7 +28,7 @@ def test_resume_cleans_tmp_files_and_a_fresh_run_discards_the_partial(tmp_path):
     work = tmp_path / "r.partial"
     recipe = small_recipe("r", tmp_path)
     prepare_partial(work, recipe, resume=False)
-    stale = work / "phases" / "scratch" / "backup" / ".latest.weights.h5.a1.tmp.weights.h5"
+    stale = work / "phases" / "scratch" / "backup" / ".tk-tmp-a1.tmp.weights.h5"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half")
     said: list[str] = []

@@ -41,8 +41,10 @@ def test_pack_web_writes_a_static_site(web_bundle):
     for entry in web["runtimes"].values():  # every file the page loads is in the bundle
         assert (web_bundle / entry["module"]).is_file() and (web_bundle / entry["wasm"]).is_dir()
     manifest = json.loads((web_bundle / "manifest.json").read_text())
-    assert set(manifest["artifacts"]) == set(WEB_ARTIFACTS) | {"model_float32.b1.tflite", "model_int8.b1.tflite"}
-    assert manifest["artifacts"]["model_int8.b1.tflite"]["batch1_of"] == "model_int8.tflite"
+    assert set(manifest["artifacts"]) == set(WEB_ARTIFACTS)  # the batch-1 copies are not artifacts of their own
+    copies = manifest["bundle"]["web"]["batch1"]
+    assert copies["model_int8.b1.tflite"]["of"] == "model_int8.tflite"
+    assert (web_bundle / "checkset" / "checkset.json").is_file()  # tk pack's device check set
     page = (web_bundle / "index.html").read_text()
     assert '"@litertjs/wasm-utils": "./runtime/litert-wasm-utils/dist/index.js"' in page
 

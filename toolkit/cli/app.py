@@ -286,6 +286,11 @@ def predict(
             err_console.print(f"skipped: {file}: {why}", style="yellow", markup=False, soft_wrap=True)
 
     counts = parse_threads(threads) if threads is not None else ()
+    from ..edge.verdicts import packed_warning
+
+    warning = packed_warning(artifact)
+    if warning:
+        err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     results = run_predict(
         artifact, images, k=top_k, threads=counts[0] if counts else None, on_prediction=echo, on_bad=skipped
     )
@@ -340,7 +345,13 @@ def export_cmd(
 @app.command()
 @user_errors
 def verify(
-    run: RunArg = None,
+    run: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="Run folder, recipe file or run name (default: the latest run); or a tk pack bundle: "
+            "its check set runs here, with this machine's runtime (no TensorFlow needed)."
+        ),
+    ] = None,
     artifacts: Annotated[
         Optional[list[str]],
         typer.Option("--artifact", help="Only this artifact file name; repeatable (default: every exported artifact)."),
@@ -359,19 +370,31 @@ def verify(
 ):
     """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not).
 
-    --json prints the parity report, also when a check fails (then exit 1).
+    --json prints the parity report, also when a check fails (then exit 1). On a bundle (tk pack's
+    folder) it runs the bundle's check set here, on the base install, and records device_parity.json.
     """
-    from ..core.runs import resolve_run
-
     if web:
         return _verify_web(run, artifacts, as_json)
 
-    quiet.import_tensorflow_quietly()
     from ..core.io import json_text
-    from ..export.verify import raise_on_failure, verify_run
+    from ..core.runs import is_bundle, resolve_run
 
     with context(as_json, data_root) as ctx:  # one ✓/✗ line per artifact, with its numbers and failures
         run_dir = resolve_run(run, runs_dir, ctx)
+        if is_bundle(run_dir):  # the device path: base install, no TensorFlow imported
+            from ..edge.device_verify import raise_on_failure as device_failure
+            from ..edge.device_verify import verify_bundle
+
+            if artifacts or data_root:
+                raise TkError("--artifact/--data-root: not for a bundle; tk verify BUNDLE checks every packed artifact")
+            report = verify_bundle(run_dir, ctx=ctx)
+            if as_json:
+                say(json_text(report))
+            device_failure(report)
+            return
+        quiet.import_tensorflow_quietly()
+        from ..export.verify import raise_on_failure, verify_run
+
         report = verify_run(run_dir, artifacts, check=False, ctx=ctx)
     if as_json:
         say(json_text(report))
@@ -383,13 +406,12 @@ def verify(
 def _verify_web(bundle: Optional[str], artifacts: Optional[list[str]], as_json: bool) -> None:
     from ..core.errors import ParityError
     from ..core.io import json_text
-    from ..export.verify import judge_probabilities  # verify's limits; TF-free
     from ..web.verify import verify_web
 
     if not bundle:
         raise TkError("tk verify --web: name the bundle folder (tk verify BUNDLE --web)")
     with context(as_json) as ctx:
-        report = verify_web(Path(bundle), judge_probabilities, artifacts, ctx)
+        report = verify_web(Path(bundle), artifacts, ctx)
     if as_json:
         say(json_text(report))
     failed = [f for f, r in report["artifacts"].items() if not r["passed"]]
@@ -509,6 +531,13 @@ def pack_cmd(
         int, typer.Option("--samples", help="Test images to include, stratified by class (0: none).")
     ] = 200,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it holds an earlier bundle.")] = False,
+    allow_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unverified",
+            help="Also pack artifacts that did not pass tk verify on these bytes (recorded as verified: false).",
+        ),
+    ] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
     as_json: JsonOpt = False,
@@ -537,9 +566,9 @@ def pack_cmd(
         if web:
             from ..web.pack import pack_web
 
-            out = pack_web(run_dir, directory, formats, artifacts, samples, force, cdn, ctx)
+            out = pack_web(run_dir, directory, formats, artifacts, samples, force, cdn, ctx, allow_unverified)
         else:
-            out = pack(run_dir, directory, formats, artifacts, samples, force, ctx)
+            out = pack(run_dir, directory, formats, artifacts, samples, force, ctx, allow_unverified=allow_unverified)
     if as_json:
         say(json_text(out))
         return
@@ -547,7 +576,8 @@ def pack_cmd(
         say(f"note: {note}")
     say(
         f"packed {len(out['artifacts'])} artifact(s), {out['samples']} test images of {out['classes']} classes "
-        f"into {out['dir']} ({out['size_bytes'] / 1e6:.1f} MB); on the device: tk bench {out['dir']}"
+        f"and a check set of {out['checkset']} into {out['dir']} ({out['size_bytes'] / 1e6:.1f} MB); on the "
+        f"device: tk verify {out['dir']} && tk bench {out['dir']}"
     )
     if web:
         say(f"web page: {len(out['web']['models'])} model(s); check it with tk verify {out['dir']} --web")
@@ -639,10 +669,17 @@ def report(
     merge: Annotated[
         Optional[list[Path]], typer.Option("--merge", help="bench.json from another machine (repeatable).")
     ] = None,
+    mix_models: Annotated[
+        bool,
+        typer.Option(
+            "--mix-models",
+            help="Put merged bench rows of another model (another reference sha256) in the same table.",
+        ),
+    ] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
-    """Write REPORT.md in the run folder: curves, test metrics, parity, bench tables, latency plot."""
+    """Write REPORT.md in the run folder: the gate's verdict, curves, test metrics, parity, bench, latency plot."""
     from ..report.report import report_for
 
     with context() as ctx:
-        report_for(run, runs_dir, merge or [], ctx)
+        report_for(run, runs_dir, merge or [], ctx, mix_models=mix_models)

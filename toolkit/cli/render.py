@@ -35,10 +35,12 @@ def rows_table(rows: Sequence[dict[str, Any]], title: str = "", machine_column: 
 
 def ship_line(best: dict[str, Any]) -> str:
     accuracy = best.get("accuracy")
+    skipped = best.get("skipped") or []
     return (
-        f"ship: {best['file']} ({best['size_bytes'] / 1e6:.2f} MB, p50 {best['p50_ms']:.2f} ms at "
+        f"ship: {best['file']} ({(best.get('size_bytes') or 0) / 1e6:.2f} MB, p50 {best['p50_ms']:.2f} ms at "
         f"{best['threads']} thread(s), accuracy {'-' if accuracy is None else format(accuracy, '.3f')}; "
         f"chosen among the {best.get('among', '?')} artifact(s) this call measured on {best.get('machine', '?')})"
+        + (f"; not considered, as they did not pass tk verify: {'; '.join(skipped)}" if skipped else "")
     )
 
 

@@ -84,6 +84,17 @@ def tolerance_kind(quantization: str) -> str:
     return QUANT_LABEL.get(quantization, quantization)
 
 
+def identify(file: str) -> Optional[tuple[Format, str]]:
+    """(format, quantization) of an artifact from its file name, as tk's table names them; None for
+    a name tk does not write. The name decides, not the manifest: verify judges a file by what it is
+    called, and tk writes each (format, quantization) under one name only."""
+    for fmt in FORMATS.values():
+        for quantization, name in fmt.files.items():
+            if name == file:
+                return fmt, quantization
+    return None
+
+
 def sort_key(fmt: Optional[str], quantization: Optional[str], file: str = "") -> tuple:
     """Table order: the reference first, then formats in FORMATS order, float before quantized."""
     order = list(FORMATS)

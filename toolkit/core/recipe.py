@@ -191,7 +191,8 @@ class ExportSection:
 
 @dataclass(frozen=True)
 class Threshold:
-    """Parity thresholds for one artifact kind; None means not checked."""
+    """Parity limits for one artifact kind; None means not checked. tk's own values are the table in
+    edge/parity.py (LIMITS); a recipe's verify.thresholds only overrides some of them."""
 
     max_abs_diff: Optional[float] = None
     min_agreement: Optional[float] = None
@@ -202,19 +203,23 @@ class Threshold:
     min_confident_agreement: Optional[float] = None
 
 
-def _default_thresholds() -> dict[str, Threshold]:
-    return {
-        "float32": Threshold(max_abs_diff=1e-4, min_agreement=1.0),
-        "float16": Threshold(max_abs_diff=1e-2, min_agreement=0.995),
-        "dynamic": Threshold(min_agreement=0.98, max_accuracy_drop=0.01),
-        "int8": Threshold(min_agreement=0.98, max_accuracy_drop=0.01),
-    }
+# What a recipe may set each limit to. Outside these a check passes anything (an agreement of 50% on
+# two classes is a coin; probabilities never differ by more than 1), which is no check at all.
+LIMIT_RANGES = {
+    "max_abs_diff": (0.0, 0.5),
+    "min_agreement": (0.5, 1.0),
+    "max_accuracy_drop": (0.0, 0.5),
+    "min_confident_agreement": (0.5, 1.0),
+}
 
 
 @dataclass(frozen=True)
 class VerifySection:
     split: Literal["test", "validation"] = "test"
-    thresholds: dict[str, Threshold] = field(default_factory=_default_thresholds)
+    # Overrides of tk's limits, per kind (float32, float16, dynamic, int8) and key; null disables a
+    # key. What is not named keeps tk's value (edge/parity.py LIMITS): a recipe never sets a limit by
+    # leaving it out.
+    thresholds: dict[str, dict[str, Optional[float]]] = field(default_factory=dict)
     # Top-1 minus top-2 probability of the reference at and above which an image counts as confident.
     confident_margin: float = 0.2
 
@@ -360,22 +365,10 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path
 
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
-    raw = _with_default_thresholds({k: v for k, v in raw.items() if k != "source_path"})
-    raw = _with_short_forms(raw)
+    raw = _with_short_forms({k: v for k, v in raw.items() if k != "source_path"})
     recipe = _build(Recipe, raw, "")
     _check_rules(recipe)
     return recipe
-
-
-def _with_default_thresholds(raw: dict[str, Any]) -> dict[str, Any]:
-    """A recipe that overrides one threshold keeps the defaults of the others (null disables one)."""
-    verify = raw.get("verify")
-    if not isinstance(verify, dict) or not isinstance(verify.get("thresholds"), dict):
-        return raw
-    merged = {kind: dataclasses.asdict(t) for kind, t in _default_thresholds().items()}
-    for kind, given in verify["thresholds"].items():
-        merged[kind] = {**merged.get(kind, {}), **given} if isinstance(given, dict) else given
-    return {**raw, "verify": {**verify, "thresholds": merged}}
 
 
 def _with_short_forms(raw: dict[str, Any]) -> dict[str, Any]:
@@ -431,20 +424,46 @@ def _check_rules(recipe: Recipe) -> None:
             raise TkError(
                 f"export.quantize: unknown quantization {q!r}{suggest(q, QUANTIZATIONS)}; allowed: {', '.join(QUANTIZATIONS)}"
             )
-    for kind, threshold in recipe.verify.thresholds.items():
-        kinds = [tolerance_kind(q) for q in QUANTIZATIONS]
-        if kind not in kinds:
-            raise TkError(
-                f"verify.thresholds: unknown kind {kind!r}{suggest(kind, kinds)}; allowed: {', '.join(kinds)}"
-            )
-        for key, value in dataclasses.asdict(threshold).items():
-            fraction = key in ("min_agreement", "min_confident_agreement")
-            upper = 1.0 if fraction else float("inf")
-            if value is not None and not 0 <= value <= upper:
-                bound = "in [0, 1]" if fraction else ">= 0"
-                raise TkError(f"verify.thresholds.{kind}.{key}: must be {bound} (got {value!r})")
+    check_verify(recipe.verify)
     if not recipe.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise TkError(f"name: use letters, digits, '-', '_' or '.' (got {recipe.name!r})")
+
+
+def check_verify(section: VerifySection, where: str = "verify") -> None:
+    """verify.thresholds overrides: known kinds and keys, finite values in LIMIT_RANGES, and never an
+    override that leaves a kind without an agreement check (fail closed: no check is no pass)."""
+    kinds = [tolerance_kind(q) for q in QUANTIZATIONS]
+    keys = [f.name for f in dataclasses.fields(Threshold)]
+    for kind, given in section.thresholds.items():
+        if kind not in kinds:
+            raise TkError(
+                f"{where}.thresholds: unknown kind {kind!r}{suggest(kind, kinds)}; allowed: {', '.join(kinds)}"
+            )
+        for key, value in given.items():
+            if key not in keys:
+                raise TkError(
+                    f"{where}.thresholds.{kind}.{key}: unknown key{suggest(key, keys)}; allowed keys: {', '.join(keys)}"
+                )
+            low, high = LIMIT_RANGES[key]
+            if value is not None and not low <= value <= high:
+                raise TkError(
+                    f"{where}.thresholds.{kind}.{key}: must be in [{low:g}, {high:g}] (got {value!r}); "
+                    "outside it the check passes anything"
+                )
+        if "min_agreement" in given and given["min_agreement"] is None and given.get("min_confident_agreement") is None:
+            raise TkError(
+                f"{where}.thresholds.{kind}: min_agreement: null leaves no agreement check; set "
+                "min_confident_agreement (e.g. 0.99) to gate on confident images instead"
+            )
+
+
+def verify_section(raw: Any, where: str = "verify") -> VerifySection:
+    """A verify section on its own (a bundle carries its run's), checked as a recipe's is."""
+    section = _build(VerifySection, raw if raw is not None else {}, where)
+    if not 0 <= section.confident_margin < 1:
+        raise TkError(f"{where}.confident_margin: must be in [0, 1) (got {section.confident_margin!r})")
+    check_verify(section, where)
+    return section
 
 
 def _build(cls: type, data: Any, path: str) -> Any:

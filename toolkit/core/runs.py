@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,9 +25,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from . import schemas
 from .context import SILENT, Context
 from .errors import TkError
 from .io import now, sha256_file, size_bytes, write_json_atomic
+from .jsonspec import read_json_file
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -46,23 +47,48 @@ SPLIT_FORMAT = 2
 NOT_RUN_SUFFIXES = (".partial", ".old")
 
 
-def load_manifest(run_dir: Path) -> dict[str, Any]:
+def load_manifest(run_dir: Path) -> "schemas.Manifest":
+    """The run's (or bundle's) manifest.json, checked by its schema (types, ranges, caps)."""
     path = Path(run_dir) / MANIFEST
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise TkError(f"{run_dir}: no {MANIFEST}; train a model first (tk train RECIPE)")
+    return schemas.load_manifest(path)
+
+
+def _manifest_or_none(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The manifest's JSON object (bounded read, no schema) or None: only for sorting and listing
+    runs, whose readers check each key's type; any command that uses the run loads it by schema."""
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:  # tk writes UTF-8; a hand edit saved as latin-1 is not
-        raise TkError(
-            f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8, or re-run tk export to rewrite it"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise TkError(f"{path}: not valid JSON ({exc}); re-run tk train or tk export to rewrite it") from None
+        raw = read_json_file(Path(run_dir) / MANIFEST, 64 * 2**20, "")
+    except (TkError, OSError):
+        return None
+    return raw if isinstance(raw, dict) else None
 
 
 def save_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     manifest["updated"] = now()
     write_json_atomic(Path(run_dir) / MANIFEST, manifest)
+
+
+def reference_sha256(run_dir: Path, manifest: dict[str, Any]) -> str:
+    """model.keras' sha256, which must be the one tk train recorded: a swapped reference would make
+    every verdict about another model. The fixes are a new training or a new run."""
+    recorded = manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
+    path = Path(run_dir) / REFERENCE
+    if path.is_symlink() or not path.is_file():
+        raise TkError(f"{path}: missing (or not a regular file); this run has no reference model: retrain it")
+    actual = sha256_file(path)
+    if not recorded:
+        raise TkError(
+            f"{run_dir / MANIFEST}: no sha256 recorded for {REFERENCE}, so nothing ties it to this run; "
+            "retrain it (tk train RECIPE) or bring the model in as a new run (tk import)"
+        )
+    if actual != recorded:
+        raise TkError(
+            f"{path}: sha256 differs from the one tk train recorded in {MANIFEST}; the model changed "
+            "after training: retrain it (tk train RECIPE) or bring it in as a new run (tk import)"
+        )
+    return actual
 
 
 def record_artifact(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
@@ -128,10 +154,12 @@ def list_runs(runs_dir: Path = RUNS_DIR) -> list[Path]:
 
 def _is_bundle(manifest: Path) -> bool:
     """A tk pack bundle (its manifest says "bundle") beside the runs is what a device gets, not a run."""
-    try:
-        return "bundle" in json.loads(manifest.read_text())
-    except (OSError, ValueError, TypeError):
-        return False
+    return "bundle" in (_manifest_or_none(manifest.parent) or {})
+
+
+def is_bundle(folder: Path) -> bool:
+    """A folder tk pack wrote (its manifest reads cleanly and names the bundle)."""
+    return os.path.lexists(Path(folder) / MANIFEST) and "bundle" in load_manifest(folder)
 
 
 def trained_at(run_dir: Path) -> float:
@@ -139,12 +167,9 @@ def trained_at(run_dir: Path) -> float:
     `created` (written once, at training), else model.keras' mtime. Never the manifest's mtime:
     export, verify and bench rewrite the manifest."""
     run_dir = Path(run_dir)
-    try:
-        manifest = json.loads((run_dir / MANIFEST).read_text())
-    except (OSError, ValueError):
-        manifest = {}
+    manifest = _manifest_or_none(run_dir) or {}
     for key in ("trained", "created"):
-        stamp = manifest.get(key) if isinstance(manifest, dict) else None
+        stamp = manifest.get(key)
         if isinstance(stamp, str):
             try:
                 moment = datetime.fromisoformat(stamp)
@@ -160,10 +185,7 @@ def trained_at(run_dir: Path) -> float:
 def _latest_key(run_dir: Path) -> tuple:
     # On a tie (a copied run) the stable name beats an archived copy: exported/<name>/ is a run
     # whose folder is its recipe name.
-    try:
-        stable = json.loads((run_dir / MANIFEST).read_text()).get("name") == run_dir.name
-    except (OSError, ValueError, AttributeError):
-        stable = False
+    stable = (_manifest_or_none(run_dir) or {}).get("name") == run_dir.name
     return trained_at(run_dir), stable, run_dir.name
 
 
@@ -309,22 +331,14 @@ def save_split(dataset: SplitDataset, path: Path) -> None:
 def load_split(path: Path, data_root: Optional[Path] = None) -> SplitDataset:
     """The split, with paths that work from any folder; `data_root` replaces the recorded root."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise TkError(f"{path}: no split recorded; train this run first (tk train RECIPE)")
     if data_root is not None and not Path(data_root).is_dir():
         raise TkError(
             f"--data-root: folder not found: {data_root} (pass the dataset folder, the one with the class folders)"
         )
-    try:
-        return SplitDataset.from_json(json.loads(path.read_bytes().decode("utf-8")), data_root, base=path.parent)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        # truncated (a copy cut short, a full disk before atomic writes) or hand-edited
-        why = (
-            f"not valid JSON ({exc})"
-            if isinstance(exc, json.JSONDecodeError)
-            else f"not a tk split file ({exc.__class__.__name__}: {exc})"
-        )
-        raise TkError(f"{path}: {why}; re-run tk train to rewrite it, or copy it again from the run folder") from None
+    # truncated (a copy cut short, a full disk before atomic writes) or hand-edited: one line from the schema
+    return SplitDataset.from_json(schemas.load_split(path), data_root, base=path.parent)
 
 
 def check_files_exist(paths: Sequence[str], run_dir: Path, split: Optional[SplitDataset] = None) -> None:

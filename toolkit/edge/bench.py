@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..core import schemas
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
 from ..core.formats import FORMATS, looks_like_model, sort_key
@@ -29,6 +30,7 @@ from ..core.io import check_writable, now, write_json_atomic
 from ..core.progress import tracked
 from ..core.recipe import BenchSection
 from ..core.runs import MANIFEST, REFERENCE, load_manifest, record_metrics, resolve_run
+from .bench_gate import gate_candidates, mark_rows, verdicts_for
 from .bench_rows import (
     describe_settings,
     earlier_note,
@@ -245,6 +247,7 @@ def bench_run(
     settings.check()
     manifest = load_manifest(run_dir)
     check_writable(run_dir)  # a read-only run folder fails now, not after minutes of measuring
+    _read_previous(run_dir / BENCH_JSON)  # so does a damaged bench.json it would merge into
     notes: list[str] = []
     entries = _artifacts_of(run_dir, manifest, only, notes)
     if not entries:
@@ -297,7 +300,11 @@ def bench_run(
             if i > 0 and rows[-1]["file"] == file:
                 row["accuracy"] = rows[-1].get("accuracy")
             rows.append(row)
-    report = bench_report(run_dir, manifest, rows, machine, notes)
+    verdicts, gated, gate_notes = verdicts_for(run_dir)
+    report = bench_report(run_dir, manifest, rows, machine, notes + gate_notes)
+    mark_rows(report["rows"], verdicts)
+    report["gated"] = gated
+    report["verdicts"] = {f: [v.status, v.reason] for f, v in verdicts.items()}
     write_json_atomic(run_dir / BENCH_JSON, report)
     for entry in entries:
         mine = [r for r in rows if r["file"] == entry["file"]]
@@ -348,6 +355,7 @@ def bench_report(
     used = {r["machine"] for r in pool}
     return {
         "run": manifest.get("name", run_dir.name),
+        "reference_sha256": _reference_sha(manifest),
         "created": created,
         "machine": machine,
         "machines": {k: v for k, v in machines.items() if k in used},
@@ -360,15 +368,17 @@ def bench_report(
     }
 
 
+def _reference_sha(manifest: dict[str, Any]) -> Optional[str]:
+    """The trained model these rows' artifacts come from: a bundle names it, a run records it."""
+    if "bundle" in manifest:
+        return manifest["bundle"].get("reference_sha256")
+    return manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
+
+
 def _read_previous(path: Path) -> Optional[dict[str, Any]]:
-    if not path.is_file():
-        return None
-    try:
-        old = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None  # unreadable: this call's rows start a new file
-    ok = isinstance(old, dict) and isinstance(old.get("rows"), list) and isinstance(old.get("machine"), dict)
-    return old if ok else None
+    """The earlier bench.json, checked by its schema: a damaged one is one line, never overwritten
+    (it may hold another machine's rows nobody can measure again)."""
+    return schemas.load_bench(path) if os.path.lexists(path) else None
 
 
 def split_targets(targets: Sequence[str], runs_dir: Path, ctx: Context = SILENT) -> dict[Path, Optional[list[str]]]:
@@ -422,7 +432,9 @@ def choose_artifact(
     return best, why
 
 
-HEADERS = ("artifact", "thr", "MB", "cold s", "RSS MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "acc")
+HEADERS = ("artifact", "thr", "MB", "cold s", "RSS MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "acc", "parity")
+# A row's parity verdict as a short cell (edge/verdicts.py); "-" where nothing judged the artifact.
+PARITY_CELLS = {"passed": "✓ passed", "failed": "✗ failed", "stale": "? stale", "not verified": "? not verified"}
 # Browser rows (tk bench --web) carry their p50 over native p50, measured in the same call.
 RATIO_HEADER = "x native"
 BROWSER_NOTE = (
@@ -455,6 +467,7 @@ def format_row(r: dict[str, Any], machine_column: bool = False, ratio_column: bo
         f"{r['p99_ms']:.2f}",
         _cell(r.get("throughput_ips"), ".0f"),
         _cell(r.get("accuracy"), ".3f"),
+        "" if r.get("reference") else PARITY_CELLS.get(r.get("parity") or "", "-"),
     ]
     ratio = [_cell(r.get("ratio"), ".2f")] if ratio_column else []
     return ([r.get("machine", "")] if machine_column else []) + cells + ratio
@@ -479,11 +492,13 @@ def bench_targets(
     ]
     ship = None
     if max_latency_ms is not None or min_accuracy is not None:
-        rows = ship_candidates(reports)
+        rows, skipped = gate_candidates(reports, ship_candidates(reports))
         ship, why = choose_artifact(rows, max_latency_ms, min_accuracy)
         if ship is None:
-            raise TkError("no artifact meets the limits: " + "; ".join(why))
-        ship = {**ship, "among": len({(r["machine"], r["file"]) for r in rows if not r.get("reference")})}
+            gate = f"; not considered (did not pass tk verify): {'; '.join(skipped)}" if skipped else ""
+            raise TkError("no artifact meets the limits: " + "; ".join(why) + gate)
+        among = len({(r["machine"], r["file"]) for r in rows if not r.get("reference")})
+        ship = {**ship, "among": among, "skipped": skipped}
     return {"reports": reports, "ship": ship}
 
 
@@ -502,7 +517,7 @@ def ship_candidates(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             + "); pass --runs, --warmup and --batch to bench them alike"
         )
     return [
-        r
+        {**r, "run": report["run"]}
         for report in reports
         for r in report["rows"]
         if r["measured_at"] == report["created"]

@@ -50,6 +50,29 @@ def cpu_model() -> str:
     return name or platform.processor() or platform.machine() or "unknown CPU"
 
 
+# The CPU features that decide which kernels a runtime picks (x86: AVX2/AVX-512/VNNI/AMX; Arm: NEON
+# (asimd), dot product, int8 matrix multiply, fp16, SVE): named beside every latency or parity figure.
+KERNEL_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+    "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
+    "asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2",
+)  # fmt: skip
+
+
+def cpu_flags() -> list[str]:
+    """KERNEL_FLAGS this CPU has, from /proc/cpuinfo (x86 "flags", Arm "Features"); [] where unknown."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="replace") if sys.platform.startswith("linux") else ""
+    except OSError:
+        return []
+    found: set[str] = set()
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            found.update(value.split())
+    return [flag for flag in KERNEL_FLAGS if flag in found]
+
+
 def short_cpu(name: str) -> str:
     """The CPU name without trademark signs, clock and filler words, for labels."""
     name = re.sub(r"\((R|TM|tm|r)\)", "", name)

@@ -13,17 +13,25 @@ is empty or an earlier bundle (never a run folder or a folder of other files).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
+
+from ..core import schemas
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
 from ..core.formats import FORMATS, sort_key
 from ..core.io import json_text, now, sha256_file
 from ..core.runs import BUNDLE, MANIFEST, SPLIT, SplitDataset, load_manifest, load_split, save_split
+from ..core.text import file_part
+from .checkset import copy_checkset, pick
+from .predictors import load_predictor
+from .verdicts import PARITY_FILE, Verdict, run_facts, run_verdicts
 
 LABELS = "labels.txt"
 SAMPLES = "samples"
@@ -78,29 +86,18 @@ def choose_artifacts(
 def stratified_sample(split: SplitDataset, count: int) -> list[tuple[str, int]]:
     """Up to `count` test images, as even across classes as the split allows, spread over each
     class's list (deterministic: the same run packs the same sample)."""
-    items = list(zip(split.paths("test"), split.labels("test"))) if "test" in split.splits else []
-    by_class: dict[int, list[tuple[str, int]]] = {}
-    for item in items:
-        by_class.setdefault(item[1], []).append(item)
-    quota = {k: 0 for k in by_class}
-    left = min(count, len(items))
-    while left > 0:  # round-robin: classes with few images give their share to the others
-        for k in sorted(by_class):
-            if left and quota[k] < len(by_class[k]):
-                quota[k] += 1
-                left -= 1
-    chosen = []
-    for k in sorted(by_class):
-        pool, n = by_class[k], quota[k]
-        chosen += [pool[(i * len(pool)) // n] for i in range(n)]
-    return chosen
+    items = split.splits.get("test", [])
+    return [items[i] for i in pick([y for _, y in items], count)]
 
 
-def _class_folder(name: str, index: int) -> str:
-    """The class's folder name in samples/: its label, unless the label cannot be a folder name."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        return f"class_{index}"
-    return name
+def class_folders(classes: Sequence[str]) -> list[str]:
+    """Each class's folder name in samples/: its label as a safe file name (core/text.py: no '/',
+    '..' or control characters, capped, unicode kept), numbered where two labels come out alike."""
+    folders: list[str] = []
+    for index, name in enumerate(classes):
+        folder = file_part(name)
+        folders.append(f"{folder}_{index}" if folder in folders or folder == "_" else folder)
+    return folders
 
 
 def _copy_samples(split: SplitDataset, sample: list[tuple[str, int]], work: Path) -> SplitDataset:
@@ -111,8 +108,9 @@ def _copy_samples(split: SplitDataset, sample: list[tuple[str, int]], work: Path
             "missing); restore the dataset, or pack with --samples 0"
         )
     items, used = [], set()
+    folders = class_folders(split.classes)
     for i, (path, label) in enumerate(sample):
-        folder = _class_folder(split.classes[label], label)
+        folder = folders[label]
         name = Path(path).name
         if (folder, name) in used:  # the same file name in two source folders
             name = f"{i:04d}_{name}"
@@ -148,6 +146,38 @@ def _check_target(target: Path, run_dir: Path, force: bool) -> None:
             )
 
 
+def gate(run_dir: Path, entries: list[dict[str, Any]], allow_unverified: bool) -> dict[str, Verdict]:
+    """Each chosen artifact's verdict now; refuses unless all passed (or allow_unverified says ship anyway)."""
+    verdicts = run_verdicts(run_dir).verdicts
+    refused = [(e["file"], verdicts[e["file"]]) for e in entries if not verdicts[e["file"]].passed]
+    if refused and not allow_unverified:
+        named = "; ".join(f"{file} ({v.text()})" for file, v in refused)
+        passed = [e["file"] for e in entries if verdicts[e["file"]].passed]
+        choose = f"pack only what passed ({' '.join('--artifact ' + f for f in passed)}), " if passed else ""
+        raise TkError(
+            f"{run_dir}: {len(refused)} artifact(s) did not pass tk verify on these bytes: {named}; "
+            f"fix them and run tk verify {run_dir}, {choose}or pass --allow-unverified to pack them "
+            "recorded as verified: false"
+        )
+    return verdicts
+
+
+def _chained(entry: dict[str, Any], verdict: Verdict, record: Optional[dict], reference: Optional[str]) -> dict:
+    """The bundle's entry: the run's, with its provenance chain and whether it passed the gate."""
+    out = {
+        **entry,
+        "verified": verdict.passed,
+        "chain": {
+            "reference_sha256": reference,
+            "artifact_sha256": entry["sha256"],
+            "parity": record,
+        },
+    }
+    if not verdict.passed:
+        out["verdict"] = verdict.text()
+    return out
+
+
 def pack(
     run_dir: Path,
     target: Path,
@@ -157,16 +187,23 @@ def pack(
     force: bool = False,
     ctx: Context = SILENT,
     finish: Optional[Callable[[Path], None]] = None,
+    allow_unverified: bool = False,
 ) -> dict[str, Any]:
     """Write the device bundle for a run; return what it holds (files, samples, size).
 
-    ctx.data_root overrides split.json's data root (where the test images are now); `finish` adds
-    to the bundle (the web page and its runtimes: web/pack.py) in its work folder, before the swap."""
+    Only artifacts whose verify passed on these bytes are packed, unless allow_unverified (they are
+    then recorded `verified: false`). Every packed file is loaded with the device's own predictor
+    from the bundle's manifest before the bundle takes its place. ctx.data_root overrides
+    split.json's data root (where the test images are now); `finish` adds to the bundle (the web
+    page and its runtimes: web/pack.py) in its work folder, before the swap."""
     run_dir, target = Path(run_dir), Path(target)
     if not 0 <= samples <= MAX_SAMPLES:
         raise TkError(f"--samples: must be between 0 and {MAX_SAMPLES} (got {samples})")
     manifest = load_manifest(run_dir)
     entries = choose_artifacts(run_dir, manifest, formats, files)
+    verdicts = gate(run_dir, entries, allow_unverified)
+    facts = run_facts(run_dir)
+    records = schemas.load_parity(run_dir / PARITY_FILE)["artifacts"] if os.path.lexists(run_dir / PARITY_FILE) else {}
     _check_target(target, run_dir, force)
     split = load_split(run_dir / SPLIT, ctx.data_root) if samples and (run_dir / SPLIT).is_file() else None
     notes = (
@@ -174,27 +211,18 @@ def pack(
         if split or not samples
         else [f"{run_dir}: no {SPLIT}, so the bundle has no test images (tk bench will measure latency only)"]
     )
+    notes += [
+        f"{f}: packed unverified ({v.text()})"
+        for f, v in verdicts.items()
+        if not v.passed and f in {e["file"] for e in entries}
+    ]
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.pack-", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
     work.chmod(0o777 & ~umask)  # mkdtemp makes it 0700: the bundle gets a normal folder's mode
     try:
-        packed = {}
-        for entry in entries:
-            file = entry["file"]
-            ctx.say(f"pack {file}")
-            expected = entry.get("sha256")
-            if not expected:
-                raise TkError(f"{run_dir / MANIFEST}: {file} has no sha256; re-run tk export to record it")
-            shutil.copyfile(run_dir / file, work / file)
-            # Hash the copy: it is what the device gets, and a file changed since export shows here.
-            if sha256_file(work / file) != expected:
-                raise TkError(
-                    f"{run_dir / file}: sha256 differs from {run_dir / MANIFEST}; the file changed "
-                    "after export (re-run tk export)"
-                )
-            packed[file] = entry
+        packed = _copy_artifacts(run_dir, work, entries, verdicts, records, facts.reference_sha256, ctx)
         sample = []
         if split is not None:
             sample = stratified_sample(split, samples)
@@ -204,8 +232,17 @@ def pack(
                 notes.append(f"{run_dir / SPLIT}: no test images, so the bundle has none")
         classes = manifest.get("classes") or []
         (work / LABELS).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
-        bundle = {"from_run": manifest.get("name", run_dir.name), "created": now(), "samples": len(sample)}
-        out = {**manifest, "artifacts": packed, "bundle": bundle}
+        bundle = {
+            "from_run": manifest.get("name", run_dir.name),
+            "created": now(),
+            "samples": len(sample),
+            "reference_sha256": facts.reference_sha256,
+            "checkset": 0,
+        }
+        out = {**manifest, "artifacts": packed, "bundle": bundle, "verify": dataclasses.asdict(facts.section)}
+        (work / MANIFEST).write_text(json_text(out) + "\n", encoding="utf-8")
+        _load_as_the_device_would(work, packed)
+        checks = bundle["checkset"] = _pack_checkset(run_dir, work, manifest, facts.reference_sha256, packed, notes)
         (work / MANIFEST).write_text(json_text(out) + "\n", encoding="utf-8")
         if finish is not None:
             finish(work)
@@ -216,12 +253,67 @@ def pack(
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     return {
         "dir": str(target),
-        "artifacts": list(load_manifest(target)["artifacts"]) if finish else list(packed),
+        "artifacts": list(packed),
+        "unverified": [f for f, e in packed.items() if not e["verified"]],
         "samples": len(sample),
+        "checkset": checks,
         "classes": len(classes),
         "size_bytes": size,
         "notes": notes,
     }
+
+
+def _copy_artifacts(
+    run_dir: Path,
+    work: Path,
+    entries: list[dict[str, Any]],
+    verdicts: dict[str, Verdict],
+    records: dict[str, Any],
+    reference: Optional[str],
+    ctx: Context,
+) -> dict[str, Any]:
+    """Each artifact into the bundle, its copy hashed against the run's manifest; the bundle's entries."""
+    packed = {}
+    for entry in entries:
+        file = entry["file"]
+        ctx.say(f"pack {file}")
+        expected = entry.get("sha256")
+        if not expected:
+            raise TkError(f"{run_dir / MANIFEST}: {file} has no sha256; re-run tk export to record it")
+        shutil.copyfile(run_dir / file, work / file)
+        # Hash the copy: it is what the device gets, and a file changed since export shows here.
+        if sha256_file(work / file) != expected:
+            raise TkError(
+                f"{run_dir / file}: sha256 differs from {run_dir / MANIFEST}; the file changed "
+                "after export (re-run tk export)"
+            )
+        packed[file] = _chained(entry, verdicts[file], records.get(file), reference)
+    return packed
+
+
+def _pack_checkset(
+    run_dir: Path, work: Path, manifest: dict, reference: Optional[str], packed: dict, notes: list
+) -> int:
+    """Copy the run's check set into the bundle (its image count). Every bundle of verified
+    artifacts carries one; without it (--allow-unverified only) tk verify BUNDLE fails closed."""
+    try:
+        return copy_checkset(run_dir, work, manifest, reference)["count"]
+    except TkError as exc:
+        if all(e["verified"] for e in packed.values()):
+            raise
+        notes.append(f"no check set ({exc}): tk verify on the device will fail")
+        return 0
+
+
+def _load_as_the_device_would(work: Path, packed: dict[str, Any]) -> None:
+    """Each artifact through the device's loader, from the bundle's own manifest: its input size and
+    class count must match it, or the device would refuse the bundle and so does pack."""
+    for file in packed:
+        try:
+            predictor = load_predictor(work / file, num_threads=1)
+            predictor.predict(np.zeros((1, *predictor.size, 3), np.float32))
+        except TkError as exc:
+            raise TkError(f"{file}: the device would refuse this bundle: {exc}") from None
 
 
 def _swap_into_place(work: Path, target: Path) -> None:

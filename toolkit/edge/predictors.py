@@ -9,7 +9,6 @@ runtime only, never TensorFlow or Keras: this is the device path.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import platform
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..core import schemas
 from ..core.errors import TkError
 from ..core.formats import Format, format_of_path
 from ..core.images import load_batch
@@ -263,7 +263,7 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
             "pip install 'tk-edge[train]', or use the run's .tflite/.onnx files"
         )
     manifest_path = path.parent / MANIFEST
-    if not manifest_path.is_file():
+    if not os.path.lexists(manifest_path):
         raise TkError(
             f"{path}: no {MANIFEST} beside it; copy the run's manifest.json with the model "
             "(it holds the labels and preprocessing)"
@@ -296,46 +296,10 @@ def tensorflow_installed() -> bool:
 
 
 def read_manifest(manifest_path: Path) -> dict[str, Any]:
-    """A manifest beside a model, checked for the fields every predictor reads."""
-    try:
-        manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise TkError(
-            f"{manifest_path}: not UTF-8 text (byte {exc.start}); tk writes UTF-8: copy it again "
-            "from the run folder, or re-save it as UTF-8"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise TkError(f"{manifest_path}: not valid JSON ({exc}); copy it again from the run folder") from None
-    _check_manifest(manifest, manifest_path)
-    return manifest
+    """A manifest beside a model, checked by its schema (classes, input size, artifacts: core/schemas.py)."""
+    return schemas.load_manifest(manifest_path)
 
 
 def artifact_entries(manifest: dict[str, Any], manifest_path: Path) -> dict[str, Any]:
-    """The manifest's artifacts mapping (file -> entry); a list or other shape is one clear line."""
-    entries = manifest.get("artifacts", {})
-    if not isinstance(entries, dict):
-        raise TkError(
-            f"{manifest_path}: 'artifacts' must map file names to entries (got "
-            f"{type(entries).__name__}); copy manifest.json again from the run folder"
-        )
-    return entries
-
-
-def _check_manifest(manifest: Any, manifest_path: Path) -> None:
-    """The fields every predictor reads; a hand-edited or foreign JSON file fails here, by name."""
-    try:
-        classes, size = manifest["classes"], manifest["preprocessing"]["size"]
-        ok = (
-            isinstance(classes, list)
-            and len(classes) >= 2
-            and all(isinstance(c, str) for c in classes)
-            and len(size) == 2
-            and all(int(v) > 0 for v in size)
-        )
-    except (KeyError, TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise TkError(
-            f"{manifest_path}: not a tk manifest (needs classes and preprocessing.size); "
-            "copy manifest.json from the run folder"
-        )
+    """The manifest's artifacts mapping (file -> entry); the schema already refused any other shape."""
+    return manifest.get("artifacts", {})

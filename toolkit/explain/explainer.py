@@ -41,7 +41,10 @@ class Explainer:
 
     @property
     def out_dir(self) -> Path:
-        return self.run_dir / EXPLAIN_DIR
+        """RUN/explain/, made if missing; a link there (to anywhere) is refused, never written through."""
+        from ..core.io import output_folder
+
+        return output_folder(self.run_dir, EXPLAIN_DIR)
 
     def spatial_layers(self) -> list[str]:
         """Backbone layers with an (N, H, W, C) output: what feature maps and Grad-CAM can use."""
@@ -213,7 +216,10 @@ def normalise(channel: np.ndarray) -> np.ndarray:
 
 
 def slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+    """A name from a file, a class or a layer as part of a PNG's name: sanitised, capped, unicode kept."""
+    from ..core.text import file_part
+
+    return file_part(text, max_bytes=80)
 
 
 def single_image(path: Path) -> Path:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
-from .explainer import Explainer, load_explainer
+from .explainer import Explainer, load_explainer, slug
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def explain_filters(
         ctx.say(
             f"note: the ascent did not raise {len(stuck)} of {len(filters)} (e.g. {stuck[0]}); try --steps {2 * settings.steps}"
         )
-    path = ex.out_dir / f"filters_{layer}.png"
+    path = ex.out_dir / f"filters_{slug(layer)}.png"
     plot_image_grid(
         [_display(img) for img in result.images],
         titles,

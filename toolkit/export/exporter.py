@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import random
 import shutil
 import tempfile
@@ -21,13 +22,23 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..core import schemas
 from ..core.context import SILENT, Context
 from ..core.errors import TkError, fault_line, suggest
 from ..core.formats import EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
-from ..core.io import atomic_path, check_writable, remove_leftovers, tool_versions
+from ..core.io import WORK_PREFIX, atomic_path, check_writable, remove_leftovers, tool_versions
 from ..core.lock import run_lock
 from ..core.recipe import ONNX_OPSETS, ExportSection, Recipe
-from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, record_artifact, run_recipe
+from ..core.runs import (
+    REFERENCE,
+    SPLIT,
+    check_files_exist,
+    load_manifest,
+    load_split,
+    record_artifact,
+    reference_sha256,
+    run_recipe,
+)
 from .metadata import LABEL_FILE, add_metadata
 
 
@@ -44,7 +55,7 @@ class ExportJob:
         height, width = self.manifest["preprocessing"]["size"]
         self.size = (int(height), int(width))
         # Beside the run (same filesystem), so copying the SavedModel into place is cheap.
-        self.workdir = Path(tempfile.mkdtemp(prefix=".export-", dir=run_dir))
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=run_dir))
         self.labels: list[str] = list(self.manifest["classes"])  # checked against labels.txt in export_run
 
     def close(self) -> None:
@@ -374,9 +385,10 @@ def _export_pairs(
     pairs: list[tuple[Format, str]],
     ctx: Context,
 ) -> list[dict[str, Any]]:
+    # Provenance: every artifact names the model it came from, and that is the model tk train recorded.
+    source = reference_sha256(run_dir, load_manifest(run_dir))
     job = ExportJob(run_dir, recipe, opset, ctx)
     versions = tool_versions("tensorflow", "keras", "tf2onnx", "onnx")
-    source = job.manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
     entries, failures = [], []
     try:
         job.model  # noqa: B018 -- every format starts from the model and its SavedModel: fail once
@@ -443,12 +455,12 @@ def read_labels(run_dir: Path, classes: Sequence[str], outputs: int) -> list[str
     """The run's labels.txt (tk train wrote it), which every .tflite packs: checked against the
     manifest's classes and the model's output size before anything is converted."""
     path = run_dir / LABEL_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise TkError(
             f"{path}: label file missing (every .tflite packs it); restore it or re-run tk train "
             f"(one class per line, in manifest.json's order: {', '.join(classes)})"
         )
-    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    labels = schemas.read_labels(path)
     if len(labels) != outputs:
         raise TkError(
             f"{path}: {len(labels)} labels, but {run_dir / REFERENCE} outputs {outputs} classes; "

@@ -21,12 +21,11 @@ from ..core.errors import TkError
 from ..core.images import load_batch
 from ..core.metrics import accuracy
 from ..core.quiet import silenced_stderr
-from ..core.recipe import Threshold
 from ..core.runs import SPLIT, check_files_exist
+from ..edge.parity import check, compare, limits_for
 from ..edge.predictors import TFLiteModel
 from .converters import tflite_from_saved_model
 from .int8_fallback import search
-from .verify import check, compare
 
 if TYPE_CHECKING:
     from .exporter import ExportJob
@@ -43,7 +42,7 @@ class Gate:
         self.images, self.labels = _gate_images(job)
         self.reference = np.asarray(job.model.predict(self.images, verbose=0, batch_size=32))
         self.ref_accuracy = accuracy(self.labels, self.reference)
-        self.threshold = job.recipe.verify.thresholds.get("int8", Threshold())
+        self.threshold = limits_for("int8", job.recipe.verify)
         self.margin = job.recipe.verify.confident_margin
         self.path = job.workdir / "int8-candidate.tflite"  # the export's temp folder, not the run
         self.calls = 0

@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 
 from .. import __version__
+from ..core import schemas
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
 from ..core.images import INTERPOLATION
@@ -371,7 +372,7 @@ def _phase_end_to_end(
 def _plot(folder: Path, phase: str) -> None:
     from .curves import plot_history
 
-    history = json.loads((folder / "history.json").read_text())
+    history = schemas.load_history(folder / "history.json")
     plot_history(history, folder / "curves.png", f"{phase}: accuracy and loss")
 
 

@@ -25,12 +25,12 @@ from ..core.errors import Say, TkError
 from ..core.io import check_writable, now, write_json_atomic
 from ..core.runs import load_manifest
 from ..edge.bench import BENCH_JSON, BenchSettings, bench_report, choose_artifact, percentiles
-from ..edge.machine import machine_info
+from ..edge.machine import cpu_flags, machine_info
 from ..edge.predictors import load_predictor
-from .checkset import load_checkset
-from .chromium import chromium_version, cpu_flags, find_chromium
+from .checkset import bundle_checkset
+from .chromium import chromium_version, find_chromium
 from .harness import drive
-from .verify import check_local, load_web
+from .verify import batch1_copies, check_local, load_web
 
 TARGET_S = 3.0  # adaptive runs: about this long per model, after the warm-up
 MIN_RUNS = 20
@@ -45,15 +45,16 @@ def browser_label(version: str, simd: bool, threads: int) -> str:
 class _Native:
     """The same artifact on its native runtime, timed for as many runs as the page just did."""
 
-    def __init__(self, bundle: Path, pixels: np.ndarray):
+    def __init__(self, bundle: Path, pixels: np.ndarray, originals: dict[str, str]):
         self.bundle, self.image = bundle, pixels[:1].astype(np.float32)
+        self.originals = originals  # a batch-1 copy runs natively as its original (same model, at batch 1)
         self.predictors: dict[tuple[str, int], Any] = {}
         self.latencies: dict[tuple[str, int], list[float]] = {}
 
     def run(self, file: str, threads: int, count: int) -> None:
         key = (file, threads)
         if key not in self.predictors:
-            self.predictors[key] = load_predictor(self.bundle / file, num_threads=threads)
+            self.predictors[key] = load_predictor(self.bundle / self.originals.get(file, file), num_threads=threads)
             self.predictors[key].predict(self.image)  # its first call allocates
         predictor, out = self.predictors[key], self.latencies.setdefault(key, [])
         for _ in range(count):
@@ -142,10 +143,11 @@ def bench_web(
         raise TkError(f"--threads: thread counts must be >= 1 (got {list(threads)})")
     manifest, web = load_manifest(bundle), load_web(bundle)
     check_local(bundle, web)
-    checkset = load_checkset(bundle)
+    checkset = bundle_checkset(bundle, manifest)
     check_writable(bundle)
     version = chromium_version(find_chromium())
-    collector = _Collector(_Native(bundle, checkset.pixels), ctx.say)
+    copies = batch1_copies(manifest)
+    collector = _Collector(_Native(bundle, checkset.pixels, {c: v["of"] for c, v in copies.items()}), ctx.say)
     simd = False
     for i, count in enumerate(threads or [None]):
         job = _job(web, checkset, settings, fixed_runs, count, first=i == 0)
@@ -183,7 +185,8 @@ def _row(key, b, manifest, checkset, settings, fixed_runs, native) -> Optional[d
     file = key[0]
     if not b["latencies"] or not native.latencies.get(key):
         return None
-    entry = manifest["artifacts"].get(file, {})
+    copy = batch1_copies(manifest).get(file)
+    entry = {**manifest["artifacts"].get(copy["of"] if copy else file, {}), **(copy or {})}
     stats, native_p50 = percentiles(b["latencies"]), float(np.median(native.latencies[key]))
     probs = np.asarray(b.get("probabilities") or [], dtype=np.float64)
     accuracy = float((probs.argmax(1) == checkset.labels).mean()) if probs.shape == checkset.reference.shape else None

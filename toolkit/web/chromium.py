@@ -212,33 +212,3 @@ def capture(
         os.close(from_browser)
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def cpu_flags() -> list[str]:
-    """The SIMD flags of this CPU that decide a runtime's kernels (Linux /proc/cpuinfo; [] elsewhere).
-
-    Interim copy until edge/machine.py has one (the gate branch adds cpu_flags there)."""
-    wanted = (
-        "sse4_2",
-        "avx",
-        "avx2",
-        "fma",
-        "avx512f",
-        "avx512_vnni",
-        "avx_vnni",
-        "amx_int8",
-        "asimd",
-        "asimddp",
-        "i8mm",
-    )
-    try:
-        info = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return []
-    have = {
-        f
-        for line in info.splitlines()
-        if line.split(":")[0].strip() in ("flags", "Features")
-        for f in line.split(":", 1)[1].split()
-    }
-    return [f for f in wanted if f in have]

@@ -6,7 +6,7 @@ set), DIR gets:
     index.html, tk.js      the page: pick, drop or film an image; ?harness for tk verify/bench --web
     sw.js                  a service worker: once loaded, the page works offline
     web.json               the models, which browser runtime runs each, the runtimes' URLs and versions
-    model_*.b1.tflite      a batch-1 copy of each .tflite, for LiteRT.js (listed in the manifest)
+    model_*.b1.tflite      a batch-1 copy of each .tflite, for LiteRT.js (manifest: bundle.web.batch1)
     runtime/<name>/...     the runtimes' JS and wasm files (unless --cdn)
 
 No build step: any static host serves the folder as it is (with COOP/COEP headers, threads run).
@@ -40,8 +40,6 @@ def web_models(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """(file, runtime) pairs the page can run, with what each runtime needs to know of the file."""
     models = []
     for file, entry in manifest["artifacts"].items():
-        if entry.get("batch1_of"):
-            continue  # listed through its original
         for name in RUNTIMES_OF.get(entry.get("format"), ()):
             runs = batch1_name(file) if name == "litert" else file
             models.append(
@@ -57,23 +55,19 @@ def web_models(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return models
 
 
-def _add_batch1_copies(work: Path, manifest: dict[str, Any], ctx: Context) -> None:
-    for file, entry in list(manifest["artifacts"].items()):
+def _add_batch1_copies(work: Path, manifest: dict[str, Any], ctx: Context) -> dict[str, dict[str, Any]]:
+    """Write the batch-1 copies; {copy: {"of": original, "sha256", "size_bytes"}}. Not artifacts of
+    the manifest: they are the originals' bytes with one shape word changed, judged (tk verify
+    --web) by their original's kind and limits, and bound to their own sha256 here."""
+    copies = {}
+    for file, entry in manifest["artifacts"].items():
         if entry.get("format") != "tflite":
             continue
         copy = batch1_name(file)
         ctx.say(f"pack {copy} (batch-1 copy of {file}, for LiteRT.js)")
         write_batch1(work / file, work / copy)
-        manifest["artifacts"][copy] = {
-            **entry,
-            "file": copy,
-            "batch1_of": file,
-            "input": {**entry.get("input", {}), "shape": [1, *entry.get("input", {}).get("shape", [None])[1:]]},
-            "output": {**entry.get("output", {}), "shape": [1, *entry.get("output", {}).get("shape", [None])[1:]]},
-            "sha256": sha256_file(work / copy),
-            "size_bytes": size_bytes(work / copy),
-            "created": now(),
-        }
+        copies[copy] = {"of": file, "sha256": sha256_file(work / copy), "size_bytes": size_bytes(work / copy)}
+    return copies
 
 
 def _write_page(work: Path, manifest: dict[str, Any], runtimes: dict[str, dict]) -> None:
@@ -117,6 +111,7 @@ def pack_web(
     force: bool = False,
     cdn: bool = False,
     ctx: Context = SILENT,
+    allow_unverified: bool = False,
 ) -> dict[str, Any]:
     """Write the web bundle for a run (atomically, as tk pack does); return what it holds."""
     # Resolved before anything is written: no npm and no --cdn fails here, with nothing touched.
@@ -126,12 +121,13 @@ def pack_web(
 
     def finish(work: Path) -> None:
         manifest = load_manifest(work)
-        _add_batch1_copies(work, manifest, ctx)
+        copies = _add_batch1_copies(work, manifest, ctx)
         used = runtimes if cdn else runtime.copy_runtimes(work, ctx)
-        manifest["bundle"] = {**manifest.get("bundle", {}), "web": {"runtimes": "cdn" if cdn else "npm"}}
+        web = {"runtimes": "cdn" if cdn else "npm", "batch1": copies, "created": now()}
+        manifest["bundle"] = {**manifest.get("bundle", {}), "web": web}
         (work / MANIFEST).write_text(json_text(manifest) + "\n", encoding="utf-8")
         _write_page(work, manifest, used)
 
-    out = pack(run_dir, target, formats, files, samples, force, ctx, finish=finish)
+    out = pack(run_dir, target, formats, files, samples, force, ctx, finish=finish, allow_unverified=allow_unverified)
     out["web"] = {"runtimes": "cdn" if cdn else "npm", "models": web_models(load_manifest(target))}
     return out

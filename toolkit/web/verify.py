@@ -13,26 +13,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from .. import __version__
+from ..core import schemas
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
 from ..core.io import check_writable, now, sha256_file, write_json_atomic
+from ..core.metrics import accuracy
 from ..core.runs import MANIFEST, load_manifest
-from ..edge.machine import machine_info
-from .checkset import CheckSet, load_checkset
-from .chromium import chromium_version, cpu_flags, find_chromium
+from ..edge.device_verify import DEVICE_PARITY
+from ..edge.machine import cpu_flags, machine_info
+from ..edge.parity import judge, kind_of, limits_dict, limits_for
+from ..edge.verdicts import bundle_facts
+from .checkset import CheckSet, bundle_checkset
+from .chromium import chromium_version, find_chromium
 from .harness import drive
 from .pack import WEB_JSON
 
-DEVICE_PARITY = "device_parity.json"
 TARGET = "browser"
-# (manifest entry, reference probabilities, artifact probabilities, labels) -> verdict with at
-# least "passed" and "failures"; the one judge verify uses, so the limits are verify's.
-Judge = Callable[[dict[str, Any], np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]
 
 
 def load_web(bundle: Path) -> dict[str, Any]:
@@ -58,27 +59,18 @@ def check_local(bundle: Path, web: dict[str, Any]) -> None:
         )
 
 
-def _checkset_matches(bundle: Path, checkset: CheckSet, manifest: dict[str, Any]) -> None:
-    height, width = manifest["preprocessing"]["size"]
-    if (checkset.meta["height"], checkset.meta["width"]) != (height, width):
-        raise TkError(f"{checkset.path}: images are not {height}x{width}, the models' input; re-pack the bundle")
-    if list(checkset.meta["classes"]) != list(manifest["classes"]):
-        raise TkError(f"{checkset.path}: classes differ from {bundle / MANIFEST}; re-pack the bundle")
-
-
 def verify_web(
-    bundle: Path, judge: Judge, files: Optional[list[str]] = None, ctx: Context = SILENT, timeout_s: float = 900
+    bundle: Path, files: Optional[list[str]] = None, ctx: Context = SILENT, timeout_s: float = 900
 ) -> dict[str, Any]:
     """Judge every browser (file, runtime) pair of the bundle; record and return the report."""
     bundle = Path(bundle)
     manifest, web = load_manifest(bundle), load_web(bundle)
     check_local(bundle, web)
-    checkset = load_checkset(bundle)
-    _checkset_matches(bundle, checkset, manifest)
+    checkset = bundle_checkset(bundle, manifest)
     check_writable(bundle)  # device_parity.json goes there: a read-only bundle fails now, not after the runs
     version = chromium_version(find_chromium())
     # --artifact model.tflite also takes its batch-1 copy (the same model, on LiteRT.js)
-    origin = {f: e.get("batch1_of") for f, e in manifest["artifacts"].items()}
+    origin = {copy: c.get("of") for copy, c in batch1_copies(manifest).items()}
     models = [m for m in web["models"] if files is None or {m["file"], origin.get(m["file"])} & set(files)]
     if not models:
         raise TkError(f"--artifact: none of {', '.join(files or [])} is a model of {bundle / WEB_JSON}")
@@ -89,7 +81,7 @@ def verify_web(
         model = next((m for m in models if (m["file"], m["runtime"]) == (body.get("file"), body.get("runtime"))), None)
         if model is None:
             return {"ok": False}
-        results[model["file"]] = _verdict(bundle, model, manifest, checkset, body, judge)
+        results[model["file"]] = _verdict(bundle, model, manifest, checkset, body)
         ctx.say(_line(model["file"], results[model["file"]]))
         return {"ok": True}
 
@@ -107,31 +99,50 @@ def _failed(bundle: Path, model: dict, manifest: dict, why: str) -> dict[str, An
     return {**_binding(bundle, model, manifest), "passed": False, "error": why, "failures": [why]}
 
 
+def batch1_copies(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The batch-1 copies tk pack --web made: {copy: {"of": original, "sha256", ...}}."""
+    return ((manifest.get("bundle") or {}).get("web") or {}).get("batch1") or {}
+
+
 def _binding(bundle: Path, model: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
     path = bundle / model["file"]
-    sha = sha256_file(path) if path.is_file() else None
+    copy = batch1_copies(manifest).get(model["file"])
+    recorded = copy if copy else manifest["artifacts"].get(model["file"], {})
     return {
         "runtime": model["runtime"],
         "format": model["format"],
         "quantization": model["quantization"],
-        "sha256": sha,
-        "manifest_sha256": manifest["artifacts"].get(model["file"], {}).get("sha256"),
+        "sha256": sha256_file(path) if path.is_file() else None,
+        "manifest_sha256": recorded.get("sha256"),
+        **({"batch1_of": copy["of"]} if copy else {}),
         "tk_version": __version__,
     }
 
 
-def _verdict(bundle, model, manifest, checkset: CheckSet, body, judge: Judge) -> dict[str, Any]:
+def _verdict(bundle, model, manifest, checkset: CheckSet, body) -> dict[str, Any]:
+    """edge/parity.py's judge, with tk's limits for the file's kind (a batch-1 copy: its original's)."""
     binding = _binding(bundle, model, manifest)
+    binding.update(
+        reference_sha256=checkset.meta.get("reference_sha256"), images_sha256=checkset.meta.get("pixels_sha256")
+    )
     if body.get("kind") == "error":
         return {**binding, "passed": False, "error": str(body.get("error"))[:300], "failures": ["could not run"]}
     probs = np.asarray(body.get("probabilities") or [], dtype=np.float64)
     if probs.shape != checkset.reference.shape:
         why = f"{probs.shape} outputs from the page, expected {checkset.reference.shape}"
         return {**binding, "passed": False, "error": why, "failures": [why]}
-    entry = manifest["artifacts"].get(model["file"], {})
-    verdict = {**binding, **judge(entry, checkset.reference, probs, checkset.labels), "load_ms": body.get("load_ms")}
+    judged = binding.get("batch1_of", model["file"])
+    try:
+        kind = kind_of(judged, manifest["artifacts"].get(judged)).kind
+        section = bundle_facts(manifest, bundle).section
+        limits = limits_for(kind, section)
+    except TkError as exc:  # no limit applies: fails closed
+        return {**binding, "passed": False, "error": str(exc), "failures": [str(exc)]}
+    ref_accuracy = accuracy(checkset.labels, checkset.reference)
+    result = judge(checkset.reference, probs, checkset.labels, ref_accuracy, limits, section.confident_margin)
+    verdict = {**binding, "kind": kind, **result, "limits": limits_dict(limits), "load_ms": body.get("load_ms")}
     if binding["sha256"] != binding["manifest_sha256"]:  # changed after pack: fails, whatever it outputs
-        verdict["failures"] = [f"sha256 differs from {MANIFEST} (changed after pack)", *verdict.get("failures", [])]
+        verdict["failures"] = [f"sha256 differs from {MANIFEST} (changed after pack)", *verdict["failures"]]
         verdict["passed"] = False
     return verdict
 
@@ -169,14 +180,8 @@ def _record(bundle: Path, version: str, env: dict, checkset: CheckSet, results: 
 
 
 def _read_device_parity(path: Path) -> dict[str, Any]:
+    """The other targets' results (edge/device_verify.py writes the native device's), read through
+    core/schemas.py; a damaged file is one line naming it."""
     if not path.is_file():
         return {"format": 1, "targets": {}}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TkError(
-            f"{path}: not valid JSON ({exc}); move it aside (its other targets are lost) and verify again"
-        ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("targets"), dict):
-        raise TkError(f"{path}: no 'targets' mapping; move it aside and verify again")
-    return data
+    return dict(schemas.load_device_parity(path))
