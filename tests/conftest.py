@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import small_recipe
+from helpers import WEB_ARTIFACTS, small_recipe
 from run_cache import cache_dir, cached, shared
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -225,3 +225,50 @@ def openvino_run(exported_run, session_dir) -> Path:
     shutil.copytree(exported_run, run)
     export_run(run, formats=["openvino"], quantizations=["all"])
     return run
+
+
+# --------------------------------------------------------------------------- the browser target (tests/web)
+# Tests marked `web` need the system's Chromium and the npm runtimes: off CI (env CI unset) a missing
+# one is a skip that says which; on CI it is a failure, so a CI machine without them cannot pass.
+
+
+def _web_missing() -> str | None:
+    import shutil
+
+    from toolkit.core.errors import TkError
+    from toolkit.web.chromium import chromium_version, find_chromium
+    from toolkit.web.runtime import installed_modules
+
+    try:
+        chromium_version(find_chromium())
+    except TkError as exc:
+        return str(exc)
+    if installed_modules() is None and shutil.which("npm") is None:
+        return "npm is not installed and the browser runtimes are not cached (apt-get install npm)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Skip (off CI) or fail (on CI) when Chromium or the runtimes are missing."""
+    why = _web_missing()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the web tests: {why}")
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def web_bundle(chromium, exported_run, session_dir) -> Path:
+    """tk pack --web of the session's exported run (float32 and int8 of both formats), with its check set."""
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+
+    bundle = session_dir / "web_bundle"
+    args = ["pack", str(exported_run), str(bundle), "--web", "--samples", "6"]
+    for file in WEB_ARTIFACTS:
+        args += ["--artifact", file]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return bundle

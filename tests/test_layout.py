@@ -1,9 +1,10 @@
 """The layout's rules, enforced: imports point down the package order, and the device path stays
 free of TensorFlow.
 
-Order, top to bottom (README "Layout"): cli -> report, explain -> export -> train -> data -> edge
+Order, top to bottom (README "Layout"): cli -> report, explain, web -> export -> train -> data -> edge
 -> core. A module may import its own package and any package below it, at module level or inside
-a function; nothing imports cli. core and edge import with tensorflow and keras unimportable.
+a function; nothing imports cli. web (the browser target) is a leaf beside report: only cli imports
+it, and it imports edge and core only. core, edge and web import with tensorflow and keras unimportable.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "toolkit"
 # Rank of each package: an import must go to a rank <= its own (report and explain share a rank
 # and do not import each other).
-RANK = {"core": 0, "edge": 1, "data": 2, "train": 3, "export": 4, "report": 5, "explain": 5, "cli": 6}
+RANK = {"core": 0, "edge": 1, "data": 2, "train": 3, "export": 4, "report": 5, "explain": 5, "web": 5, "cli": 6}
+# Packages that may import only these (besides themselves): web runs where edge runs, without TensorFlow.
+ONLY = {"web": {"core", "edge"}}
 
 
 def _toolkit_imports(path: Path, root: Path = PACKAGE) -> list[tuple[int, str]]:
@@ -52,11 +55,14 @@ def test_every_module_lives_in_a_ranked_package():
 
 def upward_imports(path: Path, root: Path = PACKAGE) -> list[str]:
     package = path.relative_to(root).parts[0]
-    return [
-        f"{path.relative_to(root)}:{line} imports toolkit.{target}, which sits above {package}"
-        for line, target in _toolkit_imports(path, root)
-        if target not in RANK or (RANK[target] >= RANK[package] and target != package)
-    ]
+    found = []
+    for line, target in _toolkit_imports(path, root):
+        where = f"{path.relative_to(root)}:{line} imports toolkit.{target}"
+        if target not in RANK or (RANK[target] >= RANK[package] and target != package):
+            found.append(f"{where}, which sits above {package}")
+        elif package in ONLY and target not in ONLY[package] | {package}:
+            found.append(f"{where}, which {package} may not import (only {', '.join(sorted(ONLY[package]))})")
+    return found
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -75,8 +81,16 @@ def test_the_contract_catches_upward_imports(tmp_path):
     assert [line.split(" imports ")[1].split(",")[0] for line in found] == ["toolkit.export", "toolkit.cli"]
 
 
+def test_web_imports_only_edge_and_core(tmp_path):
+    (tmp_path / "web").mkdir()
+    module = tmp_path / "web" / "m.py"
+    module.write_text("from ..edge.pack import pack\nfrom ..export.verify import compare\nfrom ..data import synth\n")
+    found = upward_imports(module, tmp_path)
+    assert [line.split(" imports ")[1].split(",")[0] for line in found] == ["toolkit.export", "toolkit.data"]
+
+
 @pytest.mark.edge
-@pytest.mark.parametrize("package", ["core", "edge"])
+@pytest.mark.parametrize("package", ["core", "edge", "web"])
 def test_base_packages_import_without_tensorflow(package):
     modules = [f"toolkit.{package}." + p.stem for p in sorted((PACKAGE / package).glob("*.py")) if p.stem != "__init__"]
     code = (

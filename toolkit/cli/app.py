@@ -257,12 +257,23 @@ def verify(
     as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="RUN is a tk pack --web bundle: run its models in headless Chromium over its check set "
+            "(recorded as target 'browser' in device_parity.json).",
+        ),
+    ] = False,
 ):
     """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not).
 
     --json prints the parity report, also when a check fails (then exit 1). On a bundle (tk pack's
     folder) it runs the bundle's check set here, on the base install, and records device_parity.json.
     """
+    if web:
+        return _verify_web(run, artifacts, as_json)
+
     from ..core.io import json_text
     from ..core.runs import is_bundle, resolve_run
 
@@ -288,6 +299,40 @@ def verify(
         if not report["passed"]:
             raise typer.Exit(1)  # the JSON says which check failed
     raise_on_failure(run_dir, report, reasons=False)  # the ✗ lines above said why: nothing said twice
+
+
+def _verify_web(bundle: Optional[str], artifacts: Optional[list[str]], as_json: bool) -> None:
+    from ..core.errors import ParityError
+    from ..core.io import json_text
+    from ..web.verify import verify_web
+
+    if not bundle:
+        raise TkError("tk verify --web: name the bundle folder (tk verify BUNDLE --web)")
+    with context(as_json) as ctx:
+        report = verify_web(Path(bundle), artifacts, ctx)
+    if as_json:
+        say(json_text(report))
+    failed = [f for f, r in report["artifacts"].items() if not r["passed"]]
+    if failed:
+        if as_json:
+            raise typer.Exit(1)
+        raise ParityError(
+            f"{len(failed)} of {len(report['artifacts'])} models fail in {report['runtime']}: {', '.join(failed)}; "
+            f"details in {report['file']}"
+        )
+    if not as_json:
+        say(f"all {len(report['artifacts'])} models match the reference in {report['runtime']}; wrote {report['file']}")
+
+
+def _bench_web(targets, given, fixed_runs, max_latency_ms, min_accuracy, ctx):
+    from ..edge.bench import settings_for
+    from ..web.bench import bench_web
+
+    if len(targets or []) != 1:
+        raise TkError("tk bench --web: name one bundle folder (tk bench BUNDLE --web)")
+    bundle = Path(targets[0])
+    settings = settings_for(bundle, **given)
+    return bench_web(bundle, settings, fixed_runs, given["threads"], max_latency_ms, min_accuracy, ctx)
 
 
 @app.command()
@@ -322,6 +367,14 @@ def bench(
     as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="TARGET is a tk pack --web bundle: latency of its models in headless Chromium, native "
+            "latency interleaved, and their ratio (adaptive runs unless --runs).",
+        ),
+    ] = False,
 ):
     """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact.
 
@@ -334,13 +387,17 @@ def bench(
 
     given = {"threads": parse_threads(threads) if threads else None, "runs": runs, "warmup": warmup, "batch": batch}
     with context(as_json, data_root) as ctx:
-        result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy, ctx)
+        if web:
+            result = _bench_web(targets, given, runs is not None, max_latency_ms, min_accuracy, ctx)
+        else:
+            result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy, ctx)
     reports = result["reports"]
     if as_json:
         say(json_text(reports if len(reports) > 1 else reports[0]))
         return
-    # A pipe gets 120 columns (rich would fold the table to 80); a terminal keeps its width.
-    out = common.console if common.console.is_terminal else Console(width=120, highlight=False)
+    # A pipe gets 120 columns (rich would fold the table to 80; browser rows' machine tag and ratio
+    # need 170); a terminal keeps its width.
+    out = common.console if common.console.is_terminal else Console(width=170 if web else 120, highlight=False)
     for report in reports:
         several = len({r["machine"] for r in report["rows"]}) > 1
         where = "" if several else f" on {machine_label(report['machine'])}, {flags_text(report['machine'])}"
@@ -384,23 +441,34 @@ def pack_cmd(
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
     as_json: JsonOpt = False,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="Also a static web page: index.html, tk.js, a batch-1 .tflite for LiteRT.js and the browser "
+            "runtimes (npm ci of tk's lockfile, cached), served as is by any static host.",
+        ),
+    ] = False,
+    cdn: Annotated[
+        bool,
+        typer.Option("--cdn", help="With --web: load the runtimes from pinned CDN URLs with integrity hashes."),
+    ] = False,
 ):
     """Write the folder a device gets: artifacts, manifest, labels.txt and a labelled test sample."""
     from ..core.io import format_size, json_text
     from ..core.runs import resolve_run
     from ..edge.pack import pack
 
+    if cdn and not web:
+        raise TkError("--cdn: only with --web (it says where the web page loads its runtimes from)")
     with context(as_json, data_root) as ctx:
-        out = pack(
-            resolve_run(run, runs_dir, ctx),
-            directory,
-            formats,
-            artifacts,
-            samples,
-            force,
-            ctx,
-            allow_unverified=allow_unverified,
-        )
+        run_dir = resolve_run(run, runs_dir, ctx)
+        if web:
+            from ..web.pack import pack_web
+
+            out = pack_web(run_dir, directory, formats, artifacts, samples, force, cdn, ctx, allow_unverified)
+        else:
+            out = pack(run_dir, directory, formats, artifacts, samples, force, ctx, allow_unverified=allow_unverified)
     if as_json:
         say(json_text(out))
         return
@@ -411,6 +479,8 @@ def pack_cmd(
         f"and a check set of {out['checkset']} into {out['dir']} ({format_size(out['size_bytes'])}); on the "
         f"device: tk verify {out['dir']} && tk bench {out['dir']}"
     )
+    if web:
+        say(f"web page: {len(out['web']['models'])} model(s); check it with tk verify {out['dir']} --web")
 
 
 @app.command()

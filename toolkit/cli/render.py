@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..core.io import format_size
-from ..edge.bench import HEADERS, format_row
+from ..edge.bench import BROWSER_NOTE, RATIO_HEADER, format_row, table_headers
 
 
 def rows_table(rows: Sequence[dict[str, Any]], title: str = "", machine_column: bool = False):
@@ -22,10 +22,15 @@ def rows_table(rows: Sequence[dict[str, Any]], title: str = "", machine_column: 
         caption="* the Keras reference; cold s: process "
         "start to first prediction; RSS: peak resident memory then; p50..p99: batch 1",
     )
-    for h in (["machine"] if machine_column else []) + list(HEADERS):
-        table.add_column(h, justify="left" if h in ("machine", "artifact") else "right", no_wrap=h == "artifact")
+    headers = table_headers(rows, machine_column)
+    if RATIO_HEADER in headers:
+        table.caption += f"; {BROWSER_NOTE}"
+    for h in headers:
+        table.add_column(
+            h, justify="left" if h in ("machine", "artifact") else "right", no_wrap=h in ("machine", "artifact")
+        )
     for r in rows:
-        table.add_row(*format_row(r, machine_column))
+        table.add_row(*format_row(r, machine_column, RATIO_HEADER in headers))
     return table
 
 

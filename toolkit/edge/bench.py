@@ -251,7 +251,7 @@ def _bench_locked(
                 row["accuracy"] = rows[-1].get("accuracy")
             rows.append(row)
     verdicts, gated, gate_notes = verdicts_for(run_dir)
-    report = _bench_report(run_dir, manifest, rows, machine, notes + gate_notes)
+    report = bench_report(run_dir, manifest, rows, machine, notes + gate_notes)
     mark_rows(report["rows"], verdicts)
     report["gated"] = gated
     report["verdicts"] = {f: [v.status, v.reason] for f, v in verdicts.items()}
@@ -278,7 +278,7 @@ def _bench_locked(
     return report
 
 
-def _bench_report(
+def bench_report(
     run_dir: Path, manifest: dict[str, Any], rows: list[dict[str, Any]], machine: dict[str, Any], notes: list[str]
 ) -> dict[str, Any]:
     """bench.json: this call's rows with the earlier ones they did not re-measure, comparable ones
@@ -385,27 +385,43 @@ def choose_artifact(
 HEADERS = ("artifact", "thr", "MB", "cold s", "RSS MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "acc", "parity")
 # A row's parity verdict as a short cell (edge/verdicts.py); "-" where nothing judged the artifact.
 PARITY_CELLS = {"passed": "✓ passed", "failed": "✗ failed", "stale": "? stale", "not verified": "? not verified"}
+# Browser rows (tk bench --web) carry their p50 over native p50, measured in the same call.
+RATIO_HEADER = "x native"
+BROWSER_NOTE = (
+    "browser rows: cold s is the page's load of runtime and model, RSS the browser's processes, "
+    f"{RATIO_HEADER} the p50 over native p50 measured in the same call"
+)
 
 
-def format_row(r: dict[str, Any], machine_column: bool = False) -> list[str]:
+def table_headers(rows: Sequence[dict[str, Any]], machine_column: bool = False) -> list[str]:
+    """HEADERS, with the machine in front when several are shown and the ratio when a row has one."""
+    ratio = any(r.get("ratio") is not None for r in rows)
+    return (["machine"] if machine_column else []) + list(HEADERS) + ([RATIO_HEADER] if ratio else [])
+
+
+def _cell(value: Optional[float], fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def format_row(r: dict[str, Any], machine_column: bool = False, ratio_column: bool = False) -> list[str]:
     """One bench row as text cells, in HEADERS order (shared by the terminal and REPORT.md)."""
     size = r.get("size_bytes")
-    accuracy = r.get("accuracy")
     precision = (r.get("runtime") or {}).get("inference_precision")  # what OpenVINO actually ran
     cells = [
         r["file"] + (" *" if r.get("reference") else "") + (f" [{precision}]" if precision else ""),
         str(r["threads"]),
         f"{size / 1e6:.2f}" if size else "-",
-        f"{r['cold_start_s']:.2f}",
-        f"{r['peak_rss_mb']:.0f}",
+        _cell(r.get("cold_start_s"), ".2f"),
+        _cell(r.get("peak_rss_mb"), ".0f"),
         f"{r['p50_ms']:.2f}",
         f"{r['p90_ms']:.2f}",
         f"{r['p99_ms']:.2f}",
-        f"{r['throughput_ips']:.0f}",
-        "-" if accuracy is None else f"{accuracy:.3f}",
+        _cell(r.get("throughput_ips"), ".0f"),
+        _cell(r.get("accuracy"), ".3f"),
         "" if r.get("reference") else PARITY_CELLS.get(r.get("parity") or "", "-"),
     ]
-    return ([r.get("machine", "")] if machine_column else []) + cells
+    ratio = [_cell(r.get("ratio"), ".2f")] if ratio_column else []
+    return ([r.get("machine", "")] if machine_column else []) + cells + ratio
 
 
 def bench_targets(

@@ -212,6 +212,7 @@ def pack(
     samples: int = DEFAULT_SAMPLES,
     force: bool = False,
     ctx: Context = SILENT,
+    finish: Optional[Callable[[Path], None]] = None,
     allow_unverified: bool = False,
 ) -> dict[str, Any]:
     """Write the device bundle for a run; return what it holds (files, samples, size).
@@ -219,7 +220,8 @@ def pack(
     Only artifacts whose verify passed on these bytes are packed, unless allow_unverified (they are
     then recorded `verified: false`). Every packed file is loaded with the device's own predictor
     from the bundle's manifest before the bundle takes its place. ctx.data_root overrides
-    split.json's data root (where the test images are now)."""
+    split.json's data root (where the test images are now); `finish` adds to the bundle (the web
+    page and its runtimes: web/pack.py) in its work folder, before the swap."""
     run_dir, target = Path(run_dir), Path(target)
     if not 0 <= samples <= MAX_SAMPLES:
         raise TkError(f"--samples: must be between 0 and {MAX_SAMPLES} (got {samples})")
@@ -245,7 +247,9 @@ def pack(
     with run_lock(target, "tk pack", ctx):  # one pack per DIR: then what a killed one left is safe to clear
         _remove_leftovers(target, ctx.say)
         _check_target(target, run_dir, force)  # again: a bundle put back just now needs --force too
-        return _build(run_dir, target, manifest, entries, (split, sample), notes, ctx, (verdicts, records, facts))
+        return _build(
+            run_dir, target, manifest, entries, (split, sample), notes, ctx, (verdicts, records, facts), finish
+        )
 
 
 def _build(
@@ -257,6 +261,7 @@ def _build(
     notes: list[str],
     ctx: Context,
     judged: tuple[dict[str, Verdict], dict[str, Any], Any],
+    finish: Optional[Callable[[Path], None]] = None,
 ) -> dict[str, Any]:
     """Build the bundle in a temporary sibling of target and swap it into place (lock held)."""
     split, sample = test
@@ -285,6 +290,8 @@ def _build(
         _load_as_the_device_would(work, packed)
         checks = bundle["checkset"] = _pack_checkset(run_dir, work, manifest, facts.reference_sha256, packed, notes)
         (work / MANIFEST).write_text(json_text(out) + "\n", encoding="utf-8")
+        if finish is not None:
+            finish(work)
         _swap_into_place(work, target)
     finally:
         if work.exists():

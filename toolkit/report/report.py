@@ -23,7 +23,7 @@ from ..core.io import check_writable, now, write_text_atomic
 from ..core.paths import confine
 from ..core.runs import REFERENCE, load_manifest
 from ..core.text import md
-from ..edge.bench import BENCH_JSON, HEADERS, PARITY_CELLS, format_row, machine_label
+from ..edge.bench import BENCH_JSON, BROWSER_NOTE, PARITY_CELLS, RATIO_HEADER, format_row, machine_label, table_headers
 from ..edge.bench_rows import describe_settings, set_aside_note
 from ..edge.verdicts import PARITY_FILE, RunGate, run_verdicts
 from .benches import (  # noqa: F401 (load_bench, merge_benches, latency_points: the report's API)
@@ -202,8 +202,11 @@ def _bench_table(benches: list[dict[str, Any]], gate: RunGate) -> tuple[list[str
             f"- **{md(machine)}**: {md(m.get('cpu'))}{memory}, {md(m.get('os'))}, Python {md(m.get('python'))}; "
             f"{versions}; load average {m.get('load_avg')}; {describe_settings(mine[0])}; measured {md(when)}"
         )
-    cells = [[md(c) for c in format_row(r, several)] for r in rows]
-    out += ["", _table((["machine"] if several else []) + list(HEADERS), cells), ""]
+    headers = table_headers(rows, several)  # with "x native" when browser rows (tk bench --web) are here
+    cells = [[md(c) for c in format_row(r, several, RATIO_HEADER in headers)] for r in rows]
+    out += ["", _table(headers, cells), ""]
+    if RATIO_HEADER in headers:
+        out += [f"{BROWSER_NOTE[0].upper()}{BROWSER_NOTE[1:]}.", ""]
     if left_out:
         out.append(
             f"- note: {set_aside_note(left_out, 'in these bench files')}; this table is timed as above: "
