@@ -30,7 +30,7 @@ from ..core.io import size_bytes
 from ..core.metrics import accuracy
 from ..core.recipe import Int8BudgetSection, Threshold
 from ..core.runs import SPLIT, check_files_exist
-from .verify import check, compare
+from ..edge.parity import check, compare
 
 if TYPE_CHECKING:
     from .job import ExportJob
