@@ -15,10 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import onnxruntime as ort
 
+from toolkit.core.context import Context
 from toolkit.core.images import load_batch
 from toolkit.core.recipe import load_recipe
 from toolkit.core.runs import load_split
-from toolkit.export.exporter import ExportJob  # calibration exactly as tk export samples it
+from toolkit.export.job import ExportJob  # calibration exactly as tk export samples it
 from toolkit.export.onnx_int8 import quantize_onnx_int8 as quantize
 
 
@@ -46,7 +47,7 @@ def main() -> None:
     run = Path(sys.argv[1])
     methods = sys.argv[2].split(",") if len(sys.argv) > 2 else ["MinMax"]
     recipe = load_recipe(run / "recipe.yaml")
-    job = ExportJob(run, recipe, 17, print)
+    job = ExportJob(run, recipe, 17, Context(say=print))
     calibration = job.calibration
     job.close()
     split = load_split(run / "split.json")

@@ -8,31 +8,55 @@ from importlib.metadata import PackageNotFoundError, version
 
 import pytest
 import yaml
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit import __version__
 from toolkit.cli.app import app
+from toolkit.core.context import Context
 from toolkit.core.errors import TkError
 from toolkit.core.recipe import load_recipe
 from toolkit.data.folder_recipe import write_folder_recipe
 from toolkit.data.synth import make_synthetic_dataset
 
 runner = CliRunner()
-COMMANDS = [
-    ["train"],
-    ["layers"],
-    ["predict"],
-    ["export"],
-    ["verify"],
-    ["bench"],
-    ["explain"],
-    ["report"],
-    ["data", "synth"],
-    ["data", "inspect"],
-    ["data", "fetch"],
-    [],
-]
+
+
+def command_paths(group=None, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command of the app, groups included ([] is tk itself): read from the app, never listed."""
+    import typer
+
+    group = group if group is not None else typer.main.get_command(app)
+    paths = [list(prefix)]
+    for name, command in sorted(group.commands.items()):
+        if hasattr(command, "commands"):  # a group (typer 0.29 vendors its click)
+            paths += command_paths(command, (*prefix, name))
+        else:
+            paths.append([*prefix, name])
+    return paths
+
+
+COMMANDS = command_paths()
+
+
+def test_the_command_list_comes_from_the_app():
+    assert ["pack"] in COMMANDS and ["data", "fetch"] in COMMANDS and ["explain", "gradcam"] in COMMANDS
+    assert len(COMMANDS) >= 16
+
+
+def test_json_is_one_option_with_one_meaning_everywhere():
+    import typer
+
+    helps = {}
+    for path in COMMANDS:
+        command = typer.main.get_command(app)
+        for word in path:
+            command = command.commands[word]
+        for param in getattr(command, "params", []):
+            if "--json" in getattr(param, "opts", []):
+                helps[" ".join(path)] = param.help
+    assert {"train", "export", "verify", "bench", "predict", "pack", "data inspect"} <= set(helps)
+    assert len(set(helps.values())) == 1, helps
 
 
 def tk(*args):
@@ -125,7 +149,7 @@ def test_a_folder_gets_a_default_recipe_written_once(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "recipes").mkdir()
     said = []
-    path = write_folder_recipe(root, ["train.epochs=2"], said.append)
+    path = write_folder_recipe(root, ["train.epochs=2"], Context(say=said.append))
     assert path.as_posix() == "recipes/my_shapes.yaml" and "written to recipes/my_shapes.yaml" in said[0]
     recipe = load_recipe(path)
     assert (recipe.name, recipe.train.epochs, recipe.model.backbone, recipe.data.root) == (
@@ -134,10 +158,10 @@ def test_a_folder_gets_a_default_recipe_written_once(tmp_path, monkeypatch):
         "mini_vgg",
         str(root),
     )
-    assert write_folder_recipe(root, ["train.epochs=2"], said.append) == path  # same content: reused
+    assert write_folder_recipe(root, ["train.epochs=2"], Context(say=said.append)) == path  # same content: reused
     assert "written by an earlier tk train" in said[-1]
     with pytest.raises(TkError, match="exists already and differs"):
-        write_folder_recipe(root, ["train.epochs=3"], said.append)
+        write_folder_recipe(root, ["train.epochs=3"], Context(say=said.append))
     assert load_recipe(path).train.epochs == 2  # never overwritten
 
 
@@ -226,12 +250,12 @@ def test_readme_python_api_example_imports_what_exists():
             assert all(hasattr(module, alias.name) for alias in node.names), node.module
     for dotted, params in [
         ("toolkit.core.recipe.load_recipe", ["path", "overrides"]),
-        ("toolkit.train.phases.train", ["recipe", "runs_dir", "resume", "say"]),
-        ("toolkit.export.exporter.export_run", ["run_dir", "formats", "quantizations", "say"]),
-        ("toolkit.export.verify.verify_run", ["run_dir", "files", "say"]),
+        ("toolkit.train.phases.train", ["recipe", "runs_dir", "resume", "ctx"]),
+        ("toolkit.export.exporter.export_run", ["run_dir", "formats", "quantizations", "ctx"]),
+        ("toolkit.export.verify.verify_run", ["run_dir", "files", "ctx"]),
         (
             "toolkit.edge.bench.bench_targets",
-            ["targets", "runs_dir", "overrides", "max_latency_ms", "min_accuracy", "say"],
+            ["targets", "runs_dir", "overrides", "max_latency_ms", "min_accuracy", "ctx"],
         ),
         ("toolkit.edge.predict.predict", ["artifact", "inputs", "k", "threads"]),
     ]:

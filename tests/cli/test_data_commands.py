@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app

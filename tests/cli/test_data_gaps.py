@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import assert_one_line_error, small_recipe
+from helpers import assert_one_line_error, small_recipe
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.core.context import Context
 from toolkit.core.errors import TkError
 from toolkit.core.runs import (
     MANIFEST,
@@ -128,7 +129,7 @@ def test_latest_is_trained_last_not_touched_last(tmp_path):
     save_manifest(older, manifest)  # what tk verify/bench/export do to an older run
     os.utime(older / MANIFEST, (4e9, 4e9))
     said = []
-    assert resolve_run(None, tmp_path, said.append) == newer
+    assert resolve_run(None, tmp_path, Context(say=said.append)) == newer
     assert said == ["using the latest run: " + str(newer) + " (trained 2026-01-02 10:00:00 UTC)"]
 
 
@@ -137,7 +138,7 @@ def test_latest_prefers_the_stable_name_on_a_tie_and_skips_temp_folders(tmp_path
     stable = _run(tmp_path, "quickstart", stamp)
     _run(tmp_path, "quickstart-20260102-100000", stamp, name="quickstart")
     _run(tmp_path, "quickstart.partial", "2027-01-01T00:00:00+00:00", name="quickstart")
-    assert resolve_run(None, tmp_path, lambda _: None) == stable
+    assert resolve_run(None, tmp_path) == stable
     assert [p.name for p in list_runs(tmp_path)] == ["quickstart", "quickstart-20260102-100000"]
 
 
@@ -155,26 +156,26 @@ def test_a_pack_bundle_beside_the_runs_is_not_a_run(tmp_path):
             }
         )
     )
-    assert list_runs(tmp_path) == [run] and resolve_run(None, tmp_path, lambda _: None) == run
+    assert list_runs(tmp_path) == [run] and resolve_run(None, tmp_path) == run
 
 
 def test_old_runs_without_trained_sort_by_created(tmp_path):
     old = _run(tmp_path, "a", None)
     (old / MANIFEST).write_text(json.dumps({"name": "a", "created": "2026-03-01T00:00:00+00:00"}))
     _run(tmp_path, "b", "2026-02-01T00:00:00+00:00")
-    assert resolve_run(None, tmp_path, lambda _: None) == old
+    assert resolve_run(None, tmp_path) == old
 
 
 def test_named_runs_and_dot_resolve_and_say_which(tmp_path, monkeypatch):
     run = _run(tmp_path / "exported", "quickstart", "2026-01-01T10:00:00+00:00")
     said = []
-    assert resolve_run("quickstart", tmp_path / "exported", said.append) == run
+    assert resolve_run("quickstart", tmp_path / "exported", Context(say=said.append)) == run
     assert said and "using the run" in said[0] and str(run) in said[0]
     monkeypatch.chdir(run)
-    here = resolve_run(".", tmp_path / "nowhere", said.append)
+    here = resolve_run(".", tmp_path / "nowhere", Context(say=said.append))
     assert here == run and here.name == "quickstart"
     with pytest.raises(TkError, match="no trained run at"):
-        resolve_run("nope", tmp_path / "exported", said.append)
+        resolve_run("nope", tmp_path / "exported", Context(say=said.append))
 
 
 def test_archive_moves_aside_with_collision_proof_names(tmp_path):
@@ -185,3 +186,36 @@ def test_archive_moves_aside_with_collision_proof_names(tmp_path):
     second = archive_run(_run(tmp_path, "quickstart", stamp))
     assert second == tmp_path / "quickstart-20260102-100000-2" and (first / MANIFEST).is_file()
     assert archive_run(tmp_path / "quickstart") is None
+
+
+def test_stratified_sample_is_balanced_and_deterministic_with_or_without_a_seed():
+    from toolkit.core.runs import stratified_sample
+
+    items = (
+        [(f"a{i:02d}.jpg", 0) for i in range(50)]
+        + [(f"b{i:02d}.jpg", 1) for i in range(5)]
+        + [(f"c{i:02d}.jpg", 2) for i in range(30)]
+    )
+    for seed in (None, 3):
+        sample = stratified_sample(items, 20, seed)
+        assert sample == stratified_sample(items, 20, seed)
+        counts = {c: sum(p.startswith(c) for p, _ in sample) for c in "abc"}
+        assert counts == {"a": 8, "b": 5, "c": 7}  # classes take turns; the small one gives all it has
+        assert all(p[0] == "abc"[y] for p, y in sample) and [y for _, y in sample[:3]] == [0, 1, 2]
+        assert sorted(stratified_sample(items, 1000, seed)) == sorted(items)
+    spread = [p for p, y in stratified_sample(items, 20, None) if y == 0]
+    assert spread == [f"a{i:02d}.jpg" for i in (0, 6, 12, 18, 25, 31, 37, 43)]  # evenly over the class's list
+    assert stratified_sample(items, 20, 3) != stratified_sample(items, 20, 4)  # the seed draws
+    assert stratified_sample([], 5) == []
+
+
+def test_a_folder_whose_manifest_links_elsewhere_is_not_a_run(tmp_path):
+    """Issue 20: listing runs reads each manifest; one linked to /dev/zero would be read until memory
+    ran out. A link (here to a real manifest, so that a regression fails instead of exhausting the
+    machine) or anything but a regular file is not a run's manifest."""
+    real = _run(tmp_path / "runs", "real", "2026-01-02T10:00:00+00:00")
+    elsewhere = _run(tmp_path, "elsewhere", "2026-01-03T10:00:00+00:00")
+    (tmp_path / "runs" / "linked").mkdir()
+    (tmp_path / "runs" / "linked" / MANIFEST).symlink_to(elsewhere / MANIFEST)
+    (tmp_path / "runs" / "folder" / MANIFEST).mkdir(parents=True)
+    assert list_runs(tmp_path / "runs") == [real]

@@ -66,7 +66,7 @@ def bench_dir(exported_run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(bench_dir):
-    return bench_run(bench_dir, TINY, only=["model.keras", "model_int8.tflite", "model.onnx"], say=lambda _: None)
+    return bench_run(bench_dir, TINY, only=["model.keras", "model_int8.tflite", "model.onnx"])
 
 
 def test_rows_have_every_field_and_counted_runs(report, bench_dir):
@@ -179,7 +179,7 @@ def test_without_test_images_latency_is_still_measured(device_run, tmp_path):
     device.mkdir()
     for name in ("model_int8.tflite", "manifest.json"):
         shutil.copy(device_run / name, device)
-    out = bench_run(device, TINY, say=lambda _: None)
+    out = bench_run(device, TINY)
     assert [r["file"] for r in out["rows"]] == ["model_int8.tflite"]
     assert out["rows"][0]["accuracy"] is None and out["rows"][0]["runs"] == 3
     assert any("no split.json" in n for n in out["notes"])
@@ -249,7 +249,7 @@ def test_cli_ship_line_and_no_ship_exit(bench_dir, report):
     "args, message",
     [
         (["--threads", "1,x"], "--threads: expected comma-separated integers"),
-        (["--threads", "0"], "--threads: thread counts must be >= 1"),
+        (["--threads", "0"], "--threads: must be >= 1"),
         (["--runs", "0"], "--runs: must be >= 1"),
     ],
 )
@@ -259,10 +259,10 @@ def test_bad_settings_are_one_line(bench_dir, args, message):
 
 
 def test_targets_group_artifacts_by_run(bench_dir, tmp_path):
-    plan = split_targets([str(bench_dir / "model.onnx"), str(bench_dir / "model_int8.tflite")], tmp_path, print)
+    plan = split_targets([str(bench_dir / "model.onnx"), str(bench_dir / "model_int8.tflite")], tmp_path)
     assert plan == {bench_dir: ["model.onnx", "model_int8.tflite"]}
     with pytest.raises(TkError, match="model file not found"):
-        split_targets([str(bench_dir / "gone.tflite")], tmp_path, print)
+        split_targets([str(bench_dir / "gone.tflite")], tmp_path)
     assert parse_threads("1, 2,4") == (1, 2, 4)
 
 
@@ -329,9 +329,8 @@ def test_a_bench_with_other_runs_replaces_its_rows_and_sets_the_others_aside(dev
 
     run = Path(shutil.copytree(device_run, tmp_path / "run", ignore=shutil.ignore_patterns("saved_model", "*.keras")))
     (run / BENCH_JSON).unlink(missing_ok=True)
-    quiet = dict(say=lambda _: None)
     first = bench_run(
-        run, BenchSettings(threads=(1,), runs=2, warmup=0, batch=2), only=["model_int8.tflite", "model.onnx"], **quiet
+        run, BenchSettings(threads=(1,), runs=2, warmup=0, batch=2), only=["model_int8.tflite", "model.onnx"]
     )
     assert [(r["file"], r["runs"]) for r in first["rows"]] == [("model_int8.tflite", 2), ("model.onnx", 2)]
     result = bench_targets(
@@ -339,7 +338,6 @@ def test_a_bench_with_other_runs_replaces_its_rows_and_sets_the_others_aside(dev
         tmp_path,
         {"threads": (1,), "runs": 3, "warmup": 0, "batch": 2},
         max_latency_ms=1e9,
-        **quiet,
     )
     second = result["reports"][0]
     assert [(r["file"], r["runs"]) for r in second["rows"]] == [("model_int8.tflite", 3)]  # the 2-run row replaced
@@ -392,3 +390,41 @@ def test_machine_facts_are_sane_and_labels_tell_machines_apart(monkeypatch):
     # a system tk has no reader for still names something
     monkeypatch.setattr(machine.sys, "platform", "plan9")
     assert machine.cpu_model()
+
+
+@pytest.mark.edge
+def test_machine_facts_without_proc_are_none_not_a_traceback(monkeypatch):
+    """An emulated Pi root (or a container) without /proc: psutil raises; the facts say None."""
+    import psutil
+
+    from toolkit.edge import machine
+
+    def no_proc(*_args, **_kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "/proc/cpuinfo")
+
+    for name in ("cpu_count", "virtual_memory", "getloadavg"):
+        monkeypatch.setattr(psutil, name, no_proc)
+    facts = machine.machine_info()
+    assert facts["memory_gb"] is None and facts["load_avg"] is None and facts["cores"] >= 1
+    assert machine.machine_label(facts)
+
+
+@pytest.mark.edge
+def test_peak_memory_without_proc_falls_back_to_getrusage(monkeypatch):
+    import psutil
+
+    from toolkit.edge import machine
+
+    real_read = Path.read_text
+
+    def no_proc(self, *args, **kwargs):
+        if str(self).startswith("/proc"):
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_read(self, *args, **kwargs)
+
+    def gone(*_args, **_kwargs):
+        raise psutil.NoSuchProcess(0)
+
+    monkeypatch.setattr(Path, "read_text", no_proc)
+    monkeypatch.setattr(psutil.Process, "memory_info", gone)
+    assert 1 < machine.peak_rss_mb() < 100_000

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
@@ -29,7 +29,7 @@ NO_TF = "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = No
 @pytest.fixture(scope="module")
 def bundle(device_run, tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("pack") / "bundle"
-    pack(device_run, target, samples=12, say=lambda _: None)
+    pack(device_run, target, samples=12)
     return target
 
 
@@ -49,7 +49,7 @@ def test_bundle_holds_device_artifacts_manifest_labels_and_a_stratified_sample(d
     assert sum(counts.values()) == 12 and max(counts.values()) - min(counts.values()) <= 1
     recorded = json.loads((bundle / "split.json").read_text())
     assert recorded["root"] == "."  # read relative to the bundle, wherever it is copied
-    for (path, label), (full, _) in zip(recorded["splits"]["test"], split.splits["test"]):
+    for (path, label), (full, _) in zip(recorded["splits"]["test"], split.splits["test"], strict=True):
         assert not Path(path).is_absolute() and Path(full) == bundle / path and Path(full).is_file()
         assert Path(path).parts[:2] == ("samples", source["classes"][label])  # the folder is the label
     assert manifest["bundle"]["samples"] == 12
@@ -142,15 +142,17 @@ def test_a_failed_pack_leaves_the_earlier_bundle_and_no_temp(device_run, bundle,
         fh.write(b"\0")
     target = Path(shutil.copytree(bundle, tmp_path / "out" / "bundle"))
     before = sorted(p.relative_to(target) for p in target.rglob("*"))
-    with pytest.raises(TkError, match="model.onnx: sha256 differs"):
-        pack(run, target, samples=2, force=True, say=lambda _: None)
+    with pytest.raises(TkError, match=r"model.onnx \(stale: the file changed since tk verify judged it"):
+        pack(run, target, samples=2, force=True)  # the gate: verify judged other bytes
+    with pytest.raises(TkError, match="model.onnx: sha256 differs"):  # and the copy's hash, gate or not
+        pack(run, target, samples=2, force=True, allow_unverified=True)
     assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
     assert [p.name for p in target.parent.iterdir()] == ["bundle"]
     manifest = load_manifest(run)
     del manifest["artifacts"]["model.onnx"]["sha256"]
     save_manifest(run, manifest)
     with pytest.raises(TkError, match="model.onnx has no sha256"):
-        pack(run, tmp_path / "new", files=["model.onnx"], samples=0, say=lambda _: None)
+        pack(run, tmp_path / "new", files=["model.onnx"], samples=0, allow_unverified=True)
     assert not (tmp_path / "new").exists()
 
 

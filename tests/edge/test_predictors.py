@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
@@ -158,7 +158,7 @@ def test_input_size_differs_from_manifest(run_copy, held_out, file):
 def test_manifest_that_is_not_a_tk_manifest(run_copy, held_out):
     (run_copy / "manifest.json").write_text(json.dumps({"artifacts": {}}))
     assert_one_line_error(
-        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), held_out[0][0]]), "not a tk manifest"
+        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), held_out[0][0]]), "classes: missing"
     )
 
 

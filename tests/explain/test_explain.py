@@ -52,8 +52,8 @@ def held_out(run, ex, synth_root):
 
 
 def _inside_outside(heat: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    inside = np.array([h[m].mean() for h, m in zip(heat, masks)])
-    outside = np.array([h[~m].mean() for h, m in zip(heat, masks)])
+    inside = np.array([h[m].mean() for h, m in zip(heat, masks, strict=True)])
+    outside = np.array([h[~m].mean() for h, m in zip(heat, masks, strict=True)])
     return inside, outside
 
 
@@ -97,9 +97,7 @@ def test_feature_map_pngs(ex, run, held_out):
     from toolkit.explain.feature_maps import explain_feature_maps
 
     image = Path(held_out[0][0])
-    written = explain_feature_maps(
-        run, image, ["block1_conv1", "block2_conv2"], count=8, say=lambda _: None, explainer=ex
-    )
+    written = explain_feature_maps(run, image, ["block1_conv1", "block2_conv2"], count=8, explainer=ex)
     assert [p.name for p in written] == [
         f"featuremaps_{image.stem}_block1_conv1.png",
         f"featuremaps_{image.stem}_block2_conv2.png",
@@ -123,7 +121,7 @@ def test_gradcam_pngs_and_contact_sheet(ex, run, held_out, tmp_path):
     for path in held_out[0][:5]:
         shutil.copy(path, folder)
     (folder / "notes.txt").write_text("not an image")
-    results, sheet = explain_gradcam(run, folder, say=lambda _: None, explainer=ex)
+    results, sheet = explain_gradcam(run, folder, explainer=ex)
     assert len(results) == 5
     for r in results:
         assert r.png.name == f"gradcam_{r.image.stem}_{r.class_name}.png"
@@ -136,9 +134,7 @@ def test_gradcam_pngs_and_contact_sheet(ex, run, held_out, tmp_path):
 def test_filters_png(ex, run):
     from toolkit.explain.maximize import AscentSettings, explain_filters
 
-    path, result = explain_filters(
-        run, "block1_conv1", count=4, settings=AscentSettings(steps=10), say=lambda _: None, explainer=ex
-    )
+    path, result = explain_filters(run, "block1_conv1", count=4, settings=AscentSettings(steps=10), explainer=ex)
     assert path == run / "explain" / "filters_block1_conv1.png"
     assert Image.open(path).size[0] == 2 * GRID_CELL_PX and result.filters == [0, 1, 2, 3]
 
@@ -148,16 +144,16 @@ def test_unknown_layer_lists_the_valid_ones(ex, run, held_out):
     from toolkit.explain.maximize import explain_filters
 
     with pytest.raises(TkError, match=r"block2_conv3.*did you mean.*valid layers: .*block1_conv1.*block2_pool"):
-        explain_feature_maps(run, Path(held_out[0][0]), ["block2_conv3"], explainer=ex, say=lambda _: None)
+        explain_feature_maps(run, Path(held_out[0][0]), ["block2_conv3"], explainer=ex)
     with pytest.raises(TkError, match=r"valid layers: .*head_dense1.*predictions"):
-        explain_filters(run, "dense_9", explainer=ex, say=lambda _: None)
+        explain_filters(run, "dense_9", explainer=ex)
 
 
 def test_unknown_class_lists_the_classes(ex, run, held_out):
     from toolkit.explain.gradcam import explain_gradcam
 
     with pytest.raises(TkError, match="'hexagon' is not a class.*classes: " + ", ".join(ex.classes)):
-        explain_gradcam(run, Path(held_out[0][0]), class_name="hexagon", explainer=ex, say=lambda _: None)
+        explain_gradcam(run, Path(held_out[0][0]), class_name="hexagon", explainer=ex)
 
 
 def test_cli(run, held_out):
@@ -165,27 +161,29 @@ def test_cli(run, held_out):
     image = held_out[0][0]
     runs_dir = str(run.parent)
     ok = runner.invoke(
-        app, ["explain", "--runs-dir", runs_dir, "--image", image, "--layers", "block1_conv2", "--count", "4"]
+        app, ["explain", "maps", "--runs-dir", runs_dir, "--image", image, "--layers", "block1_conv2", "--count", "4"]
     )
     assert ok.exit_code == 0, ok.output
     assert "using the latest run" in ok.output and "featuremaps_" in ok.output
-    ok = runner.invoke(app, ["explain", str(run), "--gradcam", "--image", image, "--class", "circle"])
+    ok = runner.invoke(app, ["explain", "gradcam", str(run), "--image", image, "--class", "circle"])
     assert ok.exit_code == 0, ok.output
     assert (run / "explain" / f"gradcam_{Path(image).stem}_circle.png").is_file()
-    ok = runner.invoke(app, ["explain", str(run), "--filters", "predictions", "--steps", "5"])
+    ok = runner.invoke(app, ["explain", "filters", str(run), "--layer", "predictions", "--steps", "5"])
     assert ok.exit_code == 0, ok.output
     assert (run / "explain" / "filters_predictions.png").is_file()
     for args, message in (
-        ([], "nothing to explain"),
-        (["--gradcam"], "needs --image"),
-        (["--image", image, "--layers", "nope"], "valid layers"),
-        (["--gradcam", "--image", image, "--class", "hexagon"], "not a class"),
-        (["--image", str(Path(image).parent)], "is a folder"),
-        (["--image", "missing.jpg"], "file not found"),
+        (["maps", "--image", image, "--layers", "nope"], "valid layers"),
+        (["maps", "--image", image, "--count", "0"], "--count: must be >= 1"),
+        (["gradcam", "--image", image, "--class", "hexagon"], "not a class"),
+        (["filters", "--steps", "0"], "--steps: must be >= 1"),
+        (["maps", "--image", str(Path(image).parent)], "is a folder"),
+        (["maps", "--image", "missing.jpg"], "file not found"),
     ):
-        bad = runner.invoke(app, ["explain", str(run), *args])
+        bad = runner.invoke(app, ["explain", args[0], str(run), *args[1:]])
         assert bad.exit_code == 1, (args, bad.output)
         assert message in bad.output and "Traceback" not in bad.output
+    for args in (["maps"], ["gradcam", "--class", "circle"]):  # the image is required: a usage error
+        assert runner.invoke(app, ["explain", args[0], str(run), *args[1:]]).exit_code == 2
 
 
 def test_gradcam_titles_name_true_and_predicted_class(ex, held_out, tmp_path):

@@ -12,6 +12,7 @@ from fake_progress import RecordingProgress
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
+from toolkit.core.context import Context
 from toolkit.core.runs import load_split
 from toolkit.edge.bench import BenchSettings, bench_run
 from toolkit.export.exporter import export_run
@@ -28,7 +29,7 @@ def exported(trained_run, tmp_path_factory):
     """A copy of trained_run with two TFLite artifacts, and what their export reported."""
     run = Path(shutil.copytree(trained_run, tmp_path_factory.mktemp("progress") / trained_run.name))
     progress = RecordingProgress()
-    export_run(run, formats=["tflite"], quantizations=["none", "float16"], say=lambda _: None, progress=progress)
+    export_run(run, formats=["tflite"], quantizations=["none", "float16"], ctx=Context(progress=progress))
     return run, progress
 
 
@@ -45,7 +46,7 @@ def test_export_is_one_task_per_artifact(exported):
 def test_verify_counts_images_per_artifact(exported):
     run, _ = exported
     progress = RecordingProgress()
-    verify_run(run, say=lambda _: None, progress=progress)
+    verify_run(run, ctx=Context(progress=progress))
     count = len(load_split(run / "split.json").splits["test"])
     assert [t[1:] for t in progress.summary()] == [(None, 0), (count, count), (count, count), (count, count)]
     assert [t.description for t in progress.tasks[1:]] == [
@@ -59,9 +60,7 @@ def test_verify_counts_images_per_artifact(exported):
 def test_bench_is_a_task_per_artifact_advanced_per_thread_setting(exported):
     run, _ = exported
     progress = RecordingProgress()
-    report = bench_run(
-        run, TINY, only=["model_float32.tflite", "model_float16.tflite"], say=lambda _: None, progress=progress
-    )
+    report = bench_run(run, TINY, only=["model_float32.tflite", "model_float16.tflite"], ctx=Context(progress=progress))
     assert len(report["rows"]) == 4
     assert sorted(progress.summary()) == [
         ("bench model_float16.tflite (threads 1,2)", 2, 2),
@@ -86,7 +85,7 @@ def test_cli_shows_no_progress_when_not_a_terminal(exported, command):
 def test_cli_bars_on_a_terminal_go_to_stderr_and_never_under_json(exported, monkeypatch):
     from rich.console import Console
 
-    import toolkit.cli.app as cli
+    import toolkit.cli.common as cli
 
     run, _ = exported
     # What the CLI's consoles are on a terminal (CliRunner's streams are not one).

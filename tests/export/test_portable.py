@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, small_recipe
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
@@ -92,9 +92,9 @@ def test_int8_export_of_a_moved_run_with_data_root(trained_run, travelled, tmp_p
     monkeypatch.chdir(elsewhere)
     from toolkit.core.errors import TkError
     from toolkit.core.runs import run_recipe
-    from toolkit.export.exporter import ExportJob
+    from toolkit.export.job import ExportJob
 
-    job = ExportJob(run, run_recipe(run), 17, lambda _: None)  # the calibration images, no conversion
+    job = ExportJob(run, run_recipe(run), 17)  # the calibration images, no conversion
     try:
         with pytest.raises(TkError, match="--data-root") as err:
             job.calibration  # noqa: B018

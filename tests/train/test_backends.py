@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import small_recipe
+from helpers import small_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 needs_jax = pytest.mark.skipif(
@@ -172,8 +172,8 @@ def test_model_exports_and_verifies_under_tensorflow(backend_run, tmp_path):
 
     run = tmp_path / "runs" / backend_run.name
     shutil.copytree(backend_run, run)
-    export_run(run, formats=["tflite", "onnx"], quantizations=["none"], say=lambda _: None)
-    report = verify_run(run, say=lambda _: None)
+    export_run(run, formats=["tflite", "onnx"], quantizations=["none"])
+    report = verify_run(run)
     assert report  # verify_run raises ParityError when an artifact disagrees with model.keras
     assert any(p.suffix in (".tflite", ".onnx") for p in run.iterdir())
 

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from toolkit.core.context import Context
 from toolkit.core.errors import TkError
 from toolkit.train.callbacks import BestCheckpoint, StopOnNonFinite
 
@@ -52,7 +53,7 @@ def test_each_epoch_is_a_task_over_its_steps_and_keeps_its_summary_line(capsys):
         epochs=2,
         batch_size=4,
         verbose=0,
-        callbacks=[Progress("head", 2, len(x), lines.append, progress, batch_size=4)],
+        callbacks=[Progress("head", 2, len(x), Context(say=lines.append, progress=progress), batch_size=4)],
     )
     assert progress.summary() == [("[head] epoch 1/2", 3, 3), ("[head] epoch 2/2", 3, 3)]  # 10 images, batch 4
     assert all(t.closed for t in progress.tasks)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from toolkit.core.context import Context
 from toolkit.core.errors import TkError
 from toolkit.core.images import load_image
 from toolkit.train import decoded
@@ -19,7 +20,7 @@ def _paths(synth_root, n):
 def test_worker_processes_decode_the_devices_pixels_once(synth_root, tmp_path, monkeypatch):
     paths = _paths(synth_root, 100)  # above IN_PROCESS_BELOW: the process pool runs
     said: list[str] = []
-    images = decoded.decoded_images(paths, 32, tmp_path, say=said.append, label="train")
+    images = decoded.decoded_images(paths, 32, tmp_path, ctx=Context(say=said.append), label="train")
     assert images.dtype == np.uint8 and images.shape == (100, 32, 32, 3)
     for i in (0, 57, 99):
         assert np.array_equal(images[i], load_image(paths[i], (32, 32)).astype(np.uint8))
@@ -32,10 +33,10 @@ def test_worker_processes_decode_the_devices_pixels_once(synth_root, tmp_path, m
         raise AssertionError("decoded again: the cache was not reused")
 
     monkeypatch.setattr(decoded, "_decode_into", no_decoding)
-    again = decoded.decoded_images(paths, 32, tmp_path, say=said.append)
+    again = decoded.decoded_images(paths, 32, tmp_path, ctx=Context(say=said.append))
     assert np.array_equal(again, images) and "reused" in said[-1]
     monkeypatch.setattr(decoded, "physical_memory", lambda: 1000)  # too big for RAM: memory-mapped
-    mapped = decoded.decoded_images(paths, 32, tmp_path, say=said.append)
+    mapped = decoded.decoded_images(paths, 32, tmp_path, ctx=Context(say=said.append))
     assert isinstance(mapped, np.memmap) and np.array_equal(mapped, images)
 
 
@@ -45,16 +46,16 @@ def test_a_changed_file_is_decoded_again_and_a_broken_one_is_named(synth_root, t
     folder = tmp_path / "imgs"
     folder.mkdir()
     paths = [shutil.copy(p, folder) for p in _paths(synth_root, 5)]
-    decoded.decoded_images(paths, 32, tmp_path / "cache", say=lambda _: None)
+    decoded.decoded_images(paths, 32, tmp_path / "cache")
     with open(paths[2], "wb") as fh:
         fh.write(b"not a jpeg")
     with pytest.raises(TkError, match=r"imgs/.*decoded when the split was made"):
-        decoded.decoded_images(paths, 32, tmp_path / "cache", say=lambda _: None)
+        decoded.decoded_images(paths, 32, tmp_path / "cache")
     assert len(list((tmp_path / "cache" / "decoded").glob("*.npy"))) == 1  # nothing half-written kept
 
 
 def test_batches_shuffle_every_epoch_and_cover_every_image(synth_root, tmp_path):
-    images = decoded.decoded_images(_paths(synth_root, 20), 32, tmp_path, say=lambda _: None)
+    images = decoded.decoded_images(_paths(synth_root, 20), 32, tmp_path)
     labels = np.arange(20)
     ds = decoded.batches(images, labels, 8, shuffle=True, seed=3)
     assert len(ds) == 3
@@ -91,11 +92,11 @@ def test_decoding_reports_every_image_once_and_a_cache_hit_reports_nothing(synth
 
     progress = RecordingProgress()
     paths = _paths(synth_root, count)
-    decoded.decoded_images(paths, 32, tmp_path, say=lambda _: None, label="train", progress=progress)
+    decoded.decoded_images(paths, 32, tmp_path, ctx=Context(progress=progress), label="train")
     (task,) = progress.tasks
     assert (task.description, task.total, task.done, task.closed) == ("decoding train images", count, count, True)
     assert len(task.advances) == -(-count // decoded.CHUNK)  # one advance per chunk, as it lands
-    decoded.decoded_images(paths, 32, tmp_path, say=lambda _: None, label="train", progress=progress)
+    decoded.decoded_images(paths, 32, tmp_path, ctx=Context(progress=progress), label="train")
     assert len(progress.tasks) == 1
 
 

@@ -8,8 +8,9 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import small_recipe
+from helpers import small_recipe
 
+from toolkit.core.context import Context
 from toolkit.train.features import build_extractor, cache_key, extractor_key, run_extractor
 
 
@@ -29,7 +30,7 @@ def test_second_run_with_another_head_hits_the_cache(finetuned_run, synth_root, 
         train={"mode": "features", "epochs": 4},
     )
     said: list[str] = []
-    result = train(recipe, runs_dir=tmp_path, say=said.append)
+    result = train(recipe, runs_dir=tmp_path, ctx=Context(say=said.append))
     hits = [m for m in said if "cache hit" in m]
     assert len(hits) == 2 and any("train" in m for m in hits) and any("validation" in m for m in hits), said
     history = json.loads((result.run_dir / "phases" / "features" / "history.json").read_text())
@@ -115,7 +116,7 @@ def test_extraction_reports_every_image(engine, synth_root, tmp_path, monkeypatc
     extractor = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
     paths = sorted(str(p) for p in synth_root.rglob("*.jpg"))[:20]
     progress = RecordingProgress()
-    out = features.run_extractor(extractor, paths, 32, engine, progress=progress, label="train")
+    out = features.run_extractor(extractor, paths, 32, engine, ctx=Context(progress=progress), label="train")
     assert out.shape == (20, 30, 30, 2)
     (task,) = progress.named("extracting features (train images)")
     assert (task.total, task.done, task.closed) == (20, 20, True)

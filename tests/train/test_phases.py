@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import interrupt_at_epoch, small_recipe
+from helpers import interrupt_at_epoch, small_recipe
 
+from toolkit.core.context import Context
 from toolkit.core.errors import TkError
 from toolkit.core.io import sha256_file
 
@@ -32,7 +33,7 @@ def _layer_weights(model) -> dict[str, list[np.ndarray]]:
 
 
 def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
-    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 # --- from scratch: the session's reference run --------------------------------------------------
@@ -139,7 +140,7 @@ def test_interrupt_keeps_the_best_checkpoint_and_resume_finishes(synth_root, tra
     recipe = small_recipe("resumable", synth_root, train={"epochs": 4})
     resume_training = interrupt_at_epoch(monkeypatch, 2)  # as if Ctrl-C came once epoch 2 was done
     with pytest.raises(TkError, match="--resume"):
-        train(recipe, runs_dir=runs, say=lambda _: None)
+        train(recipe, runs_dir=runs)
     assert _tree_hashes(previous) == before  # the earlier run is untouched
     partial = runs / "resumable.partial" / "phases" / "scratch"
     assert (partial / "best.keras").is_file()
@@ -147,7 +148,7 @@ def test_interrupt_keeps_the_best_checkpoint_and_resume_finishes(synth_root, tra
 
     resume_training()
     said: list[str] = []
-    result = train(recipe, runs_dir=runs, resume=True, say=said.append)
+    result = train(recipe, runs_dir=runs, resume=True, ctx=Context(say=said.append))
     epochs_run = [m for m in said if m.startswith("[scratch] epoch")]
     assert epochs_run and epochs_run[0].startswith("[scratch] epoch 3/4")  # continued, not restarted
     history = json.loads((result.run_dir / "phases" / "scratch" / "history.json").read_text())
@@ -162,7 +163,7 @@ def test_interrupt_keeps_the_best_checkpoint_and_resume_finishes(synth_root, tra
     from toolkit.core.runs import load_manifest, resolve_run
 
     assert load_manifest(result.run_dir)["trained"] > load_manifest(result.archived)["trained"]
-    assert resolve_run(None, runs, lambda _: None) == result.run_dir  # latest: the run trained last
+    assert resolve_run(None, runs) == result.run_dir  # latest: the run trained last
 
 
 # --- recipe mistakes fail before any work --------------------------------------------------------
@@ -184,7 +185,7 @@ def test_recipe_mistakes_fail_before_any_work(synth_root, tmp_path, sections, ex
     from toolkit.train.phases import train
 
     with pytest.raises(TkError) as info:
-        train(small_recipe("mistake", synth_root, **sections), runs_dir=tmp_path, say=lambda _: None)
+        train(small_recipe("mistake", synth_root, **sections), runs_dir=tmp_path)
     for text in expected:
         assert text in str(info.value)
     assert list(tmp_path.iterdir()) == []  # no run folder, no .partial
@@ -203,7 +204,7 @@ def test_unfreeze_from_a_missing_layer_is_named_and_keeps_an_interrupted_run(syn
         train={"mode": "features", "fine_tune": {"epochs": 1, "unfreeze_from": "block5_conv1"}},
     )
     with pytest.raises(TkError, match="train.fine_tune.unfreeze_from: layer 'block5_conv1'"):
-        train(recipe, runs_dir=tmp_path, say=lambda _: None)
+        train(recipe, runs_dir=tmp_path)
     assert (partial / "keep.txt").read_text() == "an interrupted run"
 
 
@@ -227,7 +228,7 @@ def test_mixed_precision_trains_with_a_float32_output(synth_root, base_weights, 
             "fine_tune": {"epochs": 1, "unfreeze_from": "block2_conv1"},
         },
     )
-    result = train(recipe, runs_dir=tmp_path, say=said.append)
+    result = train(recipe, runs_dir=tmp_path, ctx=Context(say=said.append))
     assert any(m.startswith("backend tensorflow, device CPU") and m.endswith("precision mixed_float16") for m in said)
     assert any("mixed_precision: extracting with engine keras" in m for m in said)  # float16 has no TFLite path
     model = _load(result.run_dir / "model.keras")
@@ -253,8 +254,7 @@ def test_training_reports_decoding_and_every_step_and_keras_prints_no_bar(tmp_pa
     result = train(
         small_recipe("progress", root, train={"epochs": 2}),
         runs_dir=tmp_path / "runs",
-        say=lines.append,
-        progress=progress,
+        ctx=Context(say=lines.append, progress=progress),
     )
     split = json.loads((result.run_dir / "split.json").read_text())["splits"]
     train_images = len(split["train"])

@@ -15,10 +15,12 @@ import contextlib
 import json
 import os
 import socket
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from .context import SILENT, Context
 from .errors import TkError
 from .io import now
 
@@ -35,10 +37,10 @@ def lock_path(run_dir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, command: str, say=None) -> Iterator[Path]:
+def run_lock(run_dir: Path, command: str, ctx: Context = SILENT) -> Iterator[Path]:
     """Hold the run's lock for the block; TkError naming the holder if another live process has it."""
     path = lock_path(run_dir)
-    fd = _acquire(path, command, say)
+    fd = _acquire(path, command, ctx)
     try:
         yield path
     finally:
@@ -48,21 +50,26 @@ def run_lock(run_dir: Path, command: str, say=None) -> Iterator[Path]:
         os.close(fd)
 
 
-def _acquire(path: Path, command: str, say) -> int:
+def _acquire(path: Path, command: str, ctx: Context) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": now(), "command": command}
     for _ in range(5):  # a takeover races with at most a few others: each round one wins
         fd = _publish(path, info)
         if fd is not None:
             return fd
+        odd = _not_a_lock_file(path)  # before reading it: opening a FIFO would block forever
+        if odd:
+            raise TkError(
+                f"{path}: the lock of {path.parent / path.name[1 : -len('.lock')]} is {odd}, not a lock "
+                f"file tk wrote; remove it (rm -r {path}) and run the command again"
+            )
         holder = _read(path)
         stale = _stale(path, holder)
         if stale is None:  # vanished between the two looks: try again
             continue
         if not stale:
             raise TkError(_refusal(path, holder))
-        if say:
-            say(f"taking over {path}: {_describe(holder)} is no longer running")
+        ctx.say(f"taking over {path}: {_describe(holder)} is no longer running")
     raise TkError(_refusal(path, _read(path)))
 
 
@@ -99,6 +106,21 @@ def _publish_exclusive(path: Path, info: dict[str, Any]) -> Optional[int]:
     return fd
 
 
+def _not_a_lock_file(path: Path) -> Optional[str]:
+    """What the lock path is when it is not a regular file (a folder, a FIFO, a link), else None."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None  # released meanwhile: the caller tries again
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link" + ("" if os.path.exists(path) else " to nothing")
+    return {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFSOCK: "a socket"}.get(
+        stat.S_IFMT(mode), "not a regular file"
+    )
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         holder = json.loads(path.read_text(encoding="utf-8"))
@@ -111,9 +133,9 @@ def _stale(path: Path, holder: dict[str, Any]) -> Optional[bool]:
     """True (and the stale lock removed) if its holder is dead; False if alive; None if gone."""
     if holder.get("host") not in (None, socket.gethostname()):
         return False
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    try:  # never through a link, never blocking (a FIFO put there after the check above)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:  # gone, or replaced by a link meanwhile: look again
         return None
     try:
         if fcntl is not None:

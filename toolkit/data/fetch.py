@@ -15,13 +15,16 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
+from ..core.io import format_size
 from ..core.recipe import Recipe
 from .extract import extract
 
@@ -31,12 +34,12 @@ _SPLIT_NAMES = ("train", "validation", "val", "valid", "test")
 _JUNK = ("__MACOSX",)  # folders archivers add that hold no data
 
 
-def fetch(recipe: Recipe, say: Say) -> Path:
-    """Make data.root hold the recipe's dataset; returns data.root."""
+def fetch(recipe: Recipe, ctx: Context = SILENT) -> Path:
+    """Make data.root hold the recipe's dataset; returns data.root (`ctx.progress`: the download)."""
     data = recipe.data
     root = Path(data.root)
     if root.is_dir() and any(root.iterdir()):
-        say(f"{root} already holds data: skipping the download (delete the folder to fetch again)")
+        ctx.say(f"{root} already holds data: skipping the download (delete the folder to fetch again)")
         return root
     if data.source is None or not data.source.url:
         raise TkError(
@@ -52,7 +55,7 @@ def fetch(recipe: Recipe, say: Say) -> Path:
     # Beside data.root so the final rename stays on one filesystem (atomic); removed on any failure.
     with tempfile.TemporaryDirectory(prefix=f".{root.name}.fetch-", dir=root.parent) as tmp:
         archive = Path(tmp) / (_file_name(url) or "download")
-        digest = download(url, archive, say, root)
+        digest = download(url, archive, ctx, root)
         if expected and digest != expected:
             archive.unlink()
             raise TkError(
@@ -60,20 +63,20 @@ def fetch(recipe: Recipe, say: Say) -> Path:
                 "deleted. The file is corrupt or changed upstream: fetch again, or fix data.source.sha256"
             )
         if expected:
-            say(f"sha256 ok ({digest})")
+            ctx.say(f"sha256 ok ({digest})")
         else:
-            say(f"sha256 {digest} (not checked: add it as data.source.sha256 to pin this download)")
+            ctx.say(f"sha256 {digest} (not checked: add it as data.source.sha256 to pin this download)")
         unpacked = Path(tmp) / "unpacked"
         count = extract(archive, unpacked, max_bytes=source.max_bytes, max_members=source.max_members)
         archive.unlink()  # free the space before the move
-        folder = _data_folder(unpacked, source.subdir, source.url, say)
+        folder = _data_folder(unpacked, source.subdir, source.url, ctx)
         for junk in _JUNK:  # macOS zips carry a __MACOSX/ of resource forks: not a class
             shutil.rmtree(folder / junk, ignore_errors=True)
         if root.is_dir():
             root.rmdir()  # empty (checked above); rename needs the name free on every OS
         os.replace(folder, root)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    say(f"extracted {count} files to {root} ({len(classes)} folders: {', '.join(classes)})")
+    ctx.say(f"extracted {count} files to {root} ({len(classes)} folders: {', '.join(classes)})")
     return root
 
 
@@ -103,29 +106,20 @@ def _file_name(url: str) -> str:
     return PurePosixPath(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
 
 
-def download(url: str, target: Path, say: Say, root: Optional[Path] = None) -> str:
-    """Stream url into target with a progress line; returns the sha256 of what was written."""
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-    say(f"downloading {url}")
+def download(url: str, target: Path, ctx: Context = SILENT, root: Optional[Path] = None) -> str:
+    """Stream url into target, one progress task over it (in MB); returns the sha256 of what was written."""
+    ctx.say(f"downloading {url}")
     sha = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(target, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            columns = (
-                "{task.description}",
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-            )
-            with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-                task = progress.add_task(target.name, total=total)
+            size = int(response.headers.get("Content-Length") or 0)
+            start = time.perf_counter()
+            with ctx.progress.task(f"download {target.name} (MB)", size / 1e6 if size else None) as task:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     sha.update(chunk)
-                    progress.advance(task, len(chunk))
+                    rate = out.tell() / 1e6 / max(time.perf_counter() - start, 1e-9)
+                    task.advance(len(chunk) / 1e6, note=f"{rate:.1f} MB/s")
     except urllib.error.HTTPError as exc:
         raise TkError(
             f"data.source.url: {url} answered HTTP {exc.code} {exc.reason}; check the URL, or download "
@@ -140,16 +134,8 @@ def download(url: str, target: Path, say: Say, root: Optional[Path] = None) -> s
             "Download the archive on a machine with internet and set data.source.url to its local "
             f"path (or a file:// URL), or put the class folders under data.root ({root}) yourself"
         ) from None
-    say(f"downloaded {_human(target.stat().st_size)}")
+    ctx.say(f"downloaded {format_size(target.stat().st_size)}")
     return sha.hexdigest()
-
-
-def _human(size: int) -> str:
-    for unit in ("bytes", "kB", "MB"):
-        if size < 1000:
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"
 
 
 def _unsafe_name(name: str) -> Optional[str]:
@@ -162,7 +148,7 @@ def _unsafe_name(name: str) -> Optional[str]:
     return None
 
 
-def _data_folder(unpacked: Path, subdir: Optional[str], url: str, say: Say) -> Path:
+def _data_folder(unpacked: Path, subdir: Optional[str], url: str, ctx: Context) -> Path:
     """The folder holding the class (or split) folders inside the unpacked archive."""
     entries = sorted(p for p in unpacked.iterdir() if p.name not in _JUNK)
     if subdir:
@@ -177,7 +163,7 @@ def _data_folder(unpacked: Path, subdir: Optional[str], url: str, say: Say) -> P
     # A single top-level folder (flower_photos/) holds the data: use what is inside it, unless it is
     # itself a split folder (train/ alone is not a dataset root).
     if len(entries) == 1 and entries[0].is_dir() and entries[0].name.lower() not in _SPLIT_NAMES:
-        say(f"using {entries[0].name}/ inside the archive (set data.source.subdir to choose another folder)")
+        ctx.say(f"using {entries[0].name}/ inside the archive (set data.source.subdir to choose another folder)")
         return entries[0]
     if not any(p.is_dir() for p in entries):
         raise TkError(f"{url}: the archive holds no folders; tk expects one sub-folder of images per class")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import TkError
-from ..core.formats import format_of_path
+from ..core.formats import BARE_FORMATS, format_of_path
 from ..core.images import is_image_name
 from ..core.io import sha256_file, size_bytes
 
@@ -136,7 +136,7 @@ def bare_manifest(folder: Path, files: list[str]) -> dict[str, Any]:
     .tflite/.onnx beside them), for bench: format, sha256 and size each. Listing the others keeps
     their rows of an earlier bench.json, as long as their bytes did not change."""
     folder = Path(folder)
-    others = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in (".tflite", ".onnx"))
+    others = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lstrip(".") in BARE_FORMATS)
     artifacts = {}
     for file in dict.fromkeys([*files, *others]):
         path = folder / file

@@ -16,7 +16,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..core.errors import Say, TkError, suggest
+from ..core.context import SILENT, Context
+from ..core.errors import TkError, suggest
 from ..core.images import BadImage, check_image, is_image_name, open_rgb
 
 EXPLAIN_DIR = "explain"
@@ -40,7 +41,10 @@ class Explainer:
 
     @property
     def out_dir(self) -> Path:
-        return self.run_dir / EXPLAIN_DIR
+        """RUN/explain/, made if missing; a link there (to anywhere) is refused, never written through."""
+        from ..core.io import output_folder
+
+        return output_folder(self.run_dir, EXPLAIN_DIR)
 
     def spatial_layers(self) -> list[str]:
         """Backbone layers with an (N, H, W, C) output: what feature maps and Grad-CAM can use."""
@@ -121,7 +125,7 @@ class Explainer:
         """layer -> (N, h, w, C) activations for a batch of 0..255 images."""
         outputs = self.probe(layer_names)(self.preprocess(images), training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        return {name: np.asarray(out) for name, out in zip(layer_names, outputs)}
+        return {name: np.asarray(out) for name, out in zip(layer_names, outputs, strict=True)}
 
     def gradcam(self, images: np.ndarray, layer: str, class_index: Optional[int] = None):
         """Grad-CAM heatmaps at the model's input size, 0..1, for each image's predicted class
@@ -218,29 +222,34 @@ def normalise(channel: np.ndarray) -> np.ndarray:
 
 
 def slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+    """A name from a file, a class or a layer as part of a PNG's name: sanitised, capped, unicode kept."""
+    from ..core.text import file_part
+
+    return file_part(text, max_bytes=80)
 
 
 def single_image(path: Path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise TkError(f"--image: {path} is a folder; this takes one image file (tk explain gradcam takes a folder)")
     if not path.is_file():
-        raise TkError(f"--image: file not found: {path} (pass an image file, or a folder for --gradcam)")
+        raise TkError(f"--image: file not found: {path} (pass an image file, or a folder to tk explain gradcam)")
     return path
 
 
-def folder_images(folder: Path, limit: int, say: Say) -> list[Path]:
+def folder_images(folder: Path, limit: int, ctx: Context = SILENT) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_name(p))
     good = []
     for path in files:
         reason = check_image(path)
         if reason:
-            say(f"skipped {path}: {reason}")
+            ctx.say(f"skipped {path}: {reason}")
         else:
             good.append(path)
     if not good:
         raise TkError(f"--image: no readable images in {folder} (JPEG, PNG, BMP or GIF files, not recursive)")
     if len(good) > limit:
-        say(f"{len(good)} images in {folder}; explaining the first {limit} (raise --count for more)")
+        ctx.say(f"{len(good)} images in {folder}; explaining the first {limit} (raise --count for more)")
     return good[:limit]
 
 

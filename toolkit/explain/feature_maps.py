@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..core.errors import Say
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from .explainer import Explainer, load_explainer, normalise, single_image, slug
 
 
@@ -14,12 +15,14 @@ def explain_feature_maps(
     image: Path,
     layers: Optional[Sequence[str]] = None,
     count: int = 16,
-    say: Say = print,
+    ctx: Context = SILENT,
     explainer: Optional[Explainer] = None,
 ) -> list[Path]:
     """One PNG grid per layer of the first `count` channels' activations for `image`."""
     from .figures import plot_image_grid
 
+    if count < 1:
+        raise TkError(f"--count: must be >= 1 (got {count})")
     ex = explainer or load_explainer(run_dir)
     valid = ex.spatial_layers()
     names = [ex.check_layer(name, valid, "convolutional (spatial)") for name in (layers or ex.default_layers())]
@@ -31,7 +34,7 @@ def explain_feature_maps(
         n = min(count, act.shape[-1])
         cells = [normalise(act[..., k]) for k in range(n)]
         titles = [f"ch {k}" for k in range(n)]
-        path = ex.out_dir / f"featuremaps_{slug(Path(image).stem)}_{name}.png"
+        path = ex.out_dir / f"featuremaps_{slug(Path(image).stem)}_{slug(name)}.png"
         plot_image_grid(
             cells,
             titles,
@@ -39,6 +42,6 @@ def explain_feature_maps(
             f"{name}: {act.shape[0]}x{act.shape[1]}x{act.shape[2]}, "
             f"first {n} channels (each scaled to its own min..max) — {Path(image).name}",
         )
-        say(f"wrote {path}")
+        ctx.say(f"wrote {path}")
         written.append(path)
     return written

@@ -8,7 +8,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..core.errors import Say
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from .explainer import Explainer, display_image, folder_images, load_explainer, single_image, slug
 
 
@@ -28,36 +29,38 @@ def explain_gradcam(
     layer: Optional[str] = None,
     limit: int = 64,
     alpha: float = 0.5,
-    say: Say = print,
+    ctx: Context = SILENT,
     explainer: Optional[Explainer] = None,
 ) -> tuple[list[GradCamResult], Optional[Path]]:
     """Grad-CAM overlays for one image or a folder (plus a contact sheet for a folder)."""
     from .figures import overlay_heatmap, plot_gradcam_pair, plot_image_grid
 
+    if limit < 1:
+        raise TkError(f"--count: must be >= 1 (got {limit})")
     ex = explainer or load_explainer(run_dir)
     layer = ex.check_layer(layer, ex.spatial_layers(), "convolutional (spatial)") if layer else ex.gradcam_layer()
     grid = ex.map_size(layer)
     if min(grid) <= 4 and ex.gradcam_layer() != layer:  # the heat is this grid upsampled
-        say(
+        ctx.say(
             f"note: {layer} is a {grid[0]}x{grid[1]} map at {ex.size[0]} px, so the heat is coarse; "
             f"an earlier layer gives finer heat (--layers {ex.gradcam_layer()})"
         )
     class_index = ex.class_index(class_name)
     target = Path(target)
-    paths = folder_images(target, limit, say) if target.is_dir() else [single_image(target)]
+    paths = folder_images(target, limit, ctx) if target.is_dir() else [single_image(target)]
     results, overlays = [], []
     for start in range(0, len(paths), 32):  # bounded memory on big folders
         chunk = paths[start : start + 32]
         heat, picked, probs = ex.gradcam(ex.load(chunk), layer, class_index)
-        for path, h, k, p in zip(chunk, heat, picked, probs):
+        for path, h, k, p in zip(chunk, heat, picked, probs, strict=True):
             photo = display_image(path)
             overlay = overlay_heatmap(photo, h, alpha=alpha)
-            png = ex.out_dir / f"gradcam_{slug(path.stem)}_{ex.classes[int(k)]}.png"
+            png = ex.out_dir / f"gradcam_{slug(path.stem)}_{slug(ex.classes[int(k)])}.png"
             plot_gradcam_pair(photo, overlay, png, *_titles(ex.classes, path, p, int(k), layer))
             overlays.append(overlay)
             results.append(GradCamResult(path, ex.classes[int(k)], float(p[int(k)]), h, png))
     for r in results:
-        say(f"wrote {r.png}  ({r.class_name} {r.probability:.2f})")
+        ctx.say(f"wrote {r.png}  ({r.class_name} {r.probability:.2f})")
     sheet = None
     if target.is_dir():
         sheet = ex.out_dir / f"gradcam_sheet_{slug(target.name)}.png"
@@ -69,7 +72,7 @@ def explain_gradcam(
             f"Grad-CAM at {layer} ({grid[0]}x{grid[1]} map) — {target.name}/ "
             f"({'class ' + class_name if class_name else 'predicted class'})",
         )
-        say(f"wrote {sheet}")
+        ctx.say(f"wrote {sheet}")
     return results, sheet
 
 

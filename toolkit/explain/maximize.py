@@ -17,8 +17,9 @@ from typing import Optional
 
 import numpy as np
 
-from ..core.errors import Say, TkError
-from .explainer import Explainer, load_explainer
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
+from .explainer import Explainer, load_explainer, slug
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def explain_filters(
     layer: Optional[str] = None,
     count: int = 8,
     settings: AscentSettings = AscentSettings(),
-    say: Say = print,
+    ctx: Context = SILENT,
     explainer: Optional[Explainer] = None,
 ) -> tuple[Path, MaximizedFilters]:
     """One PNG grid of the patterns that maximise the first `count` filters of `layer`."""
@@ -133,14 +134,16 @@ def explain_filters(
 
     from .figures import plot_image_grid
 
+    if count < 1:
+        raise TkError(f"--count: must be >= 1 (got {count})")
+    if settings.steps < 1:
+        raise TkError(f"--steps: must be >= 1 (got {settings.steps})")
     ex = explainer or load_explainer(run_dir)
     valid = ex.spatial_layers() + ex.head_layers()
     layer = ex.check_layer(layer, valid, "backbone or head") if layer else ex.default_layers()[-1]
-    if count < 1:
-        raise TkError(f"--count: must be >= 1 (got {count})")
     width = int(objective(ex, layer)(np.zeros((1, *ex.size, 3), np.float32)).shape[-1])
     filters = list(range(min(count, width)))
-    say(f"maximizing {len(filters)} of {width} filters of {layer} ({settings.steps} steps)...")
+    ctx.say(f"maximizing {len(filters)} of {width} filters of {layer} ({settings.steps} steps)...")
     result = maximize(ex, layer, filters, settings)
     is_class_layer = layer == ex.head.layers[-1].name
     in_head = layer not in [lay.name for lay in ex.backbone.layers]
@@ -149,21 +152,22 @@ def explain_filters(
     what = "class score" if is_class_layer else "unit" if in_head else "filter"
     titles = [
         f"{ex.classes[f] if is_class_layer else f'{what} {f}'}: {s:.2g}->{e:.2g}{'' if e > s else ' (no gain)'}"
-        for f, s, e in zip(filters, result.start, result.final)
+        for f, s, e in zip(filters, result.start, result.final, strict=True)
     ]
-    stuck = [f for f, s, e in zip(filters, result.start, result.final) if e <= s]
+    stuck = [f for f, s, e in zip(filters, result.start, result.final, strict=True) if e <= s]
     if stuck:
-        say(
-            f"note: the ascent did not raise {len(stuck)} of {len(filters)} (e.g. {stuck[0]}); try --steps {2 * settings.steps}"
+        ctx.say(
+            f"note: the ascent did not raise {len(stuck)} of {len(filters)} (e.g. {stuck[0]}); "
+            f"try --steps {2 * settings.steps}"
         )
-    path = ex.out_dir / f"filters_{layer}.png"
+    path = ex.out_dir / f"filters_{slug(layer)}.png"
     plot_image_grid(
         [_display(img) for img in result.images],
         titles,
         path,
         f"{layer}{taken}: inputs that maximise each {what} (mean activation on the starting noise -> after ascent)",
     )
-    say(f"wrote {path}")
+    ctx.say(f"wrote {path}")
     return path, result
 
 

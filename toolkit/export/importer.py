@@ -26,7 +26,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .. import __version__
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from ..core.images import INTERPOLATION, load_batch
 from ..core.io import atomic_path, check_writable, now, write_json_atomic, write_text_atomic
 from ..core.lock import run_lock
@@ -103,7 +104,7 @@ def import_model(
     image_size: Optional[tuple[int, int]] = None,
     runs_dir: Path = RUNS_DIR,
     overrides: Sequence[str] = (),
-    say: Say = print,
+    ctx: Context = SILENT,
 ) -> ImportResult:
     """Check the model and the data, wrap the model, measure its test accuracy, write the run."""
     if input_range not in INPUT_RANGES:
@@ -127,7 +128,7 @@ def import_model(
             )
         )
     height, width = foreign.size
-    say(f"importing {model_path} ({foreign.format}, input {height}x{width}, {foreign.classes} classes)")
+    ctx.say(f"importing {model_path} ({foreign.format}, input {height}x{width}, {foreign.classes} classes)")
     test_paths = dataset.paths("test")
     images = load_batch(test_paths, foreign.size)  # decoded as verify and the devices decode them
     scores = _scores(foreign.model, INPUT_RANGES[input_range], images)
@@ -141,7 +142,7 @@ def import_model(
     result = ImportResult(Path(runs_dir) / recipe.name, metrics, output, output_from, chance, warnings)
     parts = dict(result=result, recipe=recipe, dataset=dataset, foreign=foreign, model=model, input_range=input_range)
     write = functools.partial(_write_files, **parts)
-    result.archived = _swap_in(result.run_dir, write, say)
+    result.archived = _swap_in(result.run_dir, write, ctx)
     return result
 
 
@@ -271,12 +272,12 @@ def _warnings(accuracy: float, chance: float, input_range: str, probs: np.ndarra
     return warnings
 
 
-def _swap_in(run_dir: Path, write: Callable[[Path], None], say: Say) -> Optional[Path]:
+def _swap_in(run_dir: Path, write: Callable[[Path], None], ctx: Context) -> Optional[Path]:
     """`write` the run into a temporary folder beside the runs, then swap it in under the run's
     lock; a previous run of the name is moved aside (returned), never deleted."""
     runs_dir = run_dir.parent
     check_writable(runs_dir)
-    with run_lock(run_dir, "tk import", say):
+    with run_lock(run_dir, "tk import", ctx):
         for leftover in runs_dir.glob(f".{run_dir.name}.import-*"):  # a killed import's
             shutil.rmtree(leftover, ignore_errors=True)
         work = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.import-", dir=runs_dir))

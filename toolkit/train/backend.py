@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
-from ..core.errors import Say, TkError
+from ..core.context import Context
+from ..core.errors import TkError
 from ..core.recipe import Recipe
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -120,14 +121,14 @@ def resolve_precision(setting) -> str:
     return "mixed_bfloat16" if min(g["capability"] for g in gpus) >= 8 else "mixed_float16"
 
 
-def say_device(policy: str, say: Say) -> None:
+def say_device(policy: str, ctx: Context) -> None:
     line = describe_device()
-    say(f"{line}, precision {policy}")
+    ctx.say(f"{line}, precision {policy}")
     if policy != "float32" and "GPU (" not in line:
-        say(f"warning: {policy} on a CPU is slower than float32; it pays off on a GPU")
+        ctx.say(f"warning: {policy} on a CPU is slower than float32; it pays off on a GPU")
 
 
-def distribution_scope(mode: str, say: Say):
+def distribution_scope(mode: str, ctx: Context):
     """A context in which the model is built, compiled and fit (data_parallel), else a no-op."""
     import contextlib
 
@@ -139,7 +140,7 @@ def distribution_scope(mode: str, say: Say):
     if backend == "jax":
         devices = keras.distribution.list_devices()  # the default platform: GPUs when there are any
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        say(f"distribute: data_parallel over {len(devices)} devices ({', '.join(devices)}), keras DataParallel")
+        ctx.say(f"distribute: data_parallel over {len(devices)} devices ({', '.join(devices)}), keras DataParallel")
         return _reset_distribution()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -148,7 +149,7 @@ def distribution_scope(mode: str, say: Say):
             d.name for d in tf.config.list_logical_devices("CPU")
         ]
         strategy = tf.distribute.MirroredStrategy(devices=devices)
-        say(
+        ctx.say(
             f"distribute: data_parallel over {strategy.num_replicas_in_sync} devices ({', '.join(devices)}), "
             "tf.distribute.MirroredStrategy"
         )

@@ -7,7 +7,6 @@ the best model so far, and `--resume` (with Keras' BackupAndRestore) continues w
 from __future__ import annotations
 
 import errno
-import json
 import math
 import shutil
 import time
@@ -16,10 +15,10 @@ from typing import Callable
 
 import keras
 
-from ..core.errors import Say, TkError
+from ..core import schemas
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from ..core.io import atomic_path, write_json_atomic
-from ..core.progress import NO_PROGRESS
-from ..core.progress import Progress as TaskProgress
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -48,7 +47,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.folder = Path(folder)
         state = self.folder / "best.json"
-        self.best = json.loads(state.read_text())["val_loss"] if state.is_file() else math.inf
+        self.best = schemas.load_train_state(state).get("val_loss", math.inf) if state.is_file() else math.inf
 
     def on_epoch_end(self, epoch, logs=None):
         val_loss = float((logs or {}).get("val_loss", math.inf))
@@ -101,9 +100,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     truncated latest.weights.h5 left by an older tk) falls back to the phase's best checkpoint,
     or to the phase's first epoch, and says so instead of crashing."""
 
-    def __init__(self, backup_dir: Path, phase: str, say: Say):
+    def __init__(self, backup_dir: Path, phase: str, ctx: Context = SILENT):
         super().__init__(str(backup_dir))
-        self.folder, self.phase, self.say = Path(backup_dir), phase, say
+        self.folder, self.phase, self.ctx = Path(backup_dir), phase, ctx
 
     def _save_model(self):
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -134,12 +133,12 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 if self.model.optimizer is not None and not self.model.optimizer.built:
                     self.model.optimizer.build(self.model.trainable_variables)
                 self.model.load_weights(best)
-                epoch = int(json.loads(state.read_text())["epoch"])
+                epoch = int(schemas.load_train_state(state)["epoch"])
                 self.model._initial_epoch = epoch
                 where = f"from its best checkpoint (epoch {epoch}, {best})"
             except Exception:  # noqa: BLE001 -- the best checkpoint is damaged too: start the phase over
                 pass
-        self.say(
+        self.ctx.say(
             f"[{self.phase}] the resume backup {damaged} does not load ({type(exc).__name__}); "
             f"resuming the phase {where}"
         )
@@ -151,7 +150,7 @@ class HistoryWriter(keras.callbacks.Callback):
     def __init__(self, folder: Path):
         super().__init__()
         self.path = Path(folder) / "history.json"
-        self.history: dict[str, list[float]] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.history: dict[str, list[float]] = schemas.load_history(self.path) if self.path.is_file() else {}
 
     def on_epoch_begin(self, epoch, logs=None):
         # After a resume Keras restarts at the backed-up epoch: drop anything recorded after it.
@@ -166,7 +165,7 @@ class HistoryWriter(keras.callbacks.Callback):
 
 
 class Progress(keras.callbacks.Callback):
-    """One line per epoch: metrics, images/s and the phase's ETA; with `progress`, also a task per
+    """One line per epoch: metrics, images/s and the phase's ETA; on `ctx.progress`, also a task per
     epoch that advances per step (images/s and loss so far as its note). fit() runs with
     verbose=0, so Keras' own bar never prints beside this one."""
 
@@ -175,13 +174,12 @@ class Progress(keras.callbacks.Callback):
         phase: str,
         epochs: int,
         images_per_epoch: int,
-        say: Say,
-        progress: TaskProgress = NO_PROGRESS,
+        ctx: Context = SILENT,
         batch_size: int = 32,
     ):
         super().__init__()
-        self.phase, self.epochs, self.images, self.say = phase, epochs, images_per_epoch, say
-        self.progress, self.batch_size = progress, batch_size
+        self.phase, self.epochs, self.images, self.ctx = phase, epochs, images_per_epoch, ctx
+        self.batch_size = batch_size
         self.durations: list[float] = []
         self.task = None
 
@@ -189,7 +187,7 @@ class Progress(keras.callbacks.Callback):
         self.start = time.perf_counter()
         steps = (self.params or {}).get("steps") or -(-self.images // self.batch_size)
         self._end_task()  # an epoch that raised never reached on_epoch_end
-        self._context = self.progress.task(f"[{self.phase}] epoch {epoch + 1}/{self.epochs}", steps)
+        self._context = self.ctx.progress.task(f"[{self.phase}] epoch {epoch + 1}/{self.epochs}", steps)
         self.task = self._context.__enter__()
         if not self.durations:  # fit() traces the train step on its first batch: seconds at 0/N
             self.task.advance(0, note="compiling the training step")
@@ -221,7 +219,7 @@ class Progress(keras.callbacks.Callback):
         logs = logs or {}
         eta = (self.epochs - epoch - 1) * sum(self.durations) / len(self.durations)
         shown = "  ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs)
-        self.say(
+        self.ctx.say(
             f"[{self.phase}] epoch {epoch + 1}/{self.epochs}  {shown}  "
             f"{self.images / max(seconds, 1e-9):.0f} img/s  ETA {_clock(eta)}"
         )

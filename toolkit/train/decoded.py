@@ -26,10 +26,10 @@ from typing import Optional
 
 import numpy as np
 
-from ..core.errors import Say, TkError
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from ..core.images import BadImage, load_pixels
-from ..core.io import atomic_path
-from ..core.progress import NO_PROGRESS, Progress
+from ..core.io import atomic_path, format_size
 
 # Below this many images the worker start-up (~0.3 s each) costs more than it saves.
 IN_PROCESS_BELOW = 64
@@ -53,14 +53,14 @@ def physical_memory() -> int:
         return 4 * 2**30
 
 
-def decoded_images(
-    paths: list[str], size: int, cache_dir: Path, say: Say = print, label: str = "", progress: Progress = NO_PROGRESS
-) -> np.ndarray:
+def decoded_images(paths: list[str], size: int, cache_dir: Path, ctx: Context = SILENT, label: str = "") -> np.ndarray:
     """(N, size, size, 3) uint8 for `paths`, from the cache or decoded once and stored there."""
     path = Path(cache_dir) / "decoded" / f"{decoded_key(paths, size)}.npy"
     nbytes = len(paths) * size * size * 3
     if path.is_file():
-        say(f"images {label}: decoded earlier, reused ({len(paths)} images, {nbytes / 2**20:.0f} MiB, {path})")
+        ctx.say(
+            f"images {label}: decoded earlier, reused ({len(paths)} images, {format_size(nbytes, binary=True)}, {path})"
+        )
         in_ram = nbytes <= RAM_FRACTION * physical_memory()
         return np.load(path) if in_ram else np.load(path, mmap_mode="r")
     start = time.perf_counter()
@@ -68,12 +68,12 @@ def decoded_images(
         header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
         offset = header.offset  # rows start after the .npy header; the file is sparse until written
         del header
-        with progress.task(" ".join(filter(None, ("decoding", label, "images"))), len(paths)) as task:
+        with ctx.progress.task(" ".join(filter(None, ("decoding", label, "images"))), len(paths)) as task:
             _decode_into(str(tmp), offset, paths, size, task.advance)
     seconds = time.perf_counter() - start
-    say(
+    ctx.say(
         f"images {label}: {len(paths)} decoded once in {seconds:.1f} s "
-        f"({len(paths) / max(seconds, 1e-9):.0f} images/s), cached at {path} ({nbytes / 2**20:.0f} MiB)"
+        f"({len(paths) / max(seconds, 1e-9):.0f} images/s), cached at {path} ({format_size(nbytes, binary=True)})"
     )
     return np.load(path, mmap_mode="r")  # just written: its pages are in the OS cache already
 
@@ -91,7 +91,7 @@ def _decode_into(target: str, offset: int, paths: list[str], size: int, advance=
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         with multiprocessing.get_context(method).Pool(workers) as pool:
             # imap, in order: each finished chunk advances the progress as it lands.
-            for job, bad in zip(jobs, pool.imap(_decode_chunk, jobs, chunksize=1)):
+            for job, bad in zip(jobs, pool.imap(_decode_chunk, jobs, chunksize=1), strict=True):
                 errors.append(bad)
                 advance(len(job[3]))
     bad = [e for chunk in errors for e in chunk]

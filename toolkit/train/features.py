@@ -24,10 +24,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..core.errors import Say
+from ..core.context import SILENT, Context, silent
 from ..core.images import load_batch
 from ..core.io import atomic_path, sha256_file
-from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import ModelSection
 
 CACHE_DIR = Path(os.environ.get("TK_CACHE_DIR", "exported/.cache"))
@@ -47,7 +46,7 @@ def extractor_key(model: ModelSection, engine: str, seed: int) -> str:
         weights,
         model.feature_layer or "default",
         str(model.image_size),
-        str(model.alpha),
+        str(model.alpha) + ("" if model.minimalistic is None else f"|minimalistic={model.minimalistic}"),
         engine,
         "v1",
     ]
@@ -68,9 +67,8 @@ def cached_features(
     engine: str,
     seed: int,
     cache_dir: Optional[Path] = None,
-    say: Say = print,
+    ctx: Context = SILENT,
     label: str = "",
-    progress: Progress = NO_PROGRESS,
 ) -> tuple[np.ndarray, bool]:
     """Features for `paths` from the cache, or computed and stored. Returns (features, hit).
 
@@ -79,7 +77,7 @@ def cached_features(
     key = cache_key(extractor_key(model, engine, seed), paths)
     path = Path(cache_dir or CACHE_DIR) / "features" / f"{key}.npy"
     if path.is_file():
-        say(f"features {label}: cache hit ({len(paths)} images, {path})")
+        ctx.say(f"features {label}: cache hit ({len(paths)} images, {path})")
         return np.load(path), True
     start = time.perf_counter()
     features = run_extractor(
@@ -89,11 +87,11 @@ def cached_features(
         engine,
         key=extractor_key(model, engine, seed),
         cache_dir=cache_dir,
-        progress=progress,
+        ctx=ctx,
         label=label,
     )
     seconds = time.perf_counter() - start
-    say(
+    ctx.say(
         f"features {label}: {len(paths)} images in {seconds:.1f} s "
         f"({len(paths) / max(seconds, 1e-9):.0f} images/s, engine {engine}), cached at {path}"
     )
@@ -110,7 +108,7 @@ def run_extractor(
     engine: str,
     key: Optional[str] = None,
     cache_dir: Optional[Path] = None,
-    progress: Progress = NO_PROGRESS,
+    ctx: Context = SILENT,
     label: str = "",
 ) -> np.ndarray:
     """Run the Keras extractor (RGB 0..255 in, feature maps out) over image files.
@@ -120,8 +118,8 @@ def run_extractor(
     happens once per backbone/weights/layer/size, not once per dataset or split.
     """
     if engine == "tflite":
-        return _extract_tflite(extractor, paths, size, key, cache_dir, progress, label)
-    return _extract_keras(extractor, paths, size, progress, label)
+        return _extract_tflite(extractor, paths, size, key, cache_dir, ctx, label)
+    return _extract_keras(extractor, paths, size, ctx, label)
 
 
 def _batches(paths: list[str], size: int, batch: int):
@@ -148,33 +146,31 @@ def _extract_tflite(
     size: int,
     key: Optional[str] = None,
     cache_dir: Optional[Path] = None,
-    progress: Progress = NO_PROGRESS,
+    ctx: Context = SILENT,
     label: str = "",
 ) -> np.ndarray:
     if key is None:
         with tempfile.TemporaryDirectory(prefix="tk-extractor-") as tmp:
             model_path = Path(tmp) / "extractor.tflite"
-            with progress.task("features: converting the extractor to TFLite"):
+            with ctx.progress.task("features: converting the extractor to TFLite"):
                 model_path.write_bytes(_convert(extractor))
-            return _run_tflite(model_path, paths, size, progress, label)
+            return _run_tflite(model_path, paths, size, ctx, label)
     name = hashlib.sha256(key.encode()).hexdigest()[:32]
     model_path = Path(cache_dir or CACHE_DIR) / "extractors" / f"{name}.tflite"
     if not model_path.is_file():
-        with progress.task("features: converting the extractor to TFLite (once per backbone)"):
+        with ctx.progress.task("features: converting the extractor to TFLite (once per backbone)"):
             data = _convert(extractor)
         with atomic_path(model_path, suffix=".tflite") as tmp:
             Path(tmp).write_bytes(data)
-    return _run_tflite(model_path, paths, size, progress, label)
+    return _run_tflite(model_path, paths, size, ctx, label)
 
 
-def _run_tflite(
-    model_path: Path, paths: list[str], size: int, progress: Progress = NO_PROGRESS, label: str = ""
-) -> np.ndarray:
+def _run_tflite(model_path: Path, paths: list[str], size: int, ctx: Context, label: str = "") -> np.ndarray:
     from ..edge.predictors import TFLiteModel
 
     runner = TFLiteModel(model_path, num_threads=os.cpu_count())
     outputs = []
-    with progress.task(_described("extracting features", label), len(paths)) as task:
+    with ctx.progress.task(_described("extracting features", label), len(paths)) as task:
         for batch in _batches(paths, size, EXTRACT_BATCH):
             outputs.append(runner.run(batch))
             task.advance(len(batch))
@@ -215,15 +211,14 @@ def _convert_via_saved_model(extractor) -> bytes:
         return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
 
 
-def _extract_keras(
-    extractor, paths: list[str], size: int, progress: Progress = NO_PROGRESS, label: str = ""
-) -> np.ndarray:
+def _extract_keras(extractor, paths: list[str], size: int, ctx: Context, label: str = "") -> np.ndarray:
     import keras
 
     from .decoded import batches, decoded_images
 
-    images = decoded_images(paths, size, CACHE_DIR, say=lambda _: None, label=label, progress=progress)
-    with progress.task(_described("extracting features", label), len(images)) as task:
+    # The decoding's own lines would interleave with extraction's: only its progress shows.
+    images = decoded_images(paths, size, CACHE_DIR, ctx.but(say=silent), label=label)
+    with ctx.progress.task(_described("extracting features", label), len(images)) as task:
         # verbose=0: Keras' own progress bar would print beside tk's; this callback feeds tk's.
         done = keras.callbacks.LambdaCallback(
             on_predict_batch_end=lambda batch, logs: task.advance(min(32, len(images) - 32 * batch))

@@ -21,7 +21,9 @@ from typing import Optional
 import numpy as np
 
 from .. import __version__
-from ..core.errors import Say, TkError
+from ..core import schemas
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
 from ..core.images import INTERPOLATION
 from ..core.io import (
     atomic_path,
@@ -32,7 +34,6 @@ from ..core.io import (
 )
 from ..core.lock import run_lock
 from ..core.metrics import classification_metrics
-from ..core.progress import NO_PROGRESS, Progress
 from ..core.recipe import Recipe
 from ..core.runs import (
     REFERENCE,
@@ -46,7 +47,7 @@ from ..core.runs import (
 )
 from ..data.splits import discover, gap_in_test, missing_classes
 from . import knobs
-from .backbones import build_base, build_head, check_unfreeze_layer, compose, get_backbone, resolve_weights
+from .backbones import build_base, build_head, check_model, check_unfreeze_layer, compose, get_backbone, resolve_weights
 from .checkpoints import prepare_partial
 
 
@@ -63,12 +64,11 @@ def train(
     runs_dir: Path = RUNS_DIR,
     resume: bool = False,
     strict: Optional[bool] = None,
-    say: Say = print,
-    progress: Progress = NO_PROGRESS,
+    ctx: Context = SILENT,
 ) -> TrainResult:
-    """Train the recipe's model end to end and write its run folder (`progress`: decoding,
+    """Train the recipe's model end to end and write its run folder (`ctx.progress`: decoding,
     feature extraction and each epoch's steps)."""
-    get_backbone(recipe.model.backbone)  # an unknown name fails before TensorFlow loads
+    check_model(recipe.model)  # an unknown name or a key the backbone does not take fails before TensorFlow loads
     if recipe.train.mode != "scratch" and recipe.model.weights == "none":
         raise TkError(
             f"train.mode: {recipe.train.mode} freezes the conv base, but model.weights is none "
@@ -86,23 +86,25 @@ def train(
     keras.mixed_precision.set_global_policy(policy)
     run_dir = Path(runs_dir) / recipe.name
     work = Path(runs_dir) / f"{recipe.name}.partial"
-    scope = contextlib.ExitStack()  # not a with-block: the body below stays as it was
+    # The distribution scope and the run lock are entered mid-way (after the checks that must fail
+    # before anything is touched) yet must close in `finally`, after the KeyboardInterrupt handler.
+    scope = contextlib.ExitStack()
     try:
-        scope.enter_context(distribution_scope(recipe.train.distribute, say))  # model built and fit inside
+        scope.enter_context(distribution_scope(recipe.train.distribute, ctx))  # model built and fit inside
         # Built once, first: layer-name mistakes and an offline ImageNet download fail here, before
         # the data is read and before an interrupted run's .partial folder (replaced by a new run)
         # is touched.
         base = build_base(recipe.model)
         check_unfreeze_layer(base, recipe.train.fine_tune.unfreeze_from)
-        dataset = _dataset(recipe, strict, say)
+        dataset = _dataset(recipe, strict, ctx)
         # Held from before .partial is touched until the run is swapped in: one writer per run.
         check_writable(Path(runs_dir))
-        scope.enter_context(run_lock(run_dir, "tk train", say))
-        prepare_partial(work, recipe, resume, say)
+        scope.enter_context(run_lock(run_dir, "tk train", ctx))
+        prepare_partial(work, recipe, resume, ctx, dataset)
         save_split(dataset, work / "split.json")
-        say_device(policy, say)
-        model, phases = _run_phases(recipe, dataset, base, work, say, progress)
-        metrics = evaluate(model, dataset, recipe, say, progress)
+        say_device(policy, ctx)
+        model, phases = _run_phases(recipe, dataset, base, work, ctx)
+        metrics = evaluate(model, dataset, recipe, ctx)
         _finish_run(recipe, dataset, model, metrics, phases, work)
         archived = _swap_into_place(work, run_dir)  # inside: under the lock
     except KeyboardInterrupt:
@@ -114,12 +116,12 @@ def train(
         scope.close()
         keras.mixed_precision.set_global_policy("float32")
     if archived is not None:
-        say(f"kept the previous run as {archived} (tk export/verify/bench take it by that path)")
-    say(f"run written to {run_dir} (model.keras, metrics.json, curves)")
+        ctx.say(f"kept the previous run as {archived} (tk export/verify/bench take it by that path)")
+    ctx.say(f"run written to {run_dir} (model.keras, metrics.json, curves)")
     return TrainResult(run_dir, metrics, phases, archived)
 
 
-def _dataset(recipe: Recipe, strict: Optional[bool], say: Say) -> SplitDataset:
+def _dataset(recipe: Recipe, strict: Optional[bool], ctx: Context) -> SplitDataset:
     data = recipe.data
     if strict is not None and strict != data.strict:
         from dataclasses import replace
@@ -130,45 +132,31 @@ def _dataset(recipe: Recipe, strict: Optional[bool], say: Say) -> SplitDataset:
         from ..data.synth import make_synthetic_dataset
 
         synth = data.synth
-        say(f"making synthetic data in {root}: {synth.classes} classes x {synth.per_class} images, {synth.size} px")
+        ctx.say(f"making synthetic data in {root}: {synth.classes} classes x {synth.per_class} images, {synth.size} px")
         make_synthetic_dataset(root, synth.classes, synth.per_class, synth.size, seed=recipe.seed)
     dataset = discover(data, recipe.seed)
     for path, reason in dataset.skipped:
-        say(f"skipped {path}: {reason}")
+        ctx.say(f"skipped {path}: {reason}")
     counts = {s: len(items) for s, items in dataset.splits.items()}
-    say(
+    ctx.say(
         f"data: {len(dataset.classes)} classes ({', '.join(dataset.classes)}); "
         + ", ".join(f"{s} {n}" for s, n in counts.items())
         + (f"; {len(dataset.skipped)} files skipped" if dataset.skipped else "")
     )
     gap = gap_in_test(dataset)
     if gap:
-        say(f"warning: {gap}")
+        ctx.say(f"warning: {gap}")
     return dataset
 
 
-def _decoded(
-    dataset: SplitDataset, split: str, recipe: Recipe, say: Say, progress: Progress = NO_PROGRESS
-) -> np.ndarray:
+def _decoded(dataset: SplitDataset, split: str, recipe: Recipe, ctx: Context) -> np.ndarray:
     from .decoded import decoded_images
     from .features import CACHE_DIR
 
-    return decoded_images(
-        dataset.paths(split), recipe.model.image_size, CACHE_DIR, say=say, label=split, progress=progress
-    )
+    return decoded_images(dataset.paths(split), recipe.model.image_size, CACHE_DIR, ctx, label=split)
 
 
-def _optimizer(name: str, learning_rate):  # a float or a keras LearningRateSchedule
-    import keras
-
-    return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}[name](
-        learning_rate=learning_rate
-    )
-
-
-def _callbacks(
-    phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, say: Say, progress: Progress = NO_PROGRESS
-) -> list:
+def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, ctx: Context) -> list:
     import keras
 
     from .callbacks import AtomicBackupAndRestore, BestCheckpoint, HistoryWriter, StopOnNonFinite
@@ -178,22 +166,22 @@ def _callbacks(
         StopOnNonFinite(phase),
         BestCheckpoint(folder),
         HistoryWriter(folder),
-        EpochProgress(phase, epochs, images, say, progress, recipe.train.batch_size),
-        AtomicBackupAndRestore(folder / "backup", phase, say),
+        EpochProgress(phase, epochs, images, ctx, recipe.train.batch_size),
+        AtomicBackupAndRestore(folder / "backup", phase, ctx),
     ]
     if recipe.train.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=recipe.train.early_stopping))
     return callbacks
 
 
-def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, say: Say, progress: Progress = NO_PROGRESS):
+def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Context):
     """Train phase by phase; returns the composed model with the best weights, and phase names."""
     spec = get_backbone(recipe.model.backbone)
     size, train = recipe.model.image_size, recipe.train
     head = build_head(tuple(base.output.shape[1:]), len(dataset.classes), recipe.model, spec.name)
     phases: list[str] = []
     if train.mode == "features":
-        _phase_features(recipe, dataset, base, head, spec.scaling, work / "phases" / "features", say, progress)
+        _phase_features(recipe, dataset, base, head, spec.scaling, work / "phases" / "features", ctx)
         phases.append("features")
         model = compose(base, head, size, spec.scaling, base_training=False)
     else:
@@ -210,15 +198,13 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, say: Sa
             work / "phases" / train.mode,
             train.epochs,
             train.learning_rate,
-            augment=True,
-            say=say,
-            progress=progress,
+            ctx,
         )
         phases.append(train.mode)
     if train.fine_tune.epochs:
         unfreeze(base, train.fine_tune.unfreeze_from, train.fine_tune.unfreeze_last)
         trainable = sum(1 for layer in base.layers if layer.trainable and layer.weights)
-        say(
+        ctx.say(
             f"[finetune] {trainable} backbone layers with weights unfrozen "
             f"(BatchNorm kept in inference mode), learning rate {train.fine_tune.learning_rate:g}"
         )
@@ -230,9 +216,7 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, say: Sa
             work / "phases" / "finetune",
             train.fine_tune.epochs,
             train.fine_tune.learning_rate,
-            augment=True,
-            say=say,
-            progress=progress,
+            ctx,
         )
         phases.append("finetune")
     return model, phases
@@ -265,8 +249,7 @@ def _phase_features(
     head,
     scaling: str,
     folder: Path,
-    say: Say,
-    progress: Progress = NO_PROGRESS,
+    ctx: Context,
 ) -> None:
     """Fast feature extraction: cached conv-base features, head trained on them."""
     import keras
@@ -282,7 +265,7 @@ def _phase_features(
         make_extractor = functools.cache(lambda: build_extractor(base, recipe.model.image_size, scaling))
         engine = train.feature_engine
         if engine == "tflite" and keras.backend.backend() != "tensorflow":
-            say(
+            ctx.say(
                 f"[features] backend {keras.backend.backend()}: extracting with engine keras "
                 "(the LiteRT engine converts the base through TensorFlow)"
             )
@@ -290,7 +273,7 @@ def _phase_features(
         if keras.mixed_precision.global_policy().name != "float32" and engine == "tflite":
             # A float16 graph does not convert to TFLite builtins; mixed precision means a GPU,
             # where Keras' predict is the fast engine anyway.
-            say("[features] mixed_precision: extracting with engine keras (TFLite cannot run the float16 base)")
+            ctx.say("[features] mixed_precision: extracting with engine keras (TFLite cannot run the float16 base)")
             engine = "keras"
         arrays = {}
         for split in ("train", "validation"):
@@ -300,9 +283,8 @@ def _phase_features(
                 recipe.model,
                 engine,
                 recipe.seed,
-                say=say,
+                ctx=ctx,
                 label=split,
-                progress=progress,
             )
             arrays[split] = (features, np.asarray(dataset.labels(split)))
         x, y = arrays["train"]
@@ -310,7 +292,7 @@ def _phase_features(
         rate = knobs.learning_rate(
             train.lr_schedule, train.learning_rate, train.epochs, knobs.steps_per_epoch(len(x), train.batch_size)
         )
-        head.compile(optimizer=_optimizer(train.optimizer, rate), loss=knobs.loss(train), metrics=["accuracy"])
+        head.compile(optimizer=knobs.optimizer(train, rate), loss=knobs.loss(train), metrics=["accuracy"])
         xv, yv = arrays["validation"]
         head.fit(
             x,
@@ -321,12 +303,12 @@ def _phase_features(
             shuffle=True,
             verbose=0,
             class_weight=knobs.class_weights(y, k, train.class_weight),
-            callbacks=_callbacks("features", folder, train.epochs, len(x), recipe, say, progress),
+            callbacks=_callbacks("features", folder, train.epochs, len(x), recipe, ctx),
         )
         _mark_done(folder, time.perf_counter() - start)
         _plot(folder, "features")
     else:
-        say("[features] phase already finished: reusing its best checkpoint")
+        ctx.say("[features] phase already finished: reusing its best checkpoint")
     best = keras.saving.load_model(folder / "best.keras", compile=False)
     head.set_weights(best.get_weights())
 
@@ -339,9 +321,7 @@ def _phase_end_to_end(
     folder: Path,
     epochs: int,
     learning_rate: float,
-    augment: bool,
-    say: Say,
-    progress: Progress = NO_PROGRESS,
+    ctx: Context,
 ) -> None:
     """Train the composed model on images (augmented), keep the best weights by val_loss."""
     import keras
@@ -355,20 +335,20 @@ def _phase_end_to_end(
         start = time.perf_counter()
         k, labels = len(dataset.classes), np.asarray(dataset.labels("train"), np.int32)
         train_ds = batches(
-            _decoded(dataset, "train", recipe, say, progress),
+            _decoded(dataset, "train", recipe, ctx),
             knobs.targets(labels, k, train),
             train.batch_size,
             shuffle=True,
             seed=recipe.seed,
         )
         val_ds = batches(
-            _decoded(dataset, "validation", recipe, say, progress),
+            _decoded(dataset, "validation", recipe, ctx),
             knobs.targets(dataset.labels("validation"), k, train),
             train.batch_size,
         )
-        trainer = training_model(model, train.augment if augment else None, recipe.seed)
+        trainer = training_model(model, train.augment, recipe.seed)
         rate = knobs.learning_rate(train.lr_schedule, learning_rate, epochs, len(train_ds))
-        trainer.compile(optimizer=_optimizer(train.optimizer, rate), loss=knobs.loss(train), metrics=["accuracy"])
+        trainer.compile(optimizer=knobs.optimizer(train, rate), loss=knobs.loss(train), metrics=["accuracy"])
         trainer.fit(
             train_ds,
             validation_data=val_ds,
@@ -376,12 +356,12 @@ def _phase_end_to_end(
             verbose=0,
             shuffle=False,  # batches shuffle
             class_weight=knobs.class_weights(labels, k, train.class_weight),
-            callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, say, progress),
+            callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, ctx),
         )
         _mark_done(folder, time.perf_counter() - start)
         _plot(folder, phase)
     else:
-        say(f"[{phase}] phase already finished: reusing its best checkpoint")
+        ctx.say(f"[{phase}] phase already finished: reusing its best checkpoint")
     if (folder / "best.keras").is_file():
         best = keras.saving.load_model(folder / "best.keras", compile=False)
         model.set_weights(inner_model(best, model.name).get_weights())
@@ -390,7 +370,7 @@ def _phase_end_to_end(
 def _plot(folder: Path, phase: str) -> None:
     from .curves import plot_history
 
-    history = json.loads((folder / "history.json").read_text())
+    history = schemas.load_history(folder / "history.json")
     plot_history(history, folder / "curves.png", f"{phase}: accuracy and loss")
 
 
@@ -406,18 +386,18 @@ def unfreeze(base, unfreeze_from: Optional[str], unfreeze_last: Optional[int]) -
         layer.trainable = i >= start and not is_bn
 
 
-def evaluate(model, dataset: SplitDataset, recipe: Recipe, say: Say, progress: Progress = NO_PROGRESS) -> dict:
+def evaluate(model, dataset: SplitDataset, recipe: Recipe, ctx: Context = SILENT) -> dict:
     """Test-split metrics of the final model, printed as a short table."""
     from .decoded import batches
 
-    images = _decoded(dataset, "test", recipe, say, progress)
+    images = _decoded(dataset, "test", recipe, ctx)
     probs = model.predict(batches(images, None, recipe.train.batch_size), verbose=0)[: len(images)]
     metrics = classification_metrics(np.asarray(dataset.labels("test")), probs, dataset.classes)
     where = " (no test split: these are the validation images)" if dataset.test_is_validation else ""
-    say(f"test accuracy {metrics['accuracy']:.4f} on {metrics['count']} images{where}")
+    ctx.say(f"test accuracy {metrics['accuracy']:.4f} on {metrics['count']} images{where}")
     for name, m in metrics["per_class"].items():
-        say(f"  {name:>16}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  ({m['support']} images)")
-    say("  confusion matrix (rows: true, columns: predicted): " + json.dumps(metrics["confusion_matrix"]))
+        ctx.say(f"  {name:>16}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  ({m['support']} images)")
+    ctx.say("  confusion matrix (rows: true, columns: predicted): " + json.dumps(metrics["confusion_matrix"]))
     return metrics
 
 

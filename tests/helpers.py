@@ -1,0 +1,60 @@
+"""Helpers the tests import (`from helpers import ...`): a small recipe, a Ctrl-C at an epoch,
+the one-line-error check. Fixtures stay in conftest.py, which pytest loads by itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def small_recipe(name: str, root: Path, **sections):
+    """A recipe for tests: synthetic data, small images, few epochs; sections override."""
+    from toolkit.core.recipe import recipe_from_dict
+
+    raw = {
+        "name": name,
+        "seed": 7,
+        "data": {"root": str(root)},
+        "model": {"backbone": "mini_vgg", "weights": "none", "image_size": 32},
+        "train": {
+            "mode": "scratch",
+            "epochs": 12,
+            "batch_size": 16,
+            "augment": {"flip": "none", "rotation": 0.0, "zoom": 0.0},
+        },
+        "export": {"calibration_samples": 60},
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return recipe_from_dict(raw)
+
+
+def interrupt_at_epoch(monkeypatch, epoch: int):
+    """Make training raise KeyboardInterrupt as epoch `epoch` begins (as if Ctrl-C came once the
+    epoch before was done): the callbacks have saved that epoch's checkpoint and resume backup.
+    Returns the function that lets training run on again (for the --resume that follows)."""
+    from toolkit.train.callbacks import Progress
+
+    original = Progress.on_epoch_begin
+
+    def ctrl_c(self, at, logs=None):
+        if at == epoch:
+            raise KeyboardInterrupt
+        original(self, at, logs)
+
+    monkeypatch.setattr(Progress, "on_epoch_begin", ctrl_c)
+    return lambda: monkeypatch.setattr(Progress, "on_epoch_begin", original)
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """A user mistake: exit 1, one line starting 'error: ', no traceback, naming the fragments."""
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# What the web tests pack (tk pack --web): float32 and int8 of both device formats.
+WEB_ARTIFACTS = ("model_float32.tflite", "model_int8.tflite", "model.onnx", "model_int8.onnx")
