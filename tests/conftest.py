@@ -282,21 +282,6 @@ def colour_root(session_dir) -> Path:
     return make_colour_dataset(session_dir / "colours")
 
 
-# name -> (builder in tests/foreign_models.py, file name, --input-range, tk import options)
-FOREIGN = {
-    "mobilenet_v2": ("mobilenet_v2", "mobilenet_v2.keras", "-1..1", []),
-    # a flat folder of held-out images, split by fractions (set here: the test split gets 40%)
-    "logits": (
-        "logits_functional",
-        "logits.keras",
-        "0..1",
-        ["--set", "data.split.train=0.5", "--set", "data.split.validation=0.1", "--set", "data.split.test=0.4"],
-    ),
-    "sequential_h5": ("sequential_h5", "sequential.h5", "caffe", []),
-    "savedmodel": ("saved_model", "saved_model_dir", "torch", []),
-}
-
-
 @pytest.fixture(scope="session")
 def foreign_model(colour_root, session_dir):
     """name -> the model file (or SavedModel folder) built and trained in plain Keras, once."""
@@ -306,7 +291,7 @@ def foreign_model(colour_root, session_dir):
 
     def get(name: str) -> Path:
         if name not in made:
-            builder, file, _, _ = FOREIGN[name]
+            builder, file, _, _ = foreign_models.FOREIGN[name]
             made[name] = getattr(foreign_models, builder)(colour_root / "train", session_dir / "foreign" / file)
         return made[name]
 
@@ -318,6 +303,7 @@ def foreign_model(colour_root, session_dir):
 def imported_run(foreign_model, colour_root, session_dir):
     """name -> (run folder, tk import's CLI output, verify's report): each model imported with the
     CLI, then every format exported and verified (once per session)."""
+    from foreign_models import FOREIGN
     from typer.testing import CliRunner
 
     from toolkit.cli.app import app

@@ -158,3 +158,18 @@ def saved_model(images_dir: Path, folder: Path) -> Path:
     _fit(model, (x / 255.0 - TORCH_MEAN) / TORCH_STD, y)
     model.export(str(folder), verbose=False)
     return folder
+
+
+# name -> (builder in this module, file name, --input-range, tk import options)
+FOREIGN = {
+    "mobilenet_v2": ("mobilenet_v2", "mobilenet_v2.keras", "-1..1", []),
+    # a flat folder of held-out images, split by fractions (set here: the test split gets 40%)
+    "logits": (
+        "logits_functional",
+        "logits.keras",
+        "0..1",
+        ["--set", "data.split.train=0.5", "--set", "data.split.validation=0.1", "--set", "data.split.test=0.4"],
+    ),
+    "sequential_h5": ("sequential_h5", "sequential.h5", "caffe", []),
+    "savedmodel": ("saved_model", "saved_model_dir", "torch", []),
+}

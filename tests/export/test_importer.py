@@ -15,8 +15,8 @@ import pytest
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
-from conftest import FOREIGN, assert_one_line_error  # noqa: E402
-from foreign_models import CAFFE_MEAN, SIZE, TORCH_MEAN, TORCH_STD  # noqa: E402
+from foreign_models import CAFFE_MEAN, FOREIGN, SIZE, TORCH_MEAN, TORCH_STD  # noqa: E402
+from helpers import assert_one_line_error  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from toolkit.cli.app import app  # noqa: E402
@@ -114,9 +114,9 @@ def test_savedmodel_run_is_self_contained(imported_run, tmp_path):
     shutil.copytree(run, moved)
     from toolkit.export.verify import verify_run
 
-    assert verify_run(moved, ["model.onnx"], say=lambda _: None)["passed"]
+    assert verify_run(moved, ["model.onnx"])["passed"]
     result = runner.invoke(
-        app, ["explain", str(moved), "--image", str(load_split(run / "split.json").paths("test")[0])]
+        app, ["explain", "maps", str(moved), "--image", str(load_split(run / "split.json").paths("test")[0])]
     )
     assert_one_line_error(result, "opaque graph", "import the model's .keras or .h5")
 
@@ -124,7 +124,7 @@ def test_savedmodel_run_is_self_contained(imported_run, tmp_path):
 def test_explain_report_pack_bench_work_on_an_imported_run(imported_run, tmp_path):
     run, _, _ = imported_run("sequential_h5")
     image = load_split(run / "split.json").paths("test")[0]
-    result = runner.invoke(app, ["explain", str(run), "--gradcam", "--image", image])
+    result = runner.invoke(app, ["explain", "gradcam", str(run), "--image", image])
     assert result.exit_code == 0 and "gradcam_" in result.output, result.output
     result = runner.invoke(app, ["report", str(run)])
     assert result.exit_code == 0, result.output
