@@ -118,6 +118,7 @@ def finetuned_run(synth_root, session_dir, feature_cache, base_weights):
     """
     from types import SimpleNamespace
 
+    import toolkit.train.fit as fit_module
     import toolkit.train.phases as train_module
 
     recipe = small_recipe(
@@ -131,7 +132,7 @@ def finetuned_run(synth_root, session_dir, feature_cache, base_weights):
         },
     )
     snapshot: dict = {}
-    original = train_module._phase_end_to_end
+    original = fit_module.phase_end_to_end
 
     def spy(phase, model, *args, **kwargs):  # unfreeze() only flips flags: weights are as features left them
         if phase == "finetune":
@@ -144,7 +145,7 @@ def finetuned_run(synth_root, session_dir, feature_cache, base_weights):
 
     messages: list[str] = []
     mp = pytest.MonkeyPatch()
-    mp.setattr(train_module, "_phase_end_to_end", spy)
+    mp.setattr(fit_module, "phase_end_to_end", spy)
     try:
         result = train_module.train(recipe, runs_dir=session_dir / "finetune_runs", ctx=Context(say=messages.append))
     finally:
