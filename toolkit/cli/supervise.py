@@ -91,7 +91,8 @@ def ended_line(signum: int, log: Path, spec: JobSpec) -> str:
                 "(--heartbeat-timeout: it hung, or its host went away), so this one stopped too; "
                 "start every process again with --resume"
             )
-        return f"{who}: JAX's distributed runtime ended it: {fatal[:300]} (its log: {log})"
+        status = fatal.split("absl::Status:", 1)[-1].split(" RPC:")[0].strip()
+        return f"{who}: JAX's distributed runtime ended it: {status[:240]} (its log: {log})"
     name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
     why = " (the out-of-memory killer sends it)" if signum == signal.SIGKILL else ""
     return f"{who} was ended by {name}{why}; start every process again with --resume (its log: {log})"

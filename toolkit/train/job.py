@@ -115,6 +115,17 @@ def _check_spec(spec: JobSpec, addresses: str) -> None:
             f"KERAS_DISTRIBUTION_JOB_ADDRESSES lists {len(listed)} addresses for {spec.processes} processes; "
             "list one per process, or only process 0's"
         )
+    if not spec.cluster:  # nothing else could fill in what is missing
+        for flag, value in (
+            ("--processes", spec.processes),
+            ("--process-id", spec.process_id),
+            ("--coordinator", spec.coordinator),
+        ):
+            if value is None:
+                raise TkError(
+                    f"{flag} is missing: a job needs --processes, --process-id and --coordinator on every process "
+                    "(or the KERAS_DISTRIBUTION_* variables), or --cluster on SLURM, Open MPI, Kubernetes or Cloud TPU"
+                )
     if spec.coordinator is not None:
         _host_port(spec.coordinator)
     for name, value in (("--join-timeout", spec.join_timeout), ("--heartbeat-timeout", spec.heartbeat_timeout)):
@@ -307,22 +318,12 @@ class Job:
             jax.distributed.shutdown()
 
     def lost_peer(self, exc: BaseException) -> Optional[str]:
-        """One line when `exc` is a collective that failed because another process went away."""
-        text = str(exc)
-        if not self.multi or not any(
-            s in text for s in ("Gloo", "Connection reset", "Connection closed", "UNAVAILABLE")
-        ):
+        """Why, when `exc` is a collective that failed because another process went away; else None."""
+        text = str(exc).strip()
+        signs = ("Gloo", "Connection reset", "Connection closed", "UNAVAILABLE")
+        if not self.multi or not any(s in text for s in signs):
             return None
-        reason = text.strip().splitlines()[0][:200]
-        keep = (
-            "best checkpoints are kept in the partial run folder; "
-            if self.writer
-            else "process 0 keeps the best checkpoints; "
-        )
-        return (
-            f"{self.name}: another process of the job went away ({reason}); this one stops too; "
-            f"{keep}start every process again with --resume (the other processes' own lines say why)"
-        )
+        return text.splitlines()[0][:200]
 
     def record(self, global_batch: int) -> dict:
         """What the manifest says about how the run was trained."""

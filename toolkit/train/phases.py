@@ -112,16 +112,15 @@ def train(
 
         on_writer(member, finish)
     except KeyboardInterrupt:
-        kept = f"best checkpoints kept in {work}" if member.writer else "process 0 keeps the best checkpoints"
-        every = " on every process" if member.multi else ""
-        raise TkError(
-            f"interrupted: {kept}; continue with tk train {recipe.source_path or 'RECIPE'} --resume{every}"
-        ) from None
+        raise TkError(f"interrupted: {_resume_hint(recipe, work, member)}") from None
     except Exception as exc:  # a collective that failed because a peer went away: one line
-        line = member.lost_peer(exc)
-        if line is None:
+        reason = member.lost_peer(exc)
+        if reason is None:
             raise
-        raise TkError(line) from None
+        raise TkError(
+            f"{member.name}: another process of the job went away ({reason}), so this one stops too "
+            f"(the others' own lines say why); {_resume_hint(recipe, work, member)}"
+        ) from None
     finally:
         scope.close()
         keras.mixed_precision.set_global_policy("float32")
@@ -134,6 +133,12 @@ def train(
     else:
         ctx.say(f"{member.name} done: process 0 wrote the run ({run_dir.name} in its runs folder)")
     return TrainResult(run_dir, written.get("metrics", {}), phases, archived, record if member.multi else None)
+
+
+def _resume_hint(recipe: Recipe, work: Path, job: Job) -> str:
+    kept = f"best checkpoints kept in {work}" if job.writer else "process 0 keeps the best checkpoints"
+    every = " on every process" if job.multi else ""
+    return f"{kept}; continue with tk train {recipe.source_path or 'RECIPE'} --resume{every}"
 
 
 def _dataset(recipe: Recipe, strict: Optional[bool], ctx: Context, job: Job = SOLO) -> SplitDataset:
