@@ -33,7 +33,7 @@ from . import fit
 from .backbones import build_base, build_head, check_unfreeze_layer, compose, get_backbone, resolve_weights
 from .checkpoints import prepare_partial
 from .job import SOLO, Job, JobSpec
-from .replicas import job_record, join_job, on_writer
+from .replicas import job_record, join_job, on_writer, shared_screener
 from .run_folder import finish_run, swap_into_place
 
 
@@ -152,7 +152,7 @@ def _dataset(recipe: Recipe, strict: Optional[bool], ctx: Context, job: Job = SO
     on_writer(job, lambda: _synthesize(recipe, ctx))
     if not job.writer:
         _synthesize(recipe, ctx)
-    dataset = discover(data, recipe.seed)
+    dataset = discover(data, recipe.seed, screener=shared_screener(job) if job.multi else None)
     if job.multi:
         from .job import digest
 

@@ -12,6 +12,7 @@ runs on a local copy of the model.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -84,6 +85,25 @@ def job_record(model, recipe: Recipe, job: Job, ctx: Context) -> dict:
         job.agree("final weights (sha256)", mine, "the replicas diverged; report it with every process's log")
         record["weights_sha256"] = [d.decode() for d in job.gather(mine.encode())]
     return record
+
+
+def shared_screener(job: Job):
+    """A screener (data.splits.discover) that checks each process's share of the files and tells
+    every process what all of them found: a data set is screened once, not once per host."""
+    from ..data.splits import screen
+
+    def shared(items: list) -> tuple[list, list]:
+        mine = job.shard(range(len(items)))
+        _, bad = screen([items[i] for i in mine])
+        why = dict(bad)  # path -> reason
+        found = [[i, why[items[i][0]]] for i in mine if items[i][0] in why]
+        parts = job.gather(json.dumps(found).encode())
+        # Indices into each host's own listing: a host whose listing differs fails the split check.
+        everyone = {int(i): reason for part in parts for i, reason in json.loads(part) if 0 <= int(i) < len(items)}
+        good = [item for i, item in enumerate(items) if i not in everyone]
+        return good, [(items[i][0], reason) for i, reason in sorted(everyone.items())]
+
+    return shared
 
 
 @contextlib.contextmanager
