@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import small_recipe
+from helpers import SCRATCH_ON_ANOTHER_BACKEND, small_recipe, train_without_tensorflow
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -56,6 +56,23 @@ def trained_run(synth_root, runs_dir, feature_cache) -> Path:
 
     result = train(small_recipe("scratch", synth_root), runs_dir=runs_dir)
     return result.run_dir
+
+
+@pytest.fixture(scope="session")
+def jax_scratch_run(synth_root, tmp_path_factory) -> Path:
+    """The small recipe from scratch with augmentation, trained by one process on JAX (TensorFlow
+    unimportable): the JAX backend's own run, and the one-process reference of a multi-process job."""
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax not installed (make setup installs it)")
+    tmp = tmp_path_factory.mktemp("jax")
+    recipe = small_recipe("jax_scratch", synth_root, train=SCRATCH_ON_ANOTHER_BACKEND)
+    proc = train_without_tensorflow(recipe, tmp, backend_env="jax")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "backend jax, device CPU" in proc.stdout
+    assert "decoded once" in proc.stdout
+    return tmp / "runs" / recipe.name
 
 
 @pytest.fixture(scope="session")

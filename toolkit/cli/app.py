@@ -250,8 +250,9 @@ def train(
         from ..train.phases import train as run_training
 
         result = run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, ctx=ctx, job=job)
-    if as_json:
-        shown = {"run": str(result.run_dir), "recipe": str(recipe), "phases": result.phases, "test": result.metrics}
+    if as_json:  # process 0 of a job (or a single process) has test metrics; each process of a job its digests
+        shown = {"run": str(result.run_dir), "recipe": str(recipe), "phases": result.phases}
+        shown.update({"test": result.metrics} if result.metrics else {})
         say(json_text({**shown, "job": result.job} if result.job else shown))
 
 
