@@ -100,3 +100,7 @@ def train_without_tensorflow(
         env=env,
         timeout=900,
     )
+
+
+# What the web tests pack (tk pack --web): float32 and int8 of both device formats.
+WEB_ARTIFACTS = ("model_float32.tflite", "model_int8.tflite", "model.onnx", "model_int8.onnx")

@@ -47,7 +47,8 @@ def run_child(argv: list[str], spec: JobSpec) -> int:
         CHILD_ENV: json.dumps({"spec": spec.to_json(), "log": log}),
         "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH")))),
     }
-    code = "from toolkit.cli.supervise import child_main; child_main()"
+    # The child names app itself: supervise importing cli.app would be a cycle (app runs supervise).
+    code = "from toolkit.cli.app import app; from toolkit.cli.supervise import child_main; child_main(app)"
     child = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, preexec_fn=_die_with_parent)
     previous = {
         # Ctrl-C reaches the child from the terminal itself; a TERM or HUP sent to tk alone is passed on.
@@ -110,13 +111,11 @@ def _fatal_entry(log: Path) -> str:
     return " ".join(found[-1].group(1).split()) if found else ""
 
 
-def child_main() -> None:
-    """A job's child process: tk's CLI with native output in the log, then os._exit with its code."""
+def child_main(app) -> None:
+    """A job's child process: tk's CLI (`app`) with native output in the log, then os._exit with its code."""
     _native_output_to(json.loads(os.environ[CHILD_ENV])["log"])
     code = 0
     try:
-        from .app import app
-
         app(prog_name="tk")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -7,7 +7,6 @@ the best model so far, and `--resume` (with Keras' BackupAndRestore) continues w
 from __future__ import annotations
 
 import errno
-import json
 import math
 import shutil
 import time
@@ -17,9 +16,10 @@ from typing import Callable
 import keras
 import numpy as np
 
+from ..core import schemas
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
-from ..core.io import atomic_path, write_json_atomic
+from ..core.io import atomic_path, format_size, write_json_atomic
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -48,7 +48,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.folder = Path(folder)
         state = self.folder / "best.json"
-        self.best = json.loads(state.read_text())["val_loss"] if state.is_file() else math.inf
+        self.best = schemas.load_train_state(state).get("val_loss", math.inf) if state.is_file() else math.inf
 
     def on_epoch_end(self, epoch, logs=None):
         val_loss = float((logs or {}).get("val_loss", math.inf))
@@ -103,7 +103,8 @@ def _check_free(path: Path, needed: int) -> None:
     if free < needed:
         raise OSError(
             errno.ENOSPC,
-            f"No space left on device ({free / 2**20:.1f} MiB free, {path.name} needs about {needed / 2**20:.1f} MiB)",
+            f"No space left on device ({format_size(free, binary=True)} free, {path.name} needs about "
+            f"{format_size(needed, binary=True)})",
             str(path),
         )
 
@@ -147,7 +148,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 if self.model.optimizer is not None and not self.model.optimizer.built:
                     self.model.optimizer.build(self.model.trainable_variables)
                 self.model.load_weights(best)
-                epoch = int(json.loads(state.read_text())["epoch"])
+                epoch = int(schemas.load_train_state(state)["epoch"])
                 self.model._initial_epoch = epoch
                 where = f"from its best checkpoint (epoch {epoch}, {best})"
             except Exception:  # noqa: BLE001 -- the best checkpoint is damaged too: start the phase over
@@ -164,7 +165,7 @@ class HistoryWriter(keras.callbacks.Callback):
     def __init__(self, folder: Path):
         super().__init__()
         self.path = Path(folder) / "history.json"
-        self.history: dict[str, list[float]] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.history: dict[str, list[float]] = schemas.load_history(self.path) if self.path.is_file() else {}
 
     def on_epoch_begin(self, epoch, logs=None):
         # After a resume Keras restarts at the backed-up epoch: drop anything recorded after it.

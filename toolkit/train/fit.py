@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..core import schemas
 from ..core.context import Context
 from ..core.io import now, write_json_atomic
 from ..core.recipe import Recipe
@@ -58,14 +58,6 @@ def split_batches(data: np.ndarray, dataset: SplitDataset, split: str, recipe: R
         seed=recipe.seed,
         class_weight=weights,
         label_ids=mine,
-    )
-
-
-def _optimizer(name: str, learning_rate):  # a float or a keras LearningRateSchedule
-    import keras
-
-    return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}[name](
-        learning_rate=learning_rate
     )
 
 
@@ -158,7 +150,7 @@ def phase_features(
         rate = knobs.learning_rate(
             train.lr_schedule, train.learning_rate, train.epochs, knobs.steps_per_epoch(n, train.batch_size)
         )
-        head.compile(optimizer=_optimizer(train.optimizer, rate), loss=knobs.loss(train), metrics=["accuracy"])
+        head.compile(optimizer=knobs.optimizer(train, rate), loss=knobs.loss(train), metrics=["accuracy"])
         callbacks = _callbacks("features", folder, train.epochs, n, recipe, ctx, job)
         if job.multi:
             head.fit(
@@ -232,7 +224,7 @@ def phase_end_to_end(
         )
         trainer = training_model(model, train.augment, recipe.seed)
         rate = knobs.learning_rate(train.lr_schedule, learning_rate, epochs, len(train_ds))
-        trainer.compile(optimizer=_optimizer(train.optimizer, rate), loss=knobs.loss(train), metrics=["accuracy"])
+        trainer.compile(optimizer=knobs.optimizer(train, rate), loss=knobs.loss(train), metrics=["accuracy"])
         labels = np.asarray(dataset.labels("train"), np.int32)
         trainer.fit(
             train_ds,
@@ -255,5 +247,5 @@ def phase_end_to_end(
 def _plot(folder: Path, phase: str) -> None:
     from .curves import plot_history
 
-    history = json.loads((folder / "history.json").read_text())
+    history = schemas.load_history(folder / "history.json")
     plot_history(history, folder / "curves.png", f"{phase}: accuracy and loss")

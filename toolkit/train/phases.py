@@ -30,7 +30,7 @@ from ..core.recipe import Recipe
 from ..core.runs import RUNS_DIR, SplitDataset, save_split
 from ..data.splits import discover, gap_in_test
 from . import fit
-from .backbones import build_base, build_head, check_unfreeze_layer, compose, get_backbone, resolve_weights
+from .backbones import build_base, build_head, check_model, check_unfreeze_layer, compose, get_backbone, resolve_weights
 from .checkpoints import prepare_partial
 from .job import SOLO, Job, JobSpec
 from .replicas import job_record, join_job, on_writer, shared_screener
@@ -59,7 +59,7 @@ def train(
 
     job: join a multi-process job first (JAX backend); every process calls train with the same
     recipe, process 0 writes the run folder and the others return its path without writing."""
-    get_backbone(recipe.model.backbone)  # an unknown name fails before TensorFlow loads
+    check_model(recipe.model)  # an unknown name or a key the backbone does not take fails before TensorFlow loads
     if recipe.train.mode != "scratch" and recipe.model.weights == "none":
         raise TkError(
             f"train.mode: {recipe.train.mode} freezes the conv base, but model.weights is none "
@@ -95,7 +95,7 @@ def train(
         def start() -> None:  # held from before .partial is touched until the run is swapped in: one writer per run
             check_writable(Path(runs_dir))
             scope.enter_context(run_lock(run_dir, "tk train", ctx))
-            prepare_partial(work, recipe, resume, ctx)
+            prepare_partial(work, recipe, resume, ctx, dataset)
             save_split(dataset, work / "split.json")
 
         on_writer(member, start)
