@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import WEB_ARTIFACTS, small_recipe
+from helpers import SCRATCH_ON_ANOTHER_BACKEND, WEB_ARTIFACTS, small_recipe, train_without_tensorflow
 from run_cache import cache_dir, cached, shared
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -85,6 +85,23 @@ def trained_run(synth_root, runs_dir, feature_cache, run_cache) -> Path:
 
 
 @pytest.fixture(scope="session")
+def jax_scratch_run(synth_root, tmp_path_factory) -> Path:
+    """The small recipe from scratch with augmentation, trained by one process on JAX (TensorFlow
+    unimportable): the JAX backend's own run, and the one-process reference of a multi-process job."""
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax not installed (make setup installs it)")
+    tmp = tmp_path_factory.mktemp("jax")
+    recipe = small_recipe("jax_scratch", synth_root, train=SCRATCH_ON_ANOTHER_BACKEND)
+    proc = train_without_tensorflow(recipe, tmp, backend_env="jax")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "backend jax, device CPU" in proc.stdout
+    assert "decoded once" in proc.stdout
+    return tmp / "runs" / recipe.name
+
+
+@pytest.fixture(scope="session")
 def exported_run(trained_run, session_dir, run_cache) -> Path:
     """A copy of trained_run with every format exported: saved_model/, model_{float32,float16,
     dynamic,int8}.tflite (int8: uint8 I/O), model.onnx, all recorded in its manifest.json.
@@ -154,6 +171,7 @@ def finetuned_run(synth_root, session_dir, feature_cache, base_weights):
     """
     from types import SimpleNamespace
 
+    import toolkit.train.fit as fit_module
     import toolkit.train.phases as train_module
 
     recipe = small_recipe(
@@ -167,7 +185,7 @@ def finetuned_run(synth_root, session_dir, feature_cache, base_weights):
         },
     )
     snapshot: dict = {}
-    original = train_module._phase_end_to_end
+    original = fit_module.phase_end_to_end
 
     def spy(phase, model, *args, **kwargs):  # unfreeze() only flips flags: weights are as features left them
         if phase == "finetune":
@@ -180,7 +198,7 @@ def finetuned_run(synth_root, session_dir, feature_cache, base_weights):
 
     messages: list[str] = []
     mp = pytest.MonkeyPatch()
-    mp.setattr(train_module, "_phase_end_to_end", spy)
+    mp.setattr(fit_module, "phase_end_to_end", spy)
     try:
         result = train_module.train(recipe, runs_dir=session_dir / "finetune_runs", ctx=Context(say=messages.append))
     finally:

@@ -4,7 +4,17 @@ the one-line-error check. Fixtures stay in conftest.py, which pytest loads by it
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# What a session trains on JAX and on torch: from scratch, with augmentation.
+SCRATCH_ON_ANOTHER_BACKEND = {
+    "epochs": 8,
+    "augment": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "contrast": 0.1},
+}
 
 
 def small_recipe(name: str, root: Path, **sections):
@@ -54,6 +64,42 @@ def assert_one_line_error(result, *fragments: str) -> None:
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def train_without_tensorflow(
+    recipe, tmp_path: Path, backend_env: str | None = "jax", python: str | None = None
+) -> subprocess.CompletedProcess:
+    """`tk train` of the recipe in a subprocess that cannot import TensorFlow (runs in tmp_path/runs)."""
+    import yaml
+
+    path = tmp_path / f"{recipe.name}.yaml"
+    path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    # A finder that refuses tensorflow, not sys.modules['tensorflow'] = None: Keras' preprocessing
+    # layers take "tensorflow" in sys.modules to mean "maybe inside tf.data" and would import it.
+    # find_spec answers (with no file: torch's dynamo asks find_spec for every library it skips,
+    # and would stop at an error there); importing it fails.
+    code = (
+        "import sys, importlib.abc, importlib.machinery\n"
+        "class NoTF(importlib.abc.MetaPathFinder, importlib.abc.Loader):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'tensorflow': return importlib.machinery.ModuleSpec(name, self)\n"
+        "    def create_module(self, spec): raise ImportError('tensorflow is blocked')\n"
+        "    def exec_module(self, module): raise ImportError('tensorflow is blocked')\n"
+        "sys.meta_path.insert(0, NoTF())\n"
+        "from toolkit.cli.app import app; app()\n"
+        "assert 'tensorflow' not in sys.modules"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TK_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("KERAS_BACKEND", None)
+    if backend_env:
+        env["KERAS_BACKEND"] = backend_env
+    return subprocess.run(
+        [python or sys.executable, "-c", code, "train", str(path), "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
 
 
 # What the web tests pack (tk pack --web): float32 and int8 of both device formats.

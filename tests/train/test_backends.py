@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import small_recipe
+from helpers import SCRATCH_ON_ANOTHER_BACKEND, small_recipe, train_without_tensorflow
 
 REPO = Path(__file__).resolve().parents[2]
 needs_jax = pytest.mark.skipif(
@@ -60,50 +60,15 @@ def _python(backend: str) -> str:
     return torch_python() if backend == "torch" else sys.executable
 
 
-def _train_without_tensorflow(
-    recipe, tmp_path: Path, backend_env: str | None = "jax", python: str | None = None
-) -> subprocess.CompletedProcess:
-    path = tmp_path / f"{recipe.name}.yaml"
-    path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    # A finder that refuses tensorflow, not sys.modules['tensorflow'] = None: Keras' preprocessing
-    # layers take "tensorflow" in sys.modules to mean "maybe inside tf.data" and would import it.
-    # find_spec answers (with no file: torch's dynamo asks find_spec for every library it skips,
-    # and would stop at an error there); importing it fails.
-    code = (
-        "import sys, importlib.abc, importlib.machinery\n"
-        "class NoTF(importlib.abc.MetaPathFinder, importlib.abc.Loader):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'tensorflow': return importlib.machinery.ModuleSpec(name, self)\n"
-        "    def create_module(self, spec): raise ImportError('tensorflow is blocked')\n"
-        "    def exec_module(self, module): raise ImportError('tensorflow is blocked')\n"
-        "sys.meta_path.insert(0, NoTF())\n"
-        "from toolkit.cli.app import app; app()\n"
-        "assert 'tensorflow' not in sys.modules"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TK_CACHE_DIR": str(tmp_path / "cache")}
-    env.pop("KERAS_BACKEND", None)
-    if backend_env:
-        env["KERAS_BACKEND"] = backend_env
-    return subprocess.run(
-        [python or sys.executable, "-c", code, "train", str(path), "--runs-dir", str(tmp_path / "runs")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend_run(request, synth_root, tmp_path_factory) -> Path:
     """Scratch mode with augmentation, trained on JAX or torch (backend from the environment)."""
     backend = request.param
+    if backend == "jax":  # the session's JAX run (a job's test compares itself with it too)
+        return request.getfixturevalue("jax_scratch_run")
     tmp = tmp_path_factory.mktemp(backend)
-    recipe = small_recipe(
-        f"{backend}_scratch",
-        synth_root,
-        train={"epochs": 8, "augment": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "contrast": 0.1}},
-    )
-    proc = _train_without_tensorflow(recipe, tmp, backend_env=backend, python=_python(backend))
+    recipe = small_recipe(f"{backend}_scratch", synth_root, train=SCRATCH_ON_ANOTHER_BACKEND)
+    proc = train_without_tensorflow(recipe, tmp, backend_env=backend, python=_python(backend))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"backend {backend}, device CPU" in proc.stdout
     assert "decoded once" in proc.stdout
@@ -132,7 +97,7 @@ def test_features_then_finetune_from_the_recipe(backend, synth_root, base_weight
             "fine_tune": {"epochs": 1, "unfreeze_from": "block2_conv1", "learning_rate": 1e-4},
         },
     )
-    proc = _train_without_tensorflow(
+    proc = train_without_tensorflow(
         recipe, tmp_path, backend_env=None, python=_python(backend)
     )  # backend from the recipe
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -156,7 +121,7 @@ def test_frozen_base_with_augmentation(backend, synth_root, base_weights, tmp_pa
             "augment": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "contrast": 0.1},
         },
     )
-    proc = _train_without_tensorflow(recipe, tmp_path, backend_env=None, python=_python(backend))
+    proc = train_without_tensorflow(recipe, tmp_path, backend_env=None, python=_python(backend))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = tmp_path / "runs" / recipe.name
     assert json.loads((run / "metrics.json").read_text())["phases"] == ["augment"]
@@ -179,7 +144,7 @@ def test_model_exports_and_verifies_under_tensorflow(backend_run, tmp_path):
 
 
 def test_unknown_backend_in_the_environment_is_one_line(synth_root, tmp_path):
-    proc = _train_without_tensorflow(small_recipe("bad_backend", synth_root), tmp_path, backend_env="mxnet")
+    proc = train_without_tensorflow(small_recipe("bad_backend", synth_root), tmp_path, backend_env="mxnet")
     assert proc.returncode == 1
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: KERAS_BACKEND=mxnet"), lines

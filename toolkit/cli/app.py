@@ -8,6 +8,7 @@ that name formats are generated from core/formats.FORMATS, so a new row shows up
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -26,6 +27,7 @@ from ..core.formats import (
     QUANTIZATIONS,
     suffixes,
 )
+from ..train.job import HEARTBEAT_TIMEOUT, JOIN_TIMEOUT
 from . import common
 from .common import DEFAULT_RUNS, DataRoot, JsonOpt, RunArg, RunsDir, SetOpt, context, say, user_errors
 from .data import data_app
@@ -69,6 +71,9 @@ def main(
     """tk: transfer-learn an image classifier, export it for the edge, verify and benchmark it."""
 
 
+JOB_PANEL = "Multi-process job (JAX backend; see README: Training on several machines)"
+
+
 @app.command()
 @user_errors
 def train(
@@ -87,18 +92,82 @@ def train(
     sets: SetOpt = None,
     as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
+    processes: Annotated[
+        Optional[int],
+        typer.Option(
+            "--processes",
+            metavar="N",
+            help="Join a job of N processes (default: KERAS_DISTRIBUTION_NUM_PROCESSES, or the cluster's).",
+            rich_help_panel=JOB_PANEL,
+        ),
+    ] = None,
+    process_id: Annotated[
+        Optional[int],
+        typer.Option(
+            "--process-id",
+            metavar="I",
+            help="This process's id, 0 to N-1; 0 is the coordinator and the only writer "
+            "(default: KERAS_DISTRIBUTION_PROCESS_ID, or the cluster's).",
+            rich_help_panel=JOB_PANEL,
+        ),
+    ] = None,
+    coordinator: Annotated[
+        Optional[str],
+        typer.Option(
+            "--coordinator",
+            metavar="HOST:PORT",
+            help="Process 0's address (default: KERAS_DISTRIBUTION_JOB_ADDRESSES, JAX_COORDINATOR_ADDRESS, "
+            "or the cluster's).",
+            rich_help_panel=JOB_PANEL,
+        ),
+    ] = None,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Join the job the cluster describes (SLURM, Open MPI, Kubernetes, Cloud TPU: "
+            "jax.distributed's auto-detection) for whatever the flags above leave out.",
+            rich_help_panel=JOB_PANEL,
+        ),
+    ] = False,
+    join_timeout: Annotated[
+        int,
+        typer.Option(
+            "--join-timeout",
+            metavar="SECONDS",
+            help="Give up (one line, exit 1) when not every process has joined by then.",
+            rich_help_panel=JOB_PANEL,
+        ),
+    ] = JOIN_TIMEOUT,
+    heartbeat_timeout: Annotated[
+        int,
+        typer.Option(
+            "--heartbeat-timeout",
+            metavar="SECONDS",
+            help="A process silent this long is dead: the others stop (one line each).",
+            rich_help_panel=JOB_PANEL,
+        ),
+    ] = HEARTBEAT_TIMEOUT,
 ):
     """Train the recipe's classifier: feature extraction, then fine-tuning (or from scratch)."""
     from ..core.io import json_text
     from ..core.recipe import load_recipe
     from ..train.backbones import check_model
     from ..train.backend import select_backend
+    from ..train.job import job_spec
+    from .supervise import child_spec
 
     if not recipe.exists():
         raise TkError(
             f"{recipe}: no such recipe or folder (pass a recipe YAML, e.g. recipes/quickstart.yaml, "
             "or a folder of class folders)"
         )
+    job = child_spec() or job_spec(processes, process_id, coordinator, cluster, join_timeout, heartbeat_timeout)
+    if job is not None and child_spec() is None:  # this process supervises the job's training process
+        argv = ["train", str(recipe), "--runs-dir", str(runs_dir)] + (["--resume"] if resume else [])
+        argv += [] if strict is None else ["--strict" if strict else "--skip-bad"]
+        argv += [arg for item in sets or [] for arg in ("--set", item)] + (["--json"] if as_json else [])
+        raise typer.Exit(_supervise(recipe, sets, job, argv))
     with context(as_json) as ctx:
         if recipe.is_dir():
             from ..data.folder_recipe import write_folder_recipe
@@ -110,13 +179,29 @@ def train(
             quiet.import_tensorflow_quietly()
         from ..train.phases import train as run_training
 
-        result = run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, ctx=ctx)
-    if as_json:
-        say(
-            json_text(
-                {"run": str(result.run_dir), "recipe": str(recipe), "phases": result.phases, "test": result.metrics}
-            )
+        result = run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, ctx=ctx, job=job)
+    if as_json:  # process 0 of a job (or a single process) has test metrics; each process of a job its digests
+        shown = {"run": str(result.run_dir), "recipe": str(recipe), "phases": result.phases}
+        shown.update({"test": result.metrics} if result.metrics else {})
+        say(json_text({**shown, "job": result.job} if result.job else shown))
+
+
+def _supervise(recipe: Path, sets: Optional[list[str]], job, argv: list[str]) -> int:
+    """Checks that need no JAX (recipe, backend, coordinator address), then the training as a child."""
+    from ..core.recipe import load_recipe
+    from ..train.job import check_backend, check_coordinator
+    from .supervise import run_child
+
+    if recipe.is_dir():
+        raise TkError(
+            f"{recipe}: a job trains from a recipe file, the same on every process; run tk train {recipe} "
+            "once without job flags to write one (it stops after training), or write it yourself"
         )
+    loaded = load_recipe(recipe, sets or ())
+    check_backend(os.environ.get("KERAS_BACKEND") or loaded.train.backend)
+    if job.coordinator is not None:
+        check_coordinator(job.coordinator, job.process_id)
+    return run_child(argv, job)
 
 
 @app.command()

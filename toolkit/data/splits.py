@@ -12,6 +12,7 @@ import random
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from ..core.errors import TkError
 from ..core.images import check_image
@@ -21,11 +22,21 @@ from ..core.runs import SPLITS, SplitDataset
 _SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "val", "valid"), "test": ("test",)}
 
 
-def discover(data: DataSection, seed: int, complete: bool = True) -> SplitDataset:
+Items = list[tuple[str, int]]
+
+
+def discover(
+    data: DataSection,
+    seed: int,
+    complete: bool = True,
+    screener: Callable[[Items], tuple[Items, list[tuple[str, str]]]] | None = None,
+) -> SplitDataset:
     """Find classes and images under data.root, screen bad files, and split.
 
     complete: a class with no usable image in train or validation is an error (inspect passes
-    False to list it among its warnings instead)."""
+    False to list it among its warnings instead). screener: what screens the files (default
+    `screen`; a training job shares the screening out among its processes)."""
+    screener = screener or screen
     root = Path(data.root)
     if not root.is_dir():
         if data.source:
@@ -45,8 +56,8 @@ def discover(data: DataSection, seed: int, complete: bool = True) -> SplitDatase
                 f"data.root: {root} needs train/ and validation/ subfolders for layout presplit "
                 f"(found {', '.join(p.name for p in root.iterdir() if p.is_dir()) or 'none'})"
             )
-        return _presplit(root, split_dirs, data.strict, complete)
-    return _folder(root, data, seed, complete)
+        return _presplit(root, split_dirs, data.strict, complete, screener)
+    return _folder(root, data, seed, complete, screener)
 
 
 def _presplit_dirs(root: Path) -> dict[str, Path]:
@@ -98,7 +109,7 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def _presplit(root: Path, split_dirs: dict[str, Path], strict: bool, complete: bool) -> SplitDataset:
+def _presplit(root: Path, split_dirs: dict[str, Path], strict: bool, complete: bool, screener) -> SplitDataset:
     class_sets = {s: _class_dirs(d) for s, d in split_dirs.items()}
     classes = class_sets["train"]
     for split, names in class_sets.items():
@@ -114,7 +125,7 @@ def _presplit(root: Path, split_dirs: dict[str, Path], strict: bool, complete: b
     splits, skipped = {}, []
     for split, folder in split_dirs.items():
         items = [(str(p), k) for k, c in enumerate(classes) if (folder / c).is_dir() for p in _files(folder / c)]
-        good, bad = screen(items)
+        good, bad = screener(items)
         splits[split], skipped = good, skipped + bad
     _finish(skipped, strict, root)
     for split in ("train", "validation") if complete else ():
@@ -130,11 +141,11 @@ def _presplit(root: Path, split_dirs: dict[str, Path], strict: bool, complete: b
     return SplitDataset(str(root), classes, splits, skipped, layout="presplit", test_is_validation=no_test)
 
 
-def _folder(root: Path, data: DataSection, seed: int, complete: bool) -> SplitDataset:
+def _folder(root: Path, data: DataSection, seed: int, complete: bool, screener) -> SplitDataset:
     classes = _class_dirs(root)
     _check_classes(classes, root)
     items = [(str(p), k) for k, c in enumerate(classes) for p in _files(root / c)]
-    good, skipped = screen(items)
+    good, skipped = screener(items)
     _finish(skipped, data.strict, root)
     for name in missing_classes(classes, good) if complete else ():
         raise TkError(

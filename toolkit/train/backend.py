@@ -128,12 +128,23 @@ def say_device(policy: str, ctx: Context) -> None:
         ctx.say(f"warning: {policy} on a CPU is slower than float32; it pays off on a GPU")
 
 
-def distribution_scope(mode: str, ctx: Context):
-    """A context in which the model is built, compiled and fit (data_parallel), else a no-op."""
+def distribution_scope(mode: str, ctx: Context, job=None):
+    """A context in which the model is built, compiled and fit (data_parallel), else a no-op.
+
+    A multi-process job (train/job.py) is always data parallel, over every device of every
+    process, whatever train.distribute says; each process feeds its own share (train/shards.py)."""
     import contextlib
 
     import keras
 
+    if job is not None and job.multi:
+        devices = keras.distribution.list_devices()  # global: every process's devices
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
+        ctx.say(
+            f"distribute: data parallel over {len(devices)} devices of {job.processes} processes "
+            "(keras DataParallel on jax.distributed)"
+        )
+        return _reset_distribution()
     if mode == "none":
         return contextlib.nullcontext()
     backend = keras.backend.backend()

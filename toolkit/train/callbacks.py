@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import keras
+import numpy as np
 
 from ..core import schemas
 from ..core.context import SILENT, Context
@@ -53,8 +54,21 @@ class BestCheckpoint(keras.callbacks.Callback):
         val_loss = float((logs or {}).get("val_loss", math.inf))
         if val_loss < self.best:
             self.best = val_loss
-            save_atomic(self.folder / "best.keras", ".keras", self.model.save, state_bytes(self.model))
+            save_atomic(self.folder / "best.keras", ".keras", _save_alone(self.model), state_bytes(self.model))
             write_json_atomic(self.folder / "best.json", {"epoch": epoch + 1, "val_loss": val_loss})
+
+
+def _save_alone(model) -> Callable[[Path], None]:
+    """model.save outside any distribution: saving builds a throwaway optimizer, whose variables
+    would otherwise be collectives that the other processes of a job (which do not save) never join."""
+
+    def save(path: Path) -> None:
+        from .replicas import no_distribution
+
+        with no_distribution():
+            model.save(path)
+
+    return save
 
 
 def state_bytes(model) -> int:
@@ -229,3 +243,66 @@ class Progress(keras.callbacks.Callback):
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}:{secs:02d}"
+
+
+class JobBackup(keras.callbacks.Callback):
+    """A job's resume backup. Process 0 saves the model's and the optimizer's variables after every
+    epoch (backup/state.npz, atomically); on --resume it reads them back and every process gets them
+    by broadcast: no process but 0 needs the file, and the whole job continues from that epoch.
+    Plain arrays by position, not a Keras weights file: loading one would write the replicated
+    variables on process 0 alone, a collective the others would never join."""
+
+    def __init__(self, backup_dir: Path, job, phase: str, ctx: Context = SILENT):
+        super().__init__()
+        self.folder, self.job, self.phase, self.ctx = Path(backup_dir), job, phase, ctx
+
+    def _variables(self) -> list:
+        return list(self.model.variables) + list(self.model.optimizer.variables)
+
+    def on_train_begin(self, logs=None):
+        optimizer = self.model.optimizer
+        if not optimizer.built:  # its variables exist before the first step, to be restored into
+            optimizer.build(self.model.trainable_variables)
+        variables = self._variables()
+        saved = self._read(variables) if self.job.writer else None
+        epoch = self.job.from_writer(saved[0] if saved else 0)
+        if not epoch:
+            return
+        arrays = saved[1] if saved else [np.zeros(v.shape, v.dtype) for v in variables]
+        for variable, value in zip(variables, self.job.broadcast(arrays), strict=True):
+            variable.assign(value)
+        self.model._initial_epoch = epoch  # what keras' BackupAndRestore sets: fit() starts there
+        self.ctx.say(f"[{self.phase}] the job resumes at epoch {epoch + 1} (backup {self.folder / 'state.npz'})")
+
+    def _read(self, variables: list):
+        """(epoch, arrays) from process 0's backup, or None (no backup, or one of another model)."""
+        path = self.folder / "state.npz"
+        if not path.is_file():
+            if (self.folder / "latest.weights.h5").is_file():
+                self.ctx.say(f"[{self.phase}] the backup was written by a single-process run: the phase starts over")
+            return None
+        try:
+            with np.load(path) as state:
+                arrays = [state[f"v{i}"] for i in range(int(state["count"]))]
+                epoch = int(state["epoch"])
+        except (OSError, KeyError, ValueError) as exc:
+            self.ctx.say(
+                f"[{self.phase}] the resume backup {path} does not load ({type(exc).__name__}): the phase starts over"
+            )
+            return None
+        if [a.shape for a in arrays] != [tuple(v.shape) for v in variables]:
+            self.ctx.say(f"[{self.phase}] the resume backup {path} is of another model: the phase starts over")
+            return None
+        return epoch, arrays
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.job.writer:
+            return
+        arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(self._variables())}
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, count=len(arrays), epoch=epoch + 1, **arrays)
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_atomic(self.folder / "state.npz", ".npz", save, state_bytes(self.model))

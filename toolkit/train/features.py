@@ -119,7 +119,7 @@ def run_extractor(
     """
     if engine == "tflite":
         return _extract_tflite(extractor, paths, size, key, cache_dir, ctx, label)
-    return _extract_keras(extractor, paths, size, ctx, label)
+    return _extract_keras(extractor, paths, size, ctx, label, cache_dir)
 
 
 def _batches(paths: list[str], size: int, batch: int):
@@ -211,13 +211,15 @@ def _convert_via_saved_model(extractor) -> bytes:
         return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
 
 
-def _extract_keras(extractor, paths: list[str], size: int, ctx: Context, label: str = "") -> np.ndarray:
+def _extract_keras(
+    extractor, paths: list[str], size: int, ctx: Context, label: str = "", cache_dir: Optional[Path] = None
+) -> np.ndarray:
     import keras
 
     from .decoded import batches, decoded_images
 
     # The decoding's own lines would interleave with extraction's: only its progress shows.
-    images = decoded_images(paths, size, CACHE_DIR, ctx.but(say=silent), label=label)
+    images = decoded_images(paths, size, cache_dir or CACHE_DIR, ctx.but(say=silent), label=label)
     with ctx.progress.task(_described("extracting features", label), len(images)) as task:
         # verbose=0: Keras' own progress bar would print beside tk's; this callback feeds tk's.
         done = keras.callbacks.LambdaCallback(

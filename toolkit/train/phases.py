@@ -4,51 +4,37 @@ A run is built in exported/<name>.partial/ and swapped into exported/<name>/ onl
 finishes, so an interrupted or failed run never destroys the previous one, and a finished one moves
 the previous run aside (exported/<name>-<trained time>/, core/runs.archive_run); `--resume` continues the
 partial run (finished phases are skipped, the running one restarts from its last epoch).
+
+A multi-process job (train/job.py) runs the same code on every process: each feeds its share of
+every global batch (train/shards.py), process 0 alone writes the run folder, and what it reads from
+there reaches the others as broadcast arrays (train/replicas.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from .. import __version__
-from ..core import schemas
-from ..core.context import SILENT, Context
+from ..core.context import SILENT, Context, silent
 from ..core.errors import TkError
-from ..core.images import INTERPOLATION
-from ..core.io import (
-    atomic_path,
-    check_writable,
-    now,
-    write_json_atomic,
-    write_text_atomic,
-)
+from ..core.io import check_writable
 from ..core.lock import run_lock
 from ..core.metrics import classification_metrics
+from ..core.progress import NO_PROGRESS
 from ..core.recipe import Recipe
-from ..core.runs import (
-    REFERENCE,
-    RUNS_DIR,
-    SplitDataset,
-    archive_run,
-    preprocessing_record,
-    reference_entry,
-    save_manifest,
-    save_split,
-)
-from ..data.splits import discover, gap_in_test, missing_classes
-from . import knobs
+from ..core.runs import RUNS_DIR, SplitDataset, save_split
+from ..data.splits import discover, gap_in_test
+from . import fit
 from .backbones import build_base, build_head, check_model, check_unfreeze_layer, compose, get_backbone, resolve_weights
 from .checkpoints import prepare_partial
+from .job import SOLO, Job, JobSpec
+from .replicas import job_record, join_job, on_writer, shared_screener
+from .run_folder import finish_run, swap_into_place
 
 
 @dataclass
@@ -57,6 +43,7 @@ class TrainResult:
     metrics: dict
     phases: list[str]
     archived: Optional[Path] = None  # where the previous run of this recipe was moved, if there was one
+    job: Optional[dict] = None  # a multi-process job: processes, devices, batch, each process's weights digest
 
 
 def train(
@@ -65,9 +52,13 @@ def train(
     resume: bool = False,
     strict: Optional[bool] = None,
     ctx: Context = SILENT,
+    job: Optional[JobSpec] = None,
 ) -> TrainResult:
     """Train the recipe's model end to end and write its run folder (`ctx.progress`: decoding,
-    feature extraction and each epoch's steps)."""
+    feature extraction and each epoch's steps).
+
+    job: join a multi-process job first (JAX backend); every process calls train with the same
+    recipe, process 0 writes the run folder and the others return its path without writing."""
     check_model(recipe.model)  # an unknown name or a key the backbone does not take fails before TensorFlow loads
     if recipe.train.mode != "scratch" and recipe.model.weights == "none":
         raise TkError(
@@ -75,9 +66,12 @@ def train(
             "(random features); use mode: scratch, or pretrained weights (imagenet or a file)"
         )
     resolve_weights(recipe.model.weights)  # a missing weights file fails before TensorFlow loads
+    member = join_job(job, recipe, resume, ctx)  # before any JAX computation
+    talk = ctx if member.writer else ctx.but(say=silent, progress=NO_PROGRESS)  # process 0 speaks for the job
     import keras
 
     from .backend import distribution_scope, resolve_precision, say_device, seed_everything
+    from .replicas import local_copy
 
     seed_everything(recipe.seed)  # before the base is built: random init is seeded too
     policy = resolve_precision(recipe.train.mixed_precision)
@@ -90,51 +84,86 @@ def train(
     # before anything is touched) yet must close in `finally`, after the KeyboardInterrupt handler.
     scope = contextlib.ExitStack()
     try:
-        scope.enter_context(distribution_scope(recipe.train.distribute, ctx))  # model built and fit inside
+        scope.enter_context(distribution_scope(recipe.train.distribute, talk, member))  # built and fit inside
         # Built once, first: layer-name mistakes and an offline ImageNet download fail here, before
         # the data is read and before an interrupted run's .partial folder (replaced by a new run)
         # is touched.
         base = build_base(recipe.model)
         check_unfreeze_layer(base, recipe.train.fine_tune.unfreeze_from)
-        dataset = _dataset(recipe, strict, ctx)
-        # Held from before .partial is touched until the run is swapped in: one writer per run.
-        check_writable(Path(runs_dir))
-        scope.enter_context(run_lock(run_dir, "tk train", ctx))
-        prepare_partial(work, recipe, resume, ctx, dataset)
-        save_split(dataset, work / "split.json")
-        say_device(policy, ctx)
-        model, phases = _run_phases(recipe, dataset, base, work, ctx)
-        metrics = evaluate(model, dataset, recipe, ctx)
-        _finish_run(recipe, dataset, model, metrics, phases, work)
-        archived = _swap_into_place(work, run_dir)  # inside: under the lock
+        dataset = _dataset(recipe, strict, talk, member)
+
+        def start() -> None:  # held from before .partial is touched until the run is swapped in: one writer per run
+            check_writable(Path(runs_dir))
+            scope.enter_context(run_lock(run_dir, "tk train", ctx))
+            prepare_partial(work, recipe, resume, ctx, dataset)
+            save_split(dataset, work / "split.json")
+
+        on_writer(member, start)
+        say_device(policy, talk)
+        model, phases = _run_phases(recipe, dataset, base, work, talk, member)
+        record = job_record(model, recipe, member, ctx)
+        written: dict = {}
+
+        def finish() -> None:
+            final = local_copy(model) if member.multi else model  # evaluated and saved by process 0 alone
+            written["metrics"] = evaluate(final, dataset, recipe, ctx)
+            finish_run(recipe, dataset, final, written["metrics"], phases, work, record)
+            written["archived"] = swap_into_place(work, run_dir)  # inside: under the lock
+
+        on_writer(member, finish)
     except KeyboardInterrupt:
+        raise TkError(f"interrupted: {_resume_hint(recipe, work, member)}") from None
+    except Exception as exc:  # a collective that failed because a peer went away: one line
+        reason = member.lost_peer(exc)
+        if reason is None:
+            raise
         raise TkError(
-            f"interrupted: best checkpoints kept in {work}; continue with "
-            f"tk train {recipe.source_path or 'RECIPE'} --resume"
+            f"{member.name}: another process of the job went away ({reason}), so this one stops too "
+            f"(the others' own lines say why); {_resume_hint(recipe, work, member)}"
         ) from None
     finally:
         scope.close()
         keras.mixed_precision.set_global_policy("float32")
+    member.leave()
+    archived = written.get("archived")
     if archived is not None:
         ctx.say(f"kept the previous run as {archived} (tk export/verify/bench take it by that path)")
-    ctx.say(f"run written to {run_dir} (model.keras, metrics.json, curves)")
-    return TrainResult(run_dir, metrics, phases, archived)
+    if member.writer:
+        ctx.say(f"run written to {run_dir} (model.keras, metrics.json, curves)")
+    else:
+        ctx.say(f"{member.name} done: process 0 wrote the run ({run_dir.name} in its runs folder)")
+    return TrainResult(run_dir, written.get("metrics", {}), phases, archived, record if member.multi else None)
 
 
-def _dataset(recipe: Recipe, strict: Optional[bool], ctx: Context) -> SplitDataset:
+def _resume_hint(recipe: Recipe, work: Path, job: Job) -> str:
+    kept = f"best checkpoints kept in {work}" if job.writer else "process 0 keeps the best checkpoints"
+    every = " on every process" if job.multi else ""
+    return f"{kept}; continue with tk train {recipe.source_path or 'RECIPE'} --resume{every}"
+
+
+def _dataset(recipe: Recipe, strict: Optional[bool], ctx: Context, job: Job = SOLO) -> SplitDataset:
     data = recipe.data
     if strict is not None and strict != data.strict:
         from dataclasses import replace
 
         data = replace(data, strict=strict)
-    root = Path(data.root)
-    if data.synth and not root.exists():
-        from ..data.synth import make_synthetic_dataset
+    # Synthetic data is made once: by process 0 first, then by a process on another host if its
+    # disk does not have it (the same seed draws the same images).
+    on_writer(job, lambda: _synthesize(recipe, ctx))
+    if not job.writer:
+        _synthesize(recipe, ctx)
+    dataset = discover(data, recipe.seed, screener=shared_screener(job) if job.multi else None)
+    if job.multi:
+        from .job import digest
 
-        synth = data.synth
-        ctx.say(f"making synthetic data in {root}: {synth.classes} classes x {synth.per_class} images, {synth.size} px")
-        make_synthetic_dataset(root, synth.classes, synth.per_class, synth.size, seed=recipe.seed)
-    dataset = discover(data, recipe.seed)
+        # One split: process 0 writes split.json, every process checks it trains on the same one.
+        relative = {k: v for k, v in dataset.to_json().items() if k != "root"}
+        job.agree(
+            "split (sha256)",
+            digest(relative),
+            f"every host needs the same images under data.root ({data.root}); "
+            "tk data inspect RECIPE on each shows the counts",
+        )
     for path, reason in dataset.skipped:
         ctx.say(f"skipped {path}: {reason}")
     counts = {s: len(items) for s, items in dataset.splits.items()}
@@ -149,39 +178,23 @@ def _dataset(recipe: Recipe, strict: Optional[bool], ctx: Context) -> SplitDatas
     return dataset
 
 
-def _decoded(dataset: SplitDataset, split: str, recipe: Recipe, ctx: Context) -> np.ndarray:
-    from .decoded import decoded_images
-    from .features import CACHE_DIR
+def _synthesize(recipe: Recipe, ctx: Context) -> None:
+    root, synth = Path(recipe.data.root), recipe.data.synth
+    if synth and not root.exists():
+        from ..data.synth import make_synthetic_dataset
 
-    return decoded_images(dataset.paths(split), recipe.model.image_size, CACHE_DIR, ctx, label=split)
-
-
-def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, ctx: Context) -> list:
-    import keras
-
-    from .callbacks import AtomicBackupAndRestore, BestCheckpoint, HistoryWriter, StopOnNonFinite
-    from .callbacks import Progress as EpochProgress
-
-    callbacks = [
-        StopOnNonFinite(phase),
-        BestCheckpoint(folder),
-        HistoryWriter(folder),
-        EpochProgress(phase, epochs, images, ctx, recipe.train.batch_size),
-        AtomicBackupAndRestore(folder / "backup", phase, ctx),
-    ]
-    if recipe.train.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(patience=recipe.train.early_stopping))
-    return callbacks
+        ctx.say(f"making synthetic data in {root}: {synth.classes} classes x {synth.per_class} images, {synth.size} px")
+        make_synthetic_dataset(root, synth.classes, synth.per_class, synth.size, seed=recipe.seed)
 
 
-def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Context):
+def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Context, job: Job = SOLO):
     """Train phase by phase; returns the composed model with the best weights, and phase names."""
     spec = get_backbone(recipe.model.backbone)
     size, train = recipe.model.image_size, recipe.train
     head = build_head(tuple(base.output.shape[1:]), len(dataset.classes), recipe.model, spec.name)
     phases: list[str] = []
     if train.mode == "features":
-        _phase_features(recipe, dataset, base, head, spec.scaling, work / "phases" / "features", ctx)
+        fit.phase_features(recipe, dataset, base, head, spec.scaling, work / "phases" / "features", ctx, job)
         phases.append("features")
         model = compose(base, head, size, spec.scaling, base_training=False)
     else:
@@ -190,7 +203,7 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Co
         if scratch:
             _fast_batchnorm(base)
         model = compose(base, head, size, spec.scaling, base_training=None if scratch else False)
-        _phase_end_to_end(
+        fit.phase_end_to_end(
             train.mode,
             model,
             recipe,
@@ -199,6 +212,7 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Co
             train.epochs,
             train.learning_rate,
             ctx,
+            job,
         )
         phases.append(train.mode)
     if train.fine_tune.epochs:
@@ -208,7 +222,7 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Co
             f"[finetune] {trainable} backbone layers with weights unfrozen "
             f"(BatchNorm kept in inference mode), learning rate {train.fine_tune.learning_rate:g}"
         )
-        _phase_end_to_end(
+        fit.phase_end_to_end(
             "finetune",
             model,
             recipe,
@@ -217,6 +231,7 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Co
             train.fine_tune.epochs,
             train.fine_tune.learning_rate,
             ctx,
+            job,
         )
         phases.append("finetune")
     return model, phases
@@ -231,147 +246,6 @@ def _fast_batchnorm(base) -> None:
     for layer in base.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = min(layer.momentum, 0.9)
-
-
-def _phase_done(folder: Path) -> bool:
-    return (folder / "done.json").is_file()
-
-
-def _mark_done(folder: Path, seconds: float) -> None:
-    write_json_atomic(folder / "done.json", {"finished": now(), "seconds": round(seconds, 1)})
-    shutil.rmtree(folder / "backup", ignore_errors=True)
-
-
-def _phase_features(
-    recipe: Recipe,
-    dataset: SplitDataset,
-    base,
-    head,
-    scaling: str,
-    folder: Path,
-    ctx: Context,
-) -> None:
-    """Fast feature extraction: cached conv-base features, head trained on them."""
-    import keras
-
-    from .features import build_extractor, cached_features
-
-    folder.mkdir(parents=True, exist_ok=True)
-    train = recipe.train
-    if not _phase_done(folder):
-        start = time.perf_counter()
-        base.trainable = False
-        # Built on the first cache miss only: with every split cached the base never runs.
-        make_extractor = functools.cache(lambda: build_extractor(base, recipe.model.image_size, scaling))
-        engine = train.feature_engine
-        if engine == "tflite" and keras.backend.backend() != "tensorflow":
-            ctx.say(
-                f"[features] backend {keras.backend.backend()}: extracting with engine keras "
-                "(the LiteRT engine converts the base through TensorFlow)"
-            )
-            engine = "keras"
-        if keras.mixed_precision.global_policy().name != "float32" and engine == "tflite":
-            # A float16 graph does not convert to TFLite builtins; mixed precision means a GPU,
-            # where Keras' predict is the fast engine anyway.
-            ctx.say("[features] mixed_precision: extracting with engine keras (TFLite cannot run the float16 base)")
-            engine = "keras"
-        arrays = {}
-        for split in ("train", "validation"):
-            features, _ = cached_features(
-                make_extractor,
-                dataset.paths(split),
-                recipe.model,
-                engine,
-                recipe.seed,
-                ctx=ctx,
-                label=split,
-            )
-            arrays[split] = (features, np.asarray(dataset.labels(split)))
-        x, y = arrays["train"]
-        k = len(dataset.classes)
-        rate = knobs.learning_rate(
-            train.lr_schedule, train.learning_rate, train.epochs, knobs.steps_per_epoch(len(x), train.batch_size)
-        )
-        head.compile(optimizer=knobs.optimizer(train, rate), loss=knobs.loss(train), metrics=["accuracy"])
-        xv, yv = arrays["validation"]
-        head.fit(
-            x,
-            knobs.targets(y, k, train),
-            validation_data=(xv, knobs.targets(yv, k, train)),
-            epochs=train.epochs,
-            batch_size=train.batch_size,
-            shuffle=True,
-            verbose=0,
-            class_weight=knobs.class_weights(y, k, train.class_weight),
-            callbacks=_callbacks("features", folder, train.epochs, len(x), recipe, ctx),
-        )
-        _mark_done(folder, time.perf_counter() - start)
-        _plot(folder, "features")
-    else:
-        ctx.say("[features] phase already finished: reusing its best checkpoint")
-    best = keras.saving.load_model(folder / "best.keras", compile=False)
-    head.set_weights(best.get_weights())
-
-
-def _phase_end_to_end(
-    phase: str,
-    model,
-    recipe: Recipe,
-    dataset: SplitDataset,
-    folder: Path,
-    epochs: int,
-    learning_rate: float,
-    ctx: Context,
-) -> None:
-    """Train the composed model on images (augmented), keep the best weights by val_loss."""
-    import keras
-
-    from .decoded import batches
-    from .inputs import inner_model, training_model
-
-    folder.mkdir(parents=True, exist_ok=True)
-    train = recipe.train
-    if not _phase_done(folder):
-        start = time.perf_counter()
-        k, labels = len(dataset.classes), np.asarray(dataset.labels("train"), np.int32)
-        train_ds = batches(
-            _decoded(dataset, "train", recipe, ctx),
-            knobs.targets(labels, k, train),
-            train.batch_size,
-            shuffle=True,
-            seed=recipe.seed,
-        )
-        val_ds = batches(
-            _decoded(dataset, "validation", recipe, ctx),
-            knobs.targets(dataset.labels("validation"), k, train),
-            train.batch_size,
-        )
-        trainer = training_model(model, train.augment, recipe.seed)
-        rate = knobs.learning_rate(train.lr_schedule, learning_rate, epochs, len(train_ds))
-        trainer.compile(optimizer=knobs.optimizer(train, rate), loss=knobs.loss(train), metrics=["accuracy"])
-        trainer.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=epochs,
-            verbose=0,
-            shuffle=False,  # batches shuffle
-            class_weight=knobs.class_weights(labels, k, train.class_weight),
-            callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, ctx),
-        )
-        _mark_done(folder, time.perf_counter() - start)
-        _plot(folder, phase)
-    else:
-        ctx.say(f"[{phase}] phase already finished: reusing its best checkpoint")
-    if (folder / "best.keras").is_file():
-        best = keras.saving.load_model(folder / "best.keras", compile=False)
-        model.set_weights(inner_model(best, model.name).get_weights())
-
-
-def _plot(folder: Path, phase: str) -> None:
-    from .curves import plot_history
-
-    history = schemas.load_history(folder / "history.json")
-    plot_history(history, folder / "curves.png", f"{phase}: accuracy and loss")
 
 
 def unfreeze(base, unfreeze_from: Optional[str], unfreeze_last: Optional[int]) -> None:
@@ -390,7 +264,7 @@ def evaluate(model, dataset: SplitDataset, recipe: Recipe, ctx: Context = SILENT
     """Test-split metrics of the final model, printed as a short table."""
     from .decoded import batches
 
-    images = _decoded(dataset, "test", recipe, ctx)
+    images = fit.decoded_split(dataset, "test", recipe, ctx)
     probs = model.predict(batches(images, None, recipe.train.batch_size), verbose=0)[: len(images)]
     metrics = classification_metrics(np.asarray(dataset.labels("test")), probs, dataset.classes)
     where = " (no test split: these are the validation images)" if dataset.test_is_validation else ""
@@ -399,48 +273,3 @@ def evaluate(model, dataset: SplitDataset, recipe: Recipe, ctx: Context = SILENT
         ctx.say(f"  {name:>16}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  ({m['support']} images)")
     ctx.say("  confusion matrix (rows: true, columns: predicted): " + json.dumps(metrics["confusion_matrix"]))
     return metrics
-
-
-def _finish_run(recipe: Recipe, dataset: SplitDataset, model, metrics: dict, phases: list[str], work: Path) -> None:
-    import yaml
-
-    with atomic_path(work / REFERENCE, suffix=".keras") as tmp:
-        model.save(tmp)
-    record = {"test": metrics, "phases": phases}
-    missing = missing_classes(dataset.classes, dataset.splits["test"])
-    if missing:  # so a later reader knows these test figures are not comparable
-        record["test_missing_classes"] = missing
-        record["warnings"] = [gap_in_test(dataset)]
-    write_json_atomic(work / "metrics.json", record)
-    write_text_atomic(work / "labels.txt", "\n".join(dataset.classes) + "\n")
-    write_text_atomic(work / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    spec = get_backbone(recipe.model.backbone)
-    size = recipe.model.image_size
-    manifest = {
-        "name": recipe.name,
-        "tk_version": __version__,
-        "created": now(),
-        "trained": now(),  # what "the latest run" sorts by (export, verify and bench rewrite the file)
-        "recipe": recipe.source_path,
-        "backbone": spec.name,
-        "classes": dataset.classes,
-        "preprocessing": preprocessing_record((size, size), spec.scaling, INTERPOLATION),
-        "metrics": {"test_accuracy": metrics["accuracy"]},
-        "artifacts": {
-            REFERENCE: reference_entry(work / REFERENCE, (size, size), len(dataset.classes), _backend_name())
-        },
-    }
-    save_manifest(work, manifest)
-
-
-def _backend_name() -> str:
-    import keras
-
-    return keras.backend.backend()
-
-
-def _swap_into_place(work: Path, run_dir: Path) -> Optional[Path]:
-    """Make the finished run the recipe's stable name; the previous run is moved aside, never deleted."""
-    archived = archive_run(run_dir)
-    os.replace(work, run_dir)
-    return archived
