@@ -21,9 +21,8 @@ from ..core.context import Context, silent
 from ..core.errors import TkError, fault_line
 from .progress import live_console, progress_for
 
-# TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user; set
-# TF_CPP_MIN_LOG_LEVEL=0 to see them again.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user: importing
+# toolkit sets TF_CPP_MIN_LOG_LEVEL=3 unless it is set (core/quiet.py); TK_TF_LOGS=1 shows them.
 
 
 def _flags_without_type() -> None:
