@@ -19,28 +19,17 @@ from rich.console import Console
 from ..core import quiet
 from ..core.context import Context, silent
 from ..core.errors import TkError, fault_line
+from ..core.formats import EXPORT_FORMATS, QUANTIZATIONS
+from ..core.recipe_keys import SCRATCH, with_shortcuts
+from .helpfmt import show_metavars_not_types
+from .options import PANEL_SHORTCUTS, check_choices, comma_list, shortcut, thread_counts
 from .progress import live_console, progress_for
 
 # TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user: importing
 # toolkit sets TF_CPP_MIN_LOG_LEVEL=3 unless it is set (core/quiet.py); TK_TF_LOGS=1 shows them.
 
 
-def _flags_without_type() -> None:
-    """Typer 0.29's rich help shows every on/off flag (--json, --help too) as taking a `<bool>`;
-    a flag takes no value, so show none (plain click help already leaves it out)."""
-    option = getattr(getattr(typer, "core", None), "TyperOption", None)
-    shown = getattr(option, "display_type_rich", None)
-    if shown is None or getattr(shown, "_tk_flag_fix", False):
-        return
-
-    def display_type_rich(self, ctx):
-        return None if getattr(self, "is_flag", False) else shown(self, ctx)
-
-    display_type_rich._tk_flag_fix = True
-    option.display_type_rich = display_type_rich
-
-
-_flags_without_type()
+show_metavars_not_types()
 
 EXIT_CODES = (
     "Exit codes: 0 ok; 1 a failed check (verify parity, export, ship limits) or a mistake tk "
@@ -117,13 +106,17 @@ def user_errors(fn):
     return wrapper
 
 
-RunArg = Annotated[Optional[str], typer.Argument(help="Run folder, recipe file or run name (default: the latest run).")]
-RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run folders live.")]
+RunArg = Annotated[
+    Optional[str],
+    typer.Argument(metavar="[RUN]", help="Run folder, recipe file or run name (default: the latest run)."),
+]
+RunsDir = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Where run folders live.")]
 DEFAULT_RUNS = Path(os.environ.get("TK_RUNS_DIR", "exported"))
 DataRoot = Annotated[
     Optional[Path],
     typer.Option(
         "--data-root",
+        metavar="DIR",
         help="The dataset folder on this machine, if it moved since training (default: the root split.json records).",
     ),
 ]
@@ -148,8 +141,11 @@ def train(
     recipe: Annotated[
         Path,
         typer.Argument(
-            help="Recipe YAML (e.g. recipes/quickstart.yaml), or a folder of class "
-            "folders: trained with a default recipe written to recipes/<folder>.yaml (./<folder>.yaml if there is no recipes/ here)."
+            metavar="RECIPE|DIR",
+            help="Recipe YAML (e.g. recipes/quickstart.yaml), or a folder of class folders: trained with a "
+            "default recipe (MobileNetV2 pretrained on ImageNet, 224 px, cached features then fine-tuning; "
+            "--scratch: MiniVGGNet, no download) written to recipes/<folder>.yaml (./<folder>.yaml if there "
+            "is no recipes/ here).",
         ),
     ],
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
@@ -157,41 +153,89 @@ def train(
         Optional[bool], typer.Option("--strict/--skip-bad", help="Fail on bad image files instead of skipping them.")
     ] = None,
     sets: SetOpt = None,
+    epochs: Annotated[Optional[int], shortcut("--epochs")] = None,
+    image_size: Annotated[Optional[int], shortcut("--image-size")] = None,
+    batch_size: Annotated[Optional[int], shortcut("--batch-size")] = None,
+    backbone: Annotated[Optional[str], shortcut("--backbone")] = None,
+    weights: Annotated[Optional[str], shortcut("--weights")] = None,
+    lr: Annotated[Optional[float], shortcut("--lr")] = None,
+    mode: Annotated[Optional[str], shortcut("--mode")] = None,
+    scratch: Annotated[
+        bool,
+        typer.Option(
+            "--scratch",
+            help="Train MiniVGGNet from random weights, no download (offline): sets " + ", ".join(SCRATCH) + ".",
+            rich_help_panel=PANEL_SHORTCUTS,
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
-    """Train the recipe's classifier: feature extraction, then fine-tuning (or from scratch)."""
+    """Train the recipe's classifier: feature extraction, then fine-tuning (or from scratch).
+
+    Every recipe key, with its type, default and meaning: tk keys.
+    """
     from ..core.io import json_text
-    from ..core.recipe import load_recipe
-    from ..train.backend import select_backend
+    from ..train.from_path import train_from_path
 
-    if not recipe.exists():
-        raise TkError(
-            f"{recipe}: no such recipe or folder (pass a recipe YAML, e.g. recipes/quickstart.yaml, "
-            "or a folder of class folders)"
-        )
+    given = {
+        "--epochs": epochs,
+        "--image-size": image_size,
+        "--batch-size": batch_size,
+        "--backbone": backbone,
+        "--weights": weights,
+        "--lr": lr,
+        "--mode": mode,
+    }
+    overrides = with_shortcuts(sets or [], given, scratch)
     with context(as_json) as ctx:
-        if recipe.is_dir():
-            from ..data.folder_recipe import write_folder_recipe
-
-            recipe, sets = write_folder_recipe(recipe, sets or [], ctx), None
-        loaded = load_recipe(recipe, sets or ())
-        if select_backend(loaded) == "tensorflow":  # before keras is first imported: it reads KERAS_BACKEND once
-            quiet.import_tensorflow_quietly()
-        from ..train.phases import train as run_training
-
-        result = run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, ctx=ctx)
+        result, recipe_path = train_from_path(recipe, overrides, runs_dir, resume, strict, ctx)
     if as_json:
         say(
             json_text(
-                {"run": str(result.run_dir), "recipe": str(recipe), "phases": result.phases, "test": result.metrics}
+                {
+                    "run": str(result.run_dir),
+                    "recipe": str(recipe_path),
+                    "phases": result.phases,
+                    "test": result.metrics,
+                }
             )
         )
+    else:
+        say(f"next: tk export {result.run_dir} && tk verify {result.run_dir} (then tk bench, tk pack)")
 
 
 @app.command()
 @user_errors
-def layers(recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")], sets: SetOpt = None):
+def keys(
+    prefix: Annotated[
+        Optional[str],
+        typer.Argument(metavar="[SECTION]", help="Only keys under this section, e.g. train or model.head."),
+    ] = None,
+    as_json: JsonOpt = False,
+):
+    """Every recipe key: its type, default and meaning (for recipe files and --set KEY=VALUE)."""
+    from ..core.io import json_text
+    from ..core.recipe_keys import recipe_keys
+    from ..train.backbones import BACKBONES
+    from .render import keys_table
+
+    found = recipe_keys(prefix or "")
+    if not found:
+        sections = sorted({k.key.split(".")[0] for k in recipe_keys()})
+        raise TkError(f"{prefix}: no recipe key starts with it; sections: {', '.join(sections)}")
+    if as_json:
+        say(json_text([k.to_json() for k in found]))
+        return
+    out = console if console.is_terminal else Console(width=160, highlight=False)
+    out.print(keys_table(found))
+    if any(k.key == "model.backbone" for k in found):
+        say("model.backbone: " + ", ".join(BACKBONES))
+
+
+@app.command()
+@user_errors
+def layers(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML.")], sets: SetOpt = None):
     """List the backbone's layer names (for feature_layer and fine_tune.unfreeze_from)."""
     quiet.import_tensorflow_quietly()
     from ..core.recipe import load_recipe
@@ -204,11 +248,11 @@ def layers(recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")], sets: S
 @data_app.command("synth")
 @user_errors
 def data_synth(
-    directory: Annotated[Path, typer.Argument(help="Folder to create (one sub-folder per class).")],
-    classes: Annotated[int, typer.Option(help="Number of classes (2-8).")] = 3,
-    per_class: Annotated[int, typer.Option("--per-class", help="Images per class.")] = 60,
-    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to create (one sub-folder per class).")],
+    classes: Annotated[int, typer.Option(metavar="N", help="Number of classes (2-8).")] = 3,
+    per_class: Annotated[int, typer.Option("--per-class", metavar="N", help="Images per class.")] = 60,
+    size: Annotated[int, typer.Option(metavar="PX", help="Image side in pixels.")] = 64,
+    seed: Annotated[int, typer.Option(metavar="N", help="Random seed.")] = 0,
 ):
     """Make a procedural, learnable image dataset (shapes on textures) for offline work."""
     from ..data.synth import make_synthetic_dataset
@@ -220,7 +264,7 @@ def data_synth(
 @data_app.command("inspect")
 @user_errors
 def data_inspect(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML whose data section to inspect.")],
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML whose data section to inspect.")],
     as_json: JsonOpt = False,
     sets: SetOpt = None,
 ):
@@ -243,7 +287,10 @@ def data_inspect(
 
 @data_app.command("fetch")
 @user_errors
-def data_fetch(recipe: Annotated[Path, typer.Argument(help="Recipe YAML with data.source.url.")], sets: SetOpt = None):
+def data_fetch(
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML with data.source.url.")],
+    sets: SetOpt = None,
+):
     """Download the recipe's dataset, check its sha256, unpack it safely into data.root."""
     from ..core.recipe import load_recipe
     from ..data.fetch import fetch
@@ -257,22 +304,21 @@ def data_fetch(recipe: Annotated[Path, typer.Argument(help="Recipe YAML with dat
 def predict(
     artifact: Annotated[
         Path,
-        typer.Argument(help="Model file (.tflite, .onnx, .keras or a SavedModel folder) with manifest.json beside it."),
+        typer.Argument(
+            metavar="MODEL",
+            help="Model file (.tflite, .onnx, .keras or a SavedModel folder) with manifest.json beside it.",
+        ),
     ],
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
-    top_k: Annotated[int, typer.Option("--top-k", help="Labels to show per image.")] = 1,
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files or folders of images.")],
+    top_k: Annotated[int, typer.Option("--top-k", metavar="K", help="Labels to show per image.")] = 1,
     as_json: JsonOpt = False,
     threads: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Runtime threads, as in bench (e.g. 2 or 1,2); predict runs once, "
-            "with the first count (default: all cores)."
-        ),
+        Optional[int],
+        typer.Option(metavar="N", help="Runtime threads (default: the runtime's own choice, all cores)."),
     ] = None,
 ):
     """Label images with an exported model; .tflite/.onnx need only the base install (no TensorFlow)."""
     from ..core.io import json_text
-    from ..edge.bench import parse_threads
     from ..edge.predict import bad_files_line, format_prediction
     from ..edge.predict import predict as run_predict
 
@@ -284,10 +330,7 @@ def predict(
         if len(bad) > 1:  # the first one is named in the closing error line
             err_console.print(f"skipped: {file}: {why}", style="yellow", markup=False, soft_wrap=True)
 
-    counts = parse_threads(threads) if threads is not None else ()
-    results = run_predict(
-        artifact, images, k=top_k, threads=counts[0] if counts else None, on_prediction=echo, on_bad=skipped
-    )
+    results = run_predict(artifact, images, k=top_k, threads=threads, on_prediction=echo, on_bad=skipped)
     if as_json:
         say(json_text([p.to_json() for p in results]))
     if bad:  # exit 1: a script must not take a partial answer for a whole one
@@ -301,29 +344,41 @@ def export_cmd(
     formats: Annotated[
         Optional[list[str]],
         typer.Option(
-            "--format", help="savedmodel, tflite, onnx or all; repeatable (default: the recipe's export.formats)."
+            "--format",
+            metavar="FORMAT[,FORMAT...]",
+            help=f"{', '.join(EXPORT_FORMATS)} or all (default: the recipe's export.formats).",
         ),
     ] = None,
     quantize: Annotated[
         Optional[list[str]],
         typer.Option(
             "--quantize",
-            help="Quantization: none, float16, dynamic, int8 (TFLite and ONNX) or all; repeatable (default: export.quantize).",
+            metavar="QUANT[,QUANT...]",
+            help=f"{', '.join(QUANTIZATIONS)} (TFLite; ONNX: none, int8) or all (default: export.quantize).",
         ),
     ] = None,
-    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: export.onnx_opset).")] = None,
+    opset: Annotated[
+        Optional[int], typer.Option("--opset", metavar="N", help="ONNX opset (default: export.onnx_opset).")
+    ] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
     int8_fallback: Annotated[
         Optional[bool],
         typer.Option(
             "--int8-fallback/--no-int8-fallback",
-            help="TFLite int8 that fails the int8 gate keeps its most sensitive layers in float (default: export.int8_fallback.enabled).",
+            help="TFLite int8 that fails the int8 gate keeps its most sensitive layers in float "
+            "(default: export.int8_fallback.enabled).",
         ),
     ] = None,
     as_json: JsonOpt = False,
 ):
     """Export a trained run to SavedModel, TFLite (float32/float16/dynamic/int8) and ONNX (float32/int8)."""
+    formats = check_choices("--format", comma_list(formats), EXPORT_FORMATS)  # before the run is looked up
+    quantize = check_choices("--quantize", comma_list(quantize), QUANTIZATIONS)
+    from ..core.recipe import ONNX_OPSETS
+
+    if opset is not None and not ONNX_OPSETS[0] <= opset <= ONNX_OPSETS[1]:
+        raise TkError(f"--opset: must be between {ONNX_OPSETS[0]} and {ONNX_OPSETS[1]} (got {opset})")
     quiet.import_tensorflow_quietly()
     from ..core.io import json_text
     from ..core.runs import resolve_run
@@ -342,7 +397,11 @@ def verify(
     run: RunArg = None,
     artifacts: Annotated[
         Optional[list[str]],
-        typer.Option("--artifact", help="Only this artifact file name; repeatable (default: every exported artifact)."),
+        typer.Option(
+            "--artifact",
+            metavar="FILE[,FILE...]",
+            help="Only these artifact files, e.g. model_int8.tflite (default: every exported artifact).",
+        ),
     ] = None,
     as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
@@ -360,7 +419,7 @@ def verify(
 
     with context(as_json, data_root) as ctx:  # one ✓/✗ line per artifact, with its numbers and failures
         run_dir = resolve_run(run, runs_dir, ctx)
-        report = verify_run(run_dir, artifacts, check=False, ctx=ctx)
+        report = verify_run(run_dir, comma_list(artifacts), check=False, ctx=ctx)
     if as_json:
         say(json_text(report))
         if not report["passed"]:
@@ -373,29 +432,36 @@ def verify(
 def bench(
     targets: Annotated[
         Optional[list[str]],
-        typer.Argument(help="Run folders, recipes, run names or artifact files (default: the latest run)."),
+        typer.Argument(
+            metavar="[TARGET]...",
+            help="Run folders, recipes, run names or artifact files (default: the latest run).",
+        ),
     ] = None,
     threads: Annotated[
-        Optional[str],
-        typer.Option(help="Thread counts, comma-separated (default: the recipe's bench.threads, else 1,2)."),
+        Optional[list[str]],
+        typer.Option(metavar="N[,N...]", help="Thread counts (default: the recipe's bench.threads, else 1,2)."),
     ] = None,
     runs: Annotated[
         Optional[int],
         typer.Option(
-            help="Timed batch-1 predictions per artifact and thread count (default: the recipe's bench.runs, else 300)."
+            metavar="N",
+            help="Timed batch-1 predictions per artifact and thread count "
+            "(default: the recipe's bench.runs, else 300).",
         ),
     ] = None,
     warmup: Annotated[
-        Optional[int], typer.Option(help="Untimed predictions before timing (default: the recipe's bench.warmup).")
+        Optional[int],
+        typer.Option(metavar="N", help="Untimed predictions before timing (default: the recipe's bench.warmup)."),
     ] = None,
     batch: Annotated[
-        Optional[int], typer.Option(help="Batch size for the throughput figure (default: the recipe's bench.batch).")
+        Optional[int],
+        typer.Option(metavar="N", help="Batch size for the throughput figure (default: the recipe's bench.batch)."),
     ] = None,
     max_latency_ms: Annotated[
-        Optional[float], typer.Option("--max-latency-ms", help="Ship limit: batch-1 p50 latency.")
+        Optional[float], typer.Option("--max-latency-ms", metavar="MS", help="Ship limit: batch-1 p50 latency.")
     ] = None,
     min_accuracy: Annotated[
-        Optional[float], typer.Option("--min-accuracy", help="Ship limit: test accuracy (0..1).")
+        Optional[float], typer.Option("--min-accuracy", metavar="FRACTION", help="Ship limit: test accuracy (0..1).")
     ] = None,
     as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
@@ -406,10 +472,10 @@ def bench(
     --json prints bench.json's content (one object per run) instead of the table.
     """
     from ..core.io import json_text
-    from ..edge.bench import bench_targets, machine_label, parse_threads
+    from ..edge.bench import bench_targets, machine_label
     from .render import rows_table, ship_line
 
-    given = {"threads": parse_threads(threads) if threads else None, "runs": runs, "warmup": warmup, "batch": batch}
+    given = {"threads": thread_counts(threads), "runs": runs, "warmup": warmup, "batch": batch}
     with context(as_json, data_root) as ctx:
         result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy, ctx)
     reports = result["reports"]
@@ -433,34 +499,47 @@ def bench(
 @app.command("pack")
 @user_errors
 def pack_cmd(
-    run: Annotated[str, typer.Argument(help="Run folder, recipe file or run name.")],
-    directory: Annotated[Path, typer.Argument(help="Folder to write the device bundle to (new or empty).")],
+    run: RunArg = None,
+    directory: Annotated[
+        Optional[Path],
+        typer.Argument(
+            metavar="[DIR]",
+            help="Folder to write the device bundle to, new or empty (default: <runs-dir>/<run name>-device).",
+        ),
+    ] = None,
     formats: Annotated[
         Optional[list[str]],
         typer.Option(
             "--format",
-            help="Only artifacts of this format (tflite, onnx); repeatable (default: every .tflite and .onnx).",
+            metavar="FORMAT[,FORMAT...]",
+            help="Only artifacts of these formats (tflite, onnx; default: every .tflite and .onnx).",
         ),
     ] = None,
     artifacts: Annotated[
         Optional[list[str]],
-        typer.Option("--artifact", help="Only this artifact file, e.g. model_int8.tflite; repeatable."),
+        typer.Option("--artifact", metavar="FILE[,FILE...]", help="Only these artifact files, e.g. model_int8.tflite."),
     ] = None,
     samples: Annotated[
-        int, typer.Option("--samples", help="Test images to include, stratified by class (0: none).")
+        int, typer.Option("--samples", metavar="N", help="Test images to include, stratified by class (0: none).")
     ] = 200,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it holds an earlier bundle.")] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
     as_json: JsonOpt = False,
 ):
-    """Write the folder a device gets: artifacts, manifest, labels.txt and a labelled test sample."""
+    """Write the folder a device gets: artifacts, manifest, labels.txt and a labelled test sample.
+
+    With no arguments: the latest run, into <runs-dir>/<its name>-device.
+    """
     from ..core.io import json_text
     from ..core.runs import resolve_run
-    from ..edge.pack import pack
+    from ..edge.pack import device_formats, pack
 
+    formats = check_choices("--format", comma_list(formats), device_formats(), every="")  # before the run
     with context(as_json, data_root) as ctx:
-        out = pack(resolve_run(run, runs_dir, ctx), directory, formats, artifacts, samples, force, ctx)
+        run_dir = resolve_run(run, runs_dir, ctx)
+        directory = directory if directory is not None else Path(runs_dir) / f"{Path(run_dir).resolve().name}-device"
+        out = pack(run_dir, directory, formats, comma_list(artifacts), samples, force, ctx)
     if as_json:
         say(json_text(out))
         return
@@ -479,7 +558,7 @@ explain_app = typer.Typer(
     help="Feature maps, activation maximization and Grad-CAM of a trained run, as PNGs in RUN/explain/.",
 )
 app.add_typer(explain_app, name="explain")
-ImageOpt = Annotated[Path, typer.Option("--image", help="The image to explain.")]
+ImageOpt = Annotated[Path, typer.Option("--image", metavar="IMAGE", help="The image to explain.")]
 
 
 @explain_app.command("maps")
@@ -488,10 +567,14 @@ def explain_maps(
     run: RunArg = None,
     image: ImageOpt = ...,
     layers: Annotated[
-        Optional[str],
-        typer.Option("--layers", help="Backbone layers, comma-separated (default: the backbone's usual conv layers)."),
+        Optional[list[str]],
+        typer.Option(
+            "--layers",
+            metavar="LAYER[,LAYER...]",
+            help="Backbone layers (default: the backbone's usual conv layers).",
+        ),
     ] = None,
-    count: Annotated[int, typer.Option("--count", help="Channels shown per layer.")] = 16,
+    count: Annotated[int, typer.Option("--count", metavar="N", help="Channels shown per layer.")] = 16,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
     """What the backbone's layers see in one image: a grid of each layer's first channels."""
@@ -499,7 +582,7 @@ def explain_maps(
     from ..core.runs import resolve_run
     from ..explain.feature_maps import explain_feature_maps
 
-    names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
+    names = comma_list(layers)
     with context() as ctx:
         explain_feature_maps(resolve_run(run, runs_dir, ctx), image, names, count, ctx)
 
@@ -510,10 +593,14 @@ def explain_filters(
     run: RunArg = None,
     layer: Annotated[
         Optional[str],
-        typer.Option("--layer", help="Backbone, head or predictions layer (default: the deepest usual conv layer)."),
+        typer.Option(
+            "--layer",
+            metavar="LAYER",
+            help="Backbone, head or predictions layer (default: the deepest usual conv layer).",
+        ),
     ] = None,
-    count: Annotated[int, typer.Option("--count", help="Filters (or units, or classes) to show.")] = 8,
-    steps: Annotated[int, typer.Option("--steps", help="Gradient-ascent steps.")] = 160,
+    count: Annotated[int, typer.Option("--count", metavar="N", help="Filters (or units, or classes) to show.")] = 8,
+    steps: Annotated[int, typer.Option("--steps", metavar="N", help="Gradient-ascent steps.")] = 160,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
     """Activation maximization: the input pattern each of a layer's filters responds to most."""
@@ -531,15 +618,22 @@ def explain_filters(
 def explain_gradcam(
     run: RunArg = None,
     image: Annotated[
-        Path, typer.Option("--image", help="An image, or a folder of images (a contact sheet too).")
+        Path,
+        typer.Option("--image", metavar="IMAGE|DIR", help="An image, or a folder of images (a contact sheet too)."),
     ] = ...,
     layer: Annotated[
-        Optional[str], typer.Option("--layer", help="Convolutional layer to take the heat from (default: the deepest).")
+        Optional[str],
+        typer.Option(
+            "--layer", metavar="LAYER", help="Convolutional layer to take the heat from (default: the deepest)."
+        ),
     ] = None,
     class_name: Annotated[
-        Optional[str], typer.Option("--class", help="Explain this class instead of the predicted one.")
+        Optional[str],
+        typer.Option("--class", metavar="CLASS", help="Explain this class instead of the predicted one."),
     ] = None,
-    count: Annotated[int, typer.Option("--count", help="Images of a folder to explain, in name order.")] = 64,
+    count: Annotated[
+        int, typer.Option("--count", metavar="N", help="Images of a folder to explain, in name order.")
+    ] = 64,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
     """Grad-CAM: where in the image the evidence for a class is, as a heat overlay."""
@@ -556,7 +650,8 @@ def explain_gradcam(
 def report(
     run: RunArg = None,
     merge: Annotated[
-        Optional[list[Path]], typer.Option("--merge", help="bench.json from another machine (repeatable).")
+        Optional[list[Path]],
+        typer.Option("--merge", metavar="BENCH_JSON", help="bench.json from another machine; repeatable."),
     ] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..core.context import SILENT, Context
-from ..core.errors import TkError
+from ..core.errors import Interrupted, TkError
 from ..core.images import INTERPOLATION
 from ..core.io import (
     atomic_path,
@@ -101,7 +101,7 @@ def train(
         _finish_run(recipe, dataset, model, metrics, phases, work)
         archived = _swap_into_place(work, run_dir)  # inside: under the lock
     except KeyboardInterrupt:
-        raise TkError(
+        raise Interrupted(
             f"interrupted: best checkpoints kept in {work}; continue with "
             f"tk train {recipe.source_path or 'RECIPE'} --resume"
         ) from None
