@@ -478,6 +478,10 @@ def bench(
     given = {"threads": thread_counts(threads), "runs": runs, "warmup": warmup, "batch": batch}
     with context(as_json, data_root) as ctx:
         result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy, ctx)
+        from ..train.tracking import log_bench  # no Keras: the device install benches too
+
+        for run_dir, report in zip(result["runs"], result["reports"]):
+            log_bench(run_dir, report, ctx)
     reports = result["reports"]
     if as_json:
         say(json_text(reports if len(reports) > 1 else reports[0]))

@@ -230,6 +230,18 @@ class BenchSection:
 
 
 @dataclass(frozen=True)
+class LogSection:
+    """Training logs: TensorBoard event files in RUN/logs/ (every backend); MLflow when asked."""
+
+    tensorboard: bool = True
+    # auto: when MLFLOW_TRACKING_URI is set and mlflow is installed; true: always (mlflow required);
+    # false: never. The run's params, per-epoch metrics, files, and later verify and bench results.
+    mlflow: Literal["auto", True, False] = "auto"
+    mlflow_tracking_uri: Optional[str] = None  # default: MLFLOW_TRACKING_URI, else mlflow's own default
+    mlflow_experiment: Optional[str] = None  # default: the recipe's name
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     seed: int = 42
@@ -239,6 +251,7 @@ class Recipe:
     export: ExportSection = field(default_factory=ExportSection)
     verify: VerifySection = field(default_factory=VerifySection)
     bench: BenchSection = field(default_factory=BenchSection)
+    log: LogSection = field(default_factory=LogSection)
     source_path: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -84,6 +84,10 @@ MEANINGS: dict[str, str] = {
     "bench.runs": "timed batch-1 predictions per artifact and thread count",
     "bench.warmup": "untimed predictions before timing",
     "bench.batch": "batch size of the throughput figure",
+    "log.tensorboard": "TensorBoard event files in RUN/logs/<phase>/ (tensorboard --logdir RUN/logs)",
+    "log.mlflow": "MLflow logging: auto (when MLFLOW_TRACKING_URI is set), true (always), false",
+    "log.mlflow_tracking_uri": "the MLflow tracking URI (default: MLFLOW_TRACKING_URI)",
+    "log.mlflow_experiment": "the MLflow experiment (default: the recipe's name)",
 }
 _THRESHOLD_MEANINGS = {
     "max_abs_diff": "largest absolute difference of any probability from the Keras model's",

@@ -454,13 +454,11 @@ def bench_targets(
 ) -> dict[str, Any]:
     """Bench every target (runs or artifact files); with limits, also pick the artifact to ship.
 
-    Returns {"reports": [bench report per run], "ship": row or None}; raises TkError when limits
+    Returns {"reports": [bench report per run], "ship": row or None, "runs": [their run folders]}; raises TkError when limits
     are given and no artifact meets them.
     """
-    reports = [
-        bench_run(run, settings_for(run, **overrides), only, ctx)
-        for run, only in split_targets(targets, runs_dir, ctx).items()
-    ]
+    plan = split_targets(targets, runs_dir, ctx)
+    reports = [bench_run(run, settings_for(run, **overrides), only, ctx) for run, only in plan.items()]
     ship = None
     if max_latency_ms is not None or min_accuracy is not None:
         rows = ship_candidates(reports)
@@ -468,7 +466,7 @@ def bench_targets(
         if ship is None:
             raise TkError("no artifact meets the limits: " + "; ".join(why))
         ship = {**ship, "among": len({(r["machine"], r["file"]) for r in rows if not r.get("reference")})}
-    return {"reports": reports, "ship": ship}
+    return {"reports": reports, "ship": ship, "runs": list(plan)}
 
 
 def ship_candidates(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

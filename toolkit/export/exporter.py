@@ -27,7 +27,16 @@ from ..core.formats import EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, toler
 from ..core.io import atomic_path, check_writable, remove_leftovers, tool_versions
 from ..core.lock import run_lock
 from ..core.recipe import ONNX_OPSETS, ExportSection, Recipe
-from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, record_artifact, run_recipe
+from ..core.runs import (
+    MANIFEST,
+    REFERENCE,
+    SPLIT,
+    check_files_exist,
+    load_manifest,
+    load_split,
+    record_artifact,
+    run_recipe,
+)
 from .metadata import LABEL_FILE, add_metadata
 
 
@@ -364,7 +373,11 @@ def export_run(
     with run_lock(run_dir, "tk export", ctx):  # one writer per run (a tk train swaps the folder)
         for path in remove_leftovers(run_dir):
             ctx.say(f"removed {path}: left by an interrupted export")
-        return _export_pairs(run_dir, recipe, opset, pairs, ctx)
+        entries = _export_pairs(run_dir, recipe, opset, pairs, ctx)
+    from ..train.tracking import log_results
+
+    log_results(run_dir, "export", {}, [run_dir / e["file"] for e in entries] + [run_dir / MANIFEST], ctx)
+    return entries
 
 
 def _export_pairs(

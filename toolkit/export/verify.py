@@ -52,6 +52,7 @@ def verify_run(
     check_writable(run_dir)  # a read-only run folder fails now, not after every artifact has run
     report = compare_run(run_dir, files, num_threads, ctx)
     persist(run_dir, report)
+    _log_to_mlflow(run_dir, report, ctx)
     if check:
         raise_on_failure(run_dir, report)
     if report["passed"]:
@@ -143,6 +144,18 @@ def _predict(predictor, images: np.ndarray, task=None) -> np.ndarray:
         if task is not None:
             task.advance(len(chunks[-1]))
     return np.concatenate(chunks) if chunks else predictor.predict_batched(images)
+
+
+def _log_to_mlflow(run_dir: Path, report: dict[str, Any], ctx: Context) -> None:
+    """Each artifact's parity figures (1 passed, 0 failed) and parity.json, when training logged to MLflow."""
+    from ..train.tracking import log_results
+
+    figures = {"passed": float(report["passed"])}
+    for file, result in report["artifacts"].items():
+        for key in ("passed", "agreement", "max_abs_diff", "accuracy", "accuracy_delta"):
+            if isinstance(result.get(key), (int, float)):
+                figures[f"{file}/{key}"] = float(result[key])
+    log_results(run_dir, "verify", figures, [run_dir / PARITY_FILE], ctx)
 
 
 def persist(run_dir: Path, report: dict[str, Any]) -> None:

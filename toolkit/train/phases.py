@@ -71,6 +71,7 @@ def train(
     import keras
 
     from .backend import distribution_scope, resolve_precision, say_device, seed_everything
+    from .logs import RunLogs
 
     seed_everything(recipe.seed)  # before the base is built: random init is seeded too
     policy = resolve_precision(recipe.train.mixed_precision)
@@ -82,6 +83,7 @@ def train(
     # The distribution scope and the run lock are entered mid-way (after the checks that must fail
     # before anything is touched) yet must close in `finally`, after the KeyboardInterrupt handler.
     scope = contextlib.ExitStack()
+    logs: Optional[RunLogs] = None
     try:
         scope.enter_context(distribution_scope(recipe.train.distribute, ctx))  # model built and fit inside
         # Built once, first: layer-name mistakes and an offline ImageNet download fail here, before
@@ -94,17 +96,25 @@ def train(
         check_writable(Path(runs_dir))
         scope.enter_context(run_lock(run_dir, "tk train", ctx))
         prepare_partial(work, recipe, resume, ctx)
+        logs = RunLogs(recipe, work, resume, ctx)
         save_split(dataset, work / "split.json")
         say_device(policy, ctx)
-        model, phases = _run_phases(recipe, dataset, base, work, ctx)
+        model, phases = _run_phases(recipe, dataset, base, work, ctx, logs)
         metrics = evaluate(model, dataset, recipe, ctx)
         _finish_run(recipe, dataset, model, metrics, phases, work)
+        logs.finished(work, metrics, ctx)
         archived = _swap_into_place(work, run_dir)  # inside: under the lock
     except KeyboardInterrupt:
+        if logs is not None:
+            logs.failed(interrupted=True)
         raise Interrupted(
             f"interrupted: best checkpoints kept in {work}; continue with "
             f"tk train {recipe.source_path or 'RECIPE'} --resume"
         ) from None
+    except BaseException:
+        if logs is not None:
+            logs.failed()
+        raise
     finally:
         scope.close()
         keras.mixed_precision.set_global_policy("float32")
@@ -157,7 +167,7 @@ def _optimizer(name: str, learning_rate):  # a float or a keras LearningRateSche
     )
 
 
-def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, ctx: Context) -> list:
+def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, ctx: Context, logs) -> list:
     import keras
 
     from .callbacks import AtomicBackupAndRestore, BestCheckpoint, HistoryWriter, StopOnNonFinite
@@ -172,17 +182,17 @@ def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recip
     ]
     if recipe.train.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=recipe.train.early_stopping))
-    return callbacks
+    return callbacks + (logs.callbacks(phase) if logs is not None else [])
 
 
-def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Context):
+def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Context, logs=None):
     """Train phase by phase; returns the composed model with the best weights, and phase names."""
     spec = get_backbone(recipe.model.backbone)
     size, train = recipe.model.image_size, recipe.train
     head = build_head(tuple(base.output.shape[1:]), len(dataset.classes), recipe.model, spec.name)
     phases: list[str] = []
     if train.mode == "features":
-        _phase_features(recipe, dataset, base, head, spec.scaling, work / "phases" / "features", ctx)
+        _phase_features(recipe, dataset, base, head, spec.scaling, work / "phases" / "features", ctx, logs)
         phases.append("features")
         model = compose(base, head, size, spec.scaling, base_training=False)
     else:
@@ -200,6 +210,7 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Co
             train.epochs,
             train.learning_rate,
             ctx,
+            logs,
         )
         phases.append(train.mode)
     if train.fine_tune.epochs:
@@ -218,6 +229,7 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Co
             train.fine_tune.epochs,
             train.fine_tune.learning_rate,
             ctx,
+            logs,
         )
         phases.append("finetune")
     return model, phases
@@ -251,6 +263,7 @@ def _phase_features(
     scaling: str,
     folder: Path,
     ctx: Context,
+    logs=None,
 ) -> None:
     """Fast feature extraction: cached conv-base features, head trained on them."""
     import keras
@@ -304,7 +317,7 @@ def _phase_features(
             shuffle=True,
             verbose=0,
             class_weight=knobs.class_weights(y, k, train.class_weight),
-            callbacks=_callbacks("features", folder, train.epochs, len(x), recipe, ctx),
+            callbacks=_callbacks("features", folder, train.epochs, len(x), recipe, ctx, logs),
         )
         _mark_done(folder, time.perf_counter() - start)
         _plot(folder, "features")
@@ -323,6 +336,7 @@ def _phase_end_to_end(
     epochs: int,
     learning_rate: float,
     ctx: Context,
+    logs=None,
 ) -> None:
     """Train the composed model on images (augmented), keep the best weights by val_loss."""
     import keras
@@ -357,7 +371,7 @@ def _phase_end_to_end(
             verbose=0,
             shuffle=False,  # batches shuffle
             class_weight=knobs.class_weights(labels, k, train.class_weight),
-            callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, ctx),
+            callbacks=_callbacks(phase, folder, epochs, len(dataset.paths("train")), recipe, ctx, logs),
         )
         _mark_done(folder, time.perf_counter() - start)
         _plot(folder, phase)
