@@ -133,7 +133,7 @@ def test_list_options_take_commas_and_repeats():
         (["export", "no-such-run", "--quantize", "int4"], "--quantize: unknown value 'int4'"),
         (["export", "no-such-run", "--format", "tflite,onxx"], "--format: unknown value 'onxx' (did you mean 'onnx'?)"),
         (["export", "no-such-run", "--opset", "99"], "--opset: must be between"),
-        (["pack", "no-such-run", "--format", "keras"], "--format: unknown value 'keras'"),
+        (["pack", "no-such-run", "--format", "keras"], "--format: 'keras' cannot be packed for a device"),
         (["bench", "no-such-run", "--threads", "1,0"], "--threads: thread counts must be >= 1"),
     ],
 )

@@ -445,8 +445,8 @@ def bench(
         Optional[int],
         typer.Option(
             metavar="N",
-            help="Timed batch-1 predictions per artifact and thread count "
-            "(default: the recipe's bench.runs, else 300).",
+            help="Timed batch-1 predictions per artifact and thread count (default: the recipe's bench.runs, "
+            "else adaptive: until the p50 is known to 2%, 20..300 runs).",
         ),
     ] = None,
     warmup: Annotated[
@@ -456,6 +456,15 @@ def bench(
     batch: Annotated[
         Optional[int],
         typer.Option(metavar="N", help="Batch size for the throughput figure (default: the recipe's bench.batch)."),
+    ] = None,
+    formats: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--format",
+            metavar="FORMAT[,FORMAT...]",
+            help="Only these formats, or all (default: the device formats, .tflite and .onnx; all adds "
+            "model.keras and saved_model).",
+        ),
     ] = None,
     max_latency_ms: Annotated[
         Optional[float], typer.Option("--max-latency-ms", metavar="MS", help="Ship limit: batch-1 p50 latency.")
@@ -471,16 +480,24 @@ def bench(
 
     --json prints bench.json's content (one object per run) instead of the table.
     """
+    from ..core.formats import FORMATS
     from ..core.io import json_text
     from ..edge.bench import bench_targets, machine_label
     from .render import rows_table, ship_line
 
-    given = {"threads": thread_counts(threads), "runs": runs, "warmup": warmup, "batch": batch}
+    chosen = check_choices("--format", comma_list(formats), FORMATS)
+    given = {
+        "threads": thread_counts(threads),
+        "runs": runs,
+        "warmup": warmup,
+        "batch": batch,
+        "formats": tuple(chosen) if chosen else None,
+    }
     with context(as_json, data_root) as ctx:
         result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy, ctx)
         from ..train.tracking import log_bench  # no Keras: the device install benches too
 
-        for run_dir, report in zip(result["runs"], result["reports"]):
+        for run_dir, report in zip(result["runs"], result["reports"], strict=True):
             log_bench(run_dir, report, ctx)
     reports = result["reports"]
     if as_json:
@@ -537,9 +554,10 @@ def pack_cmd(
     """
     from ..core.io import json_text
     from ..core.runs import resolve_run
-    from ..edge.pack import device_formats, pack
+    from ..edge.pack import check_formats, pack
 
-    formats = check_choices("--format", comma_list(formats), device_formats(), every="")  # before the run
+    formats = comma_list(formats)
+    check_formats(formats)  # before the run is looked up
     with context(as_json, data_root) as ctx:
         run_dir = resolve_run(run, runs_dir, ctx)
         directory = directory if directory is not None else Path(runs_dir) / f"{Path(run_dir).resolve().name}-device"

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from .bench_rows import (
     upgrade_rows,
 )
 from .machine import RUNTIME_PACKAGES, machine_info, machine_label, peak_rss_mb  # noqa: F401 (re-exported)
+from .timing import RunPlan, batch_throughput, timed_runs
 
 BENCH_JSON = "bench.json"
 _CHILD = "import sys; from toolkit.edge.bench import child_main; child_main(sys.argv[1])"
@@ -51,17 +53,26 @@ _DEFAULTS = BenchSection()  # one source of defaults: the recipe schema (why eac
 @dataclass(frozen=True)
 class BenchSettings:
     threads: tuple[int, ...] = _DEFAULTS.threads
-    runs: int = _DEFAULTS.runs  # timed batch-1 predictions per row
+    runs: Optional[int] = _DEFAULTS.runs  # timed batch-1 predictions per row; None: adaptive (edge/timing.py)
     warmup: int = _DEFAULTS.warmup  # untimed predictions first: allocation, XNNPACK packing, caches
     batch: int = _DEFAULTS.batch  # throughput batch size
+    min_runs: int = _DEFAULTS.min_runs
+    max_runs: int = _DEFAULTS.max_runs
+    precision: float = _DEFAULTS.precision
+    # None: the device formats (.tflite, .onnx: what ships); ("all",) or format names otherwise.
+    formats: Optional[tuple[str, ...]] = None
     timeout_s: float = 1800.0
 
     def check(self) -> None:
         for name, value, low in (("--runs", self.runs, 1), ("--warmup", self.warmup, 0), ("--batch", self.batch, 1)):
-            if value < low:
+            if value is not None and value < low:
                 raise TkError(f"{name}: must be >= {low} (got {value})")
         if not self.threads or any(t < 1 for t in self.threads):
             raise TkError(f"--threads: thread counts must be >= 1 (got {list(self.threads)})")
+
+    @property
+    def plan(self) -> RunPlan:
+        return RunPlan(self.runs, self.min_runs, self.max_runs, self.precision)
 
 
 def settings_for(run_dir: Path, **overrides: Any) -> BenchSettings:
@@ -73,7 +84,13 @@ def settings_for(run_dir: Path, **overrides: Any) -> BenchSettings:
         try:
             section = load_recipe(Path(run_dir) / "recipe.yaml").bench
             base = BenchSettings(
-                threads=tuple(section.threads), runs=section.runs, warmup=section.warmup, batch=section.batch
+                threads=tuple(section.threads),
+                runs=section.runs,
+                warmup=section.warmup,
+                batch=section.batch,
+                min_runs=section.min_runs,
+                max_runs=section.max_runs,
+                precision=section.precision,
             )
         except TkError:
             pass  # a recipe from another tk version: the defaults still bench
@@ -139,25 +156,24 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     }
     for _ in range(spec["warmup"]):
         predictor.predict(image)
-    latencies = []
-    for _ in range(spec["runs"]):
-        start = time.perf_counter()
-        predictor.predict(image)
-        latencies.append((time.perf_counter() - start) * 1000)
-    out["latencies_ms"] = latencies
+    plan = RunPlan(**spec["runs"])
+    out["latencies_ms"] = timed_runs(lambda: predictor.predict(image), plan)
     batch = np.repeat(image, spec["batch"], axis=0)
     predictor.predict(batch)  # warm the batch-B shape (TFLite reallocates on a new batch size)
-    calls = max(2, spec["runs"] // 5)
-    start = time.perf_counter()
-    for _ in range(calls):
-        predictor.predict(batch)
-    out["throughput_ips"] = spec["batch"] * calls / (time.perf_counter() - start)
+    out["throughput_ips"] = batch_throughput(lambda: predictor.predict(batch), spec["batch"], plan)
     if spec.get("test"):
-        paths, labels = spec["test"]
-        probs = predictor.predict_files(paths, batch_size=spec["batch"])
-        out["accuracy"] = float((probs.argmax(axis=1) == np.asarray(labels)).mean())
+        pixels_file, labels = spec["test"]
+        out["accuracy"] = _accuracy(predictor, pixels_file, labels, spec["batch"])
         out["test_count"] = len(labels)
     return out
+
+
+def _accuracy(predictor, pixels_file: str, labels: list[int], batch: int) -> float:
+    """Top-1 accuracy on the test images the parent decoded once for every artifact (uint8 .npy)."""
+    pixels = np.load(pixels_file, mmap_mode="r")
+    step = max(batch, 32)
+    probs = [predictor.predict(np.asarray(pixels[i : i + step], np.float32)) for i in range(0, len(pixels), step)]
+    return float((np.concatenate(probs).argmax(axis=1) == np.asarray(labels)).mean())
 
 
 def _run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -201,13 +217,34 @@ def _test_split(
     return [p for p, _ in items], [y for _, y in items], None
 
 
+def device_format(name: Optional[str]) -> bool:
+    fmt = FORMATS.get(name or "")
+    return fmt is not None and fmt.exported and not fmt.needs_tensorflow
+
+
 def _artifacts_of(
-    run_dir: Path, manifest: dict[str, Any], only: Optional[list[str]], notes: list[str]
+    run_dir: Path,
+    manifest: dict[str, Any],
+    only: Optional[list[str]],
+    notes: list[str],
+    formats: Optional[Sequence[str]] = None,
 ) -> list[dict[str, Any]]:
     from .predictors import artifact_entries
 
     entries = artifact_entries(manifest, run_dir / MANIFEST)
     names = only if only is not None else list(entries)
+    if only is None and (formats is None or "all" not in formats):
+
+        def wanted(entry: dict[str, Any]) -> bool:
+            return device_format(entry.get("format")) if formats is None else entry.get("format") in formats
+
+        left_out = [n for n in names if not wanted(entries.get(n) or {})]
+        names = [n for n in names if n not in left_out]
+        if left_out and formats is None:
+            notes.append(
+                f"not benched: {', '.join(left_out)} (TensorFlow formats never ship to a device; "
+                "--format all benches them too)"
+            )
     chosen = []
     for name in names:
         entry = entries.get(name)
@@ -246,7 +283,7 @@ def bench_run(
     manifest = load_manifest(run_dir)
     check_writable(run_dir)  # a read-only run folder fails now, not after minutes of measuring
     notes: list[str] = []
-    entries = _artifacts_of(run_dir, manifest, only, notes)
+    entries = _artifacts_of(run_dir, manifest, only, notes, settings.formats)
     if not entries:
         raise TkError(
             f"{run_dir}: nothing to bench ({'; '.join(notes) or 'no artifacts in the manifest'}); run tk export first"
@@ -258,45 +295,16 @@ def bench_run(
     created, machine = now(), machine_info()  # the load average before this call's own load
     label = machine_label(machine)
     call = {"warmup": settings.warmup, "batch": settings.batch, "measured_at": created, "machine": label}
-    rows = []
-    for entry in entries:
-        file = entry["file"]
-        for i, threads in tracked(
-            ctx.progress,
-            f"bench {file} (threads {','.join(map(str, settings.threads))})",
-            list(enumerate(settings.threads)),
-        ):
-            ctx.say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
-            spec = {
-                "artifact": str(run_dir / file),
-                "threads": threads,
-                "image": image,
-                "warmup": settings.warmup,
-                "runs": settings.runs,
-                "batch": settings.batch,
-                # accuracy does not depend on threads: measure it once per artifact
-                "test": [paths, labels] if paths and i == 0 else None,
-            }
-            result = _run_child(spec, settings.timeout_s)
-            latencies = result.pop("latencies_ms")
-            row = {
-                "file": file,
-                "format": entry.get("format"),
-                "quantization": entry.get("quantization", "none"),
-                "reference": file == REFERENCE,
-                "threads": threads,
-                "size_bytes": entry.get("size_bytes"),
-                "sha256": entry.get("sha256"),
-                "runs": len(latencies),
-                "accuracy": None,
-                "test_count": len(labels) if labels else None,
-                **call,
-                **percentiles(latencies),
-                **result,
-            }
-            if i > 0 and rows[-1]["file"] == file:
-                row["accuracy"] = rows[-1].get("accuracy")
-            rows.append(row)
+    with tempfile.TemporaryDirectory(prefix="tk-bench-") as scratch:
+        pixels = _decoded_test(paths, manifest, Path(scratch), ctx) if paths else None
+        rows = [
+            row
+            for entry in entries
+            for row in _measure_artifact(run_dir, entry, settings, image, pixels, labels, call, ctx)
+        ]
+    reused = sorted({r["file"] for r in rows if r.get("accuracy_from") == "verify"})
+    if reused:
+        notes.append(f"accuracy of {', '.join(reused)}: tk verify's, measured on the same files and test images here")
     report = _bench_report(run_dir, manifest, rows, machine, notes)
     write_json_atomic(run_dir / BENCH_JSON, report)
     for entry in entries:
@@ -319,6 +327,100 @@ def bench_run(
             },
         )
     return report
+
+
+def _measure_artifact(
+    run_dir: Path,
+    entry: dict[str, Any],
+    settings: BenchSettings,
+    image: Optional[str],
+    pixels: Optional[Path],
+    labels: Optional[list[int]],
+    call: dict[str, Any],
+    ctx: Context,
+) -> list[dict[str, Any]]:
+    """One row per thread count, each measured in a fresh process."""
+    file, rows = entry["file"], []
+    verified = verified_accuracy(entry, labels, call["machine"])
+    if verified is not None:
+        pixels = None  # tk verify ran this very file over these test images here: not a second time
+    for threads in tracked(
+        ctx.progress, f"bench {file} (threads {','.join(map(str, settings.threads))})", list(settings.threads)
+    ):
+        ctx.say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
+        spec = {
+            "artifact": str(run_dir / file),
+            "threads": threads,
+            "image": image,
+            "warmup": settings.warmup,
+            "runs": settings.plan.to_json(),
+            "batch": settings.batch,
+            # Accuracy does not depend on threads (int8 too: tests/edge/test_bench.py checks it):
+            # measured once per artifact, at its largest thread count (the quickest).
+            "test": [str(pixels), labels] if pixels is not None and threads == max(settings.threads) else None,
+        }
+        result = _run_child(spec, settings.timeout_s)
+        latencies = result.pop("latencies_ms")
+        rows.append(
+            {
+                "file": file,
+                "format": entry.get("format"),
+                "quantization": entry.get("quantization", "none"),
+                "reference": file == REFERENCE,
+                "threads": threads,
+                "size_bytes": entry.get("size_bytes"),
+                "sha256": entry.get("sha256"),
+                "runs": len(latencies),
+                "runs_setting": settings.plan.setting(),
+                "accuracy": None,
+                "test_count": len(labels) if labels else None,
+                **call,
+                **percentiles(latencies),
+                **result,
+            }
+        )
+    measured = next((r["accuracy"] for r in rows if r.get("accuracy") is not None), verified)
+    for row in rows:
+        row["accuracy"] = measured
+        row["accuracy_from"] = "verify" if verified is not None else "bench"
+    return rows
+
+
+def verified_accuracy(entry: dict[str, Any], labels: Optional[list[int]], machine: str) -> Optional[float]:
+    """The artifact's test accuracy as tk verify measured it, when that was this file (sha256), on
+    this machine, on the test split bench would use (same count): the same runtime on the same
+    images gives the same predictions, so bench need not run them again."""
+    record = (entry.get("metrics") or {}).get("verify")
+    if not isinstance(record, dict) or not labels:
+        return None
+    same = (
+        record.get("sha256") == entry.get("sha256")
+        and record.get("machine") == machine
+        and record.get("split") == "test"
+        and record.get("count") == len(labels)
+        and "error" not in record
+    )
+    accuracy = record.get("accuracy")
+    return float(accuracy) if same and isinstance(accuracy, (int, float)) else None
+
+
+def _decoded_test(paths: list[str], manifest: dict[str, Any], folder: Path, ctx: Context) -> Optional[Path]:
+    """The test images decoded once (uint8, at the run's input size) for every artifact's accuracy,
+    instead of once per artifact in each measuring process."""
+    from ..core.images import load_pixels
+
+    size = (manifest.get("preprocessing") or {}).get("size")
+    if not (isinstance(size, list) and len(size) == 2):
+        return None
+    path = folder / "test.npy"
+    out = np.lib.format.open_memmap(path, "w+", np.uint8, (len(paths), int(size[0]), int(size[1]), 3))
+    with ctx.progress.task(f"bench: decoding {len(paths)} test images", len(paths)) as task:
+        for i, image in enumerate(paths):
+            out[i] = load_pixels(image, (int(size[0]), int(size[1])))
+            task.advance(1)
+    out.flush()
+    del out
+    return path
 
 
 def _bench_report(
@@ -454,8 +556,8 @@ def bench_targets(
 ) -> dict[str, Any]:
     """Bench every target (runs or artifact files); with limits, also pick the artifact to ship.
 
-    Returns {"reports": [bench report per run], "ship": row or None, "runs": [their run folders]}; raises TkError when limits
-    are given and no artifact meets them.
+    Returns {"reports": [bench report per run], "ship": row or None, "runs": [their run folders]};
+    raises TkError when limits are given and no artifact meets them.
     """
     plan = split_targets(targets, runs_dir, ctx)
     reports = [bench_run(run, settings_for(run, **overrides), only, ctx) for run, only in plan.items()]

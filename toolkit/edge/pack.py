@@ -35,6 +35,14 @@ def device_formats() -> list[str]:
     return [name for name, fmt in FORMATS.items() if fmt.exported and not fmt.needs_tensorflow]
 
 
+def check_formats(formats: Optional[Sequence[str]]) -> None:
+    """--format values a device can take (the CLI checks them before it looks up the run)."""
+    allowed = device_formats()
+    for name in formats or []:
+        if name not in allowed:
+            raise TkError(f"--format: {name!r} cannot be packed for a device; choose from {', '.join(allowed)}")
+
+
 def choose_artifacts(
     run_dir: Path, manifest: dict[str, Any], formats: Optional[Sequence[str]], files: Optional[Sequence[str]]
 ) -> list[dict[str, Any]]:
@@ -43,9 +51,7 @@ def choose_artifacts(
     if not isinstance(entries, dict):
         raise TkError(f"{run_dir / MANIFEST}: 'artifacts' is not a mapping of file -> entry; re-run tk export")
     allowed = device_formats()
-    for name in formats or []:
-        if name not in allowed:
-            raise TkError(f"--format: {name!r} cannot be packed for a device; choose from {', '.join(allowed)}")
+    check_formats(formats)
     if files:
         chosen = []
         for file in files:

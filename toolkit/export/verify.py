@@ -26,6 +26,7 @@ from ..core.io import check_writable, now, write_json_atomic
 from ..core.metrics import accuracy
 from ..core.recipe import Threshold, VerifySection
 from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, record_metrics, run_recipe
+from ..edge.machine import machine_info, machine_label
 from ..edge.predictors import BATCH, load_predictor
 
 PARITY_FILE = "parity.json"
@@ -101,6 +102,8 @@ def compare_run(
         "split": section.split,
         "count": len(items),
         "measured": now(),
+        # bench takes an artifact's accuracy from here when it benches the same file on this machine
+        "machine": machine_label(machine_info()),
         "reference": {
             "file": REFERENCE,
             "sha256": manifest["artifacts"].get(REFERENCE, {}).get("sha256"),
@@ -171,6 +174,7 @@ def persist(run_dir: Path, report: dict[str, Any]) -> None:
                 "count": report["count"],
                 "reference_accuracy": report["reference"]["accuracy"],
                 "measured": report["measured"],
+                "machine": report.get("machine"),
             },
         )
     # `--artifact X` keeps the others' results as long as neither they, the reference nor the

@@ -18,7 +18,7 @@ from ..core.errors import TkError
 from ..core.io import check_writable, now, write_text_atomic
 from ..core.runs import load_manifest
 from ..edge.bench import BENCH_JSON, HEADERS, format_row, machine_label
-from ..edge.bench_rows import describe_settings, set_aside_note, upgrade_rows
+from ..edge.bench_rows import describe_runs, describe_settings, row_settings, set_aside_note, upgrade_rows
 
 REPORT = "REPORT.md"
 PLOT = "bench_latency_accuracy.png"
@@ -73,9 +73,14 @@ def comparable_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]
     match: each machine's accuracy sample is named beside it (a Pi may hold a smaller test sample)."""
     if not rows:
         return [], []
-    timing = {k: rows[0].get(k) for k in TIMING_KEYS}
-    same = [r for r in rows if {k: r.get(k) for k in TIMING_KEYS} == timing]
-    return same, [r for r in rows if {k: r.get(k) for k in TIMING_KEYS} != timing]
+    timing = _timing(rows[0])
+    same = [r for r in rows if _timing(r) == timing]
+    return same, [r for r in rows if _timing(r) != timing]
+
+
+def _timing(row: dict[str, Any]) -> dict[str, Any]:
+    settings = row_settings(row)  # an adaptive row's runs setting, not the count it took
+    return {k: settings.get(k) for k in TIMING_KEYS}
 
 
 def _machine_facts(benches: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -209,9 +214,9 @@ def _bench(run_dir: Path, benches: list[dict[str, Any]], title: str) -> list[str
         return out + ["The bench files hold no rows: run `tk bench` again.", ""]
     several = len({r["machine"] for r in rows}) > 1
     facts = _machine_facts(benches)
-    timing = {k: rows[0].get(k) for k in TIMING_KEYS}
+    timing = _timing(rows[0])
     out.append(
-        f"Every row below: {timing.get('runs')} timed batch-1 runs after {timing.get('warmup')} warm-up, "
+        f"Every row below: {describe_runs(timing.get('runs'))} (timed, batch 1) after {timing.get('warmup')} warm-up, "
         f"throughput at batch {timing.get('batch')}."
     )
     out.append("")
