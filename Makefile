@@ -1,19 +1,19 @@
 # Two entry points for a fresh machine with only Python 3.10+ on it; each sets itself up.
 #   make demo   train -> export -> verify -> bench -> report -> pack on the offline quickstart recipe
-#   make test   the test suite (offline, CPU)
+#   make test   ruff check + format check, then the test suite (offline, CPU)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 RECIPE ?= recipes/quickstart.yaml
 
-.PHONY: setup demo test edge clean
+.PHONY: setup demo lint test test-fast edge clean
 EDGE   := .venv-edge
 
 # The full install (training + export + tests), pinned by constraints.txt for a repeatable stack.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,jax,mlflow,test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,jax,mlflow,test,openvino-export]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -30,12 +30,26 @@ demo: setup
 $(EDGE)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(EDGE)
 	$(EDGE)/bin/python -m pip install -q --upgrade pip
-	$(EDGE)/bin/python -m pip install -q -c constraints.txt -e . pytest
+	$(EDGE)/bin/python -m pip install -q -c constraints.txt -e '.[openvino]' pytest
 	touch $@
 
-test: setup $(EDGE)/.installed
-	TK_EDGE_RUN_OUT=$(CURDIR)/.edge-run $(BIN)/python -m pytest -q
-	TK_EDGE_RUN=$$(cat .edge-run) $(EDGE)/bin/python -m pytest -q -m edge -p no:cacheprovider tests/edge tests/test_layout.py
+# Lint and format first: seconds, and a red line before minutes of training.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# -n 1: the suite runs in one pytest-xdist worker, so a native crash (a runtime's abort under memory
+# pressure) costs the test it happened in, not the run; the edge pass runs even if the first failed.
+test: lint $(EDGE)/.installed
+	@rm -f .edge-run; status=0; \
+	TK_EDGE_RUN_OUT=$(CURDIR)/.edge-run $(BIN)/python -m pytest -q -n 1 || status=$$?; \
+	if [ -s .edge-run ]; then TK_EDGE_RUN=$$(cat .edge-run) $(EDGE)/bin/python -m pytest -q -m edge \
+		-p no:cacheprovider tests/edge tests/web tests/core/test_formats.py tests/test_layout.py || status=$$?; else status=1; fi; \
+	exit $$status
+
+# core, data, the layout rules and the device unit tests: every test that trains nothing (< 30 s).
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not trains" tests/core tests/data tests/edge tests/test_layout.py
 
 clean:
 	rm -rf $(VENV) $(EDGE) .edge-run exported/*/ exported/.cache data/quickstart

@@ -80,11 +80,15 @@ def epoch_rates(paths, labels, size, classes) -> tuple[float, float]:
             model = compose(base, head, size, "none", base_training=None)
             model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
             if feed == "cache":
-                data = batches(images, labels, 32, shuffle=True)
-                fit = lambda epochs: model.fit(data, epochs=epochs, verbose=0)  # noqa: E731
+                feed_args = (batches(images, labels, 32, shuffle=True),)
+                feed_kwargs: dict = {}
             else:
-                x = images.astype(np.float32)
-                fit = lambda epochs: model.fit(x, labels, batch_size=32, epochs=epochs, shuffle=True, verbose=0)  # noqa: E731
+                feed_args = (images.astype(np.float32), labels)
+                feed_kwargs = {"batch_size": 32, "shuffle": True}
+
+            def fit(epochs, model=model, inputs=feed_args, kwargs=feed_kwargs):  # this round's model and data
+                model.fit(*inputs, epochs=epochs, verbose=0, **kwargs)
+
             fit(1)  # warm-up: tracing/compilation
             start = time.perf_counter()
             fit(2)
@@ -119,10 +123,12 @@ def main() -> None:
     print("| what | img/s |\n|---|---|")
     print(f"| plain Pillow, {os.cpu_count()} processes, {args.size} px | {best['pillow']:.0f} |")
     print(
-        f"| tk decode once (cold cache), {args.size} px | {best['decode']:.0f} ({best['decode'] / best['pillow']:.0%} of Pillow) |"
+        f"| tk decode once (cold cache), {args.size} px | {best['decode']:.0f} "
+        f"({best['decode'] / best['pillow']:.0%} of Pillow) |"
     )
     print(
-        f"| tk decode once + first read of every row, {args.size} px | {best['read']:.0f} ({best['read'] / best['pillow']:.0%} of Pillow) |"
+        f"| tk decode once + first read of every row, {args.size} px | {best['read']:.0f} "
+        f"({best['read'] / best['pillow']:.0%} of Pillow) |"
     )
     print(
         f"median of the {len(pairs)} adjacent pairs: decode {np.median([a for a, _ in pairs]):.0%}, "
@@ -133,7 +139,8 @@ def main() -> None:
         return
     print(f"| MiniVGGNet {args.train_size} px epoch, arrays in memory | {best['arrays']:.0f} |")
     print(
-        f"| MiniVGGNet {args.train_size} px epoch, decoded cache (PyDataset) | {best['cache']:.0f} ({best['cache'] / best['arrays']:.0%} of arrays) |"
+        f"| MiniVGGNet {args.train_size} px epoch, decoded cache (PyDataset) | {best['cache']:.0f} "
+        f"({best['cache'] / best['arrays']:.0%} of arrays) |"
     )
 
 

@@ -123,10 +123,11 @@ def main() -> None:
     within = sum(d <= 0.10 for d in drifts.values())
     print(
         f"- two consecutive runs: p50 within 10% for {within}/{len(drifts)} rows; largest difference "
-        f"{drifts[worst]:.0%} ({worst[0]}, threads {worst[1]}: {one[worst]['p50_ms']:.2f} -> {two[worst]['p50_ms']:.2f} ms)"
+        f"{drifts[worst]:.0%} ({worst[0]}, threads {worst[1]}: "
+        f"{one[worst]['p50_ms']:.2f} -> {two[worst]['p50_ms']:.2f} ms)"
     )
     print("\n<details><summary>per-row p50 drift between the two runs</summary>\n")
-    for (file, threads), d in sorted(drifts.items()):
+    for file, threads in sorted(drifts):
         a, b = one[(file, threads)]["p50_ms"], two[(file, threads)]["p50_ms"]
         print(f"- {file} threads {threads}: {a:.2f} -> {b:.2f} ms ({(b - a) / a:+.0%})")
     print("\n</details>")

@@ -4,8 +4,9 @@ ImageNet weights cannot be downloaded on the build machine, so the models are tr
 procedural dataset (3 classes x 80 images, 256 px): each backbone from scratch (weights: none,
 mode: scratch) for --epochs epochs, and MobileNetV2 (whose short scratch run is degenerate) once
 more with a "stand-in" pretrained base (random init with BatchNorm statistics measured on other
-synthetic images, see standin_weights) frozen under a head trained on cached features. The figures measure the conversions (sizes, parity, accuracy of each artifact
-against its reference), not how good the classifiers are. Every step is the `tk` CLI:
+synthetic images, see standin_weights) frozen under a head trained on cached features. The figures
+measure the conversions (sizes, parity, accuracy of each artifact against its reference), not how
+good the classifiers are. Every step is the `tk` CLI:
 
     python benchmarks/export_parity.py --root /tmp/bench-runs            # all steps, then the table
     python benchmarks/export_parity.py --root /tmp/bench-runs --report   # the table from existing runs
@@ -78,7 +79,6 @@ def standin_weights(root: Path, backbone: str) -> Path:
         return path
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
-    import numpy as np
 
     from toolkit.backbones import get_backbone
     from toolkit.images import load_batch

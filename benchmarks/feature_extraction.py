@@ -136,13 +136,14 @@ def main() -> None:
         for backbone in args.backbones.split(","):
             cache = workdir / f"extractors-{backbone}"
             tk_extract(paths[:1], args.size, backbone, "tflite", cache)  # converts once, untimed
+            # Default arguments bind this backbone's values: each call runs the method it names.
             methods = {
-                "seed loop (load_img + predict per batch)": lambda: seed_loop(paths, args.size, backbone),
-                "tk, engine tflite, conversion included": lambda: tk_extract(paths, args.size, backbone, "tflite"),
-                "tk, engine tflite, converted extractor cached": lambda: tk_extract(
-                    paths, args.size, backbone, "tflite", cache
+                "seed loop (load_img + predict per batch)": lambda b=backbone: seed_loop(paths, args.size, b),
+                "tk, engine tflite, conversion included": lambda b=backbone: tk_extract(paths, args.size, b, "tflite"),
+                "tk, engine tflite, converted extractor cached": lambda b=backbone, c=cache: tk_extract(
+                    paths, args.size, b, "tflite", c
                 ),
-                "tk, engine keras (decode once + predict)": lambda: tk_extract(paths, args.size, backbone, "keras"),
+                "tk, engine keras (decode once + predict)": lambda b=backbone: tk_extract(paths, args.size, b, "keras"),
             }
             # Rounds interleave the methods, so a burst of load from other jobs hits all of them.
             times: dict[str, list[float]] = {name: [] for name in methods}

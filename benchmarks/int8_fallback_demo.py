@@ -89,10 +89,10 @@ def main() -> None:
     from toolkit.core.context import Context
     from toolkit.core.images import load_batch
     from toolkit.core.recipe import load_recipe
-    from toolkit.core.runs import load_split
+    from toolkit.core.runs import load_split, stratified_sample
     from toolkit.export import int8_fallback
     from toolkit.export.converters import export_saved_model, tflite_from_saved_model
-    from toolkit.export.exporter import ExportJob, stratified_sample
+    from toolkit.export.job import ExportJob
     from toolkit.export.reference import load_keras_model
 
     run = args.run
@@ -142,7 +142,7 @@ def main() -> None:
         short = [name.split(";")[0] for name in result["ranked"]]  # fused ops: the first name says which
         print(f"{len(short)} candidate tensors; most sensitive ({args.metric}):", json.dumps(short[:10], indent=1))
         print(f"float layers kept ({len(result['float_layers'])}):", json.dumps(short[: len(result["float_layers"])]))
-        for t, flatbuffer in zip(result["tried"], seen):
+        for t, flatbuffer in zip(result["tried"], seen, strict=True):
             print("  tried " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in t.items()))
             rows[
                 f"int8, {t['float_layers']} layers float"
@@ -160,14 +160,14 @@ def main() -> None:
             )
 
         if args.calibration_counts:
-            pool = [p for p in stratified_sample(split.splits["train"], 10**6, recipe.seed)]
+            pool = [p for p, _ in stratified_sample(split.splits["train"], 10**6, recipe.seed)]
             if args.extra_images:
                 extra = [
                     (str(p), i)
                     for i, d in enumerate(sorted(args.extra_images.iterdir()))
                     for p in sorted(d.glob("*.jpg"))
                 ]
-                pool += stratified_sample(extra, 10**6, recipe.seed)
+                pool += [p for p, _ in stratified_sample(extra, 10**6, recipe.seed)]
             print(
                 f"\n| calibration images | int8 agreement vs Keras | accuracy | max abs diff |  (pool: "
                 f"{len(split.splits['train'])} train + extra)"

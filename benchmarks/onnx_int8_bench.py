@@ -19,7 +19,7 @@ from toolkit.core.context import Context
 from toolkit.core.images import load_batch
 from toolkit.core.recipe import load_recipe
 from toolkit.core.runs import load_split
-from toolkit.export.exporter import ExportJob  # calibration exactly as tk export samples it
+from toolkit.export.job import ExportJob  # calibration exactly as tk export samples it
 from toolkit.export.onnx_int8 import quantize_onnx_int8 as quantize
 
 

@@ -73,3 +73,7 @@ def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
             for value in event.summary.value:
                 scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
     return scalars
+
+
+# What the web tests pack (tk pack --web): float32 and int8 of both device formats.
+WEB_ARTIFACTS = ("model_float32.tflite", "model_int8.tflite", "model.onnx", "model_int8.onnx")

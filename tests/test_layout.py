@@ -1,14 +1,16 @@
 """The layout's rules, enforced: imports point down the package order, and the device path stays
 free of TensorFlow.
 
-Order, top to bottom (README "Layout"): cli -> report, explain -> export -> train -> data -> edge
+Order, top to bottom (README "Layout"): cli -> report, explain, web -> export -> train -> data -> edge
 -> core. A module may import its own package and any package below it, at module level or inside
-a function; nothing imports cli. core and edge import with tensorflow and keras unimportable.
+a function; nothing imports cli. web (the browser target) is a leaf beside report: only cli imports
+it, and it imports edge and core only. core, edge and web import with tensorflow and keras unimportable.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "toolkit"
 # Rank of each package: an import must go to a rank <= its own (report and explain share a rank
 # and do not import each other).
-RANK = {"core": 0, "edge": 1, "data": 2, "train": 3, "export": 4, "report": 5, "explain": 5, "cli": 6}
+RANK = {"core": 0, "edge": 1, "data": 2, "train": 3, "export": 4, "report": 5, "explain": 5, "web": 5, "cli": 6}
+# Packages that may import only these (besides themselves): web runs where edge runs, without TensorFlow.
+ONLY = {"web": {"core", "edge"}}
 
 
 def _toolkit_imports(path: Path, root: Path = PACKAGE) -> list[tuple[int, str]]:
@@ -51,11 +55,14 @@ def test_every_module_lives_in_a_ranked_package():
 
 def upward_imports(path: Path, root: Path = PACKAGE) -> list[str]:
     package = path.relative_to(root).parts[0]
-    return [
-        f"{path.relative_to(root)}:{line} imports toolkit.{target}, which sits above {package}"
-        for line, target in _toolkit_imports(path, root)
-        if target not in RANK or (RANK[target] >= RANK[package] and target != package)
-    ]
+    found = []
+    for line, target in _toolkit_imports(path, root):
+        where = f"{path.relative_to(root)}:{line} imports toolkit.{target}"
+        if target not in RANK or (RANK[target] >= RANK[package] and target != package):
+            found.append(f"{where}, which sits above {package}")
+        elif package in ONLY and target not in ONLY[package] | {package}:
+            found.append(f"{where}, which {package} may not import (only {', '.join(sorted(ONLY[package]))})")
+    return found
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -74,8 +81,16 @@ def test_the_contract_catches_upward_imports(tmp_path):
     assert [line.split(" imports ")[1].split(",")[0] for line in found] == ["toolkit.export", "toolkit.cli"]
 
 
+def test_web_imports_only_edge_and_core(tmp_path):
+    (tmp_path / "web").mkdir()
+    module = tmp_path / "web" / "m.py"
+    module.write_text("from ..edge.pack import pack\nfrom ..export.verify import compare\nfrom ..data import synth\n")
+    found = upward_imports(module, tmp_path)
+    assert [line.split(" imports ")[1].split(",")[0] for line in found] == ["toolkit.export", "toolkit.data"]
+
+
 @pytest.mark.edge
-@pytest.mark.parametrize("package", ["core", "edge"])
+@pytest.mark.parametrize("package", ["core", "edge", "web"])
 def test_base_packages_import_without_tensorflow(package):
     modules = [f"toolkit.{package}." + p.stem for p in sorted((PACKAGE / package).glob("*.py")) if p.stem != "__init__"]
     code = (
@@ -89,7 +104,7 @@ def test_base_packages_import_without_tensorflow(package):
 
 
 # The bench child's stdout is a pipe its parent reads (a protocol), not a person's terminal.
-PRINTS_ALLOWED = {"edge/bench.py:child_main"}
+PRINTS_ALLOWED = {"edge/bench_child.py:child_main"}  # the measuring child speaks to its parent on stdout
 
 
 def prints_outside_cli(path: Path, root: Path = PACKAGE) -> list[str]:
@@ -122,3 +137,155 @@ def test_the_print_check_sees_calls_and_defaults(tmp_path):
     module = tmp_path / "train" / "m.py"
     module.write_text("def f(x, say=print):\n    say(x)\n\ndef g(x):\n    print(x)\n")
     assert prints_outside_cli(module, tmp_path) == ["train/m.py:1 defaults to print", "train/m.py:5 prints (g)"]
+
+
+# "module:Class" strings are imports the import check above cannot see (core/formats names the
+# predictor of each format that way, imported only when a file of that format is opened).
+TF_FREE = ("core", "edge")
+
+
+def string_paths(root: Path = PACKAGE) -> list[tuple[str, str]]:
+    """(where, "toolkit.pkg.module:Name") for every such string constant in the package."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if re.fullmatch(r"toolkit(\.\w+)+:\w+", node.value):
+                    found.append((f"{path.relative_to(root)}:{node.lineno}", node.value))
+    return found
+
+
+def unresolved(dotted: str, root: Path = PACKAGE) -> str:
+    """Why a "toolkit.pkg.module:Name" string names nothing (read from the source, nothing imported), or ''."""
+    module, name = dotted.split(":")
+    file = root.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    if not file.is_file():
+        return f"{dotted}: no module {file.relative_to(root.parent)}"
+    defined = {n.name for n in ast.parse(file.read_text()).body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+    return "" if name in defined else f"{dotted}: {module} defines no {name}"
+
+
+def test_every_module_class_string_names_a_real_class():
+    paths = string_paths()
+    assert any(value.endswith(":TFLitePredictor") for _, value in paths)  # the check sees the table
+    assert [f"{where}: {why}" for where, value in paths if (why := unresolved(value))] == []
+
+
+def test_device_predictors_live_in_tensorflow_free_packages():
+    from toolkit.core.formats import FORMATS
+
+    wrong = [
+        f"{fmt.name}: {fmt.predictor} is in toolkit.{fmt.predictor.split('.')[1]}, which may import TensorFlow"
+        for fmt in FORMATS.values()
+        if not fmt.needs_tensorflow and fmt.predictor.split(".")[1] not in TF_FREE
+    ]
+    assert wrong == []
+    assert all(not unresolved(fmt.predictor) for fmt in FORMATS.values())
+
+
+def test_the_string_check_catches_a_wrong_path(tmp_path):
+    (tmp_path / "edge").mkdir()
+    (tmp_path / "edge" / "p.py").write_text("class Real:\n    pass\n")
+    assert unresolved("toolkit.edge.p:Real", tmp_path) == ""
+    assert "defines no Gone" in unresolved("toolkit.edge.p:Gone", tmp_path)
+    assert "no module" in unresolved("toolkit.edge.q:Real", tmp_path)
+
+
+def _literal_suffix_lists(path: Path, root: Path = PACKAGE) -> list[str]:
+    """User-facing strings that spell two format suffixes themselves instead of asking core/formats."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and n.body and isinstance(n.body[0], ast.Expr)
+    }
+    return [
+        f"{path.relative_to(root)}:{n.lineno}: {n.value!r}"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant)
+        and isinstance(n.value, str)
+        and id(n) not in docstrings
+        and ".tflite" in n.value
+        and ".onnx" in n.value
+    ]
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in MODULES if p.name != "formats.py"], ids=lambda p: str(p.relative_to(PACKAGE))
+)
+def test_messages_and_help_name_formats_from_the_table(path):
+    assert _literal_suffix_lists(path) == []
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """module -> the toolkit modules it imports anywhere (module level, in functions, under TYPE_CHECKING)."""
+    names = {
+        ".".join(("toolkit", *p.with_suffix("").relative_to(root).parts)).removesuffix(".__init__"): p
+        for p in root.rglob("*.py")
+        if "vendor" not in p.parts
+    }
+    graph = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - max(node.level - 1, 0)] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                deps |= {t for t in [target] + [f"{target}.{a.name}" for a in node.names] if t in names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in names}
+        graph[name] = deps - {name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each cycle once, as its modules in order from the smallest name."""
+    found: list[list[str]] = []
+
+    def walk(start: str, node: str, path: list[str]) -> None:
+        for dep in sorted(graph[node]):
+            if dep == start:
+                found.append(path)
+            elif dep not in path and dep > start:
+                walk(start, dep, [*path, dep])
+
+    for module in sorted(graph):
+        walk(module, module, [module])
+    return found
+
+
+def test_no_import_cycles():
+    # Even a TYPE_CHECKING or in-function cycle means two modules that each need the other:
+    # what they share belongs in a third (export/job.py holds what exporter and int8_gate share).
+    assert import_cycles(import_graph()) == []
+
+
+def test_the_cycle_check_sees_a_cycle_through_a_type_checking_import(tmp_path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "a.py").write_text("def f():\n    from .b import g\n")
+    (tmp_path / "export" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import f\n"
+    )
+    assert import_cycles(import_graph(tmp_path)) == [["toolkit.export.a", "toolkit.export.b"]]
+
+
+def test_the_readme_layout_map_names_every_module():
+    text = (PACKAGE.parent / "README.md").read_text()
+    blocks: dict[str, str] = {}
+    package = None
+    for line in text[text.index("## Layout") : text.index("The rules, enforced by")].splitlines():
+        start = re.match(r"      (\w+)/ ", line)
+        if start:
+            package = start.group(1)
+        elif not line.startswith(" " * 17):
+            package = None
+        if package:
+            blocks[package] = blocks.get(package, "") + " " + line
+    missing = [
+        f"{package}/{path.name}"
+        for package in RANK
+        for path in sorted((PACKAGE / package).glob("*.py"))
+        if path.stem != "__init__" and path.stem not in re.findall(r"\w+", blocks.get(package, ""))
+    ]
+    assert missing == []

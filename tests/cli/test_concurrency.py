@@ -84,8 +84,8 @@ def test_export_while_the_run_is_locked_refuses_and_a_dead_lock_is_taken_over(ex
 
     # killed: its lock (pid gone), its work folder and a half-written artifact stay behind
     lock_path(run).write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname(), "command": "tk export"}))
-    (run / ".export-k1ll3d" / "saved_model").mkdir(parents=True)
-    (run / ".model.onnx.x7.tmp.onnx").write_bytes(b"half")
+    (run / ".tk-export-k1ll3d" / "saved_model").mkdir(parents=True)
+    (run / ".tk-tmp-x7.tmp.onnx").write_bytes(b"half")
     result = CliRunner().invoke(app, ["export", str(run), "--format", "onnx"])
     assert result.exit_code == 0, result.output
     assert "taking over" in result.output and "removed" in result.output
@@ -101,3 +101,29 @@ def test_an_interrupted_partial_run_is_never_the_latest_run(trained_run, tmp_pat
     shutil.copytree(trained_run, runs / "later.partial")  # killed after writing its manifest
     os.utime(runs / "later.partial" / "manifest.json")
     assert resolve_run(None, runs) == runs / "done"
+
+
+@pytest.mark.edge
+def test_bench_while_the_run_is_locked_refuses_and_writes_nothing(device_run, tmp_path):
+    """Issue 20: verify and bench take the run lock when they write into the run."""
+    run = Path(shutil.copytree(device_run, tmp_path / "runs" / "run", ignore=shutil.ignore_patterns("saved_model")))
+    before = _tree(run)
+    proc = _hold(run)
+    try:
+        result = CliRunner().invoke(app, ["bench", str(run), "--runs", "1", "--threads", "1"])
+    finally:
+        _release(proc)
+    assert_one_line_error(result, "in use by tk train", f"pid {proc.pid}")
+    assert _tree(run) == before
+
+
+def test_verify_while_the_run_is_locked_refuses_and_writes_nothing(exported_run, tmp_path):
+    run = Path(shutil.copytree(exported_run, tmp_path / "runs" / "run", ignore=shutil.ignore_patterns("saved_model")))
+    before = _tree(run)
+    proc = _hold(run)
+    try:
+        result = CliRunner().invoke(app, ["verify", str(run)])
+    finally:
+        _release(proc)
+    assert_one_line_error(result, "in use by tk train", f"pid {proc.pid}")
+    assert _tree(run) == before

@@ -13,12 +13,22 @@ from toolkit.cli.app import app
 from toolkit.core.errors import fault_line
 
 
-@pytest.mark.parametrize(
-    "code, words", [(errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only"), (errno.EACCES, "permission")]
-)
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only")])
 def test_fault_errnos_become_one_line_naming_the_folder(code, words):
     line = fault_line(OSError(code, "boom", "/runs/r1/model.keras"))
     assert line.startswith("could not write in /runs/r1") and words in line
+
+
+@pytest.mark.parametrize(
+    "code, words",
+    [(errno.EACCES, "no permission"), (errno.ENAMETOOLONG, "too long"), (errno.ELOOP, "symbolic links")],
+)
+def test_path_faults_name_the_path_and_never_claim_a_write(code, words):
+    """Issue 20: reading /proc/1/environ said "could not write in /proc/1"; a long path was a traceback."""
+    line = fault_line(OSError(code, "boom", "/proc/1/environ"))
+    assert line.startswith("/proc/1/environ: boom; ") and words in line and "write" not in line
+    long = "/data/" + "x" * 5000
+    assert len(fault_line(OSError(code, "boom", long))) < 300
 
 
 def test_other_oserrors_keep_their_traceback():
@@ -173,3 +183,19 @@ def test_disk_full_during_an_export_keeps_every_earlier_artifact(exported_run, t
     result = CliRunner().invoke(app, ["export", str(run), "--format", "onnx"])
     assert_one_line_error(result, f"could not write in {run}", "disk is full")
     assert _hashes(run) == before  # no temporary, no .export-* folder, every artifact as it was
+
+
+def test_paths_too_long_are_one_line_in_pack_predict_bench_and_set(device_run, tmp_path):
+    """Issue 20: ENAMETOOLONG was a traceback in pack, predict, bench and --set."""
+    from toolkit.core.runs import load_split
+
+    long = str(tmp_path / ("x" * 300))
+    image = load_split(device_run / "split.json").paths("test")[0]
+    for args in (
+        ["pack", str(device_run), long],
+        ["predict", str(device_run / "model.onnx"), long + ".jpg"],
+        ["predict", long + ".onnx", image],
+        ["bench", long],
+        ["data", "inspect", str(device_run / "recipe.yaml"), "--set", f"data.root={long}"],
+    ):
+        assert_one_line_error(CliRunner().invoke(app, args), "File name too long", "use a shorter path")

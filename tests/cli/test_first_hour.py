@@ -43,7 +43,13 @@ def test_keys_types_and_defaults_come_from_the_schema():
     assert by_key["train.mode"].type == "features|augment|scratch"
     assert by_key["model.alpha"].type == "number | null" and by_key["model.alpha"].default == "null"
     assert by_key["bench.threads"].default == "[1, 2]"
-    assert by_key["verify.thresholds.float32.max_abs_diff"].default == "0.0001"
+    # tk's parity limits live in edge/parity.py (core cannot import edge): tk keys passes them in
+    from toolkit.edge.parity import LIMITS
+
+    limits = {k.key: k for k in recipe_keys("verify.thresholds", LIMITS)}
+    assert limits["verify.thresholds.float32.max_abs_diff"].default == str(LIMITS["float32"].max_abs_diff)
+    assert limits["verify.thresholds.int8.min_agreement"].type == "number | null"
+    assert by_key["verify.thresholds.float32.max_abs_diff"].default == "tk's limit"
 
 
 def test_tk_keys_prints_a_section_and_json():
@@ -123,7 +129,7 @@ def test_help_shows_metavars_never_python_types(path, command):
 def test_list_options_take_commas_and_repeats():
     assert comma_list(["tflite,onnx", "int8"]) == ["tflite", "onnx", "int8"] and comma_list(None) is None
     assert thread_counts(["1,2", "4"]) == (1, 2, 4)
-    with pytest.raises(TkError, match="--threads: thread counts must be >= 1"):
+    with pytest.raises(TkError, match="--threads: must be >= 1"):
         thread_counts(["0"])
 
 
@@ -134,7 +140,7 @@ def test_list_options_take_commas_and_repeats():
         (["export", "no-such-run", "--format", "tflite,onxx"], "--format: unknown value 'onxx' (did you mean 'onnx'?)"),
         (["export", "no-such-run", "--opset", "99"], "--opset: must be between"),
         (["pack", "no-such-run", "--format", "keras"], "--format: 'keras' cannot be packed for a device"),
-        (["bench", "no-such-run", "--threads", "1,0"], "--threads: thread counts must be >= 1"),
+        (["bench", "no-such-run", "--threads", "1,0"], "--threads: must be >= 1"),
     ],
 )
 def test_usage_errors_come_before_the_run_is_looked_up(tmp_path, args, fragment):

@@ -39,7 +39,7 @@ def test_a_task_without_total_shows_no_count():
 
 
 def test_cli_lines_print_through_the_bars_console_while_they_are_live(monkeypatch):
-    import toolkit.cli.app as app
+    import toolkit.cli.common as app
 
     out, err = _terminal(), _terminal()
     monkeypatch.setattr(app, "console", out)

@@ -32,21 +32,49 @@ def test_leftovers_of_killed_writers_are_removed_and_a_half_swapped_folder_resto
     from toolkit.core.io import remove_leftovers
 
     run = tmp_path / "run"
-    (run / ".export-ab12cd" / "saved_model").mkdir(parents=True)  # a killed export's work folder
-    (run / ".export-ab12cd" / "saved_model" / "saved_model.pb").write_bytes(b"x")
-    (run / ".model.onnx.k3j2.tmp.onnx").write_bytes(b"half")  # a killed atomic write
-    (run / ".saved_model.x9.tmp").mkdir()  # a killed folder write
-    (run / ".saved_model.old").mkdir()  # killed between the two renames: the only copy
-    (run / ".saved_model.old" / "saved_model.pb").write_bytes(b"previous")
+    (run / ".tk-export-ab12cd" / "saved_model").mkdir(parents=True)  # a killed export's work folder
+    (run / ".tk-export-ab12cd" / "saved_model" / "saved_model.pb").write_bytes(b"x")
+    (run / ".tk-tmp-k3j2.tmp.onnx").write_bytes(b"half")  # a killed atomic write
+    (run / ".tk-tmp-x9.tmp").mkdir()  # a killed folder write
+    (run / ".tk-old-saved_model").mkdir()  # killed between the two renames: the only copy
+    (run / ".tk-old-saved_model" / "saved_model.pb").write_bytes(b"previous")
     (run / "phases" / "scratch").mkdir(parents=True)
-    (run / "phases" / "scratch" / ".best.keras.q1.tmp.keras").write_bytes(b"half")
-    keep = {"model.onnx": b"good", "manifest.json": b"{}", ".hidden-user-file": b"mine"}
+    (run / "phases" / "scratch" / ".tk-tmp-q1.tmp.keras").write_bytes(b"half")
+    # A user's files, however much they look like temporaries: tk removes only its own names.
+    keep = {
+        "model.onnx": b"good",
+        "manifest.json": b"{}",
+        ".hidden-user-file": b"mine",
+        ".env.tmpl": b"mine",
+        ".notes.old": b"mine",
+        ".model.onnx.k3j2.tmp.onnx": b"mine",
+        ".export-ab12cd": b"mine",
+        ".tk-notes": b"mine",
+    }
     for name, data in keep.items():
         (run / name).write_bytes(data)
 
     removed = {p.name for p in remove_leftovers(run)}
-    assert removed == {".export-ab12cd", ".model.onnx.k3j2.tmp.onnx", ".saved_model.x9.tmp"}
+    assert removed == {".tk-export-ab12cd", ".tk-tmp-k3j2.tmp.onnx", ".tk-tmp-x9.tmp"}
     assert (run / "saved_model" / "saved_model.pb").read_bytes() == b"previous"
-    assert (run / "phases" / "scratch" / ".best.keras.q1.tmp.keras").exists()  # not recursive
-    assert {p.name for p in remove_leftovers(run, recursive=True)} == {".best.keras.q1.tmp.keras"}
+    assert (run / "phases" / "scratch" / ".tk-tmp-q1.tmp.keras").exists()  # not recursive
+    assert {p.name for p in remove_leftovers(run, recursive=True)} == {".tk-tmp-q1.tmp.keras"}
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == keep
+
+
+def test_one_size_formatter_decimal_and_binary():
+    from toolkit.core.io import format_size
+
+    assert format_size(512) == "512 bytes"
+    assert format_size(312_400) == "312 kB" and format_size(1_234_567) == "1.23 MB"
+    assert format_size(2.5e9) == "2.5 GB"
+    assert format_size(10 * 2**20, binary=True) == "10 MiB" and format_size(20 * 2**30, binary=True) == "20 GiB"
+
+
+def test_atomic_writes_use_the_names_clean_up_removes(tmp_path):
+    from toolkit.core.io import TMP_PREFIX, atomic_path
+
+    with atomic_path(tmp_path / "model.onnx", suffix=".onnx") as tmp:
+        assert tmp.name.startswith(TMP_PREFIX) and tmp.name.endswith(".tmp.onnx")
+        tmp.write_bytes(b"x")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]

@@ -106,3 +106,20 @@ def test_the_lock_of_a_run_given_as_dot_is_named_after_the_run(tmp_path, monkeyp
     (tmp_path / "r1").mkdir()
     monkeypatch.chdir(tmp_path / "r1")
     assert lock_path(Path(".")) == tmp_path / ".r1.lock"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "dangling link"])
+def test_a_lock_path_that_is_not_a_file_is_one_line_naming_it(tmp_path, kind):
+    """Issue 20: a FIFO blocked tk export forever, a folder was a traceback, a dangling link said
+    "wait for it to finish" forever. Each is now refused at once, naming what is there."""
+    run = tmp_path / "runs" / "r1"
+    path = lock_path(run)
+    path.parent.mkdir(parents=True)
+    {"fifo": os.mkfifo, "folder": os.mkdir, "dangling link": lambda p: os.symlink(tmp_path / "nothing", p)}[kind](path)
+    code = "import sys\nfrom toolkit.core.lock import run_lock\nwith run_lock(sys.argv[1], 'tk export'):\n    pass\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 1 and "TkError" in proc.stderr and "not a lock file tk wrote" in proc.stderr
+    what = {"fifo": "a named pipe (FIFO)", "folder": "a folder", "dangling link": "a symbolic link to nothing"}[kind]
+    assert what in proc.stderr and f"rm -r {path}" in proc.stderr
+    assert os.path.lexists(path)  # not ours to delete

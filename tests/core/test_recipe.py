@@ -179,8 +179,17 @@ def test_every_shipped_recipe_loads(path):
         ({"verify": {"confident_margin": 1.5}}, "verify.confident_margin: must be in [0, 1) (got 1.5)"),
         (
             {"verify": {"thresholds": {"int8": {"min_confident_agreement": 2}}}},
-            "verify.thresholds.int8.min_confident_agreement: must be in [0, 1] (got 2.0)",
+            "verify.thresholds.int8.min_confident_agreement: must be in [0.5, 1] (got 2.0)",
         ),
+        # Limits that check nothing are refused: they would pass any artifact.
+        ({"verify": {"thresholds": {"int8": {"min_agreement": 0.0}}}}, "min_agreement: must be in [0.5, 1] (got 0.0)"),
+        ({"verify": {"thresholds": {"float32": {"max_abs_diff": 1e9}}}}, "max_abs_diff: must be in [0, 0.5]"),
+        ({"verify": {"thresholds": {"int8": {"max_accuracy_drop": 1.0}}}}, "max_accuracy_drop: must be in [0, 0.5]"),
+        ({"verify": {"thresholds": {"int8": {"min_agreement": None}}}}, "leaves no agreement check"),
+        ({"verify": {"thresholds": {"int8": {"min_agreemnt": 0.9}}}}, "did you mean 'min_agreement'?"),
+        ({"verify": {"thresholds": {"int4": {"min_agreement": 0.9}}}}, "unknown kind 'int4'"),
+        ({"verify": {"thresholds": {"int8": {"min_agreement": float("nan")}}}}, "must be a finite number"),
+        ({"verify": {"thresholds": {"int8": "strict"}}}, "verify.thresholds.int8: must be a mapping"),
     ],
 )
 def test_int8_and_metadata_keys_are_checked(raw, expected):
@@ -188,9 +197,12 @@ def test_int8_and_metadata_keys_are_checked(raw, expected):
 
 
 def test_confident_threshold_merges_with_the_defaults():
+    from toolkit.edge.parity import limits_for
+
     recipe = recipe_from_dict({"name": "t", "verify": {"thresholds": {"int8": {"min_confident_agreement": 0.99}}}})
-    int8 = recipe.verify.thresholds["int8"]
-    assert int8.min_confident_agreement == 0.99 and int8.min_agreement == 0.98  # default stays strict
+    assert recipe.verify.thresholds == {"int8": {"min_confident_agreement": 0.99}}  # only what the recipe says
+    int8 = limits_for("int8", recipe.verify)
+    assert int8.min_confident_agreement == 0.99 and int8.min_agreement == 0.98  # tk's value stays strict
     assert recipe.export.metadata.author == "tk" and not recipe.export.int8_fallback.enabled
 
 
@@ -300,3 +312,47 @@ def test_training_knob_short_forms():
         }
     )
     assert again.train.lr_schedule.warmup_epochs == 2  # the written-out recipe.yaml loads back
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("foo.partial", "'.partial'"),
+        ("foo.old", "'.old'"),
+        ("foo.lock", "'.lock'"),
+        (".foo", "start with '.'"),
+        ("foo-20260102-100000", "-YYYYMMDD-HHMMSS"),
+        ("foo-20260102-100000-2", "-YYYYMMDD-HHMMSS"),
+        ("x" * 101, "at most 100 characters"),
+    ],
+)
+def test_run_names_cannot_collide_with_tks_own_names(name, words):
+    """Issue 20: a recipe named foo.partial was accepted, and training foo then deleted its run."""
+    message = error_of({"name": name})
+    assert message.startswith("name: ") and words in message and "choose another name" in message
+
+
+def test_names_like_tks_own_are_fine_inside(tmp_path):
+    for name in ("partial", "foo.partial.v2", "run-2026", "a.b-c_d"):
+        assert recipe_from_dict({"name": name}).name == name
+
+
+@pytest.mark.parametrize("depth", [65, 900, 3000])
+def test_deeply_nested_recipes_are_one_line(tmp_path, depth):
+    """Issue 20: 1,500-3,000 levels ended in RecursionError."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("train: " + "{a: " * depth + "1" + "}" * depth + "\n")
+    with pytest.raises(TkError, match="nested more than 64 levels deep"):
+        load_recipe(path)
+    if depth > 500:  # shallower values parse, and are refused by type
+        with pytest.raises(TkError, match="--set train.epochs: the value is nested"):
+            load_recipe(RECIPES[0], ["train.epochs=" + "[" * depth + "]" * depth])
+
+
+def test_unreadable_and_endless_recipe_files_are_one_line(tmp_path):
+    with pytest.raises(TkError, match="cannot be read"):
+        load_recipe(Path("/proc/self/mem"))  # is_file() says yes; reading it is EIO
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (2 << 20))
+    with pytest.raises(TkError, match="larger than 1024 KiB"):
+        load_recipe(big)

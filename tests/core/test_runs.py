@@ -186,3 +186,36 @@ def test_archive_moves_aside_with_collision_proof_names(tmp_path):
     second = archive_run(_run(tmp_path, "quickstart", stamp))
     assert second == tmp_path / "quickstart-20260102-100000-2" and (first / MANIFEST).is_file()
     assert archive_run(tmp_path / "quickstart") is None
+
+
+def test_stratified_sample_is_balanced_and_deterministic_with_or_without_a_seed():
+    from toolkit.core.runs import stratified_sample
+
+    items = (
+        [(f"a{i:02d}.jpg", 0) for i in range(50)]
+        + [(f"b{i:02d}.jpg", 1) for i in range(5)]
+        + [(f"c{i:02d}.jpg", 2) for i in range(30)]
+    )
+    for seed in (None, 3):
+        sample = stratified_sample(items, 20, seed)
+        assert sample == stratified_sample(items, 20, seed)
+        counts = {c: sum(p.startswith(c) for p, _ in sample) for c in "abc"}
+        assert counts == {"a": 8, "b": 5, "c": 7}  # classes take turns; the small one gives all it has
+        assert all(p[0] == "abc"[y] for p, y in sample) and [y for _, y in sample[:3]] == [0, 1, 2]
+        assert sorted(stratified_sample(items, 1000, seed)) == sorted(items)
+    spread = [p for p, y in stratified_sample(items, 20, None) if y == 0]
+    assert spread == [f"a{i:02d}.jpg" for i in (0, 6, 12, 18, 25, 31, 37, 43)]  # evenly over the class's list
+    assert stratified_sample(items, 20, 3) != stratified_sample(items, 20, 4)  # the seed draws
+    assert stratified_sample([], 5) == []
+
+
+def test_a_folder_whose_manifest_links_elsewhere_is_not_a_run(tmp_path):
+    """Issue 20: listing runs reads each manifest; one linked to /dev/zero would be read until memory
+    ran out. A link (here to a real manifest, so that a regression fails instead of exhausting the
+    machine) or anything but a regular file is not a run's manifest."""
+    real = _run(tmp_path / "runs", "real", "2026-01-02T10:00:00+00:00")
+    elsewhere = _run(tmp_path, "elsewhere", "2026-01-03T10:00:00+00:00")
+    (tmp_path / "runs" / "linked").mkdir()
+    (tmp_path / "runs" / "linked" / MANIFEST).symlink_to(elsewhere / MANIFEST)
+    (tmp_path / "runs" / "folder" / MANIFEST).mkdir(parents=True)
+    assert list_runs(tmp_path / "runs") == [real]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -200,3 +201,38 @@ def test_split_round_trips_through_json(tmp_path):
 def test_load_split_missing_says_train_first(tmp_path):
     with pytest.raises(TkError, match="tk train"):
         load_split(tmp_path / "split.json")
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("new\nline", "newline"),
+        (" cat", "starts or ends with a space"),
+        ("cat\t", "control character"),
+        ("...", "only dots"),
+        (b"caf\xe9", "not valid UTF-8"),
+    ],
+)
+def test_class_folders_that_cannot_be_labels_are_one_line(folder_root, name, words):
+    """Issue 20: a newline gave labels.txt more lines than classes, a leading space passed training
+    and failed export, '...' was dropped silently."""
+    folder = os.path.join(os.fsencode(folder_root), name) if isinstance(name, bytes) else folder_root / name
+    os.mkdir(folder)
+    shutil.copy(next((folder_root / "circle").glob("*.jpg")), os.path.join(os.fsdecode(folder), "a.jpg"))
+    with pytest.raises(TkError) as err:
+        discover(DataSection(root=str(folder_root)), seed=1)
+    assert words in str(err.value) and "rename the folder" in str(err.value)
+
+
+def test_class_folders_named_train_and_test_are_classes(tmp_path, monkeypatch):
+    """Issue 20: folders named train/test holding images were refused as "not of class folders"."""
+    root = tmp_path / "vehicles"
+    for k, name in enumerate(("train", "test", "bus")):
+        src = make_synthetic_dataset(tmp_path / f"src{k}", classes=2, per_class=6, size=24, seed=k)
+        shutil.copytree(src / "circle", root / name)
+    dataset = discover(DataSection(root=str(root)), seed=1)
+    assert dataset.layout == "folder" and dataset.classes == ["bus", "test", "train"]
+    from toolkit.data.folder_recipe import write_folder_recipe
+
+    monkeypatch.chdir(tmp_path)
+    assert write_folder_recipe(root).name == "vehicles.yaml"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from toolkit.core.caps import SYNTH_MAX_PER_CLASS, SYNTH_MAX_SIZE
 from toolkit.core.errors import TkError
 from toolkit.data.synth import SHAPES, load_boxes, make_synthetic_dataset
 
@@ -75,3 +76,50 @@ def test_bad_arguments_are_user_errors(tmp_path, kwargs, key):
     with pytest.raises(TkError, match=key):
         make_synthetic_dataset(tmp_path / "s", **kwargs)
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"size": SYNTH_MAX_SIZE + 1, "per_class": 1}, f"--size: must be between 16 and {SYNTH_MAX_SIZE}"),
+        ({"per_class": SYNTH_MAX_PER_CLASS + 1, "size": 16}, "--per-class"),
+    ],
+)
+def test_sizes_and_counts_are_capped(tmp_path, kwargs, key):
+    """Issue 20: --size 100000 ran unbounded. Just over each cap: without the cap this test fails
+    in seconds instead of drawing 30 GB of pixels."""
+    with pytest.raises(TkError, match=key):
+        make_synthetic_dataset(tmp_path / "s", classes=2, **kwargs)
+    assert not (tmp_path / "s").exists()
+
+
+def test_an_existing_dataset_is_never_overwritten(tmp_path):
+    """Issue 20: synth overwrote the images in its target folder, exit 0."""
+    root = make_synthetic_dataset(tmp_path / "s", classes=2, per_class=3, size=16, seed=0)
+    before = digests(root)
+    with pytest.raises(TkError, match="not an empty folder; tk data synth writes a new dataset only"):
+        make_synthetic_dataset(root, classes=2, per_class=3, size=16, seed=1)
+    assert digests(root) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]  # no temporary left beside it
+
+
+def test_nothing_is_written_through_links(tmp_path):
+    """Issue 20: synth wrote through a symlinked objects.json to a file outside."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("original\n")
+    target = tmp_path / "s"
+    target.mkdir()
+    (target / "objects.json").symlink_to(outside)
+    with pytest.raises(TkError, match="not an empty folder"):
+        make_synthetic_dataset(target, classes=2, per_class=2, size=16)
+    (tmp_path / "linked").symlink_to(tmp_path / "empty", target_is_directory=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TkError, match="a symbolic link"):
+        make_synthetic_dataset(tmp_path / "linked", classes=2, per_class=2, size=16)
+    assert outside.read_text() == "original\n" and not any((tmp_path / "empty").iterdir())
+
+
+def test_an_empty_folder_is_filled(tmp_path):
+    (tmp_path / "s").mkdir()
+    root = make_synthetic_dataset(tmp_path / "s", classes=2, per_class=2, size=16)
+    assert len(digests(root)) == 4 and (root / "objects.json").is_file()

@@ -251,7 +251,7 @@ def test_cli_ship_line_and_no_ship_exit(bench_dir, report):
     "args, message",
     [
         (["--threads", "1,x"], "--threads: expected comma-separated integers"),
-        (["--threads", "0"], "--threads: thread counts must be >= 1"),
+        (["--threads", "0"], "--threads: must be >= 1"),
         (["--runs", "0"], "--runs: must be >= 1"),
     ],
 )
@@ -438,3 +438,41 @@ def test_accuracy_comes_from_verify_only_for_the_same_file_images_and_machine():
         verified_accuracy({"sha256": "a", "metrics": {"verify": {**record, "split": "validation"}}}, [0, 1, 2], "vm")
         is None
     )
+
+
+@pytest.mark.edge
+def test_machine_facts_without_proc_are_none_not_a_traceback(monkeypatch):
+    """An emulated Pi root (or a container) without /proc: psutil raises; the facts say None."""
+    import psutil
+
+    from toolkit.edge import machine
+
+    def no_proc(*_args, **_kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "/proc/cpuinfo")
+
+    for name in ("cpu_count", "virtual_memory", "getloadavg"):
+        monkeypatch.setattr(psutil, name, no_proc)
+    facts = machine.machine_info()
+    assert facts["memory_gb"] is None and facts["load_avg"] is None and facts["cores"] >= 1
+    assert machine.machine_label(facts)
+
+
+@pytest.mark.edge
+def test_peak_memory_without_proc_falls_back_to_getrusage(monkeypatch):
+    import psutil
+
+    from toolkit.edge import machine
+
+    real_read = Path.read_text
+
+    def no_proc(self, *args, **kwargs):
+        if str(self).startswith("/proc"):
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_read(self, *args, **kwargs)
+
+    def gone(*_args, **_kwargs):
+        raise psutil.NoSuchProcess(0)
+
+    monkeypatch.setattr(Path, "read_text", no_proc)
+    monkeypatch.setattr(psutil.Process, "memory_info", gone)
+    assert 1 < machine.peak_rss_mb() < 100_000

@@ -49,7 +49,7 @@ def test_bundle_holds_device_artifacts_manifest_labels_and_a_stratified_sample(d
     assert sum(counts.values()) == 12 and max(counts.values()) - min(counts.values()) <= 1
     recorded = json.loads((bundle / "split.json").read_text())
     assert recorded["root"] == "."  # read relative to the bundle, wherever it is copied
-    for (path, label), (full, _) in zip(recorded["splits"]["test"], split.splits["test"]):
+    for (path, label), (full, _) in zip(recorded["splits"]["test"], split.splits["test"], strict=True):
         assert not Path(path).is_absolute() and Path(full) == bundle / path and Path(full).is_file()
         assert Path(path).parts[:2] == ("samples", source["classes"][label])  # the folder is the label
     assert manifest["bundle"]["samples"] == 12
@@ -142,15 +142,17 @@ def test_a_failed_pack_leaves_the_earlier_bundle_and_no_temp(device_run, bundle,
         fh.write(b"\0")
     target = Path(shutil.copytree(bundle, tmp_path / "out" / "bundle"))
     before = sorted(p.relative_to(target) for p in target.rglob("*"))
-    with pytest.raises(TkError, match="model.onnx: sha256 differs"):
-        pack(run, target, samples=2, force=True)
+    with pytest.raises(TkError, match=r"model.onnx \(stale: the file changed since tk verify judged it"):
+        pack(run, target, samples=2, force=True)  # the gate: verify judged other bytes
+    with pytest.raises(TkError, match="model.onnx: sha256 differs"):  # and the copy's hash, gate or not
+        pack(run, target, samples=2, force=True, allow_unverified=True)
     assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
     assert [p.name for p in target.parent.iterdir()] == ["bundle"]
     manifest = load_manifest(run)
     del manifest["artifacts"]["model.onnx"]["sha256"]
     save_manifest(run, manifest)
     with pytest.raises(TkError, match="model.onnx has no sha256"):
-        pack(run, tmp_path / "new", files=["model.onnx"], samples=0)
+        pack(run, tmp_path / "new", files=["model.onnx"], samples=0, allow_unverified=True)
     assert not (tmp_path / "new").exists()
 
 

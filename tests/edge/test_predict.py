@@ -59,7 +59,7 @@ def test_batches_predict_what_single_images_predict(device_run, image_folder):
     batched = list(predict_paths(predictor, files, k=3, batch=7))
     single = list(predict_paths(predictor, files, k=3, batch=1))
     assert [p.file for p in batched] == [str(f) for f in files]
-    for a, b in zip(batched, single):
+    for a, b in zip(batched, single, strict=True):
         assert a.top[0][0] == b.top[0][0]
         assert abs(a.top[0][1] - b.top[0][1]) < 1e-5
 
@@ -106,7 +106,8 @@ def test_cli_runs_with_the_base_install_alone(device_run, image_folder):
         "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
         "from toolkit.cli.app import app\n"
         "try:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n"
-        "    loaded = [m for m, mod in sys.modules.items() if mod is not None and m.split('.')[0] in ('tensorflow', 'keras')]\n"
+        "    loaded = [m for m, mod in sys.modules.items()\n"
+        "              if mod is not None and m.split('.')[0] in ('tensorflow', 'keras')]\n"
         "    print('LOADED', loaded)\n    raise\n"
     )
     for file in ("model_int8.tflite", "model.onnx"):

@@ -168,7 +168,7 @@ def test_manifest_missing(run_copy, held_out, tmp_path):
 def test_manifest_that_is_not_a_tk_manifest(run_copy, held_out):
     (run_copy / "manifest.json").write_text(json.dumps({"artifacts": {}}))
     assert_one_line_error(
-        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), held_out[0][0]]), "not a tk manifest"
+        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), held_out[0][0]]), "classes: missing"
     )
 
 

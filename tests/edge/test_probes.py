@@ -35,7 +35,8 @@ def image(device_run) -> str:
 
 
 def _edit_manifest(run: Path, edit) -> None:
-    manifest = load_manifest(run)
+    """Edit manifest.json as a person would: as JSON, whatever the schema says of it now."""
+    manifest = json.loads((run / "manifest.json").read_text())
     edit(manifest)
     save_manifest(run, manifest)
 
@@ -44,10 +45,10 @@ def _edit_manifest(run: Path, edit) -> None:
 def test_artifacts_as_a_list_or_empty(run_copy, image):
     _edit_manifest(run_copy, lambda m: m.update(artifacts=[]))
     assert_one_line_error(
-        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]), "'artifacts' must map file names"
+        runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]), "artifacts: must map file names"
     )
-    assert_one_line_error(runner.invoke(app, ["bench", str(run_copy / "model.onnx")]), "'artifacts' must map")
-    assert_one_line_error(runner.invoke(app, ["bench", str(run_copy)]), "'artifacts' must map")
+    assert_one_line_error(runner.invoke(app, ["bench", str(run_copy / "model.onnx")]), "artifacts: must map")
+    assert_one_line_error(runner.invoke(app, ["bench", str(run_copy)]), "artifacts: must map")
     _edit_manifest(run_copy, lambda m: m.update(artifacts={}))
     assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]), "not listed in")
     assert_one_line_error(runner.invoke(app, ["bench", str(run_copy)]), "nothing to bench")
@@ -125,7 +126,7 @@ def test_a_truncated_split_in_verify(exported_run, tmp_path):
     (run / "split.json").write_text('{"root": "x", "classes": ["a", "b"], "splits": {"test": [["a.jpg", 0]')
     assert_one_line_error(runner.invoke(app, ["verify", str(run)]), "split.json: not valid JSON")
     (run / "split.json").write_text('{"root": "x"}')
-    assert_one_line_error(runner.invoke(app, ["verify", str(run)]), "split.json: not a tk split file")
+    assert_one_line_error(runner.invoke(app, ["verify", str(run)]), "split.json: classes: missing")
 
 
 @pytest.mark.edge
@@ -236,3 +237,84 @@ def test_onnx_uint8_input_and_fixed_batch_predict_what_the_float_model_does(tmp_
 def test_onnx_models_tk_cannot_label_are_refused(tmp_path, image, shape, outputs, message):
     path = _onnx_model(tmp_path, shape, outputs=outputs)
     assert_one_line_error(runner.invoke(app, ["predict", str(path), image]), "model.onnx", message)
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "RUN", "--threads", "5"], "--threads: at most 4 threads on this machine"),  # 50000 hung
+        (["predict", "RUN/model.onnx", "IMAGE", "--threads", "5"], "--threads: at most 4"),  # 100000 aborted
+        (["bench", "RUN", "--threads", "1", "--batch", "2000"], "--batch: 2000 images of"),  # MemoryError
+    ],
+)
+def test_numbers_beyond_the_machine_are_capped_with_a_message(run_copy, image, args, message, monkeypatch):
+    """Issue 20: thread counts relative to the cores here, a batch against the memory available.
+    On a machine of 1 core and 64 MiB free, so that without the caps these numbers still run
+    harmlessly (and the test fails) instead of hanging or exhausting the machine."""
+    monkeypatch.setattr("toolkit.core.caps.cores", lambda: 1)
+    monkeypatch.setattr("toolkit.core.caps.available_memory", lambda: 64 << 20)
+    args = [a.replace("RUN", str(run_copy)).replace("IMAGE", image) for a in args]
+    assert_one_line_error(runner.invoke(app, args), message)
+    assert not (run_copy / "bench.json").exists()
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize(
+    "limits, message",
+    [
+        (["--max-latency-ms", "nan"], "--max-latency-ms: must be a number of milliseconds > 0 (got nan)"),
+        (["--max-latency-ms", "-inf"], "--max-latency-ms: must be"),
+        (["--min-accuracy", "-inf"], "--min-accuracy: must be a fraction between 0 and 1"),
+        (["--min-accuracy", "nan"], "--min-accuracy: must be"),
+        (["--min-accuracy", "90"], "--min-accuracy: must be"),
+    ],
+)
+def test_ship_limits_that_no_row_can_meet_honestly_are_refused_first(run_copy, limits, message):
+    """Issue 20: `--max-latency-ms nan --min-accuracy -inf` was accepted, exit 0."""
+    result = runner.invoke(app, ["bench", str(run_copy), "--runs", "1", "--threads", "1", *limits])
+    assert_one_line_error(result, message)
+    assert not (run_copy / "bench.json").exists()
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (None, "a folder where a JSON file belongs"),
+        ({"machine": {}, "rows": ["model.onnx 1 ms"]}, "rows[0]: must be an object"),
+        ({"machine": {}, "rows": [], "other_rows": "none"}, "other_rows: must be a list"),
+        ({"machine": {}, "rows": [], "machines": ["pi"]}, "machines: must map machine labels"),
+        ({"machine": [], "rows": []}, "machine: must be an object"),
+    ],
+    ids=["directory", "rows-as-strings", "other-rows-not-a-list", "machines-a-list", "machine-a-list"],
+)
+def test_a_hand_edited_bench_json_is_one_line_before_any_measuring_and_kept(run_copy, content, fragment):
+    path = run_copy / "bench.json"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(json.dumps(content))
+    before = None if content is None else path.read_bytes()
+    result = runner.invoke(app, ["bench", str(run_copy / "model.onnx"), "--runs", "1", "--warmup", "0"])
+    assert_one_line_error(result, "bench.json", fragment, "move it aside or delete it")
+    assert "threads 1" not in result.output  # refused before the first measurement
+    assert path.is_dir() if content is None else path.read_bytes() == before
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda m: m["preprocessing"].update(size=[100_000, 100_000]), "size[0]: must be between 1 and 4096"),
+        (lambda m: m.update(classes="circle,square,triangle"), "classes: must be a list"),
+        (lambda m: m.update(classes=[1, 2, 3]), "classes[0]: must be text"),
+        (lambda m: m["artifacts"]["model.onnx"].update(sha256=None, file="other.onnx"), "names 'other.onnx'"),
+    ],
+)
+def test_hand_edited_manifests_are_one_line_on_the_device(run_copy, image, edit, fragment):
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    edit(manifest)
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert_one_line_error(runner.invoke(app, ["predict", str(run_copy / "model.onnx"), image]), fragment)
+    assert_one_line_error(runner.invoke(app, ["bench", str(run_copy), "--runs", "1"]), fragment)

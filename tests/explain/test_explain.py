@@ -52,8 +52,8 @@ def held_out(run, ex, synth_root):
 
 
 def _inside_outside(heat: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    inside = np.array([h[m].mean() for h, m in zip(heat, masks)])
-    outside = np.array([h[~m].mean() for h, m in zip(heat, masks)])
+    inside = np.array([h[m].mean() for h, m in zip(heat, masks, strict=True)])
+    outside = np.array([h[~m].mean() for h, m in zip(heat, masks, strict=True)])
     return inside, outside
 
 

@@ -85,7 +85,7 @@ def test_cli_shows_no_progress_when_not_a_terminal(exported, command):
 def test_cli_bars_on_a_terminal_go_to_stderr_and_never_under_json(exported, monkeypatch):
     from rich.console import Console
 
-    import toolkit.cli.app as cli
+    import toolkit.cli.common as cli
 
     run, _ = exported
     # What the CLI's consoles are on a terminal (CliRunner's streams are not one).

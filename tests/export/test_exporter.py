@@ -15,7 +15,6 @@ from toolkit.cli.app import app
 from toolkit.core.formats import FORMATS, tolerance_kind
 from toolkit.core.io import sha256_file, size_bytes
 from toolkit.core.runs import load_manifest
-from toolkit.export.exporter import stratified_sample
 
 EXPECTED = {
     "saved_model": ("savedmodel", "none"),
@@ -128,19 +127,6 @@ def test_keras3_models_convert_through_saved_model(kind, synth_root, tmp_path):
         np.testing.assert_allclose(tflite_out, expected, atol=1e-5)
 
 
-def test_stratified_sample_is_balanced_and_deterministic():
-    items = (
-        [(f"a{i}.jpg", 0) for i in range(50)]
-        + [(f"b{i}.jpg", 1) for i in range(5)]
-        + [(f"c{i}.jpg", 2) for i in range(30)]
-    )
-    sample = stratified_sample(items, 20, seed=3)
-    assert sample == stratified_sample(items, 20, seed=3)
-    counts = {c: sum(p.startswith(c) for p in sample) for c in "abc"}
-    assert counts == {"a": 8, "b": 5, "c": 7}  # round-robin; the small class gives all it has
-    assert len(stratified_sample(items, 1000, seed=3)) == len(items)
-
-
 def _copy_run(run: Path, tmp_path: Path) -> Path:
     copy = tmp_path / run.name
     shutil.copytree(run, copy)
@@ -222,6 +208,9 @@ def test_a_damaged_model_is_one_error_and_writes_nothing(trained_run, tmp_path):
     (run / "model.keras").write_bytes(b"not a zip file")
     before = sorted(p.name for p in run.iterdir())
     result = CliRunner().invoke(app, ["export", str(run)])
+    assert result.exit_code == 1 and "model.keras: sha256 differs from the one tk train recorded" in result.output
+    _record_reference(run)  # the manifest copied along with the damaged file: opening it is the one line
+    result = CliRunner().invoke(app, ["export", str(run)])
     assert result.exit_code == 1
     errors = _error_lines(result.output)
     assert len(errors) == 1 and "model.keras: not a .keras archive (damaged or truncated)" in errors[0]
@@ -239,7 +228,38 @@ def test_export_refuses_a_model_with_nan_weights(trained_run, tmp_path):
     weight = model.weights[-1]
     weight.assign(np.full(weight.shape, np.nan, dtype=weight.dtype))
     model.save(run / "model.keras")
+    _record_reference(run)  # as a diverged tk train would have recorded it
     result = CliRunner().invoke(app, ["export", str(run), "--format", "tflite"])
     assert result.exit_code == 1, result.output
     assert "NaN/Inf" in result.output and "learning_rate" in result.output
-    assert not list(run.glob(".export-*")) and not list(run.glob("model_*.tflite"))
+    assert not list(run.glob(".tk-export-*")) and not list(run.glob("model_*.tflite"))
+
+
+def test_one_writer_per_exported_format_of_the_table():
+    from toolkit.core.formats import EXPORT_FORMATS
+    from toolkit.export.exporter import WRITERS
+
+    assert set(WRITERS) == set(EXPORT_FORMATS)
+
+
+def test_help_texts_name_every_format_of_the_table():
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+    from toolkit.core.formats import DEVICE_FORMATS, EXPORT_FORMATS
+
+    runner = CliRunner()
+    export_help = " ".join(runner.invoke(app, ["export", "--help"], env={"COLUMNS": "300"}).output.split())
+    pack_help = " ".join(runner.invoke(app, ["pack", "--help"], env={"COLUMNS": "300"}).output.split())
+    predict_help = " ".join(runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "300"}).output.split())
+    assert all(name in export_help for name in EXPORT_FORMATS)
+    assert all(name in pack_help for name in DEVICE_FORMATS)
+    assert all(f.suffix in predict_help for f in FORMATS.values() if f.suffix)
+
+
+def _record_reference(run: Path) -> None:
+    from toolkit.core.runs import save_manifest
+
+    manifest = load_manifest(run)
+    manifest["artifacts"]["model.keras"]["sha256"] = sha256_file(run / "model.keras")
+    save_manifest(run, manifest)

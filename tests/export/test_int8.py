@@ -197,7 +197,7 @@ def test_export_int8_fallback_over_budget_keeps_plain_int8(trained_run, tmp_path
 
 def test_export_int8_fallback_is_not_used_when_int8_passes(trained_run, tmp_path):
     run = _copy_run(trained_run, tmp_path)
-    _edit_recipe(run, verify={"thresholds": {"int8": {"min_agreement": 0.0, "max_accuracy_drop": 1.0}}})
+    _edit_recipe(run, verify={"thresholds": {"int8": {"min_agreement": 0.5, "max_accuracy_drop": 0.5}}})
     result = runner.invoke(app, ["export", str(run), "--format", "tflite", "--quantize", "int8", "--int8-fallback"])
     assert result.exit_code == 0, result.output
     assert "int8 fallback: not needed" in result.output

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_error, small_recipe
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
@@ -92,7 +92,7 @@ def test_int8_export_of_a_moved_run_with_data_root(trained_run, travelled, tmp_p
     monkeypatch.chdir(elsewhere)
     from toolkit.core.errors import TkError
     from toolkit.core.runs import run_recipe
-    from toolkit.export.exporter import ExportJob
+    from toolkit.export.job import ExportJob
 
     job = ExportJob(run, run_recipe(run), 17)  # the calibration images, no conversion
     try:

@@ -16,7 +16,8 @@ from toolkit.core.context import Context
 from toolkit.core.errors import ParityError
 from toolkit.core.recipe import load_recipe
 from toolkit.core.runs import load_manifest, record_artifact
-from toolkit.export.verify import degenerate_warnings, verify_run
+from toolkit.edge.parity import degenerate_warnings, limits_for
+from toolkit.export.verify import verify_run
 
 ARTIFACTS = [
     "saved_model",
@@ -42,7 +43,7 @@ def test_each_format_is_within_its_thresholds(parity_report, exported_run, file)
     test_split = json.loads((exported_run / "split.json").read_text())["splits"]["test"]
     assert report["split"] == "test" and report["count"] == len(test_split) > 0
     result = report["artifacts"][file]
-    threshold = load_recipe(exported_run / "recipe.yaml").verify.thresholds[result["kind"]]
+    threshold = limits_for(result["kind"], load_recipe(exported_run / "recipe.yaml").verify)
     assert result["passed"], result
     if threshold.max_abs_diff is not None:
         assert result["max_abs_diff"] <= threshold.max_abs_diff
@@ -162,7 +163,7 @@ def test_a_truncated_artifact_is_a_clear_error(exported_run, tmp_path, file, mes
 def test_thresholds_come_from_the_recipe(exported_run, tmp_path):
     run = _copy_run(exported_run, tmp_path)
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
-    recipe["verify"]["thresholds"]["float16"]["max_abs_diff"] = 1e-12
+    recipe["verify"].setdefault("thresholds", {})["float16"] = {"max_abs_diff": 1e-12}
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     with pytest.raises(ParityError, match=r"model_float16.tflite \(max diff .* > 1e-12\)"):
         verify_run(run, files=["model_float16.tflite"])
@@ -188,7 +189,7 @@ def test_degenerate_reference_is_flagged():
 
 def test_confident_agreement_counts_only_confident_flips():
     from toolkit.core.recipe import Threshold
-    from toolkit.export.verify import check, compare, top1_margin
+    from toolkit.edge.parity import check, compare, top1_margin
 
     # Images 0-1: the reference is 90/10 sure; images 2-3: 51/49. The artifact flips 1 and 3.
     reference = np.array([[0.9, 0.1], [0.9, 0.1], [0.51, 0.49], [0.51, 0.49]])
@@ -221,7 +222,7 @@ def test_verify_reports_confident_agreement_and_the_recipe_gates_on_it(exported_
     run = _copy_run(exported_run, tmp_path)
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     recipe["verify"].update(confident_margin=0.0)  # every image counts: confident agreement == agreement
-    recipe["verify"]["thresholds"]["int8"] = {
+    recipe["verify"].setdefault("thresholds", {})["int8"] = {
         "min_agreement": None,
         "max_accuracy_drop": None,
         "min_confident_agreement": 1.0,
@@ -232,7 +233,7 @@ def test_verify_reports_confident_agreement_and_the_recipe_gates_on_it(exported_
     except ParityError as exc:
         assert "confident agreement" in str(exc) and "< 100.0%" in str(exc)
     judged = json.loads((run / "parity.json").read_text())["artifacts"]["model_int8.tflite"]
-    assert judged["thresholds"]["min_confident_agreement"] == 1.0
+    assert judged["limits"]["min_confident_agreement"] == 1.0
     assert judged["confident_agreement"] == judged["agreement"] and judged["confident_count"] == report["count"]
     assert judged["passed"] == (judged["agreement"] == 1.0)
 
@@ -240,7 +241,7 @@ def test_verify_reports_confident_agreement_and_the_recipe_gates_on_it(exported_
 def test_nan_or_inf_outputs_fail_every_threshold_set():
     """NaN compares False with any limit: 'max diff: nan' used to pass with a ✓."""
     from toolkit.core.recipe import Threshold
-    from toolkit.export.verify import check, compare
+    from toolkit.edge.parity import check, compare
 
     reference = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
     labels = np.array([0, 1])

@@ -105,3 +105,65 @@ def test_head_without_hidden_layers_still_applies_its_dropout():
     dropouts = [layer for layer in head.layers if isinstance(layer, keras.layers.Dropout)]
     assert [d.rate for d in dropouts] == [0.2]
     assert head.output.shape[-1] == 5 and head.get_layer("predictions").dtype_policy.compute_dtype == "float32"
+
+
+ACCEPTED = [(name, key) for name, spec in sorted(BACKBONES.items()) for key in spec.accepts]
+VALUES = {"alpha": 0.5, "minimalistic": True}
+
+
+@pytest.mark.parametrize("name, key", ACCEPTED, ids=[f"{n}-{k}" for n, k in ACCEPTED])
+def test_every_key_a_backbone_accepts_reaches_its_constructor(name, key):
+    base = build_base(ModelSection(backbone=name, weights="none", image_size=SMALLEST, **{key: VALUES[key]}))
+    plain = build_base(ModelSection(backbone=name, weights="none", image_size=SMALLEST))
+    assert base.count_params() != plain.count_params()  # a narrower or minimalistic network, not ignored
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_a_key_a_backbone_does_not_take_is_one_line_naming_key_backbone_and_what_it_accepts(name):
+    from toolkit.train.backbones import OPTIONAL_KEYS, check_model
+
+    for key in (k for k in OPTIONAL_KEYS if k not in BACKBONES[name].accepts):
+        with pytest.raises(TkError) as info:
+            check_model(ModelSection(backbone=name, weights="none", **{key: VALUES[key]}))
+        line = str(info.value)
+        assert line.startswith(f"model.{key}: backbone {name} does not take {key}") and "\n" not in line
+        takers = [n for n, s in BACKBONES.items() if key in s.accepts]
+        assert f"(it takes {', '.join(BACKBONES[name].accepts) or 'none'} of alpha, minimalistic)" in line
+        assert line.endswith(f"use a backbone that takes it: {', '.join(takers)}")
+
+
+def test_an_alpha_without_imagenet_weights_is_refused_before_the_download():
+    from toolkit.train.backbones import check_model
+
+    with pytest.raises(TkError, match=r"model.alpha: mobilenet_v2 has ImageNet weights for alpha 0.35, 0.5"):
+        check_model(ModelSection(backbone="mobilenet_v2", weights="imagenet", alpha=0.6))
+    assert check_model(ModelSection(backbone="mobilenet_v2", weights="none", alpha=0.6)).name == "mobilenet_v2"
+
+
+def test_the_capability_check_runs_without_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+        "from toolkit.core.errors import TkError\nfrom toolkit.core.recipe import ModelSection\n"
+        "from toolkit.train.backbones import check_model\n"
+        "try:\n    check_model(ModelSection(backbone='vgg16', alpha=0.5))\nexcept TkError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith(
+        "model.alpha: backbone vgg16 does not take alpha (it takes none of alpha, minimalistic)"
+    )
+
+
+def test_tk_train_refuses_a_key_the_backbone_does_not_take_in_one_line(tmp_path):
+    from helpers import assert_one_line_error
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ndata: {root: nowhere}\nmodel: {backbone: vgg16, alpha: 0.5, weights: none}\n")
+    result = CliRunner().invoke(app, ["train", str(recipe)])
+    assert_one_line_error(result, "model.alpha: backbone vgg16 does not take alpha", "mobilenet_v2")

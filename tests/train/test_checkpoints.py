@@ -28,7 +28,7 @@ def test_resume_cleans_tmp_files_and_a_fresh_run_discards_the_partial(tmp_path):
     work = tmp_path / "r.partial"
     recipe = small_recipe("r", tmp_path)
     prepare_partial(work, recipe, resume=False)
-    stale = work / "phases" / "scratch" / "backup" / ".latest.weights.h5.a1.tmp.weights.h5"
+    stale = work / "phases" / "scratch" / "backup" / ".tk-tmp-a1.tmp.weights.h5"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half")
     said: list[str] = []
@@ -87,3 +87,47 @@ def test_resume_through_the_cli_refuses_an_edited_recipe_in_one_line(synth_root,
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("error: --resume") and "train.batch_size (16 -> 8)" in last
     assert not (tmp_path / "runs" / ".edited.lock").exists()  # released on the way out
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ("add", "1 image(s) added (first: circle/extra.jpg)"),
+        ("remove", "1 image(s) removed (first: circle/circle_0000.jpg)"),
+        ("modify", "1 image(s) modified since (first: square/square_0001.jpg)"),
+        ("class", "classes ['circle', 'square'] -> ['circle', 'squares']"),
+    ],
+)
+def test_resume_refuses_a_changed_dataset_naming_what_changed(tmp_path, change, words):
+    """Issue 20: --resume did not notice that the dataset changed under the saved weights."""
+    import os
+    import shutil
+    import time
+
+    from toolkit.core.recipe import DataSection
+    from toolkit.core.runs import save_split
+    from toolkit.data.splits import discover
+    from toolkit.data.synth import make_synthetic_dataset
+    from toolkit.train.checkpoints import check_same_data
+
+    root = make_synthetic_dataset(tmp_path / "data", classes=2, per_class=8, size=16, seed=0)
+    work = tmp_path / "r.partial"
+    save_split(discover(DataSection(root=str(root)), seed=1), work / "split.json")
+    os.utime(work / "split.json", (time.time() - 60, time.time() - 60))  # the run started a minute ago
+    for image in root.rglob("*.jpg"):
+        os.utime(image, (time.time() - 120, time.time() - 120))
+    check_same_data(work, discover(DataSection(root=str(root)), seed=1))  # unchanged: resumes
+    if change == "add":
+        shutil.copy(root / "circle" / "circle_0001.jpg", root / "circle" / "extra.jpg")
+        os.utime(root / "circle" / "extra.jpg", (time.time() - 120, time.time() - 120))
+    elif change == "remove":
+        (root / "circle" / "circle_0000.jpg").unlink()
+    elif change == "modify":
+        (root / "square" / "square_0001.jpg").write_bytes((root / "square" / "square_0002.jpg").read_bytes())
+    else:
+        (root / "square").rename(root / "squares")
+    with pytest.raises(TkError) as info:
+        check_same_data(work, discover(DataSection(root=str(root)), seed=1))
+    line = str(info.value)
+    assert line.startswith("--resume: the data changed since") and words in line and "\n" not in line
+    assert "without --resume" in line

@@ -20,7 +20,10 @@ def test_constant_is_the_plain_rate():
 
 def test_cosine_warms_up_then_decays_to_zero_at_the_phase_end():
     schedule = knobs.learning_rate(LrSchedule("cosine", warmup_epochs=1), 1e-3, epochs=5, steps=10)
-    at = lambda step: float(schedule(step))
+
+    def at(step):
+        return float(schedule(step))
+
     assert at(0) == pytest.approx(0.0, abs=1e-9)
     assert at(5) == pytest.approx(0.5e-3, rel=1e-4)  # half-way through the 10-step warm-up
     assert at(10) == pytest.approx(1e-3, rel=1e-4)  # peak at the end of warm-up
@@ -78,3 +81,11 @@ def test_fit_follows_the_schedule_and_the_class_weights():
         assert int(model.optimizer.iterations) == 8
         assert float(model.optimizer.learning_rate) == pytest.approx(float(rate(8)), abs=1e-7)
     assert losses["none"] != pytest.approx(losses["balanced"], rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop", "sgd"])
+def test_the_optimizer_is_the_recipes_at_the_phase_rate(name):
+    made = knobs.optimizer(_train(optimizer=name), 3e-4)
+    assert type(made).__name__.lower() == name and float(made.learning_rate) == pytest.approx(3e-4)
+    schedule = knobs.learning_rate(LrSchedule("cosine"), 1e-3, epochs=2, steps=5)
+    assert knobs.optimizer(_train(optimizer=name), schedule) is not knobs.optimizer(_train(optimizer=name), schedule)

@@ -33,7 +33,7 @@ def _layer_weights(model) -> dict[str, list[np.ndarray]]:
 
 
 def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
-    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 # --- from scratch: the session's reference run --------------------------------------------------

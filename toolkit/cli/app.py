@@ -2,34 +2,35 @@
 
 A TkError (something the user can fix) becomes one red line and exit code 1; anything else is a
 bug and keeps its traceback. Heavy imports happen inside the commands so `tk --help` and the
-device path (predict/bench on .tflite/.onnx) stay fast and free of TensorFlow.
+device path (predict/bench on the device formats) stay fast and free of TensorFlow. Help texts
+that name formats are generated from core/formats.FORMATS, so a new row shows up in them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from ..core import quiet
-from ..core.context import Context, silent
-from ..core.errors import TkError, fault_line
-from ..core.formats import EXPORT_FORMATS, QUANTIZATIONS
+from ..core.errors import TkError
+from ..core.formats import (
+    DEFAULT_FORMATS,
+    DEVICE_FORMATS,
+    EXPORT_FORMATS,
+    FORMATS,
+    QUANT_LABEL,
+    QUANTIZATIONS,
+    suffixes,
+)
 from ..core.recipe_keys import SCRATCH, with_shortcuts
-from .helpfmt import show_metavars_not_types
+from . import common
+from .common import DEFAULT_RUNS, DataRoot, JsonOpt, RunArg, RunsDir, SetOpt, context, say, user_errors
+from .data import data_app
+from .explain import explain_app
 from .options import PANEL_SHORTCUTS, check_choices, comma_list, shortcut, thread_counts
-from .progress import live_console, progress_for
-
-# TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user: importing
-# toolkit sets TF_CPP_MIN_LOG_LEVEL=3 unless it is set (core/quiet.py); TK_TF_LOGS=1 shows them.
-
-
-show_metavars_not_types()
 
 EXIT_CODES = (
     "Exit codes: 0 ok; 1 a failed check (verify parity, export, ship limits) or a mistake tk "
@@ -44,25 +45,8 @@ app = typer.Typer(
     help="tk: transfer-learn an image classifier, export it for the edge, verify and benchmark it.",
     epilog=EXIT_CODES,
 )
-data_app = typer.Typer(no_args_is_help=True, help="Make, inspect and fetch datasets.")
 app.add_typer(data_app, name="data")
-
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
-
-
-def say(message: str) -> None:
-    # While progress bars are live on stderr, print through their console: rich keeps the line
-    # above the bars (both streams are the same terminal then, or there would be no bars).
-    (live_console() or console).print(message, markup=False, soft_wrap=True)
-
-
-@contextlib.contextmanager
-def context(as_json: bool = False, data_root: Optional[Path] = None) -> Iterator[Context]:
-    """The domain's Context for one command: lines through `say` (none under --json, where stdout
-    holds the JSON document only), progress bars on stderr when it is a terminal, --data-root."""
-    with progress_for(console, err_console, as_json) as bars:
-        yield Context(say=silent if as_json else say, progress=bars, data_root=data_root)
+app.add_typer(explain_app, name="explain")
 
 
 def _version(value: bool) -> None:
@@ -84,55 +68,6 @@ def main(
     ] = None,
 ):
     """tk: transfer-learn an image classifier, export it for the edge, verify and benchmark it."""
-
-
-def user_errors(fn):
-    """Turn TkError into one line on stderr and exit 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TkError as exc:
-            err_console.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        except OSError as exc:  # only disk full / read-only / permission: anything else is a bug
-            line = fault_line(exc)
-            if line is None:
-                raise
-            err_console.print(f"error: {line}", style="red", markup=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-RunArg = Annotated[
-    Optional[str],
-    typer.Argument(metavar="[RUN]", help="Run folder, recipe file or run name (default: the latest run)."),
-]
-RunsDir = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Where run folders live.")]
-DEFAULT_RUNS = Path(os.environ.get("TK_RUNS_DIR", "exported"))
-DataRoot = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--data-root",
-        metavar="DIR",
-        help="The dataset folder on this machine, if it moved since training (default: the root split.json records).",
-    ),
-]
-# One --json for every command: strict JSON on stdout and nothing else; the exit code is what it
-# would be without it (a failed check still exits 1, after printing the JSON that says why).
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print the result as JSON and nothing else on stdout; exit codes unchanged.")
-]
-SetOpt = Annotated[
-    Optional[list[str]],
-    typer.Option(
-        "--set",
-        metavar="KEY=VALUE",
-        help="Override a recipe value, e.g. --set train.epochs=3 (dotted key, YAML value); repeatable.",
-    ),
-]
 
 
 @app.command()
@@ -220,14 +155,16 @@ def keys(
     from ..train.backbones import BACKBONES
     from .render import keys_table
 
-    found = recipe_keys(prefix or "")
+    from ..edge.parity import LIMITS
+
+    found = recipe_keys(prefix or "", LIMITS)
     if not found:
         sections = sorted({k.key.split(".")[0] for k in recipe_keys()})
         raise TkError(f"{prefix}: no recipe key starts with it; sections: {', '.join(sections)}")
     if as_json:
         say(json_text([k.to_json() for k in found]))
         return
-    out = console if console.is_terminal else Console(width=160, highlight=False)
+    out = common.console if common.console.is_terminal else Console(width=160, highlight=False)
     out.print(keys_table(found))
     if any(k.key == "model.backbone" for k in found):
         say("model.backbone: " + ", ".join(BACKBONES))
@@ -237,77 +174,29 @@ def keys(
 @user_errors
 def layers(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML.")], sets: SetOpt = None):
     """List the backbone's layer names (for feature_layer and fine_tune.unfreeze_from)."""
-    quiet.import_tensorflow_quietly()
     from ..core.recipe import load_recipe
-    from ..train.backbones import layer_names
+    from ..train.backbones import check_model, layer_names
 
-    for name in layer_names(load_recipe(recipe, sets or ()).model):
+    model = load_recipe(recipe, sets or ()).model
+    check_model(model)  # before TensorFlow loads
+    quiet.import_tensorflow_quietly()
+    for name in layer_names(model):
         say(name)
 
 
-@data_app.command("synth")
-@user_errors
-def data_synth(
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to create (one sub-folder per class).")],
-    classes: Annotated[int, typer.Option(metavar="N", help="Number of classes (2-8).")] = 3,
-    per_class: Annotated[int, typer.Option("--per-class", metavar="N", help="Images per class.")] = 60,
-    size: Annotated[int, typer.Option(metavar="PX", help="Image side in pixels.")] = 64,
-    seed: Annotated[int, typer.Option(metavar="N", help="Random seed.")] = 0,
-):
-    """Make a procedural, learnable image dataset (shapes on textures) for offline work."""
-    from ..data.synth import make_synthetic_dataset
-
-    make_synthetic_dataset(directory, classes, per_class, size, seed)
-    say(f"wrote {classes} classes x {per_class} images ({size} px) to {directory}")
+MODEL_FILES = ", ".join(
+    [suffixes(list(FORMATS), ", ")] + [f"a {n} folder" for n, f in FORMATS.items() if f.folder_marker]
+)
 
 
-@data_app.command("inspect")
-@user_errors
-def data_inspect(
-    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML whose data section to inspect.")],
-    as_json: JsonOpt = False,
-    sets: SetOpt = None,
-):
-    """Counts per class and split, image sizes, bad files and warnings, before training.
-
-    --json prints the same report as JSON.
-    """
-    from ..core.io import json_text
-    from ..core.recipe import load_recipe
-    from ..data.survey import survey
-    from .render import survey_table
-
-    report = survey(load_recipe(recipe, sets or ()))
-    if as_json:
-        typer.echo(json_text(report))
-        return
-    for part in survey_table(report):
-        console.print(part)
-
-
-@data_app.command("fetch")
-@user_errors
-def data_fetch(
-    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML with data.source.url.")],
-    sets: SetOpt = None,
-):
-    """Download the recipe's dataset, check its sha256, unpack it safely into data.root."""
-    from ..core.recipe import load_recipe
-    from ..data.fetch import fetch
-
-    with context() as ctx:
-        fetch(load_recipe(recipe, sets or ()), ctx)
-
-
-@app.command()
+@app.command(
+    help=f"Label images with an exported model; {suffixes(DEVICE_FORMATS)} need only the base install (no TensorFlow)."
+)
 @user_errors
 def predict(
     artifact: Annotated[
         Path,
-        typer.Argument(
-            metavar="MODEL",
-            help="Model file (.tflite, .onnx, .keras or a SavedModel folder) with manifest.json beside it.",
-        ),
+        typer.Argument(metavar="MODEL", help=f"Model file ({MODEL_FILES}) with manifest.json beside it."),
     ],
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files or folders of images.")],
     top_k: Annotated[int, typer.Option("--top-k", metavar="K", help="Labels to show per image.")] = 1,
@@ -317,7 +206,6 @@ def predict(
         typer.Option(metavar="N", help="Runtime threads (default: the runtime's own choice, all cores)."),
     ] = None,
 ):
-    """Label images with an exported model; .tflite/.onnx need only the base install (no TensorFlow)."""
     from ..core.io import json_text
     from ..edge.predict import bad_files_line, format_prediction
     from ..edge.predict import predict as run_predict
@@ -328,8 +216,13 @@ def predict(
     def skipped(file: str, why: str) -> None:  # reported as met, on stderr; the rest go on
         bad.append((file, why))
         if len(bad) > 1:  # the first one is named in the closing error line
-            err_console.print(f"skipped: {file}: {why}", style="yellow", markup=False, soft_wrap=True)
+            common.err_console.print(f"skipped: {file}: {why}", style="yellow", markup=False, soft_wrap=True)
 
+    from ..edge.verdicts import packed_warning
+
+    warning = packed_warning(artifact)
+    if warning:
+        common.err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     results = run_predict(artifact, images, k=top_k, threads=threads, on_prediction=echo, on_bad=skipped)
     if as_json:
         say(json_text([p.to_json() for p in results]))
@@ -337,7 +230,16 @@ def predict(
         raise TkError(bad_files_line(bad, len(results)))
 
 
-@app.command("export")
+@app.command(
+    "export",
+    help="Export a trained run to "
+    + ", ".join(
+        f"{n} ({'/'.join(QUANT_LABEL[q] for q in FORMATS[n].quantizations)}"
+        f"{'' if FORMATS[n].default else ', when named'})"
+        for n in EXPORT_FORMATS
+    )
+    + ".",
+)
 @user_errors
 def export_cmd(
     run: RunArg = None,
@@ -346,7 +248,8 @@ def export_cmd(
         typer.Option(
             "--format",
             metavar="FORMAT[,FORMAT...]",
-            help=f"{', '.join(EXPORT_FORMATS)} or all (default: the recipe's export.formats).",
+            help=f"{', '.join(EXPORT_FORMATS)} or all (= {', '.join(DEFAULT_FORMATS)}) "
+            "(default: the recipe's export.formats).",
         ),
     ] = None,
     quantize: Annotated[
@@ -354,7 +257,9 @@ def export_cmd(
         typer.Option(
             "--quantize",
             metavar="QUANT[,QUANT...]",
-            help=f"{', '.join(QUANTIZATIONS)} (TFLite; ONNX: none, int8) or all (default: export.quantize).",
+            help=f"Quantization: {', '.join(QUANTIZATIONS)} or all (default: export.quantize). "
+            + "; ".join(f"{n} takes {', '.join(FORMATS[n].quantizations)}" for n in EXPORT_FORMATS)
+            + ".",
         ),
     ] = None,
     opset: Annotated[
@@ -372,7 +277,6 @@ def export_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ):
-    """Export a trained run to SavedModel, TFLite (float32/float16/dynamic/int8) and ONNX (float32/int8)."""
     formats = check_choices("--format", comma_list(formats), EXPORT_FORMATS)  # before the run is looked up
     quantize = check_choices("--quantize", comma_list(quantize), QUANTIZATIONS)
     from ..core.recipe import ONNX_OPSETS
@@ -394,7 +298,14 @@ def export_cmd(
 @app.command()
 @user_errors
 def verify(
-    run: RunArg = None,
+    run: Annotated[
+        Optional[str],
+        typer.Argument(
+            metavar="[RUN|BUNDLE]",
+            help="Run folder, recipe file or run name (default: the latest run); or a tk pack bundle: "
+            "its check set runs here, with this machine's runtime (no TensorFlow needed).",
+        ),
+    ] = None,
     artifacts: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -406,25 +317,83 @@ def verify(
     as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="RUN is a tk pack --web bundle: run its models in headless Chromium over its check set "
+            "(recorded as target 'browser' in device_parity.json).",
+        ),
+    ] = False,
 ):
     """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not).
 
-    --json prints the parity report, also when a check fails (then exit 1).
+    --json prints the parity report, also when a check fails (then exit 1). On a bundle (tk pack's
+    folder) it runs the bundle's check set here, on the base install, and records device_parity.json.
     """
-    from ..core.runs import resolve_run
+    artifacts = comma_list(artifacts)
+    if web:
+        return _verify_web(run, artifacts, as_json)
 
-    quiet.import_tensorflow_quietly()
     from ..core.io import json_text
-    from ..export.verify import raise_on_failure, verify_run
+    from ..core.runs import is_bundle, resolve_run
 
     with context(as_json, data_root) as ctx:  # one ✓/✗ line per artifact, with its numbers and failures
         run_dir = resolve_run(run, runs_dir, ctx)
-        report = verify_run(run_dir, comma_list(artifacts), check=False, ctx=ctx)
+        if is_bundle(run_dir):  # the device path: base install, no TensorFlow imported
+            from ..edge.device_verify import raise_on_failure as device_failure
+            from ..edge.device_verify import verify_bundle
+
+            if artifacts or data_root:
+                raise TkError("--artifact/--data-root: not for a bundle; tk verify BUNDLE checks every packed artifact")
+            report = verify_bundle(run_dir, ctx=ctx)
+            if as_json:
+                say(json_text(report))
+            device_failure(report)
+            return
+        quiet.import_tensorflow_quietly()
+        from ..export.verify import raise_on_failure, verify_run
+
+        report = verify_run(run_dir, artifacts, check=False, ctx=ctx)
     if as_json:
         say(json_text(report))
         if not report["passed"]:
             raise typer.Exit(1)  # the JSON says which check failed
     raise_on_failure(run_dir, report, reasons=False)  # the ✗ lines above said why: nothing said twice
+
+
+def _verify_web(bundle: Optional[str], artifacts: Optional[list[str]], as_json: bool) -> None:
+    from ..core.errors import ParityError
+    from ..core.io import json_text
+    from ..web.verify import verify_web
+
+    if not bundle:
+        raise TkError("tk verify --web: name the bundle folder (tk verify BUNDLE --web)")
+    with context(as_json) as ctx:
+        report = verify_web(Path(bundle), artifacts, ctx)
+    if as_json:
+        say(json_text(report))
+    failed = [f for f, r in report["artifacts"].items() if not r["passed"]]
+    if failed:
+        if as_json:
+            raise typer.Exit(1)
+        raise ParityError(
+            f"{len(failed)} of {len(report['artifacts'])} models fail in {report['runtime']}: {', '.join(failed)}; "
+            f"details in {report['file']}"
+        )
+    if not as_json:
+        say(f"all {len(report['artifacts'])} models match the reference in {report['runtime']}; wrote {report['file']}")
+
+
+def _bench_web(targets, given, fixed_runs, max_latency_ms, min_accuracy, ctx):
+    from ..edge.bench import settings_for
+    from ..web.bench import bench_web
+
+    if len(targets or []) != 1:
+        raise TkError("tk bench --web: name one bundle folder (tk bench BUNDLE --web)")
+    bundle = Path(targets[0])
+    settings = settings_for(bundle, **given)
+    return bench_web(bundle, settings, fixed_runs, given["threads"], max_latency_ms, min_accuracy, ctx)
 
 
 @app.command()
@@ -462,7 +431,7 @@ def bench(
         typer.Option(
             "--format",
             metavar="FORMAT[,FORMAT...]",
-            help="Only these formats, or all (default: the device formats, .tflite and .onnx; all adds "
+            help=f"Only these formats, or all (default: the device formats, {suffixes(DEVICE_FORMATS)}; all adds "
             "model.keras and saved_model).",
         ),
     ] = None,
@@ -475,14 +444,22 @@ def bench(
     as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="TARGET is a tk pack --web bundle: latency of its models in headless Chromium, native "
+            "latency interleaved, and their ratio (adaptive runs unless --runs).",
+        ),
+    ] = False,
 ):
     """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact.
 
     --json prints bench.json's content (one object per run) instead of the table.
     """
-    from ..core.formats import FORMATS
     from ..core.io import json_text
     from ..edge.bench import bench_targets, machine_label
+    from ..edge.machine import flags_text
     from .render import rows_table, ship_line
 
     chosen = check_choices("--format", comma_list(formats), FORMATS)
@@ -494,20 +471,24 @@ def bench(
         "formats": tuple(chosen) if chosen else None,
     }
     with context(as_json, data_root) as ctx:
-        result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy, ctx)
-        from ..train.tracking import log_bench  # no Keras: the device install benches too
+        if web:
+            result = _bench_web(targets, given, runs is not None, max_latency_ms, min_accuracy, ctx)
+        else:
+            result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy, ctx)
+            from ..train.tracking import log_bench  # no Keras: the device install benches too
 
-        for run_dir, report in zip(result["runs"], result["reports"], strict=True):
-            log_bench(run_dir, report, ctx)
+            for run_dir, report in zip(result["runs"], result["reports"], strict=True):
+                log_bench(run_dir, report, ctx)
     reports = result["reports"]
     if as_json:
         say(json_text(reports if len(reports) > 1 else reports[0]))
         return
-    # A pipe gets 120 columns (rich would fold the table to 80); a terminal keeps its width.
-    out = console if console.is_terminal else Console(width=120, highlight=False)
+    # A pipe gets 120 columns (rich would fold the table to 80; browser rows' machine tag and ratio
+    # need 170); a terminal keeps its width.
+    out = common.console if common.console.is_terminal else Console(width=170 if web else 120, highlight=False)
     for report in reports:
         several = len({r["machine"] for r in report["rows"]}) > 1
-        where = "" if several else f" on {machine_label(report['machine'])}"
+        where = "" if several else f" on {machine_label(report['machine'])}, {flags_text(report['machine'])}"
         out.print(
             rows_table(report["rows"], title=f"{report['run']}{where}: {report['description']}", machine_column=several)
         )
@@ -533,7 +514,8 @@ def pack_cmd(
         typer.Option(
             "--format",
             metavar="FORMAT[,FORMAT...]",
-            help="Only artifacts of these formats (tflite, onnx; default: every .tflite and .onnx).",
+            help=f"Only artifacts of these formats ({', '.join(DEVICE_FORMATS)}; "
+            f"default: every {suffixes(DEVICE_FORMATS, ' and ')} file).",
         ),
     ] = None,
     artifacts: Annotated[
@@ -544,24 +526,50 @@ def pack_cmd(
         int, typer.Option("--samples", metavar="N", help="Test images to include, stratified by class (0: none).")
     ] = 200,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it holds an earlier bundle.")] = False,
+    allow_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unverified",
+            help="Also pack artifacts that did not pass tk verify on these bytes (recorded as verified: false).",
+        ),
+    ] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
     as_json: JsonOpt = False,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="Also a static web page: index.html, tk.js, a batch-1 .tflite for LiteRT.js and the browser "
+            "runtimes (npm ci of tk's lockfile, cached), served as is by any static host.",
+        ),
+    ] = False,
+    cdn: Annotated[
+        bool,
+        typer.Option("--cdn", help="With --web: load the runtimes from pinned CDN URLs with integrity hashes."),
+    ] = False,
 ):
     """Write the folder a device gets: artifacts, manifest, labels.txt and a labelled test sample.
 
     With no arguments: the latest run, into <runs-dir>/<its name>-device.
     """
-    from ..core.io import json_text
+    from ..core.io import format_size, json_text
     from ..core.runs import resolve_run
     from ..edge.pack import check_formats, pack
 
-    formats = comma_list(formats)
+    if cdn and not web:
+        raise TkError("--cdn: only with --web (it says where the web page loads its runtimes from)")
+    formats, artifacts = comma_list(formats), comma_list(artifacts)
     check_formats(formats)  # before the run is looked up
     with context(as_json, data_root) as ctx:
         run_dir = resolve_run(run, runs_dir, ctx)
         directory = directory if directory is not None else Path(runs_dir) / f"{Path(run_dir).resolve().name}-device"
-        out = pack(run_dir, directory, formats, comma_list(artifacts), samples, force, ctx)
+        if web:
+            from ..web.pack import pack_web
+
+            out = pack_web(run_dir, directory, formats, artifacts, samples, force, cdn, ctx, allow_unverified)
+        else:
+            out = pack(run_dir, directory, formats, artifacts, samples, force, ctx, allow_unverified=allow_unverified)
     if as_json:
         say(json_text(out))
         return
@@ -569,102 +577,11 @@ def pack_cmd(
         say(f"note: {note}")
     say(
         f"packed {len(out['artifacts'])} artifact(s), {out['samples']} test images of {out['classes']} classes "
-        f"into {out['dir']} ({out['size_bytes'] / 1e6:.1f} MB); on the device: tk bench {out['dir']}"
+        f"and a check set of {out['checkset']} into {out['dir']} ({format_size(out['size_bytes'])}); on the "
+        f"device: tk verify {out['dir']} && tk bench {out['dir']}"
     )
-
-
-# Three probes with options of their own (an image, a layer, a class, a step count): subcommands,
-# as `tk data` has, so each takes only what it uses and --count means one thing per command.
-explain_app = typer.Typer(
-    no_args_is_help=True,
-    help="Feature maps, activation maximization and Grad-CAM of a trained run, as PNGs in RUN/explain/.",
-)
-app.add_typer(explain_app, name="explain")
-ImageOpt = Annotated[Path, typer.Option("--image", metavar="IMAGE", help="The image to explain.")]
-
-
-@explain_app.command("maps")
-@user_errors
-def explain_maps(
-    run: RunArg = None,
-    image: ImageOpt = ...,
-    layers: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--layers",
-            metavar="LAYER[,LAYER...]",
-            help="Backbone layers (default: the backbone's usual conv layers).",
-        ),
-    ] = None,
-    count: Annotated[int, typer.Option("--count", metavar="N", help="Channels shown per layer.")] = 16,
-    runs_dir: RunsDir = DEFAULT_RUNS,
-):
-    """What the backbone's layers see in one image: a grid of each layer's first channels."""
-    quiet.import_tensorflow_quietly()
-    from ..core.runs import resolve_run
-    from ..explain.feature_maps import explain_feature_maps
-
-    names = comma_list(layers)
-    with context() as ctx:
-        explain_feature_maps(resolve_run(run, runs_dir, ctx), image, names, count, ctx)
-
-
-@explain_app.command("filters")
-@user_errors
-def explain_filters(
-    run: RunArg = None,
-    layer: Annotated[
-        Optional[str],
-        typer.Option(
-            "--layer",
-            metavar="LAYER",
-            help="Backbone, head or predictions layer (default: the deepest usual conv layer).",
-        ),
-    ] = None,
-    count: Annotated[int, typer.Option("--count", metavar="N", help="Filters (or units, or classes) to show.")] = 8,
-    steps: Annotated[int, typer.Option("--steps", metavar="N", help="Gradient-ascent steps.")] = 160,
-    runs_dir: RunsDir = DEFAULT_RUNS,
-):
-    """Activation maximization: the input pattern each of a layer's filters responds to most."""
-    quiet.import_tensorflow_quietly()
-    from ..core.runs import resolve_run
-    from ..explain.maximize import AscentSettings
-    from ..explain.maximize import explain_filters as run_filters
-
-    with context() as ctx:
-        run_filters(resolve_run(run, runs_dir, ctx), layer, count, AscentSettings(steps=steps), ctx)
-
-
-@explain_app.command("gradcam")
-@user_errors
-def explain_gradcam(
-    run: RunArg = None,
-    image: Annotated[
-        Path,
-        typer.Option("--image", metavar="IMAGE|DIR", help="An image, or a folder of images (a contact sheet too)."),
-    ] = ...,
-    layer: Annotated[
-        Optional[str],
-        typer.Option(
-            "--layer", metavar="LAYER", help="Convolutional layer to take the heat from (default: the deepest)."
-        ),
-    ] = None,
-    class_name: Annotated[
-        Optional[str],
-        typer.Option("--class", metavar="CLASS", help="Explain this class instead of the predicted one."),
-    ] = None,
-    count: Annotated[
-        int, typer.Option("--count", metavar="N", help="Images of a folder to explain, in name order.")
-    ] = 64,
-    runs_dir: RunsDir = DEFAULT_RUNS,
-):
-    """Grad-CAM: where in the image the evidence for a class is, as a heat overlay."""
-    quiet.import_tensorflow_quietly()
-    from ..core.runs import resolve_run
-    from ..explain.gradcam import explain_gradcam as run_gradcam
-
-    with context() as ctx:
-        run_gradcam(resolve_run(run, runs_dir, ctx), image, class_name, layer, limit=count, ctx=ctx)
+    if web:
+        say(f"web page: {len(out['web']['models'])} model(s); check it with tk verify {out['dir']} --web")
 
 
 @app.command()
@@ -675,10 +592,17 @@ def report(
         Optional[list[Path]],
         typer.Option("--merge", metavar="BENCH_JSON", help="bench.json from another machine; repeatable."),
     ] = None,
+    mix_models: Annotated[
+        bool,
+        typer.Option(
+            "--mix-models",
+            help="Put merged bench rows of another model (another reference sha256) in the same table.",
+        ),
+    ] = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
-    """Write REPORT.md in the run folder: curves, test metrics, parity, bench tables, latency plot."""
+    """Write REPORT.md in the run folder: the gate's verdict, curves, test metrics, parity, bench, latency plot."""
     from ..report.report import report_for
 
     with context() as ctx:
-        report_for(run, runs_dir, merge or [], ctx)
+        report_for(run, runs_dir, merge or [], ctx, mix_models=mix_models)

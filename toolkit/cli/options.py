@@ -11,6 +11,7 @@ from typing import Iterable, Optional
 
 import typer
 
+from ..core.caps import check_threads
 from ..core.errors import TkError, suggest
 from ..core.recipe_keys import SHORTCUTS
 
@@ -45,8 +46,7 @@ def thread_counts(values: Optional[Iterable[str]], option: str = "--threads") ->
         counts = tuple(int(item) for item in items)
     except ValueError:
         raise TkError(f"{option}: expected comma-separated integers like 1,2,4 (got {','.join(items)!r})") from None
-    if any(count < 1 for count in counts):
-        raise TkError(f"{option}: thread counts must be >= 1 (got {','.join(items)})")
+    check_threads(counts, option)  # before the run is looked up
     return counts
 
 

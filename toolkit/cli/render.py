@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..edge.bench import HEADERS, format_row
+from ..core.io import format_size
+from ..edge.bench import BROWSER_NOTE, RATIO_HEADER, format_row, table_headers
 
 
 def rows_table(rows: Sequence[dict[str, Any]], title: str = "", machine_column: bool = False):
@@ -21,10 +22,15 @@ def rows_table(rows: Sequence[dict[str, Any]], title: str = "", machine_column: 
         caption="* the Keras reference; cold s: process "
         "start to first prediction; RSS: peak resident memory then; p50..p99: batch 1",
     )
-    for h in (["machine"] if machine_column else []) + list(HEADERS):
-        table.add_column(h, justify="left" if h in ("machine", "artifact") else "right", no_wrap=h == "artifact")
+    headers = table_headers(rows, machine_column)
+    if RATIO_HEADER in headers:
+        table.caption += f"; {BROWSER_NOTE}"
+    for h in headers:
+        table.add_column(
+            h, justify="left" if h in ("machine", "artifact") else "right", no_wrap=h in ("machine", "artifact")
+        )
     for r in rows:
-        table.add_row(*format_row(r, machine_column))
+        table.add_row(*format_row(r, machine_column, RATIO_HEADER in headers))
     return table
 
 
@@ -43,10 +49,12 @@ def keys_table(keys: Sequence[Any]):
 
 def ship_line(best: dict[str, Any]) -> str:
     accuracy = best.get("accuracy")
+    skipped = best.get("skipped") or []
     return (
-        f"ship: {best['file']} ({best['size_bytes'] / 1e6:.2f} MB, p50 {best['p50_ms']:.2f} ms at "
+        f"ship: {best['file']} ({format_size(best.get('size_bytes') or 0)}, p50 {best['p50_ms']:.2f} ms at "
         f"{best['threads']} thread(s), accuracy {'-' if accuracy is None else format(accuracy, '.3f')}; "
         f"chosen among the {best.get('among', '?')} artifact(s) this call measured on {best.get('machine', '?')})"
+        + (f"; not considered, as they did not pass tk verify: {'; '.join(skipped)}" if skipped else "")
     )
 
 

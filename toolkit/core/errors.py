@@ -39,17 +39,30 @@ _FAULT_FIXES = {
     errno.ENOSPC: "the disk is full: free space there and run the command again (train: --resume)",
     errno.EDQUOT: "the disk quota is used up: free space there and run the command again (train: --resume)",
     errno.EROFS: "the folder is read-only: pass a writable one (e.g. --runs-dir) or remount it",
-    errno.EACCES: "no permission to write there: fix its permissions or pass a writable folder (e.g. --runs-dir)",
-    errno.EPERM: "no permission to write there: fix its permissions or pass a writable folder (e.g. --runs-dir)",
+}
+# Faults of a path, whether it was being read or written: the line names the path, not "could not write".
+_PATH_FAULTS = {
+    errno.EACCES: "no permission: fix the permissions of it (or its folder), or pass a path you can use",
+    errno.EPERM: "no permission: fix the permissions of it (or its folder), or pass a path you can use",
+    errno.ENAMETOOLONG: "a name in it is too long for this filesystem: use a shorter path (or recipe name)",
+    errno.ELOOP: "too many levels of symbolic links: fix or remove the link",
 }
 
 
 def fault_line(exc: OSError) -> str | None:
-    """One line for a disk-full or read-only/permission fault, naming the folder; None otherwise
-    (any other OSError is a bug or a damaged file, and keeps its traceback)."""
+    """One line for a disk-full, read-only, permission or path-too-long fault, naming the folder or
+    the path; None otherwise (any other OSError is a bug or a damaged file, and keeps its traceback)."""
+    where = exc.filename
+    if exc.errno in _PATH_FAULTS:
+        return f"{_short(os.fspath(where)) if where else 'a path'}: {exc.strerror or exc}; {_PATH_FAULTS[exc.errno]}"
     fix = _FAULT_FIXES.get(exc.errno)
     if fix is None:
         return None
-    where = exc.filename
     folder = os.path.dirname(os.fspath(where)) or "." if where else "the output folder"
     return f"could not write in {folder} ({exc.strerror or exc}); {fix}"
+
+
+def _short(path: str | bytes, keep: int = 120) -> str:
+    """A path for a message: a path too long for the filesystem is too long for a line as well."""
+    path = os.fsdecode(path)
+    return path if len(path) <= keep else f"{path[: keep // 2]}...{path[-keep // 2 :]} ({len(path)} characters)"

@@ -10,11 +10,19 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
+
+# Names tk's own temporaries take, and the only names remove_leftovers deletes: a user's .env.tmpl or
+# .notes.old beside them is not tk's to remove.
+TMP_PREFIX = ".tk-tmp-"  # atomic_path: .tk-tmp-<random>.tmp<suffix>
+WORK_PREFIX = ".tk-export-"  # export's work folder
+OLD_PREFIX = ".tk-old-"  # a folder being replaced: .tk-old-<name>
+_LEFTOVER = re.compile(r"\.tk-tmp-[a-z0-9_]+\.tmp.*|\.tk-export-[a-z0-9_]+|\.tk-old-.+")
 
 
 @contextlib.contextmanager
@@ -22,7 +30,7 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     os.unlink(tmp)  # writers (Keras, converters) want to create the file themselves
     tmp_path = Path(tmp)
@@ -37,7 +45,7 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
 
 
 def _replace_dir(tmp: Path, path: Path) -> None:
-    old = path.with_name(f".{path.name}.old")
+    old = path.with_name(OLD_PREFIX + path.name)
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
@@ -91,6 +99,17 @@ def size_bytes(path: Path) -> int:
     return path.stat().st_size
 
 
+def format_size(size: float, binary: bool = False) -> str:
+    """'1.23 MB', '312 kB', '512 bytes': the one way tk writes a size. binary: '10 MiB', for caps
+    and memory that are set in powers of two (data.source.max_bytes, decoded image caches)."""
+    base, units = (1024, ("bytes", "KiB", "MiB", "GiB", "TiB")) if binary else (1000, ("bytes", "kB", "MB", "GB", "TB"))
+    for unit in units:
+        if abs(size) < base or unit == units[-1]:
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.3g} {unit}"
+        size /= base
+    raise AssertionError("unreachable: the last unit returns")
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -108,29 +127,43 @@ def tool_versions(*packages: str) -> dict[str, str]:
 
 
 def remove_leftovers(folder: Path, recursive: bool = False) -> list[Path]:
-    """Remove what a killed writer left in folder: atomic_path's temporaries (.<name>.*.tmp*) and
-    export's work folders (.export-*). A .<name>.old whose <name> is gone (killed between the two
-    renames of a folder replace) is moved back; one whose <name> exists is removed. Call it only
-    while holding the folder's lock (core/lock.py): a live writer's temporaries look the same."""
+    """Remove what a killed writer left in folder, by tk's own names only (TMP_PREFIX, WORK_PREFIX,
+    OLD_PREFIX). A .tk-old-<name> whose <name> is gone (killed between the two renames of a folder
+    replace) is moved back; one whose <name> exists is removed. Call it only while holding the
+    folder's lock (core/lock.py): a live writer's temporaries look the same."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed = []
-    found = folder.rglob(".*") if recursive else folder.glob(".*")
+    found = folder.rglob(".tk-*") if recursive else folder.glob(".tk-*")
     for path in sorted(found, key=lambda p: len(p.parts)):
         name = path.name
-        if not (".tmp" in name or name.startswith(".export-") or (name.endswith(".old") and name.count(".") >= 2)):
+        if not _LEFTOVER.fullmatch(name) or not os.path.lexists(path):  # or inside one removed already
             continue
-        if not os.path.lexists(path):  # inside a leftover removed already
-            continue
-        if name.endswith(".old") and ".tmp" not in name:
-            target = path.with_name(name[1 : -len(".old")])
-            if not target.exists():
+        if name.startswith(OLD_PREFIX):
+            target = path.with_name(name[len(OLD_PREFIX) :])
+            if not os.path.lexists(target):
                 os.replace(path, target)
                 continue
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         removed.append(path)
     return removed
+
+
+def output_folder(root: Path, name: str) -> Path:
+    """root/name as a real folder, made if missing. A symbolic link there (to anywhere) or a file is
+    refused: tk's writes into a run's output folders (explain/, checkset/) never follow a link out."""
+    from .errors import TkError
+
+    folder = Path(root) / name
+    if folder.is_symlink():
+        raise TkError(
+            f"{folder}: a symbolic link; tk writes only inside the folder itself: remove the link (tk makes the folder)"
+        )
+    if folder.exists() and not folder.is_dir():
+        raise TkError(f"{folder}: a file where tk writes a folder; move it aside")
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 def check_writable(folder: Path) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import socket
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -56,6 +57,12 @@ def _acquire(path: Path, command: str, ctx: Context) -> int:
         fd = _publish(path, info)
         if fd is not None:
             return fd
+        odd = _not_a_lock_file(path)  # before reading it: opening a FIFO would block forever
+        if odd:
+            raise TkError(
+                f"{path}: the lock of {path.parent / path.name[1 : -len('.lock')]} is {odd}, not a lock "
+                f"file tk wrote; remove it (rm -r {path}) and run the command again"
+            )
         holder = _read(path)
         stale = _stale(path, holder)
         if stale is None:  # vanished between the two looks: try again
@@ -99,6 +106,21 @@ def _publish_exclusive(path: Path, info: dict[str, Any]) -> Optional[int]:
     return fd
 
 
+def _not_a_lock_file(path: Path) -> Optional[str]:
+    """What the lock path is when it is not a regular file (a folder, a FIFO, a link), else None."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None  # released meanwhile: the caller tries again
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link" + ("" if os.path.exists(path) else " to nothing")
+    return {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFSOCK: "a socket"}.get(
+        stat.S_IFMT(mode), "not a regular file"
+    )
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         holder = json.loads(path.read_text(encoding="utf-8"))
@@ -111,9 +133,9 @@ def _stale(path: Path, holder: dict[str, Any]) -> Optional[bool]:
     """True (and the stale lock removed) if its holder is dead; False if alive; None if gone."""
     if holder.get("host") not in (None, socket.gethostname()):
         return False
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    try:  # never through a link, never blocking (a FIFO put there after the check above)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:  # gone, or replaced by a link meanwhile: look again
         return None
     try:
         if fcntl is not None:

@@ -22,6 +22,8 @@ def parse_set(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text  # a value YAML cannot read is text, as a quoted string in the file would be
+    except RecursionError:
+        raise TkError(f"--set {key.strip()}: the value is nested hundreds of levels deep; give a plain value") from None
     return [p.strip() for p in parts], value
 
 

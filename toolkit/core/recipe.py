@@ -19,8 +19,9 @@ from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
+from .caps import SYNTH_MAX_PER_CLASS, SYNTH_MAX_SIZE
 from .errors import TkError, suggest
-from .formats import EXPORT_FORMATS, QUANTIZATIONS, tolerance_kind
+from .formats import DEFAULT_FORMATS, EXPORT_FORMATS, QUANTIZATIONS, tolerance_kind
 
 # The ONNX opsets tf2onnx 1.17 converts to (inclusive).
 ONNX_OPSETS = (9, 21)
@@ -82,7 +83,11 @@ class ModelSection:
     weights: str = "imagenet"
     image_size: int = 224
     feature_layer: Optional[str] = None
+    # Width multiplier of the MobileNets (fewer filters: smaller, faster); MobileNetV3's
+    # minimalistic variant drops squeeze-excite and hard-swish (cheaper ops on small devices).
+    # Which backbone takes which: train/backbones.py (BackboneSpec.accepts), checked before training.
     alpha: Optional[float] = None
+    minimalistic: Optional[bool] = None
     head: HeadSection = field(default_factory=HeadSection)
 
 
@@ -171,8 +176,27 @@ class Int8FallbackSection:
 
 
 @dataclass(frozen=True)
+class Int8BudgetSection:
+    """How much int8 may cost against the float (Keras) model, on every runtime: at most
+    max_accuracy_drop of accuracy and/or at least min_agreement top-1 agreement, judged on the
+    validation split (disjoint from the train images int8 calibrates on). With either set, each
+    int8 artifact is the fastest variant found within it (export/int8_budget.py): LiteRT keeps layers
+    float, ONNX Runtime excludes nodes, OpenVINO runs NNCF's accuracy control; within the size cap
+    of export.int8_fallback (max_size_ratio, max_float_layers). Nothing within it: plain int8,
+    recorded as failed."""
+
+    max_accuracy_drop: Optional[float] = None
+    min_agreement: Optional[float] = None
+
+    @property
+    def active(self) -> bool:
+        return self.max_accuracy_drop is not None or self.min_agreement is not None
+
+
+@dataclass(frozen=True)
 class ExportSection:
-    formats: tuple[str, ...] = EXPORT_FORMATS
+    # A format whose row says default=False (core/formats.py) is exported only when named here.
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     quantize: tuple[str, ...] = QUANTIZATIONS
     # int8 calibration images (TFLite and ONNX), class-stratified from train. 50/100/200/500 gave the
     # same agreement within one test image (BENCHMARKS.md, issue 9); 200 still sees >= 20 per class up to
@@ -187,11 +211,13 @@ class ExportSection:
     # Percentile clips each activation's 0.001% tails: better parity than MinMax on both models
     # measured (benchmarks/BENCHMARKS.md), at ~10x the calibration time (53 s for 200 images, MobileNetV2 224).
     onnx_int8_calibration: Literal["Percentile", "MinMax", "Entropy"] = "Percentile"
+    int8_budget: Int8BudgetSection = field(default_factory=Int8BudgetSection)
 
 
 @dataclass(frozen=True)
 class Threshold:
-    """Parity thresholds for one artifact kind; None means not checked."""
+    """Parity limits for one artifact kind; None means not checked. tk's own values are the table in
+    edge/parity.py (LIMITS); a recipe's verify.thresholds only overrides some of them."""
 
     max_abs_diff: Optional[float] = None
     min_agreement: Optional[float] = None
@@ -202,19 +228,23 @@ class Threshold:
     min_confident_agreement: Optional[float] = None
 
 
-def _default_thresholds() -> dict[str, Threshold]:
-    return {
-        "float32": Threshold(max_abs_diff=1e-4, min_agreement=1.0),
-        "float16": Threshold(max_abs_diff=1e-2, min_agreement=0.995),
-        "dynamic": Threshold(min_agreement=0.98, max_accuracy_drop=0.01),
-        "int8": Threshold(min_agreement=0.98, max_accuracy_drop=0.01),
-    }
+# What a recipe may set each limit to. Outside these a check passes anything (an agreement of 50% on
+# two classes is a coin; probabilities never differ by more than 1), which is no check at all.
+LIMIT_RANGES = {
+    "max_abs_diff": (0.0, 0.5),
+    "min_agreement": (0.5, 1.0),
+    "max_accuracy_drop": (0.0, 0.5),
+    "min_confident_agreement": (0.5, 1.0),
+}
 
 
 @dataclass(frozen=True)
 class VerifySection:
     split: Literal["test", "validation"] = "test"
-    thresholds: dict[str, Threshold] = field(default_factory=_default_thresholds)
+    # Overrides of tk's limits, per kind (float32, float16, dynamic, int8) and key; null disables a
+    # key. What is not named keeps tk's value (edge/parity.py LIMITS): a recipe never sets a limit by
+    # leaving it out.
+    thresholds: dict[str, dict[str, Optional[float]]] = field(default_factory=dict)
     # Top-1 minus top-2 probability of the reference at and above which an image counts as confident.
     confident_margin: float = 0.2
 
@@ -283,8 +313,12 @@ _RULES: list[tuple[str, Any, str]] = [
     ("model.head.dropout", lambda v: 0 <= v < 1, "must be in [0, 1)"),
     ("model.head.dense", lambda v: all(n > 0 for n in v), "every layer width must be > 0"),
     ("data.synth.classes", lambda v: v >= 2, "must be >= 2"),
-    ("data.synth.per_class", lambda v: v >= 5, "must be >= 5 (each split needs images)"),
-    ("data.synth.size", lambda v: v >= 16, "must be >= 16"),
+    (
+        "data.synth.per_class",
+        lambda v: 5 <= v <= SYNTH_MAX_PER_CLASS,
+        f"must be 5..{SYNTH_MAX_PER_CLASS} (each split needs images)",
+    ),
+    ("data.synth.size", lambda v: 16 <= v <= SYNTH_MAX_SIZE, f"must be 16..{SYNTH_MAX_SIZE}"),
     ("export.calibration_samples", lambda v: v > 0, "must be > 0"),
     (
         "export.onnx_opset",
@@ -294,6 +328,8 @@ _RULES: list[tuple[str, Any, str]] = [
     ("export.int8_fallback.max_float_layers", lambda v: v is None or v > 0, "must be > 0"),
     ("export.int8_fallback.max_size_ratio", lambda v: v >= 1, "must be >= 1 (a multiple of the int8 size)"),
     ("verify.confident_margin", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    ("export.int8_budget.max_accuracy_drop", lambda v: v is None or 0 <= v <= 1, "must be in [0, 1]"),
+    ("export.int8_budget.min_agreement", lambda v: v is None or 0 <= v <= 1, "must be in [0, 1]"),
     ("data.source.max_bytes", lambda v: v is None or v > 0, "must be > 0"),
     ("data.source.max_members", lambda v: v is None or v > 0, "must be > 0"),
     ("bench.runs", lambda v: v is None or v > 0, "must be > 0 (or null: adaptive)"),
@@ -316,7 +352,14 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     if not path.is_file():
         raise TkError(f"recipe not found: {path} (pass a YAML file, e.g. recipes/quickstart.yaml)")
     try:
-        text = path.read_bytes().decode("utf-8")
+        with open(path, "rb") as fh:  # at most the cap: /dev/zero and /proc files say size 0
+            data = fh.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:  # /proc/self/mem (EIO), a file of another user (EACCES)
+        raise TkError(f"{path}: cannot be read ({exc.strerror or exc}); pass a recipe YAML file") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise TkError(f"{path}: larger than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a short YAML file")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TkError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
     try:
@@ -339,7 +382,10 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     return dataclasses.replace(recipe, source_path=str(path))
 
 
+MAX_RECIPE_BYTES = 1 << 20  # a real recipe is a few KiB
 MAX_YAML_NODES = 10_000  # a real recipe has ~100 values; aliases can expand a few lines to 10**9
+MAX_YAML_DEPTH = 64  # a real recipe nests 4 levels (verify.thresholds.int8.min_agreement)
+_TOO_DEEP = f"nested more than {MAX_YAML_DEPTH} levels deep; a recipe is a few levels of sections"
 
 
 def _safe_load_bounded(text: str, path: Path) -> Any:
@@ -351,11 +397,15 @@ def _safe_load_bounded(text: str, path: Path) -> Any:
             return None
         _expanded_size(node, {}, set(), path)
         return loader.construct_document(node)
+    except RecursionError:  # PyYAML composes nested nodes recursively: thousands of levels overflow it
+        raise TkError(f"{path}: {_TOO_DEEP}") from None
     finally:
         loader.dispose()
 
 
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path: Path) -> int:
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path: Path, depth: int = 0) -> int:
+    if depth > MAX_YAML_DEPTH:
+        raise TkError(f"{path}: {_TOO_DEEP}")
     if id(node) in sizes:
         return sizes[id(node)]
     if id(node) in open_:
@@ -368,7 +418,7 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path
     )
     size = 1
     for child in children:
-        size += _expanded_size(child, sizes, open_, path)
+        size += _expanded_size(child, sizes, open_, path, depth + 1)
         if size > MAX_YAML_NODES:
             raise TkError(
                 f"{path}: YAML aliases expand to over {MAX_YAML_NODES} values (an alias bomb?); write the values out"
@@ -379,22 +429,10 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path
 
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
-    raw = _with_default_thresholds({k: v for k, v in raw.items() if k != "source_path"})
-    raw = _with_short_forms(raw)
+    raw = _with_short_forms({k: v for k, v in raw.items() if k != "source_path"})
     recipe = _build(Recipe, raw, "")
     _check_rules(recipe)
     return recipe
-
-
-def _with_default_thresholds(raw: dict[str, Any]) -> dict[str, Any]:
-    """A recipe that overrides one threshold keeps the defaults of the others (null disables one)."""
-    verify = raw.get("verify")
-    if not isinstance(verify, dict) or not isinstance(verify.get("thresholds"), dict):
-        return raw
-    merged = {kind: dataclasses.asdict(t) for kind, t in _default_thresholds().items()}
-    for kind, given in verify["thresholds"].items():
-        merged[kind] = {**merged.get(kind, {}), **given} if isinstance(given, dict) else given
-    return {**raw, "verify": {**verify, "thresholds": merged}}
 
 
 def _with_short_forms(raw: dict[str, Any]) -> dict[str, Any]:
@@ -447,27 +485,61 @@ def _check_rules(recipe: Recipe) -> None:
     for fmt in recipe.export.formats:
         if fmt not in EXPORT_FORMATS:
             raise TkError(
-                f"export.formats: unknown format {fmt!r}{suggest(fmt, EXPORT_FORMATS)}; allowed: {', '.join(EXPORT_FORMATS)}"
+                f"export.formats: unknown format {fmt!r}{suggest(fmt, EXPORT_FORMATS)}; "
+                f"allowed: {', '.join(EXPORT_FORMATS)}"
             )
     for q in recipe.export.quantize:
         if q not in QUANTIZATIONS:
             raise TkError(
-                f"export.quantize: unknown quantization {q!r}{suggest(q, QUANTIZATIONS)}; allowed: {', '.join(QUANTIZATIONS)}"
+                f"export.quantize: unknown quantization {q!r}{suggest(q, QUANTIZATIONS)}; "
+                f"allowed: {', '.join(QUANTIZATIONS)}"
             )
-    for kind, threshold in recipe.verify.thresholds.items():
-        kinds = [tolerance_kind(q) for q in QUANTIZATIONS]
-        if kind not in kinds:
-            raise TkError(
-                f"verify.thresholds: unknown kind {kind!r}{suggest(kind, kinds)}; allowed: {', '.join(kinds)}"
-            )
-        for key, value in dataclasses.asdict(threshold).items():
-            fraction = key in ("min_agreement", "min_confident_agreement")
-            upper = 1.0 if fraction else float("inf")
-            if value is not None and not 0 <= value <= upper:
-                bound = "in [0, 1]" if fraction else ">= 0"
-                raise TkError(f"verify.thresholds.{kind}.{key}: must be {bound} (got {value!r})")
+    check_verify(recipe.verify)
     if not recipe.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise TkError(f"name: use letters, digits, '-', '_' or '.' (got {recipe.name!r})")
+    from .run_names import run_name_problem
+
+    problem = run_name_problem(recipe.name)
+    if problem:
+        shown = recipe.name if len(recipe.name) <= 60 else recipe.name[:57] + "..."
+        raise TkError(f"name: {problem}; choose another name for the recipe (got {shown!r})")
+
+
+def check_verify(section: VerifySection, where: str = "verify") -> None:
+    """verify.thresholds overrides: known kinds and keys, finite values in LIMIT_RANGES, and never an
+    override that leaves a kind without an agreement check (fail closed: no check is no pass)."""
+    kinds = [tolerance_kind(q) for q in QUANTIZATIONS]
+    keys = [f.name for f in dataclasses.fields(Threshold)]
+    for kind, given in section.thresholds.items():
+        if kind not in kinds:
+            raise TkError(
+                f"{where}.thresholds: unknown kind {kind!r}{suggest(kind, kinds)}; allowed: {', '.join(kinds)}"
+            )
+        for key, value in given.items():
+            if key not in keys:
+                raise TkError(
+                    f"{where}.thresholds.{kind}.{key}: unknown key{suggest(key, keys)}; allowed keys: {', '.join(keys)}"
+                )
+            low, high = LIMIT_RANGES[key]
+            if value is not None and not low <= value <= high:
+                raise TkError(
+                    f"{where}.thresholds.{kind}.{key}: must be in [{low:g}, {high:g}] (got {value!r}); "
+                    "outside it the check passes anything"
+                )
+        if "min_agreement" in given and given["min_agreement"] is None and given.get("min_confident_agreement") is None:
+            raise TkError(
+                f"{where}.thresholds.{kind}: min_agreement: null leaves no agreement check; set "
+                "min_confident_agreement (e.g. 0.99) to gate on confident images instead"
+            )
+
+
+def verify_section(raw: Any, where: str = "verify") -> VerifySection:
+    """A verify section on its own (a bundle carries its run's), checked as a recipe's is."""
+    section = _build(VerifySection, raw if raw is not None else {}, where)
+    if not 0 <= section.confident_margin < 1:
+        raise TkError(f"{where}.confident_margin: must be in [0, 1) (got {section.confident_margin!r})")
+    check_verify(section, where)
+    return section
 
 
 def _build(cls: type, data: Any, path: str) -> Any:

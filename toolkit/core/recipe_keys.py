@@ -12,7 +12,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 from .errors import TkError
 from .formats import QUANTIZATIONS, tolerance_kind
@@ -39,6 +39,7 @@ MEANINGS: dict[str, str] = {
     "model.image_size": "input side in pixels; the pretrained weights exist for the backbone's own sizes",
     "model.feature_layer": "cut the backbone at this layer (tk layers RECIPE); default: the backbone's usual one",
     "model.alpha": "width multiplier of MobileNet/MobileNetV2/V3 (0.35, 0.5, 0.75, 1.0 have ImageNet weights)",
+    "model.minimalistic": "MobileNetV3's minimalistic variant: no squeeze-excite or hard-swish (cheaper on devices)",
     "model.head.pooling": "avg: global average pooling of the features; flatten keeps where things are",
     "model.head.dense": "widths of the head's hidden Dense layers ([] for none)",
     "model.head.dropout": "dropout before each Dense of the head",
@@ -73,6 +74,9 @@ MEANINGS: dict[str, str] = {
     "export.metadata.version": "TFLite metadata: version (default: the date the run was trained)",
     "export.metadata.license": "TFLite metadata: license",
     "export.metadata.description": "TFLite metadata: description (default: backbone, classes, quantization)",
+    "export.int8_budget.max_accuracy_drop": "int8 budget: at most this accuracy loss against the Keras model "
+    "(validation split); the fastest int8 within it",
+    "export.int8_budget.min_agreement": "int8 budget: at least this top-1 agreement with the Keras model",
     "export.int8_fallback.enabled": "keep the int8 .tflite's most sensitive layers float until it passes verify",
     "export.int8_fallback.max_float_layers": "int8 fallback: at most this many float layers (null: no limit)",
     "export.int8_fallback.max_size_ratio": "int8 fallback: largest model, as a multiple of the plain int8 file",
@@ -114,16 +118,19 @@ class RecipeKey:
         return dataclasses.asdict(self)
 
 
-def recipe_keys(prefix: str = "") -> list[RecipeKey]:
-    """Every leaf key of the recipe schema (verify.thresholds per kind), in schema order."""
+def recipe_keys(prefix: str = "", limits: Optional[dict[str, Any]] = None) -> list[RecipeKey]:
+    """Every leaf key of the recipe schema (verify.thresholds per kind), in schema order.
+
+    limits: tk's parity limits per kind (edge/parity.LIMITS, which core cannot import), shown as
+    the thresholds' defaults; without them a threshold's default reads "tk's limit"."""
     from .recipe import Recipe
 
     found: list[RecipeKey] = []
-    _walk(Recipe, "", found)
+    _walk(Recipe, "", found, None, limits or {})
     return [k for k in found if not prefix or k.key == prefix or k.key.startswith(prefix.rstrip(".") + ".")]
 
 
-def _walk(cls: type, path: str, found: list[RecipeKey], instance: Any = None) -> None:
+def _walk(cls: type, path: str, found: list[RecipeKey], instance: Any, limits: dict[str, Any]) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name == "source_path":
@@ -133,15 +140,23 @@ def _walk(cls: type, path: str, found: list[RecipeKey], instance: Any = None) ->
         default = _default(f, instance)
         section = _section_type(tp)
         if section is not None:
-            _walk(section, key + ".", found, default if dataclasses.is_dataclass(default) else None)
-        elif typing.get_origin(tp) is dict:  # verify.thresholds: one section per kind
-            from .recipe import _default_thresholds
+            _walk(section, key + ".", found, default if dataclasses.is_dataclass(default) else None, limits)
+        elif typing.get_origin(tp) is dict:  # verify.thresholds: overrides per kind of tk's limits
+            from .recipe import Threshold
 
-            for kind, threshold in _default_thresholds().items():
-                _walk(type(threshold), f"{key}.{kind}.", found, threshold)
+            for kind in dict.fromkeys(tolerance_kind(q) for q in QUANTIZATIONS):
+                _walk_limits(Threshold, f"{key}.{kind}.", found, limits.get(kind))
         else:
             shown = "the file's name" if key == "name" else _yaml(default)
             found.append(RecipeKey(key, _type_text(tp), shown, MEANINGS.get(key, "")))
+
+
+def _walk_limits(cls: type, path: str, found: list[RecipeKey], limit: Any) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{path}{f.name}"
+        shown = _yaml(getattr(limit, f.name)) if limit is not None else "tk's limit"
+        found.append(RecipeKey(key, _type_text(hints[f.name]), shown, MEANINGS.get(key, "")))
 
 
 def _default(f: dataclasses.Field, instance: Any) -> Any:

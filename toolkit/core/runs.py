@@ -18,17 +18,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from . import schemas
 from .context import SILENT, Context
 from .errors import TkError
+from .formats import companion_files
 from .io import now, sha256_file, size_bytes, write_json_atomic
+from .jsonspec import read_json_file
+from .paths import confine
+from .run_names import MAX_NAME, NOT_RUN_SUFFIXES, run_name_problem  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -42,22 +47,26 @@ RUN_RECIPE = "recipe.yaml"
 # split.json "format": 2 = paths relative to "root" (absolute); absent = relative to the cwd of tk train.
 BUNDLE = "bundle"  # the layout of a split tk pack wrote
 SPLIT_FORMAT = 2
-# Folders beside the runs that are not runs: a run in progress, a swap leftover, temp folders.
-NOT_RUN_SUFFIXES = (".partial", ".old")
+_ARCHIVE_STAMP = "%Y%m%d-%H%M%S"
 
 
-def load_manifest(run_dir: Path) -> dict[str, Any]:
+def load_manifest(run_dir: Path) -> "schemas.Manifest":
+    """The run's (or bundle's) manifest.json, checked by its schema (types, ranges, caps)."""
     path = Path(run_dir) / MANIFEST
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise TkError(f"{run_dir}: no {MANIFEST}; train a model first (tk train RECIPE)")
+    path = confine(run_dir, MANIFEST, path, "copy the real file into the folder instead of linking it")
+    return schemas.load_manifest(path)
+
+
+def _manifest_or_none(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The manifest's JSON object (bounded read, no schema) or None: only for sorting and listing
+    runs, whose readers check each key's type; any command that uses the run loads it by schema."""
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:  # tk writes UTF-8; a hand edit saved as latin-1 is not
-        raise TkError(
-            f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8, or re-run tk export to rewrite it"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise TkError(f"{path}: not valid JSON ({exc}); re-run tk train or tk export to rewrite it") from None
+        raw = read_json_file(Path(run_dir) / MANIFEST, 64 * 2**20, "")
+    except (TkError, OSError):
+        return None
+    return raw if isinstance(raw, dict) else None
 
 
 def save_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
@@ -65,12 +74,54 @@ def save_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     write_json_atomic(Path(run_dir) / MANIFEST, manifest)
 
 
+def artifact_path(run_dir: Path, file: Any, manifest_path: Optional[Path] = None) -> Path:
+    """The file a manifest entry names, as a path inside the run folder (or bundle) it belongs to.
+
+    tk writes artifacts as plain names beside the manifest (model.onnx, saved_model): anything else
+    (a folder part, `..`, an absolute path, a link leading out) is refused, naming the manifest."""
+    source = manifest_path or Path(run_dir) / MANIFEST
+    fix = "re-run tk export to rewrite the manifest (or copy the run folder again)"
+    if not isinstance(file, str) or file in ("", ".", "..") or "/" in file or "\\" in file:
+        raise TkError(f"{source}: artifact {file!r} is not a file name in the run folder; {fix}")
+    return confine(run_dir, file, source, fix)
+
+
+def reference_sha256(run_dir: Path, manifest: dict[str, Any]) -> str:
+    """model.keras' sha256, which must be the one tk train recorded: a swapped reference would make
+    every verdict about another model. The fixes are a new training or a new run."""
+    recorded = manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
+    path = Path(run_dir) / REFERENCE
+    if path.is_symlink() or not path.is_file():
+        raise TkError(f"{path}: missing (or not a regular file); this run has no reference model: retrain it")
+    actual = sha256_file(path)
+    if not recorded:
+        raise TkError(
+            f"{run_dir / MANIFEST}: no sha256 recorded for {REFERENCE}, so nothing ties it to this run; "
+            "retrain it (tk train RECIPE) or bring the model in as a new run (tk import)"
+        )
+    if actual != recorded:
+        raise TkError(
+            f"{path}: sha256 differs from the one tk train recorded in {MANIFEST}; the model changed "
+            "after training: retrain it (tk train RECIPE) or bring it in as a new run (tk import)"
+        )
+    return actual
+
+
 def record_artifact(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Add or replace one artifact entry (keyed by file name), hashing the file now."""
+    """Add or replace one artifact entry (keyed by file name), hashing the file (and its companions) now.
+
+    size_bytes counts the companions too: an OpenVINO IR's size is its .xml plus its .bin."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
     path = run_dir / entry["file"]
-    entry = {**entry, "sha256": sha256_file(path), "size_bytes": size_bytes(path), "created": now()}
+    companions = {
+        name: {"sha256": sha256_file(run_dir / name), "size_bytes": size_bytes(run_dir / name)}
+        for name in companion_files(entry["file"])
+    }
+    total = size_bytes(path) + sum(c["size_bytes"] for c in companions.values())
+    entry = {**entry, "sha256": sha256_file(path), "size_bytes": total, "created": now()}
+    if companions:
+        entry["companions"] = companions
     old = manifest.setdefault("artifacts", {}).get(entry["file"], {})
     if "metrics" in old and old.get("sha256") == entry["sha256"]:
         entry.setdefault("metrics", old["metrics"])
@@ -143,20 +194,27 @@ def _holds_images(folder: Path, limit: int = 200) -> bool:
 
 
 def list_runs(runs_dir: Path = RUNS_DIR) -> list[Path]:
-    """Every finished run folder under runs_dir: stable names and archived runs alike."""
+    """Every finished run folder under runs_dir: stable names and archived runs alike. A folder
+    whose manifest is a link or not a regular file (/dev/zero) is not a run: it is never read."""
     return sorted(
         p.parent
         for p in Path(runs_dir).glob(f"*/{MANIFEST}")
-        if not p.parent.name.startswith(".") and not p.parent.name.endswith(NOT_RUN_SUFFIXES) and not _is_bundle(p)
+        if not p.parent.name.startswith(".")
+        and not p.parent.name.endswith(NOT_RUN_SUFFIXES)
+        and p.is_file()
+        and not p.is_symlink()
+        and not _is_bundle(p)
     )
 
 
 def _is_bundle(manifest: Path) -> bool:
     """A tk pack bundle (its manifest says "bundle") beside the runs is what a device gets, not a run."""
-    try:
-        return "bundle" in json.loads(manifest.read_text())
-    except (OSError, ValueError, TypeError):
-        return False
+    return "bundle" in (_manifest_or_none(manifest.parent) or {})
+
+
+def is_bundle(folder: Path) -> bool:
+    """A folder tk pack wrote (its manifest reads cleanly and names the bundle)."""
+    return os.path.lexists(Path(folder) / MANIFEST) and "bundle" in load_manifest(folder)
 
 
 def trained_at(run_dir: Path) -> float:
@@ -164,12 +222,9 @@ def trained_at(run_dir: Path) -> float:
     `created` (written once, at training), else model.keras' mtime. Never the manifest's mtime:
     export, verify and bench rewrite the manifest."""
     run_dir = Path(run_dir)
-    try:
-        manifest = json.loads((run_dir / MANIFEST).read_text())
-    except (OSError, ValueError):
-        manifest = {}
+    manifest = _manifest_or_none(run_dir) or {}
     for key in ("trained", "created"):
-        stamp = manifest.get(key) if isinstance(manifest, dict) else None
+        stamp = manifest.get(key)
         if isinstance(stamp, str):
             try:
                 moment = datetime.fromisoformat(stamp)
@@ -185,10 +240,7 @@ def trained_at(run_dir: Path) -> float:
 def _latest_key(run_dir: Path) -> tuple:
     # On a tie (a copied run) the stable name beats an archived copy: exported/<name>/ is a run
     # whose folder is its recipe name.
-    try:
-        stable = json.loads((run_dir / MANIFEST).read_text()).get("name") == run_dir.name
-    except (OSError, ValueError, AttributeError):
-        stable = False
+    stable = (_manifest_or_none(run_dir) or {}).get("name") == run_dir.name
     return trained_at(run_dir), stable, run_dir.name
 
 
@@ -205,7 +257,7 @@ def archive_run(run_dir: Path) -> Optional[Path]:
     run_dir = Path(run_dir)
     if not run_dir.exists():
         return None
-    stamp = datetime.fromtimestamp(trained_at(run_dir), timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.fromtimestamp(trained_at(run_dir), timezone.utc).strftime(_ARCHIVE_STAMP)
     for n in range(1, 10_000):
         target = run_dir.with_name(f"{run_dir.name}-{stamp}" + (f"-{n}" if n > 1 else ""))
         try:
@@ -269,23 +321,32 @@ class SplitDataset:
         }
 
     @classmethod
-    def from_json(cls, obj: dict, data_root: Optional[Path] = None, base: Optional[Path] = None) -> "SplitDataset":
-        """`base`: the folder split.json is in; a relative recorded root (a bundle's ".") is relative to it."""
-        if obj.get("format") == SPLIT_FORMAT:
-            recorded = obj["root"] if os.path.isabs(obj["root"]) else os.path.join(base or ".", obj["root"])
-            root, root_from = (os.path.abspath(data_root), "--data-root") if data_root else (recorded, "recorded")
-            place = functools.partial(_joined, root=root)
-        elif data_root:  # an old split.json moved: its paths start with its root (as tk train was given it)
-            root, root_from = os.path.abspath(data_root), "--data-root"
-            place = functools.partial(_rebased, old_root=obj["root"], root=root)
-        else:
-            root, root_from, place = obj["root"], "cwd", str
+    def from_json(
+        cls, obj: dict, data_root: Optional[Path] = None, base: Optional[Path] = None, source: Optional[Path] = None
+    ) -> "SplitDataset":
+        """`base`: the folder split.json is in; a relative recorded root (a bundle's ".") is relative to it.
+
+        Every image path is confined (core/paths.py): a bundle's to the bundle, links resolved; a
+        run's to its data root, as text (the dataset's own links are followed). A label must be the
+        index of one of the classes."""
+        source = source or Path(base or ".") / SPLIT
+        root, root_from, place = _placement(obj, data_root, base, source)
+        classes = list(obj["classes"])
+
+        def label(split: str, y: Any) -> int:
+            if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < len(classes):
+                raise TkError(
+                    f"{source}: label {y!r} in the {split} split is not a class index (0..{len(classes) - 1}); "
+                    "copy split.json again from the run folder (or re-run tk train / tk pack)"
+                )
+            return y
+
         return cls(
             root=root,
-            classes=list(obj["classes"]),
+            classes=classes,
             layout=obj.get("layout", "folder"),
-            splits={s: [(place(p), int(y)) for p, y in items] for s, items in obj["splits"].items()},
-            skipped=[(place(p), r) for p, r in obj.get("skipped", [])],
+            splits={s: [(place(p), label(s, y)) for p, y in items] for s, items in obj["splits"].items()},
+            skipped=[(str(p), r) for p, r in obj.get("skipped", [])],  # listed, never read
             test_is_validation=bool(obj.get("test_is_validation", False)),
             root_from=root_from,
         )
@@ -308,15 +369,40 @@ class SplitDataset:
         )
 
 
+def _placement(obj: dict, data_root: Optional[Path], base: Optional[Path], source: Path):
+    """(root, where it came from, recorded path -> confined path) for a split.json's content."""
+    fix = "pass --data-root PATH (the dataset folder) or re-run tk train to rewrite it"
+    if obj.get("format") == SPLIT_FORMAT and obj.get("layout") == BUNDLE and not data_root:
+        if obj["root"] != ".":  # tk pack writes ".": the bundle is the root, wherever it is copied
+            raise TkError(f"{source}: a bundle's split.json has root '.' (got {obj['root']!r}); run tk pack again")
+        root = os.path.abspath(base or ".")
+        return root, "recorded", lambda p: str(confine(root, p, source, "run tk pack again (or copy the bundle again)"))
+    if obj.get("format") == SPLIT_FORMAT:
+        recorded = obj["root"] if os.path.isabs(obj["root"]) else os.path.join(base or ".", obj["root"])
+        root, root_from = (os.path.abspath(data_root), "--data-root") if data_root else (recorded, "recorded")
+        return root, root_from, lambda p: str(confine(root, p, source, fix, links="followed"))
+    if data_root:  # an old split.json moved: its paths start with its root (as tk train was given it)
+        root, old = os.path.abspath(data_root), obj["root"]
+        return root, "--data-root", lambda p: str(confine(root, _rebased(p, old, root), source, fix, "followed"))
+    root = obj["root"]
+
+    def as_recorded(path: str) -> str:  # an older split.json: relative to the folder tk train ran in
+        confine(root, os.path.abspath(path), source, fix, "followed")
+        return path
+
+    return root, "cwd", as_recorded
+
+
 def _relative(path: str, root: str) -> str:
-    """A path as split.json stores it: relative to root with '/' (any OS reads it), absolute if outside."""
+    """A path as split.json stores it: relative to root with '/' (any OS reads it).
+
+    discover() lists files below the data root only (its class folders may be links: their files
+    are still below it by path), so a path outside is a bug, not a dataset: readers refuse it."""
     full = os.path.abspath(path)
     rel = os.path.relpath(full, root) if os.path.splitdrive(full)[0] == os.path.splitdrive(root)[0] else full
-    return full if rel == ".." or rel.startswith(".." + os.sep) else rel.replace(os.sep, "/")
-
-
-def _joined(rel: str, root: str) -> str:
-    return rel if os.path.isabs(rel) else os.path.join(root, *rel.split("/"))
+    if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep):
+        raise ValueError(f"{path} is not under the data root {root}: split.json lists images below their root")
+    return rel.replace(os.sep, "/")
 
 
 def _rebased(path: str, old_root: str, root: str) -> str:
@@ -334,22 +420,47 @@ def save_split(dataset: SplitDataset, path: Path) -> None:
 def load_split(path: Path, data_root: Optional[Path] = None) -> SplitDataset:
     """The split, with paths that work from any folder; `data_root` replaces the recorded root."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise TkError(f"{path}: no split recorded; train this run first (tk train RECIPE)")
     if data_root is not None and not Path(data_root).is_dir():
         raise TkError(
             f"--data-root: folder not found: {data_root} (pass the dataset folder, the one with the class folders)"
         )
-    try:
-        return SplitDataset.from_json(json.loads(path.read_bytes().decode("utf-8")), data_root, base=path.parent)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        # truncated (a copy cut short, a full disk before atomic writes) or hand-edited
-        why = (
-            f"not valid JSON ({exc})"
-            if isinstance(exc, json.JSONDecodeError)
-            else f"not a tk split file ({exc.__class__.__name__}: {exc})"
-        )
-        raise TkError(f"{path}: {why}; re-run tk train to rewrite it, or copy it again from the run folder") from None
+    real = confine(path.parent, path.name, path, "copy the real file into the folder instead of linking it")
+    # truncated (a copy cut short, a full disk before atomic writes) or hand-edited: one line from the schema
+    return SplitDataset.from_json(schemas.load_split(real), data_root, base=path.parent, source=path)
+
+
+def stratified_sample(
+    items: Sequence[tuple[str, int]], count: int, seed: Optional[int] = None
+) -> list[tuple[str, int]]:
+    """Up to `count` of the (path, label) items, as even across classes as they allow: classes take
+    turns, one item each, and a class that runs out gives its turns to the others.
+
+    Which items of a class: with no seed, spread evenly over its list (tk pack: the same run packs
+    the same sample); with a seed, drawn from it shuffled by that seed (int8 calibration).
+    """
+    by_class: dict[int, list[str]] = {}
+    for path, label in items:
+        by_class.setdefault(label, []).append(path)
+    quota, left = {k: 0 for k in by_class}, min(count, len(items))
+    while left > 0:
+        for k in sorted(by_class):
+            if left and quota[k] < len(by_class[k]):
+                quota[k] += 1
+                left -= 1
+    rng = random.Random(seed)
+    picked = {}
+    for k in sorted(by_class):  # one rng, classes in label order: the same seed draws the same sample
+        pool, n = by_class[k], quota[k]
+        if seed is None:
+            picked[k] = [pool[(i * len(pool)) // n] for i in range(n)]
+        else:
+            pool = sorted(pool)
+            rng.shuffle(pool)
+            picked[k] = pool[len(pool) - n :][::-1]
+    turns = max(quota.values(), default=0)
+    return [(picked[k][i], k) for i in range(turns) for k in sorted(by_class) if i < quota[k]]
 
 
 def check_files_exist(paths: Sequence[str], run_dir: Path, split: Optional[SplitDataset] = None) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Tuple
 
 from ..core.errors import TkError
+from ..core.io import format_size
 
 try:  # Pythons built without liblzma exist (pyenv on a bare board); tarfile copes, so must we
     from lzma import LZMAError
@@ -235,7 +236,7 @@ def _check_caps(archive: Path, name: str, members: int, size: int, max_bytes: in
         )
     if size > max_bytes:
         raise TkError(
-            f"{archive.name}: unpacks to more than {_size(max_bytes)} (stopped at {name!r}); raise "
+            f"{archive.name}: unpacks to more than {format_size(max_bytes, binary=True)} (stopped at {name!r}); raise "
             "data.source.max_bytes if the dataset really is that big"
         )
 
@@ -246,13 +247,6 @@ def _read(archive: Path, name: str, call: Callable, *args):
         return call(*args)
     except (*_CORRUPT, OSError) as exc:
         raise _unreadable(archive, name, exc) from None
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n} bytes"
 
 
 def _reject(archive: Path, name: str, why: str) -> TkError:

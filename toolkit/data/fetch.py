@@ -24,6 +24,7 @@ from typing import Optional
 
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
+from ..core.io import format_size
 from ..core.recipe import Recipe
 from .extract import extract
 
@@ -133,16 +134,8 @@ def download(url: str, target: Path, ctx: Context = SILENT, root: Optional[Path]
             "Download the archive on a machine with internet and set data.source.url to its local "
             f"path (or a file:// URL), or put the class folders under data.root ({root}) yourself"
         ) from None
-    ctx.say(f"downloaded {_human(target.stat().st_size)}")
+    ctx.say(f"downloaded {format_size(target.stat().st_size)}")
     return sha.hexdigest()
-
-
-def _human(size: int) -> str:
-    for unit in ("bytes", "kB", "MB"):
-        if size < 1000:
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"
 
 
 def _unsafe_name(name: str) -> Optional[str]:

@@ -23,7 +23,8 @@ from ..core.errors import Interrupted, TkError
 from ..core.io import write_text_atomic
 from ..core.overrides import apply_overrides
 from ..core.recipe import recipe_from_dict
-from .splits import _class_dirs, _presplit_dirs
+from ..core.runs import MAX_NAME, run_name_problem
+from .splits import _class_dirs, _presplit_dirs, looks_presplit
 
 HEADER = (
     "# Written by `tk train {folder}`: the default recipe for a folder of class folders\n"
@@ -32,7 +33,9 @@ HEADER = (
 
 
 def default_recipe(folder: Path) -> dict[str, Any]:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder.resolve().name).strip("_.") or "dataset"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder.resolve().name).strip("_.")[: MAX_NAME - 5] or "dataset"
+    if run_name_problem(name):  # a folder named like tk's own files (photos.partial, x-20250101-120000)
+        name += "-data"
     return {
         "name": name,
         "seed": 42,
@@ -70,7 +73,8 @@ def write_folder_recipe(folder: Path, overrides: Sequence[str] = (), ctx: Contex
     and whether this call wrote it. An existing file is never overwritten: the same content is
     reused, a different one refused."""
     folder = Path(folder)
-    top = _presplit_dirs(folder).get("train", folder)
+    split_dirs = _presplit_dirs(folder)
+    top = split_dirs.get("train", folder) if looks_presplit(split_dirs) else folder
     if not _class_dirs(top):
         raise TkError(
             f"{folder}: a folder, but not of class folders (one sub-folder of images per class, or "

@@ -9,6 +9,7 @@ TensorFlow-free. SplitDataset and split.json belong to the run folder: core/runs
 from __future__ import annotations
 
 import random
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def discover(data: DataSection, seed: int, complete: bool = True) -> SplitDatase
     layout = data.layout
     split_dirs = _presplit_dirs(root)
     if layout == "auto":
-        layout = "presplit" if split_dirs else "folder"
+        layout = "presplit" if looks_presplit(split_dirs) else "folder"
     if layout == "presplit":
         if "train" not in split_dirs or "validation" not in split_dirs:
             raise TkError(
@@ -58,11 +59,39 @@ def _presplit_dirs(root: Path) -> dict[str, Path]:
     return found
 
 
+def looks_presplit(split_dirs: dict[str, Path]) -> bool:
+    """train/ (or val/, test/) folders that hold class folders. Class folders that happen to be
+    named train and test hold images, not folders: that dataset is one folder of classes."""
+    return any(any(p.is_dir() and not p.name.startswith(".") for p in d.iterdir()) for d in split_dirs.values())
+
+
 def _class_dirs(folder: Path) -> list[str]:
-    # __MACOSX/ (resource forks that macOS zips carry) is not a class.
-    return sorted(
-        p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"
-    )
+    # __MACOSX/ (resource forks that macOS zips carry) is not a class; other names starting with
+    # "." are hidden folders (.git, .ipynb_checkpoints), except names of dots only ("...").
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "__MACOSX")
+    for name in names:
+        problem = class_name_problem(name)
+        if problem:
+            raise TkError(
+                f"data.root: class folder {str(folder / name)!r} {problem}; rename the folder "
+                "(its name is the class label in labels.txt, the manifest and the TFLite metadata)"
+            )
+    return [n for n in names if not n.startswith(".")]
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why a folder name cannot be a class label, or None."""
+    if set(name) == {"."}:
+        return "is only dots (it would be read as a hidden folder, or as . or ..)"
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        return "contains a newline or another control character (labels.txt holds one label per line)"
+    if name != name.strip():
+        return "starts or ends with a space (lost from labels.txt and the model's metadata)"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 text (labels are written as UTF-8)"
+    return None
 
 
 def _files(folder: Path) -> list[Path]:
@@ -91,7 +120,8 @@ def _presplit(root: Path, split_dirs: dict[str, Path], strict: bool, complete: b
     for split in ("train", "validation") if complete else ():
         for name in missing_classes(classes, splits[split]):
             raise TkError(
-                f"data.root: {split_dirs[split] / name} has no usable images{_skipped_in(skipped, split_dirs[split] / name)}; "
+                f"data.root: {split_dirs[split] / name} has no usable images"
+                f"{_skipped_in(skipped, split_dirs[split] / name)}; "
                 f"add images to it, or remove the class {name!r} from every split"
             )
     no_test = "test" not in splits
@@ -166,8 +196,8 @@ def screen(items: list[tuple[str, int]]) -> tuple[list[tuple[str, int]], list[tu
     """Split items into decodable images and (path, reason) for the rest."""
     with ThreadPoolExecutor(max_workers=4) as pool:  # Pillow releases the GIL while decoding
         reasons = list(pool.map(lambda item: check_image(Path(item[0])), items))
-    good = [item for item, r in zip(items, reasons) if r is None]
-    bad = [(item[0], r) for item, r in zip(items, reasons) if r is not None]
+    good = [item for item, r in zip(items, reasons, strict=True) if r is None]
+    bad = [(item[0], r) for item, r in zip(items, reasons, strict=True) if r is not None]
     return good, bad
 
 

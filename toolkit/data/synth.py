@@ -11,11 +11,15 @@ from __future__ import annotations
 import colorsys
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..core.caps import SYNTH_MAX_PER_CLASS, SYNTH_MAX_SIZE
 from ..core.errors import TkError
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "bars", "star")
@@ -23,18 +27,43 @@ OBJECTS_FILE = "objects.json"
 
 
 def make_synthetic_dataset(root: Path, classes: int = 3, per_class: int = 60, size: int = 64, seed: int = 0) -> Path:
-    """Write `classes` folders of `per_class` JPEG images each under root; returns root."""
+    """Write `classes` folders of `per_class` JPEG images each under root; returns root.
+
+    root must be new (or an empty folder, not a link): an existing dataset is never overwritten.
+    The images are drawn in a fresh temporary sibling and renamed into place when complete, so
+    nothing is written through a link planted in root, and an interrupted run leaves no half set."""
     if not 2 <= classes <= len(SHAPES):
         raise TkError(f"--classes: must be between 2 and {len(SHAPES)} (got {classes})")
-    if per_class < 1 or size < 16:
-        raise TkError(f"--per-class must be >= 1 and --size >= 16 (got {per_class}, {size})")
+    if not 1 <= per_class <= SYNTH_MAX_PER_CLASS:
+        raise TkError(f"--per-class: must be between 1 and {SYNTH_MAX_PER_CLASS} (got {per_class})")
+    if not 16 <= size <= SYNTH_MAX_SIZE:
+        raise TkError(f"--size: must be between 16 and {SYNTH_MAX_SIZE} pixels (got {size})")
     root = Path(root)
+    if root.is_symlink() or (root.exists() and (not root.is_dir() or any(root.iterdir()))):
+        what = "a symbolic link" if root.is_symlink() else "not an empty folder"
+        raise TkError(f"{root}: {what}; tk data synth writes a new dataset only: pass a new or empty folder")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{root.name}.synth-", dir=root.parent))
+    try:
+        _draw_into(work, classes, per_class, size, seed)
+        umask = os.umask(0)
+        os.umask(umask)
+        work.chmod(0o777 & ~umask)  # mkdtemp makes it 0700: the dataset gets a normal folder's mode
+        if root.is_dir():
+            root.rmdir()  # empty (checked above); fails, changing nothing, if something appeared since
+        os.rename(work, root)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return root
+
+
+def _draw_into(root: Path, classes: int, per_class: int, size: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     boxes: dict[str, list[int]] = {}
     for k in range(classes):
         name = SHAPES[k]
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
+        (root / name).mkdir()
         hue = k / classes
         for i in range(per_class):
             img, box = draw_example(rng, name, hue, size)
@@ -42,7 +71,6 @@ def make_synthetic_dataset(root: Path, classes: int = 3, per_class: int = 60, si
             img.save(root / rel, quality=92)
             boxes[rel] = box
     (root / OBJECTS_FILE).write_text(json.dumps(boxes, indent=0))
-    return root
 
 
 def load_boxes(root: Path) -> dict[str, list[int]]:

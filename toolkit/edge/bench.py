@@ -4,32 +4,31 @@ Every (artifact, thread count) is measured in a fresh `python -c` process: that 
 pays when it starts the model (the cold start is process start to first prediction, its peak RSS
 read by the child), thread settings then apply even to TensorFlow (whose thread pool is
 fixed once created), and one artifact's allocations never inflate another's numbers. The parent
-never loads a model, so on the edge install (no TensorFlow) it benches .tflite and .onnx only.
+never loads a model, so on the edge install (no TensorFlow) it benches the device formats only.
 Benchmarks measure; they never assert timings.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
+import math
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
-
+from ..core import schemas
+from ..core.caps import check_batch, check_threads
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
-from ..core.formats import FORMATS, looks_like_model, sort_key
+from ..core.formats import DEVICE_FORMATS, FORMATS, looks_like_model, sort_key, suffixes
 from ..core.io import check_writable, now, write_json_atomic
-from ..core.progress import tracked
+from ..core.lock import run_lock
 from ..core.recipe import BenchSection
-from ..core.runs import MANIFEST, REFERENCE, load_manifest, record_metrics, resolve_run
+from ..core.runs import MANIFEST, REFERENCE, artifact_path, load_manifest, record_metrics, resolve_run
+from .bench_gate import gate_candidates, mark_rows, verdicts_for
+from .bench_measure import decoded_test, measure_artifact, percentiles, verified_accuracy  # noqa: F401
 from .bench_rows import (
     describe_settings,
     earlier_note,
@@ -40,11 +39,9 @@ from .bench_rows import (
     upgrade_rows,
 )
 from .machine import RUNTIME_PACKAGES, machine_info, machine_label, peak_rss_mb  # noqa: F401 (re-exported)
-from .timing import RunPlan, batch_throughput, timed_runs
+from .timing import RunPlan
 
 BENCH_JSON = "bench.json"
-_CHILD = "import sys; from toolkit.edge.bench import child_main; child_main(sys.argv[1])"
-_MARK = "TKBENCH "
 
 
 _DEFAULTS = BenchSection()  # one source of defaults: the recipe schema (why each value is there)
@@ -67,8 +64,9 @@ class BenchSettings:
         for name, value, low in (("--runs", self.runs, 1), ("--warmup", self.warmup, 0), ("--batch", self.batch, 1)):
             if value is not None and value < low:
                 raise TkError(f"{name}: must be >= {low} (got {value})")
-        if not self.threads or any(t < 1 for t in self.threads):
-            raise TkError(f"--threads: thread counts must be >= 1 (got {list(self.threads)})")
+        if not self.threads:
+            raise TkError("--threads: give at least one thread count, e.g. --threads 1,2")
+        check_threads(self.threads)
 
     @property
     def plan(self) -> RunPlan:
@@ -105,121 +103,46 @@ def parse_threads(text: str) -> tuple[int, ...]:
         raise TkError(f"--threads: expected comma-separated integers like 1,2,4 (got {text!r})") from None
 
 
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {
-        "p50_ms": float(p50),
-        "p90_ms": float(p90),
-        "p99_ms": float(p99),
-        "mean_ms": float(arr.mean()),
-        "min_ms": float(arr.min()),
-    }
-
-
 def tensorflow_available() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
-
-
-# --------------------------------------------------------------------------- the child process
-
-
-def child_main(spec_json: str) -> None:
-    """Runs in the fresh process: load, first prediction (cold start), then the warm measurements."""
-    spec = json.loads(spec_json)
-    try:
-        print(_MARK + json.dumps(_measure(spec)), flush=True)
-    except TkError as exc:
-        print(_MARK + json.dumps({"error": str(exc)}), flush=True)
-        sys.exit(1)
-
-
-def _measure(spec: dict[str, Any]) -> dict[str, Any]:
-    from ..core.images import load_image
-    from .predictors import load_predictor
-
-    t_load = time.perf_counter()
-    predictor = load_predictor(spec["artifact"], num_threads=spec["threads"])
-    load_s = time.perf_counter() - t_load
-    if spec["image"]:
-        image = load_image(spec["image"], predictor.size)[None]
-    else:  # no test image on this machine: latency does not depend on the pixels
-        image = np.full((1, *predictor.size, 3), 127.0, np.float32)
-    predictor.predict(image)
-    first_prediction_at = time.time()
-    out: dict[str, Any] = {
-        "pid": os.getpid(),
-        "first_prediction_at": first_prediction_at,
-        "load_s": load_s,
-        "peak_rss_mb": peak_rss_mb(),
-        "tensorflow_loaded": sys.modules.get("tensorflow") is not None,
-    }
-    for _ in range(spec["warmup"]):
-        predictor.predict(image)
-    plan = RunPlan(**spec["runs"])
-    out["latencies_ms"] = timed_runs(lambda: predictor.predict(image), plan)
-    batch = np.repeat(image, spec["batch"], axis=0)
-    predictor.predict(batch)  # warm the batch-B shape (TFLite reallocates on a new batch size)
-    out["throughput_ips"] = batch_throughput(lambda: predictor.predict(batch), spec["batch"], plan)
-    if spec.get("test"):
-        pixels_file, labels = spec["test"]
-        out["accuracy"] = _accuracy(predictor, pixels_file, labels, spec["batch"])
-        out["test_count"] = len(labels)
-    return out
-
-
-def _accuracy(predictor, pixels_file: str, labels: list[int], batch: int) -> float:
-    """Top-1 accuracy on the test images the parent decoded once for every artifact (uint8 .npy)."""
-    pixels = np.load(pixels_file, mmap_mode="r")
-    step = max(batch, 32)
-    probs = [predictor.predict(np.asarray(pixels[i : i + step], np.float32)) for i in range(0, len(pixels), step)]
-    return float((np.concatenate(probs).argmax(axis=1) == np.asarray(labels)).mean())
-
-
-def _run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
-    started_at = time.time()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _CHILD, json.dumps(spec)], capture_output=True, text=True, timeout=timeout_s, env=env
-        )
-    except subprocess.TimeoutExpired:
-        raise TkError(f"{spec['artifact']}: bench did not finish in {timeout_s:.0f} s; use fewer --runs") from None
-    lines = [line[len(_MARK) :] for line in proc.stdout.splitlines() if line.startswith(_MARK)]
-    if not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise RuntimeError(f"bench process for {spec['artifact']} failed (exit {proc.returncode}):\n{tail}")
-    result = json.loads(lines[-1])
-    if "error" in result:
-        raise TkError(result["error"])
-    result["cold_start_s"] = result.pop("first_prediction_at") - started_at
-    return result
 
 
 # --------------------------------------------------------------------------- the parent
 
 
 def _test_split(
-    run_dir: Path, data_root: Optional[Path] = None
+    run_dir: Path, manifest: dict[str, Any], data_root: Optional[Path] = None
 ) -> tuple[Optional[list[str]], Optional[list[int]], Optional[str]]:
-    """The run's test images (resolved against the data root, or data_root), or why accuracy is skipped."""
-    from ..core.runs import load_split
+    """The run's test images (resolved against the data root, or data_root), or why accuracy is skipped.
 
-    if not (run_dir / "split.json").is_file():
+    A bundle's images are its own samples (load_split keeps them inside it); its split names the
+    manifest's classes in the same order, or accuracy would compare labels of different models."""
+    from ..core.runs import BUNDLE, SPLIT, load_split
+
+    if not (run_dir / SPLIT).is_file():
         return None, None, "no split.json in the run folder: accuracy not measured"
-    split = load_split(run_dir / "split.json", data_root)
+    split = load_split(run_dir / SPLIT, data_root)
+    if "bundle" in manifest and split.layout != BUNDLE and data_root is None:
+        raise TkError(
+            f"{run_dir / SPLIT}: a bundle's split.json lists its own samples (layout bundle), this one "
+            f"points at a dataset ({split.root}); run tk pack again, or pass --data-root"
+        )
+    if split.classes != manifest.get("classes"):
+        raise TkError(
+            f"{run_dir / SPLIT}: classes {split.classes} differ from {run_dir / MANIFEST} "
+            f"({manifest.get('classes')}); copy the run's split.json and manifest.json together"
+        )
     items = split.splits.get("test") or []
     if not items:
         return None, None, "the test split is empty: accuracy not measured"
-    missing = split.missing_line([p for p, _ in items], run_dir / "split.json")
+    missing = split.missing_line([p for p, _ in items], run_dir / SPLIT)
     if missing:
         return None, None, f"accuracy not measured: {missing}"
     return [p for p, _ in items], [y for _, y in items], None
 
 
 def device_format(name: Optional[str]) -> bool:
-    fmt = FORMATS.get(name or "")
-    return fmt is not None and fmt.exported and not fmt.needs_tensorflow
+    return (name or "") in DEVICE_FORMATS
 
 
 def _artifacts_of(
@@ -248,9 +171,10 @@ def _artifacts_of(
     chosen = []
     for name in names:
         entry = entries.get(name)
-        if entry is None:
+        if not isinstance(entry, dict):
             raise TkError(f"{run_dir / name}: not listed in {run_dir / MANIFEST}; re-run tk export")
-        if not (run_dir / name).exists():
+        path = artifact_path(run_dir, entry.get("file", name))  # a name like ../x is refused, not benched
+        if not path.exists():
             if only is not None:
                 raise TkError(f"{run_dir / name}: model file not found")
             notes.append(f"{name}: listed in the manifest but not present here: skipped")
@@ -260,9 +184,11 @@ def _artifacts_of(
             if only is not None:
                 raise TkError(
                     f"{run_dir / name}: a {fmt.name} model needs TensorFlow, which the base install "
-                    "does not have: pip install 'tk-edge[train]', or bench the .tflite/.onnx files"
+                    f"does not have: pip install 'tk-edge[train]', or bench the {suffixes(DEVICE_FORMATS)} files"
                 )
-            notes.append(f"{name}: skipped (TensorFlow is not installed: the edge install benches .tflite/.onnx)")
+            notes.append(
+                f"{name}: skipped (TensorFlow is not installed: the edge install benches {suffixes(DEVICE_FORMATS)})"
+            )
             continue
         chosen.append(entry)
     return sorted(chosen, key=lambda e: sort_key(e.get("format"), e.get("quantization"), e["file"]))
@@ -277,18 +203,30 @@ def bench_run(
     """Bench a run's artifacts (or `only` those files); write bench.json and the manifest metrics.
 
     ctx.data_root overrides split.json's data root (where the test images are now); ctx.progress
-    gets one task per artifact, advanced per thread count measured.
+    gets one task per artifact, advanced per thread count measured. Holds the run's lock: no
+    export replaces an artifact while it is measured, no verify rewrites the manifest meanwhile.
     """
     settings.check()
     manifest = load_manifest(run_dir)
+    size = manifest.get("preprocessing", {}).get("size") if isinstance(manifest.get("preprocessing"), dict) else None
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        check_batch(settings.batch, (size[0], size[1]))  # before a child dies of MemoryError
     check_writable(run_dir)  # a read-only run folder fails now, not after minutes of measuring
+    _read_previous(run_dir / BENCH_JSON)  # so does a damaged bench.json it would merge into
+    with run_lock(run_dir, "tk bench", ctx):
+        return _bench_locked(run_dir, load_manifest(run_dir), settings, only, ctx)
+
+
+def _bench_locked(
+    run_dir: Path, manifest: dict[str, Any], settings: BenchSettings, only: Optional[list[str]], ctx: Context
+) -> dict[str, Any]:
     notes: list[str] = []
     entries = _artifacts_of(run_dir, manifest, only, notes, settings.formats)
     if not entries:
         raise TkError(
             f"{run_dir}: nothing to bench ({'; '.join(notes) or 'no artifacts in the manifest'}); run tk export first"
         )
-    paths, labels, why = _test_split(run_dir, ctx.data_root)
+    paths, labels, why = _test_split(run_dir, manifest, ctx.data_root)
     if why:
         notes.append(why)
     image = paths[0] if paths else None
@@ -296,16 +234,20 @@ def bench_run(
     label = machine_label(machine)
     call = {"warmup": settings.warmup, "batch": settings.batch, "measured_at": created, "machine": label}
     with tempfile.TemporaryDirectory(prefix="tk-bench-") as scratch:
-        pixels = _decoded_test(paths, manifest, Path(scratch), ctx) if paths else None
+        pixels = decoded_test(paths, manifest, Path(scratch), ctx) if paths else None
         rows = [
             row
             for entry in entries
-            for row in _measure_artifact(run_dir, entry, settings, image, pixels, labels, call, ctx)
+            for row in measure_artifact(run_dir, entry, settings, image, pixels, labels, call, ctx)
         ]
     reused = sorted({r["file"] for r in rows if r.get("accuracy_from") == "verify"})
     if reused:
         notes.append(f"accuracy of {', '.join(reused)}: tk verify's, measured on the same files and test images here")
-    report = _bench_report(run_dir, manifest, rows, machine, notes)
+    verdicts, gated, gate_notes = verdicts_for(run_dir)
+    report = bench_report(run_dir, manifest, rows, machine, notes + gate_notes)
+    mark_rows(report["rows"], verdicts)
+    report["gated"] = gated
+    report["verdicts"] = {f: [v.status, v.reason] for f, v in verdicts.items()}
     write_json_atomic(run_dir / BENCH_JSON, report)
     for entry in entries:
         mine = [r for r in rows if r["file"] == entry["file"]]
@@ -329,101 +271,7 @@ def bench_run(
     return report
 
 
-def _measure_artifact(
-    run_dir: Path,
-    entry: dict[str, Any],
-    settings: BenchSettings,
-    image: Optional[str],
-    pixels: Optional[Path],
-    labels: Optional[list[int]],
-    call: dict[str, Any],
-    ctx: Context,
-) -> list[dict[str, Any]]:
-    """One row per thread count, each measured in a fresh process."""
-    file, rows = entry["file"], []
-    verified = verified_accuracy(entry, labels, call["machine"])
-    if verified is not None:
-        pixels = None  # tk verify ran this very file over these test images here: not a second time
-    for threads in tracked(
-        ctx.progress, f"bench {file} (threads {','.join(map(str, settings.threads))})", list(settings.threads)
-    ):
-        ctx.say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
-        spec = {
-            "artifact": str(run_dir / file),
-            "threads": threads,
-            "image": image,
-            "warmup": settings.warmup,
-            "runs": settings.plan.to_json(),
-            "batch": settings.batch,
-            # Accuracy does not depend on threads (int8 too: tests/edge/test_bench.py checks it):
-            # measured once per artifact, at its largest thread count (the quickest).
-            "test": [str(pixels), labels] if pixels is not None and threads == max(settings.threads) else None,
-        }
-        result = _run_child(spec, settings.timeout_s)
-        latencies = result.pop("latencies_ms")
-        rows.append(
-            {
-                "file": file,
-                "format": entry.get("format"),
-                "quantization": entry.get("quantization", "none"),
-                "reference": file == REFERENCE,
-                "threads": threads,
-                "size_bytes": entry.get("size_bytes"),
-                "sha256": entry.get("sha256"),
-                "runs": len(latencies),
-                "runs_setting": settings.plan.setting(),
-                "accuracy": None,
-                "test_count": len(labels) if labels else None,
-                **call,
-                **percentiles(latencies),
-                **result,
-            }
-        )
-    measured = next((r["accuracy"] for r in rows if r.get("accuracy") is not None), verified)
-    for row in rows:
-        row["accuracy"] = measured
-        row["accuracy_from"] = "verify" if verified is not None else "bench"
-    return rows
-
-
-def verified_accuracy(entry: dict[str, Any], labels: Optional[list[int]], machine: str) -> Optional[float]:
-    """The artifact's test accuracy as tk verify measured it, when that was this file (sha256), on
-    this machine, on the test split bench would use (same count): the same runtime on the same
-    images gives the same predictions, so bench need not run them again."""
-    record = (entry.get("metrics") or {}).get("verify")
-    if not isinstance(record, dict) or not labels:
-        return None
-    same = (
-        record.get("sha256") == entry.get("sha256")
-        and record.get("machine") == machine
-        and record.get("split") == "test"
-        and record.get("count") == len(labels)
-        and "error" not in record
-    )
-    accuracy = record.get("accuracy")
-    return float(accuracy) if same and isinstance(accuracy, (int, float)) else None
-
-
-def _decoded_test(paths: list[str], manifest: dict[str, Any], folder: Path, ctx: Context) -> Optional[Path]:
-    """The test images decoded once (uint8, at the run's input size) for every artifact's accuracy,
-    instead of once per artifact in each measuring process."""
-    from ..core.images import load_pixels
-
-    size = (manifest.get("preprocessing") or {}).get("size")
-    if not (isinstance(size, list) and len(size) == 2):
-        return None
-    path = folder / "test.npy"
-    out = np.lib.format.open_memmap(path, "w+", np.uint8, (len(paths), int(size[0]), int(size[1]), 3))
-    with ctx.progress.task(f"bench: decoding {len(paths)} test images", len(paths)) as task:
-        for i, image in enumerate(paths):
-            out[i] = load_pixels(image, (int(size[0]), int(size[1])))
-            task.advance(1)
-    out.flush()
-    del out
-    return path
-
-
-def _bench_report(
+def bench_report(
     run_dir: Path, manifest: dict[str, Any], rows: list[dict[str, Any]], machine: dict[str, Any], notes: list[str]
 ) -> dict[str, Any]:
     """bench.json: this call's rows with the earlier ones they did not re-measure, comparable ones
@@ -450,6 +298,7 @@ def _bench_report(
     used = {r["machine"] for r in pool}
     return {
         "run": manifest.get("name", run_dir.name),
+        "reference_sha256": _reference_sha(manifest),
         "created": created,
         "machine": machine,
         "machines": {k: v for k, v in machines.items() if k in used},
@@ -462,15 +311,17 @@ def _bench_report(
     }
 
 
+def _reference_sha(manifest: dict[str, Any]) -> Optional[str]:
+    """The trained model these rows' artifacts come from: a bundle names it, a run records it."""
+    if "bundle" in manifest:
+        return manifest["bundle"].get("reference_sha256")
+    return manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
+
+
 def _read_previous(path: Path) -> Optional[dict[str, Any]]:
-    if not path.is_file():
-        return None
-    try:
-        old = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None  # unreadable: this call's rows start a new file
-    ok = isinstance(old, dict) and isinstance(old.get("rows"), list) and isinstance(old.get("machine"), dict)
-    return old if ok else None
+    """The earlier bench.json, checked by its schema: a damaged one is one line, never overwritten
+    (it may hold another machine's rows nobody can measure again)."""
+    return schemas.load_bench(path) if os.path.lexists(path) else None
 
 
 def split_targets(targets: Sequence[str], runs_dir: Path, ctx: Context = SILENT) -> dict[Path, Optional[list[str]]]:
@@ -524,26 +375,46 @@ def choose_artifact(
     return best, why
 
 
-HEADERS = ("artifact", "thr", "MB", "cold s", "RSS MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "acc")
+HEADERS = ("artifact", "thr", "MB", "cold s", "RSS MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "acc", "parity")
+# A row's parity verdict as a short cell (edge/verdicts.py); "-" where nothing judged the artifact.
+PARITY_CELLS = {"passed": "✓ passed", "failed": "✗ failed", "stale": "? stale", "not verified": "? not verified"}
+# Browser rows (tk bench --web) carry their p50 over native p50, measured in the same call.
+RATIO_HEADER = "x native"
+BROWSER_NOTE = (
+    "browser rows: cold s is the page's load of runtime and model, RSS the browser's processes, "
+    f"{RATIO_HEADER} the p50 over native p50 measured in the same call"
+)
 
 
-def format_row(r: dict[str, Any], machine_column: bool = False) -> list[str]:
+def table_headers(rows: Sequence[dict[str, Any]], machine_column: bool = False) -> list[str]:
+    """HEADERS, with the machine in front when several are shown and the ratio when a row has one."""
+    ratio = any(r.get("ratio") is not None for r in rows)
+    return (["machine"] if machine_column else []) + list(HEADERS) + ([RATIO_HEADER] if ratio else [])
+
+
+def _cell(value: Optional[float], fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def format_row(r: dict[str, Any], machine_column: bool = False, ratio_column: bool = False) -> list[str]:
     """One bench row as text cells, in HEADERS order (shared by the terminal and REPORT.md)."""
     size = r.get("size_bytes")
-    accuracy = r.get("accuracy")
+    precision = (r.get("runtime") or {}).get("inference_precision")  # what OpenVINO actually ran
     cells = [
-        r["file"] + (" *" if r.get("reference") else ""),
+        r["file"] + (" *" if r.get("reference") else "") + (f" [{precision}]" if precision else ""),
         str(r["threads"]),
         f"{size / 1e6:.2f}" if size else "-",
-        f"{r['cold_start_s']:.2f}",
-        f"{r['peak_rss_mb']:.0f}",
+        _cell(r.get("cold_start_s"), ".2f"),
+        _cell(r.get("peak_rss_mb"), ".0f"),
         f"{r['p50_ms']:.2f}",
         f"{r['p90_ms']:.2f}",
         f"{r['p99_ms']:.2f}",
-        f"{r['throughput_ips']:.0f}",
-        "-" if accuracy is None else f"{accuracy:.3f}",
+        _cell(r.get("throughput_ips"), ".0f"),
+        _cell(r.get("accuracy"), ".3f"),
+        "" if r.get("reference") else PARITY_CELLS.get(r.get("parity") or "", "-"),
     ]
-    return ([r.get("machine", "")] if machine_column else []) + cells
+    ratio = [_cell(r.get("ratio"), ".2f")] if ratio_column else []
+    return ([r.get("machine", "")] if machine_column else []) + cells + ratio
 
 
 def bench_targets(
@@ -559,16 +430,28 @@ def bench_targets(
     Returns {"reports": [bench report per run], "ship": row or None, "runs": [their run folders]};
     raises TkError when limits are given and no artifact meets them.
     """
+    check_limits(max_latency_ms, min_accuracy)  # before minutes of measuring, not after
     plan = split_targets(targets, runs_dir, ctx)
     reports = [bench_run(run, settings_for(run, **overrides), only, ctx) for run, only in plan.items()]
     ship = None
     if max_latency_ms is not None or min_accuracy is not None:
-        rows = ship_candidates(reports)
+        rows, skipped = gate_candidates(reports, ship_candidates(reports))
         ship, why = choose_artifact(rows, max_latency_ms, min_accuracy)
         if ship is None:
-            raise TkError("no artifact meets the limits: " + "; ".join(why))
-        ship = {**ship, "among": len({(r["machine"], r["file"]) for r in rows if not r.get("reference")})}
+            gate = f"; not considered (did not pass tk verify): {'; '.join(skipped)}" if skipped else ""
+            raise TkError("no artifact meets the limits: " + "; ".join(why) + gate)
+        among = len({(r["machine"], r["file"]) for r in rows if not r.get("reference")})
+        ship = {**ship, "among": among, "skipped": skipped}
     return {"reports": reports, "ship": ship, "runs": list(plan)}
+
+
+def check_limits(max_latency_ms: Optional[float], min_accuracy: Optional[float]) -> None:
+    """Ship limits are numbers a row can meet: NaN compares false with everything, -inf and 0 ms
+    accept or refuse all, an accuracy is a fraction."""
+    if max_latency_ms is not None and not (math.isfinite(max_latency_ms) and max_latency_ms > 0):
+        raise TkError(f"--max-latency-ms: must be a number of milliseconds > 0 (got {max_latency_ms})")
+    if min_accuracy is not None and not (math.isfinite(min_accuracy) and 0 <= min_accuracy <= 1):
+        raise TkError(f"--min-accuracy: must be a fraction between 0 and 1, e.g. 0.9 (got {min_accuracy})")
 
 
 def ship_candidates(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -586,7 +469,7 @@ def ship_candidates(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             + "); pass --runs, --warmup and --batch to bench them alike"
         )
     return [
-        r
+        {**r, "run": report["run"]}
         for report in reports
         for r in report["rows"]
         if r["measured_at"] == report["created"]

@@ -13,6 +13,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..core.caps import check_threads
 from ..core.errors import TkError
 from ..core.images import BadImage, is_image_name, load_image
 from .predictors import Predictor, load_predictor
@@ -80,7 +81,7 @@ def predict_paths(
         if not good:
             continue
         probs = predictor.predict(np.stack(pixels))
-        for path, row in zip(good, probs):
+        for path, row in zip(good, probs, strict=True):
             yield Prediction(str(path), top_k(row, predictor.labels, k))
 
 
@@ -99,8 +100,8 @@ def predict(
     """
     if k < 1:
         raise TkError(f"--top-k: must be >= 1 (got {k})")
-    if threads is not None and threads < 1:
-        raise TkError(f"--threads: must be >= 1 (got {threads})")
+    if threads is not None:
+        check_threads([threads])
     files = expand_inputs(inputs)
     predictor = load_predictor(artifact, num_threads=threads)
     out = []

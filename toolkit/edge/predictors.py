@@ -9,7 +9,6 @@ runtime only, never TensorFlow or Keras: this is the device path.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import platform
 from pathlib import Path
@@ -17,10 +16,13 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..core import schemas
+from ..core.caps import check_threads
 from ..core.errors import TkError
-from ..core.formats import Format, format_of_path
+from ..core.formats import DEVICE_FORMATS, FORMATS, Format, companion_files, format_of_path, install_hint, suffixes
 from ..core.images import load_batch
 from ..core.io import sha256_file
+from ..core.paths import confine
 from ..core.quiet import silenced_stderr
 from ..core.runs import MANIFEST
 
@@ -40,6 +42,10 @@ class Predictor:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def runtime_info(self) -> dict[str, Any]:
+        """What the runtime chose that the numbers depend on (OpenVINO: precision, threads); bench records it."""
+        return {}
 
     def _check_outputs(self, count: int, shape: Sequence[Any]) -> None:
         """One output of (batch, classes), as many classes as the manifest names: labels are never
@@ -188,7 +194,7 @@ class OnnxPredictor(Predictor):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise TkError(f"{path}: onnxruntime is not installed; pip install onnxruntime") from None
+            raise TkError(f"{path}: onnxruntime is not installed; {install_hint(FORMATS['onnx'])}") from None
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads or os.cpu_count() or 1
@@ -254,20 +260,22 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
     path = Path(path)
     if not path.exists():
         raise TkError(f"{path}: model file not found")
-    if num_threads is not None and num_threads < 1:
-        raise TkError(f"--threads: must be >= 1 (got {num_threads})")
+    if num_threads is not None:
+        check_threads([num_threads])
     fmt = format_of_path(path)
     if fmt.needs_tensorflow and not tensorflow_installed():
         raise TkError(
             f"{path}: a {fmt.name} model needs TensorFlow, which the base install does not have: "
-            "pip install 'tk-edge[train]', or use the run's .tflite/.onnx files"
+            f"pip install 'tk-edge[train]', or use the run's {suffixes(DEVICE_FORMATS)} files"
         )
     manifest_path = path.parent / MANIFEST
-    if not manifest_path.is_file():
+    if not os.path.lexists(manifest_path):
         raise TkError(
             f"{path}: no {MANIFEST} beside it; copy the run's manifest.json with the model "
             "(it holds the labels and preprocessing)"
         )
+    # The manifest is the folder's own file: one linked from elsewhere is not read.
+    confine(path.parent, MANIFEST, manifest_path, "copy the run's manifest.json beside the model instead of linking it")
     manifest = read_manifest(manifest_path)
     entry = artifact_entries(manifest, manifest_path).get(path.name)
     if not isinstance(entry, dict):
@@ -285,7 +293,32 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
                 f"{path}: sha256 differs from {manifest_path}; the file changed after export "
                 "(re-run tk export, or copy the matching manifest)"
             )
+        check_companions(path, entry, manifest_path)
     return predictor_class(fmt)(path, manifest, num_threads=num_threads)
+
+
+def check_companions(path: Path, entry: dict[str, Any], manifest_path: Path) -> None:
+    """The files that belong to `path` (an IR's .bin) are there and are the bytes the manifest hashed:
+    a .bin swapped for another export's fails here like a changed model file."""
+    recorded = entry.get("companions") if isinstance(entry.get("companions"), dict) else {}
+    for name in companion_files(path.name):
+        companion = path.with_name(name)
+        if not companion.is_file():
+            raise TkError(
+                f"{companion}: missing; {path.name} needs it beside it (the model's weights): copy both "
+                "files (tk pack copies both), or re-run tk export"
+            )
+        expected = recorded.get(name, {}).get("sha256") if isinstance(recorded.get(name), dict) else None
+        if not expected:
+            raise TkError(
+                f"{manifest_path}: no sha256 recorded for {name} (the weights of {path.name}); copy the "
+                "manifest.json of the run that exported it (or re-run tk export / tk pack)"
+            )
+        if sha256_file(companion) != expected:
+            raise TkError(
+                f"{companion}: sha256 differs from {manifest_path}; the weights changed after export or "
+                f"come from another export than {path.name} (re-run tk export, or copy the matching files)"
+            )
 
 
 def tensorflow_installed() -> bool:
@@ -296,46 +329,10 @@ def tensorflow_installed() -> bool:
 
 
 def read_manifest(manifest_path: Path) -> dict[str, Any]:
-    """A manifest beside a model, checked for the fields every predictor reads."""
-    try:
-        manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise TkError(
-            f"{manifest_path}: not UTF-8 text (byte {exc.start}); tk writes UTF-8: copy it again "
-            "from the run folder, or re-save it as UTF-8"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise TkError(f"{manifest_path}: not valid JSON ({exc}); copy it again from the run folder") from None
-    _check_manifest(manifest, manifest_path)
-    return manifest
+    """A manifest beside a model, checked by its schema (classes, input size, artifacts: core/schemas.py)."""
+    return schemas.load_manifest(manifest_path)
 
 
 def artifact_entries(manifest: dict[str, Any], manifest_path: Path) -> dict[str, Any]:
-    """The manifest's artifacts mapping (file -> entry); a list or other shape is one clear line."""
-    entries = manifest.get("artifacts", {})
-    if not isinstance(entries, dict):
-        raise TkError(
-            f"{manifest_path}: 'artifacts' must map file names to entries (got "
-            f"{type(entries).__name__}); copy manifest.json again from the run folder"
-        )
-    return entries
-
-
-def _check_manifest(manifest: Any, manifest_path: Path) -> None:
-    """The fields every predictor reads; a hand-edited or foreign JSON file fails here, by name."""
-    try:
-        classes, size = manifest["classes"], manifest["preprocessing"]["size"]
-        ok = (
-            isinstance(classes, list)
-            and len(classes) >= 2
-            and all(isinstance(c, str) for c in classes)
-            and len(size) == 2
-            and all(int(v) > 0 for v in size)
-        )
-    except (KeyError, TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise TkError(
-            f"{manifest_path}: not a tk manifest (needs classes and preprocessing.size); "
-            "copy manifest.json from the run folder"
-        )
+    """The manifest's artifacts mapping (file -> entry); the schema already refused any other shape."""
+    return manifest.get("artifacts", {})

@@ -41,7 +41,10 @@ class Explainer:
 
     @property
     def out_dir(self) -> Path:
-        return self.run_dir / EXPLAIN_DIR
+        """RUN/explain/, made if missing; a link there (to anywhere) is refused, never written through."""
+        from ..core.io import output_folder
+
+        return output_folder(self.run_dir, EXPLAIN_DIR)
 
     def spatial_layers(self) -> list[str]:
         """Backbone layers with an (N, H, W, C) output: what feature maps and Grad-CAM can use."""
@@ -122,7 +125,7 @@ class Explainer:
         """layer -> (N, h, w, C) activations for a batch of 0..255 images."""
         outputs = self.probe(layer_names)(self.preprocess(images), training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        return {name: np.asarray(out) for name, out in zip(layer_names, outputs)}
+        return {name: np.asarray(out) for name, out in zip(layer_names, outputs, strict=True)}
 
     def gradcam(self, images: np.ndarray, layer: str, class_index: Optional[int] = None):
         """Grad-CAM heatmaps at the model's input size, 0..1, for each image's predicted class
@@ -213,7 +216,10 @@ def normalise(channel: np.ndarray) -> np.ndarray:
 
 
 def slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+    """A name from a file, a class or a layer as part of a PNG's name: sanitised, capped, unicode kept."""
+    from ..core.text import file_part
+
+    return file_part(text, max_bytes=80)
 
 
 def single_image(path: Path) -> Path:

@@ -34,7 +34,7 @@ def explain_feature_maps(
         n = min(count, act.shape[-1])
         cells = [normalise(act[..., k]) for k in range(n)]
         titles = [f"ch {k}" for k in range(n)]
-        path = ex.out_dir / f"featuremaps_{slug(Path(image).stem)}_{name}.png"
+        path = ex.out_dir / f"featuremaps_{slug(Path(image).stem)}_{slug(name)}.png"
         plot_image_grid(
             cells,
             titles,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.io import atomic_path
+from ..core.text import plot_text
 from ..train.curves import pyplot
 
 # Grids for `tk explain`. Sizes are exact (figure inches x dpi, no tight bounding box), so a grid
@@ -26,7 +27,7 @@ def grid_shape(count: int, cols: int | None = None) -> tuple[int, int]:
 def _header_lines(title: str, width_px: int) -> list[str]:
     import textwrap
 
-    return textwrap.wrap(title, width=max(16, width_px // 8)) or [""]  # ~8 px per char at fontsize 10
+    return textwrap.wrap(plot_text(title, 400), width=max(16, width_px // 8)) or [""]  # ~8 px per char at fontsize 10
 
 
 def grid_size_px(count: int, title: str, cols: int | None = None) -> tuple[int, int]:
@@ -52,7 +53,7 @@ def plot_image_grid(
     header = _HEADER_PAD_PX + _HEADER_LINE_PX * len(lines)
     fig = plt.figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI)
     fig.text(0.5, 1 - (header / 2) / height, "\n".join(lines), ha="center", va="center", fontsize=10, linespacing=1.1)
-    for i, (cell, label) in enumerate(zip(cells, titles)):
+    for i, (cell, label) in enumerate(zip(cells, titles, strict=True)):
         row, col = divmod(i, cols)
         top = header + row * (GRID_CELL_PX + GRID_TITLE_PX) + GRID_TITLE_PX
         pad = 3  # pixels between cells
@@ -69,7 +70,7 @@ def plot_image_grid(
         else:
             ax.imshow(cell, interpolation="nearest")
         ax.set_axis_off()
-        label = label if len(label) <= GRID_CELL_PX // 4 else label[: GRID_CELL_PX // 4 - 1] + "…"
+        label = plot_text(label, GRID_CELL_PX // 4)
         fig.text(
             (col + 0.5) * GRID_CELL_PX / width,
             1 - (top - GRID_TITLE_PX / 2) / height,
@@ -133,8 +134,12 @@ def plot_gradcam_pair(
         ax = fig.add_axes([left, bottom, w / width, h / height])
         ax.imshow(image, interpolation="nearest")
         ax.set_axis_off()
-        fig.text(left + w / width / 2, (PAIR_PAD_PX + h + 4) / height, title, ha="center", va="bottom", fontsize=9)
-    fig.text(PAIR_PAD_PX / width, 1 - 6 / height, header, ha="left", va="top", fontsize=9, fontweight="bold")
+        fig.text(
+            left + w / width / 2, (PAIR_PAD_PX + h + 4) / height, plot_text(title), ha="center", va="bottom", fontsize=9
+        )
+    fig.text(
+        PAIR_PAD_PX / width, 1 - 6 / height, plot_text(header, 200), ha="left", va="top", fontsize=9, fontweight="bold"
+    )
     bar = fig.add_axes([(2 * w + 3 * PAIR_PAD_PX + 8) / width, bottom + 0.1 * h / height, 14 / width, 0.8 * h / height])
     mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0.0, 1.0), cmap=cmap)
     colorbar = fig.colorbar(mappable, cax=bar, ticks=[0.0, 0.5, 1.0])

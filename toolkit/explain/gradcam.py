@@ -52,10 +52,10 @@ def explain_gradcam(
     for start in range(0, len(paths), 32):  # bounded memory on big folders
         chunk = paths[start : start + 32]
         heat, picked, probs = ex.gradcam(ex.load(chunk), layer, class_index)
-        for path, h, k, p in zip(chunk, heat, picked, probs):
+        for path, h, k, p in zip(chunk, heat, picked, probs, strict=True):
             photo = display_image(path)
             overlay = overlay_heatmap(photo, h, alpha=alpha)
-            png = ex.out_dir / f"gradcam_{slug(path.stem)}_{ex.classes[int(k)]}.png"
+            png = ex.out_dir / f"gradcam_{slug(path.stem)}_{slug(ex.classes[int(k)])}.png"
             plot_gradcam_pair(photo, overlay, png, *_titles(ex.classes, path, p, int(k), layer))
             overlays.append(overlay)
             results.append(GradCamResult(path, ex.classes[int(k)], float(p[int(k)]), h, png))

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
-from .explainer import Explainer, load_explainer
+from .explainer import Explainer, load_explainer, slug
 
 
 @dataclass(frozen=True)
@@ -152,14 +152,15 @@ def explain_filters(
     what = "class score" if is_class_layer else "unit" if in_head else "filter"
     titles = [
         f"{ex.classes[f] if is_class_layer else f'{what} {f}'}: {s:.2g}->{e:.2g}{'' if e > s else ' (no gain)'}"
-        for f, s, e in zip(filters, result.start, result.final)
+        for f, s, e in zip(filters, result.start, result.final, strict=True)
     ]
-    stuck = [f for f, s, e in zip(filters, result.start, result.final) if e <= s]
+    stuck = [f for f, s, e in zip(filters, result.start, result.final, strict=True) if e <= s]
     if stuck:
         ctx.say(
-            f"note: the ascent did not raise {len(stuck)} of {len(filters)} (e.g. {stuck[0]}); try --steps {2 * settings.steps}"
+            f"note: the ascent did not raise {len(stuck)} of {len(filters)} (e.g. {stuck[0]}); "
+            f"try --steps {2 * settings.steps}"
         )
-    path = ex.out_dir / f"filters_{layer}.png"
+    path = ex.out_dir / f"filters_{slug(layer)}.png"
     plot_image_grid(
         [_display(img) for img in result.images],
         titles,

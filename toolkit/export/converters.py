@@ -95,3 +95,19 @@ def onnx_from_saved_model(saved_model: Path, opset: int, signature: str = "servi
         if not batch.HasField("dim_value"):  # tf2onnx names it unk__N; say what it is
             batch.dim_param = "batch"
     return proto
+
+
+def onnx_io(proto) -> dict[str, dict]:
+    """{"input": {name, shape, dtype}, "output": {...}} of an ONNX model's first input and output,
+    read from the graph (batch as None): the one place tk reads an ONNX model's I/O."""
+    import onnx
+
+    def describe(value) -> dict:
+        tensor = value.type.tensor_type
+        return {
+            "name": value.name,
+            "shape": [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim],
+            "dtype": np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name,
+        }
+
+    return {"input": describe(proto.graph.input[0]), "output": describe(proto.graph.output[0])}

@@ -12,158 +12,30 @@ quantizations; WRITERS below holds one converter per exported format.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import random
+import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..core import schemas
 from ..core.context import SILENT, Context
 from ..core.errors import TkError, fault_line, suggest
-from ..core.formats import EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
-from ..core.io import atomic_path, check_writable, remove_leftovers, tool_versions
+from ..core.formats import DEFAULT_FORMATS, EXPORT_FORMATS, FORMATS, QUANTIZATIONS, Format, tolerance_kind
+from ..core.io import atomic_path, check_writable, format_size, remove_leftovers, tool_versions
 from ..core.lock import run_lock
 from ..core.recipe import ONNX_OPSETS, ExportSection, Recipe
 from ..core.runs import (
     MANIFEST,
     REFERENCE,
-    SPLIT,
-    check_files_exist,
     load_manifest,
-    load_split,
     record_artifact,
+    reference_sha256,
     run_recipe,
 )
+from .job import ExportJob
 from .metadata import LABEL_FILE, add_metadata
-
-
-class ExportJob:
-    """The shared, lazily built inputs of one `tk export`: model, SavedModel, calibration images."""
-
-    def __init__(self, run_dir: Path, recipe: Recipe, opset: int, ctx: Context = SILENT):
-        self.run_dir = run_dir
-        self.ctx = ctx  # ctx.data_root: where the split's images are now, if they moved
-        self.recipe = recipe
-        self.section: ExportSection = recipe.export
-        self.opset = opset
-        self.manifest = load_manifest(run_dir)
-        height, width = self.manifest["preprocessing"]["size"]
-        self.size = (int(height), int(width))
-        # Beside the run (same filesystem), so copying the SavedModel into place is cheap.
-        self.workdir = Path(tempfile.mkdtemp(prefix=".export-", dir=run_dir))
-        self.labels: list[str] = list(self.manifest["classes"])  # checked against labels.txt in export_run
-
-    def close(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    @functools.cached_property
-    def model(self):
-        from .reference import load_keras_model
-
-        model = load_keras_model(self.run_dir / REFERENCE)
-        refuse_non_finite_weights(model, self.run_dir / REFERENCE)
-        return model
-
-    @functools.cached_property
-    def saved_model(self) -> Path:
-        from .converters import export_saved_model
-
-        path = self.workdir / "saved_model"
-        export_saved_model(self.model, path)
-        return path
-
-    @functools.cached_property
-    def split(self):
-        """The run's split.json, its paths resolved against the data root (or --data-root)."""
-        return load_split(self.run_dir / SPLIT, self.ctx.data_root)
-
-    @functools.cached_property
-    def calibration(self) -> np.ndarray:
-        """A class-stratified sample of the TRAIN split, decoded exactly as training decodes it."""
-        from ..core.images import load_batch
-
-        split = self.split
-        items = split.splits.get("train", [])
-        wanted = self.section.calibration_samples
-        if not items:
-            raise TkError(
-                f"{self.run_dir}/split.json: the train split is empty, so there is no int8 "
-                "calibration data; re-run tk train on a dataset with training images"
-            )
-        paths = stratified_sample(items, wanted, self.recipe.seed)
-        check_files_exist(paths, self.run_dir, split)
-        chosen = set(paths)
-        labels = {label for path, label in items if path in chosen}
-        if len(labels) < 2:
-            name = self.manifest["classes"][labels.pop()] if labels else "?"
-            fix = (
-                "raise export.calibration_samples (got 1)"
-                if len({y for _, y in items}) > 1
-                else "give the train split images of every class (re-run tk train)"
-            )
-            raise TkError(
-                f"{self.run_dir}/{SPLIT}: every int8 calibration image is of class {name!r}, so the "
-                f"int8 ranges would fit that class only; {fix}, or export without int8 "
-                "(--quantize none,float16,dynamic)"
-            )
-        if len(paths) < wanted:
-            self.ctx.say(
-                f"warning: int8 calibration uses {len(paths)} training images, fewer than "
-                f"export.calibration_samples={wanted} (the train split has only {len(items)})"
-            )
-        return load_batch(paths, self.size)
-
-    def calibration_record(self) -> dict[str, Any]:
-        """What the manifest says about an int8 artifact's calibration (TFLite and ONNX share it)."""
-        return {"split": "train", "samples": int(len(self.calibration)), "requested": self.section.calibration_samples}
-
-    @functools.cached_property
-    def onnx_float(self):
-        """The float32 ONNX model (tf2onnx), converted once for model.onnx and model_int8.onnx."""
-        import onnx
-
-        from .converters import onnx_from_saved_model
-
-        proto = onnx_from_saved_model(self.saved_model, self.opset)
-        onnx.checker.check_model(proto)
-        return proto
-
-    def representative(self):
-        for image in self.calibration:
-            yield [image[None]]
-
-
-def refuse_non_finite_weights(model, path: Path) -> None:
-    """The converters segfault on NaN/Inf weights (a diverged training): refuse before them."""
-    bad = [w.path for w in model.weights if not np.isfinite(np.asarray(w)).all()]
-    if bad:
-        raise TkError(
-            f"{path}: {len(bad)} weight tensors hold NaN/Inf (first: {bad[0]}); training "
-            f"diverged: retrain with a lower train.learning_rate"
-        )
-
-
-def stratified_sample(items: Sequence[tuple[str, int]], count: int, seed: int) -> list[str]:
-    """Up to `count` paths, taken round-robin over classes (each class shuffled by seed)."""
-    by_class: dict[int, list[str]] = {}
-    for path, label in items:
-        by_class.setdefault(label, []).append(path)
-    rng = random.Random(seed)
-    queues = []
-    for label in sorted(by_class):
-        paths = sorted(by_class[label])
-        rng.shuffle(paths)
-        queues.append(paths)
-    out: list[str] = []
-    while len(out) < count and any(queues):
-        for queue in queues:
-            if queue and len(out) < count:
-                out.append(queue.pop())
-    return out
-
 
 # --- writers: one per format -------------------------------------------------------------------
 
@@ -182,7 +54,11 @@ def _write_tflite(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any
     from .converters import tflite_from_saved_model
 
     extra: dict[str, Any] = {}
-    if quantization == "int8" and job.section.int8_fallback.enabled:
+    if quantization == "int8" and job.section.int8_budget.active:
+        from .int8_budget import tflite_within_budget
+
+        flatbuffer, extra = tflite_within_budget(job)
+    elif quantization == "int8" and job.section.int8_fallback.enabled:
         from .int8_gate import int8_with_fallback
 
         flatbuffer, extra["fallback"] = int8_with_fallback(job)
@@ -264,6 +140,8 @@ def _check_raw_pixel_input(info: dict[str, Any], ctx: Context) -> None:
 def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
     import onnx
 
+    from .converters import onnx_io
+
     proto = job.onnx_float
     extra: dict[str, Any] = {}
     if quantization == "int8":  # static QDQ, calibrated on the images TFLite int8 uses
@@ -272,34 +150,50 @@ def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
         float_file = job.workdir / "model.onnx"
         if not float_file.is_file():
             onnx.save(proto, str(float_file))
-        extra = quantize_onnx_int8(
-            float_file,
-            job.calibration,
-            tmp,
-            activations=job.section.onnx_int8_activations,
-            method=job.section.onnx_int8_calibration,
-        )
-        extra = {"quantization_details": extra["quantization"], "calibration": job.calibration_record()}
-        proto = onnx.load(str(tmp))
+
+        def quantize(out: Path, nodes_to_exclude=()) -> dict[str, Any]:
+            return quantize_onnx_int8(
+                float_file,
+                job.calibration,
+                out,
+                activations=job.section.onnx_int8_activations,
+                method=job.section.onnx_int8_calibration,
+                nodes_to_exclude=nodes_to_exclude,
+                work=job.workdir / "onnx-int8",  # prepared model and calibrated ranges, made once
+            )
+
+        if job.section.int8_budget.active:
+            from .int8_budget import onnx_within_budget
+
+            fields = onnx_within_budget(job, float_file, tmp, quantize)
+        else:
+            fields = quantize(tmp)
+        extra = {"quantization_details": fields["quantization"], "calibration": job.calibration_record()}
+        if "int8_budget" in fields:
+            extra["int8_budget"] = fields["int8_budget"]
+        io = {"input": fields["input"], "output": fields["output"]}  # read from the written file
     else:
         onnx.save(proto, str(tmp))
+        io = onnx_io(proto)
+    names = {f"{side}_name": io[side].pop("name") for side in ("input", "output")}
+    return {**io, "opset": job.opset, **names, **extra}
 
-    def shape(value) -> list:
-        return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
 
-    return {
-        **_float_io(shape(proto.graph.input[0]), shape(proto.graph.output[0])),
-        "opset": job.opset,
-        "input_name": proto.graph.input[0].name,
-        "output_name": proto.graph.output[0].name,
-        **extra,
-    }
+def _write_openvino(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
+    from .openvino_ir import write_openvino
+
+    return write_openvino(job, quantization, tmp)
 
 
 # One converter per exported format of core/formats.FORMATS: (job, quantization, temporary path)
 # -> the manifest entry's {"input": {...}, "output": {...}, extra keys}.
 Writer = Callable[[ExportJob, str, Path], dict[str, Any]]
-WRITERS: dict[str, Writer] = {"savedmodel": _write_saved_model, "tflite": _write_tflite, "onnx": _write_onnx}
+WRITERS: dict[str, Writer] = {
+    "savedmodel": _write_saved_model,
+    "tflite": _write_tflite,
+    "onnx": _write_onnx,
+    "openvino": _write_openvino,
+}
 
 
 def plan(
@@ -310,7 +204,8 @@ def plan(
 ) -> list[tuple[Format, str]]:
     """(format, quantization) pairs to export; explicit impossible requests are errors."""
     explicit = bool(formats) and "all" not in ",".join(formats).split(",")
-    names = _expand(formats or section.formats, EXPORT_FORMATS, "--format")
+    # "all" is every default format: one with default=False is exported only when named.
+    names = _expand(formats or section.formats, EXPORT_FORMATS, "--format", everything=DEFAULT_FORMATS)
     quants = _expand(quantizations or section.quantize, QUANTIZATIONS, "--quantize")
     pairs = []
     for name in names:
@@ -318,21 +213,24 @@ def plan(
         chosen = [q for q in quants if q in fmt.quantizations]
         if not chosen:
             if explicit:
+                able = [n for n in EXPORT_FORMATS if quants[0] in FORMATS[n].quantizations]
                 raise TkError(
                     f"--format {name}: exports quantization {', '.join(fmt.quantizations)} only "
-                    f"(got --quantize {', '.join(quants)}); every quantization is TFLite: "
-                    f"--format tflite --quantize {quants[0]}"
+                    f"(got --quantize {', '.join(quants)}); {quants[0]} is exported by "
+                    f"{', '.join(able)}: --format {able[0]} --quantize {quants[0]}"
                 )
             ctx.say(f"skipping {name}: it exports {', '.join(fmt.quantizations)} only (asked: {', '.join(quants)})")
         pairs += [(fmt, q) for q in chosen]
     return pairs
 
 
-def _expand(values: Sequence[str], allowed: Sequence[str], option: str) -> list[str]:
+def _expand(
+    values: Sequence[str], allowed: Sequence[str], option: str, everything: Optional[Sequence[str]] = None
+) -> list[str]:
     out: list[str] = []
     for value in (v.strip() for item in values for v in item.split(",") if v.strip()):
         if value == "all":
-            out += [a for a in allowed if a not in out]
+            out += [a for a in (allowed if everything is None else everything) if a not in out]
             continue
         if value not in allowed:
             raise TkError(
@@ -387,9 +285,16 @@ def _export_pairs(
     pairs: list[tuple[Format, str]],
     ctx: Context,
 ) -> list[dict[str, Any]]:
+    # Provenance: every artifact names the model it came from, and that is the model tk train recorded.
+    source = reference_sha256(run_dir, load_manifest(run_dir))
     job = ExportJob(run_dir, recipe, opset, ctx)
-    versions = tool_versions("tensorflow", "keras", "tf2onnx", "onnx")
-    source = job.manifest.get("artifacts", {}).get(REFERENCE, {}).get("sha256")
+    versions = tool_versions(
+        "tensorflow",
+        "keras",
+        "tf2onnx",
+        "onnx",
+        *(("openvino", "nncf") if any(f.name == "openvino" for f, _ in pairs) else ()),
+    )
     entries, failures = [], []
     try:
         job.model  # noqa: B018 -- every format starts from the model and its SavedModel: fail once
@@ -456,12 +361,12 @@ def read_labels(run_dir: Path, classes: Sequence[str], outputs: int) -> list[str
     """The run's labels.txt (tk train wrote it), which every .tflite packs: checked against the
     manifest's classes and the model's output size before anything is converted."""
     path = run_dir / LABEL_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise TkError(
             f"{path}: label file missing (every .tflite packs it); restore it or re-run tk train "
             f"(one class per line, in manifest.json's order: {', '.join(classes)})"
         )
-    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    labels = schemas.read_labels(path)
     if len(labels) != outputs:
         raise TkError(
             f"{path}: {len(labels)} labels, but {run_dir / REFERENCE} outputs {outputs} classes; "
@@ -483,7 +388,3 @@ def _cause(exc: Exception) -> str:
     text = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
     text = text if len(text) <= 300 else text[:297] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def format_size(size: int) -> str:
-    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"

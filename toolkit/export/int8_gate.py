@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from ..core.errors import TkError
 from ..core.images import load_batch
+from ..core.io import format_size
 from ..core.metrics import accuracy
 from ..core.quiet import silenced_stderr
 from ..core.recipe import Threshold
 from ..core.runs import SPLIT, check_files_exist
+from ..edge.parity import check, compare, limits_for
 from ..edge.predictors import TFLiteModel
 from .converters import tflite_from_saved_model
 from .int8_fallback import search
-from .verify import check, compare
-
-if TYPE_CHECKING:
-    from .exporter import ExportJob
+from .job import ExportJob
 
 GATE_SPLIT = "validation"
 # A quick p50: enough runs to rank two models on one machine; `tk bench` measures properly.
@@ -39,11 +38,12 @@ LATENCY_WARMUP, LATENCY_RUNS = 5, 50
 class Gate:
     """verify's int8 judgement of candidate models on the gate split; remembers the best one."""
 
-    def __init__(self, job: "ExportJob"):
+    def __init__(self, job: ExportJob, threshold: Optional[Threshold] = None):
         self.images, self.labels = _gate_images(job)
         self.reference = np.asarray(job.model.predict(self.images, verbose=0, batch_size=32))
         self.ref_accuracy = accuracy(self.labels, self.reference)
-        self.threshold = job.recipe.verify.thresholds.get("int8", Threshold())
+        # export.int8_budget's limits when set (int8_budget.py), else verify's own int8 gate
+        self.threshold = threshold or limits_for("int8", job.recipe.verify)
         self.margin = job.recipe.verify.confident_margin
         self.path = job.workdir / "int8-candidate.tflite"  # the export's temp folder, not the run
         self.calls = 0
@@ -62,14 +62,16 @@ class Gate:
         return ok, {k: result[k] for k in ("agreement", "confident_agreement", "accuracy", "max_abs_diff")}
 
 
-def int8_with_fallback(job: "ExportJob") -> tuple[bytes, dict[str, Any]]:
+def int8_with_fallback(job: ExportJob, threshold: Optional[Threshold] = None) -> tuple[bytes, dict[str, Any]]:
     """The int8 flatbuffer to write, and what the manifest records about its fallback.
+
+    threshold: the limits to meet (default: verify.thresholds.int8).
 
     Within budget and still failing, it keeps the best candidate tried (by agreement), which may
     be plain int8: a bigger, slower model that agrees no better is no fallback.
     """
     settings = job.section.int8_fallback
-    gate = Gate(job)
+    gate = Gate(job, threshold)
     where = f"{len(gate.images)} {GATE_SPLIT} images"
     plain = tflite_from_saved_model(job.saved_model, "int8", job.representative, job.section.int8_io)
     plain_ok, plain_result = gate(plain)
@@ -116,7 +118,7 @@ def int8_with_fallback(job: "ExportJob") -> tuple[bytes, dict[str, Any]]:
         },
     )
     cost = (
-        f"{layers} layer(s) kept float, {len(plain) / 1e6:.2f} -> {len(chosen) / 1e6:.2f} MB, p50 "
+        f"{layers} layer(s) kept float, {format_size(len(plain))} -> {format_size(len(chosen))}, p50 "
         f"{record['latency_p50_ms']['int8']:.2f} -> {record['latency_p50_ms']['chosen']:.2f} ms (1 thread)"
     )
     if record["passed"]:
@@ -130,7 +132,7 @@ def int8_with_fallback(job: "ExportJob") -> tuple[bytes, dict[str, Any]]:
     return chosen, record
 
 
-def _gate_images(job: "ExportJob") -> tuple[np.ndarray, np.ndarray]:
+def _gate_images(job: ExportJob) -> tuple[np.ndarray, np.ndarray]:
     split = job.split
     items = split.splits.get(GATE_SPLIT, [])
     if not items:

@@ -12,11 +12,12 @@ import contextlib
 import io
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from ..core.errors import TkError
+from .converters import onnx_io
 
 # Most images per calibration inference: small batches bound the activations held per call
 # without paying a call per image.
@@ -30,6 +31,8 @@ def quantize_onnx_int8(
     per_channel: bool = True,
     activations: str = "uint8",
     method: str = "Percentile",
+    nodes_to_exclude: Sequence[str] = (),
+    work: Optional[Path] = None,
 ) -> dict[str, Any]:
     """Write `out`, an int8 QDQ copy of `float_model` calibrated on `calibration` (N,H,W,C float32 0..255).
 
@@ -37,13 +40,16 @@ def quantize_onnx_int8(
     with VNNI: VNNI multiplies unsigned x signed bytes, so int8 activations take a slower path;
     1.7x slower here) or "int8" (symmetric, the usual choice for ARM).
     method: "Percentile" (default: clips the 0.001% tails of each activation range, so one outlier
-    image does not waste int8 steps; better parity than MinMax in NOTES.md, at ~10x calibration
-    time), "MinMax" or "Entropy".
+    image does not waste int8 steps; better parity than MinMax on both models measured in
+    benchmarks/BENCHMARKS.md, at ~10x calibration time), "MinMax" or "Entropy".
+    nodes_to_exclude: nodes of the prepared model (prepared_model()) left float, their inputs
+    dequantized (the int8 budget's search, export/int8_budget.py).
+    work: a folder kept between calls: the prepared model and the calibrated ranges are made once
+    there and reused, so each try of a search costs one quantization, not one calibration.
     Returns the manifest fields (quantization, input, output).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     _check_calibration(calibration)
     act_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}.get(activations)
@@ -53,13 +59,10 @@ def quantize_onnx_int8(
         raise TkError(f"onnx int8: calibration method must be MinMax, Percentile or Entropy (got {method!r})")
     proto = onnx.load(str(float_model))
     input_name = proto.graph.input[0].name
-    with tempfile.TemporaryDirectory(prefix="tk-onnx-int8-") as tmp:
-        # Shape inference + graph optimization (BatchNorm folding etc.) first, as onnxruntime
-        # recommends: the quantizer needs shapes on every tensor to place Q/DQ pairs correctly.
-        # ONNX's own shape inference suffices for an image classifier (only the batch is dynamic);
-        # the symbolic pass would need sympy, which tk does not depend on.
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+    with contextlib.ExitStack() as stack:
+        folder = Path(work) if work else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tk-onnx-int8-")))
+        folder.mkdir(parents=True, exist_ok=True)
+        prepared = prepared_model(float_model, folder)
         # The Percentile/Entropy calibrators print their progress; only tk's CLI talks to the user.
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
@@ -72,6 +75,8 @@ def quantize_onnx_int8(
                 activation_type=act_type,
                 weight_type=QuantType.QInt8,
                 calibrate_method=getattr(CalibrationMethod, method),
+                nodes_to_exclude=list(nodes_to_exclude),
+                calibration_cache_path=str(folder / f"ranges-{method}.json") if work else None,
             )
     quantized = onnx.load(str(out))
     # quant_pre_process saves through onnxruntime, which declares all its private op domains
@@ -90,9 +95,24 @@ def quantize_onnx_int8(
             "calibration_method": method,
             "calibration_samples": int(len(calibration)),
         },
-        "input": {"name": quantized.graph.input[0].name, **_describe(quantized.graph.input[0])},
-        "output": {"name": quantized.graph.output[0].name, **_describe(quantized.graph.output[0])},
+        **onnx_io(quantized),
     }
+
+
+def prepared_model(float_model: Path, folder: Path) -> Path:
+    """The float model as the quantizer sees it (its node names are the ones nodes_to_exclude takes).
+
+    Shape inference + graph optimization (BatchNorm folding etc.) first, as onnxruntime recommends:
+    the quantizer needs shapes on every tensor to place Q/DQ pairs correctly. ONNX's own shape
+    inference suffices for an image classifier (only the batch is dynamic); the symbolic pass would
+    need sympy, which tk does not depend on. Made once per folder.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = Path(folder) / "prepared.onnx"
+    if not prepared.is_file():
+        quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+    return prepared
 
 
 def _check_calibration(calibration: Any) -> None:
@@ -103,16 +123,6 @@ def _check_calibration(calibration: Any) -> None:
             f"onnx int8: calibration must be a non-empty (N, H, W, C) float array of images "
             f"(got {type(calibration).__name__} {shape})"
         )
-
-
-def _describe(value) -> dict[str, Any]:
-    import onnx
-
-    dims = value.type.tensor_type.shape.dim
-    return {
-        "shape": [d.dim_value if d.HasField("dim_value") else None for d in dims],
-        "dtype": np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)).name,
-    }
 
 
 class _Reader:  # duck-typed: CalibrationDataReader accepts any object with get_next()
@@ -134,3 +144,6 @@ class _Reader:  # duck-typed: CalibrationDataReader accepts any object with get_
 
     def __len__(self) -> int:
         return -(-len(self.images) // self.batch)
+
+    def __iter__(self):  # qdq_loss_debug.collect_activations iterates where quantize_static calls get_next
+        return iter(self.get_next, None)

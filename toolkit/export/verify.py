@@ -2,37 +2,64 @@
 
 Each artifact and the reference (the run's model.keras) run on the same held-out images (the run's
 own split, decoded once through images.load_batch, exactly as training decoded them) and are
-compared: top-1 agreement, max/mean absolute difference of the probabilities, accuracy of each and
-the accuracy delta. Each artifact is judged by the thresholds of its kind (float32, float16,
-dynamic, int8) from the run's recipe (verify.thresholds). Every artifact is checked and reported
-(one ✓/✗ line each, parity.json, metrics in manifest.json) before ParityError names the
-failures, so one bad artifact does not hide the state of the others.
+compared by edge/parity.py, the judgement the device and the browser share: top-1 agreement,
+max/mean absolute difference of the probabilities, accuracy of each and the accuracy delta, held
+to tk's limits for the kind its file name has (with the run recipe's verify.thresholds overrides).
+
+It fails closed: a kind, format or quantization tk's table does not know, a manifest that says
+otherwise, a reference that is not the model the run recorded, or an artifact exported from
+another one is a failure. Each result is bound to what it judged (artifact and reference sha256,
+image and split digests, limits, tk's version) so readers can tell when it no longer holds
+(edge/verdicts.py). Every artifact is checked and reported (one ✓/✗ line each, parity.json,
+metrics in manifest.json) before ParityError names the failures. The check set a device re-runs
+(edge/checkset.py) is written from the same reference outputs.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .. import __version__
+from ..core import schemas
 from ..core.context import SILENT, Context
 from ..core.errors import ParityError, TkError
-from ..core.formats import tolerance_kind
+from ..core.formats import identify, tolerance_kind
 from ..core.images import load_batch
 from ..core.io import check_writable, now, write_json_atomic
+from ..core.lock import run_lock
 from ..core.metrics import accuracy
-from ..core.recipe import Threshold, VerifySection
-from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, record_metrics, run_recipe
+from ..core.recipe import VerifySection
+from ..core.runs import (
+    REFERENCE,
+    SPLIT,
+    artifact_path,
+    check_files_exist,
+    load_manifest,
+    load_split,
+    record_metrics,
+    reference_sha256,
+    run_recipe,
+)
+from ..edge.checkset import pick, write_checkset
 from ..edge.machine import machine_info, machine_label
+from ..edge.parity import (
+    degenerate_warnings,
+    images_digest,
+    judge,
+    kind_of,
+    limits_dict,
+    limits_for,
+    result_line,
+    split_digest,
+)
 from ..edge.predictors import BATCH, load_predictor
+from ..edge.verdicts import PARITY_FILE, STALE, Facts, derive, file_sha
 
-PARITY_FILE = "parity.json"
-# Below this spread (max - min over images of any class probability) the reference's outputs are
-# nearly constant, and matching them says little about the artifact.
-MIN_SPREAD = 0.05
+__all__ = ["PARITY_FILE", "verify_run", "compare_run", "persist", "raise_on_failure", "result_line"]
 
 
 def verify_run(
@@ -51,8 +78,9 @@ def verify_run(
     """
     run_dir = Path(run_dir)
     check_writable(run_dir)  # a read-only run folder fails now, not after every artifact has run
-    report = compare_run(run_dir, files, num_threads, ctx)
-    persist(run_dir, report)
+    with run_lock(run_dir, "tk verify", ctx):  # no export or train rewrites the artifacts meanwhile
+        report = compare_run(run_dir, files, num_threads, ctx)
+        persist(run_dir, report)
     _log_to_mlflow(run_dir, report, ctx)
     if check:
         raise_on_failure(run_dir, report)
@@ -67,10 +95,11 @@ def compare_run(
     num_threads: Optional[int] = None,
     ctx: Context = SILENT,
 ) -> dict[str, Any]:
-    """Run the reference and each artifact on the held-out split; the report, nothing written."""
+    """Run the reference and each artifact on the held-out split; the report (and the run's check set)."""
     manifest = load_manifest(run_dir)
-    section = _verify_section(run_dir)
+    section = run_recipe(run_dir).verify
     artifacts = _select(manifest, files, run_dir)
+    ref_sha = reference_sha256(run_dir, manifest)
     split = load_split(run_dir / SPLIT, ctx.data_root)  # --data-root: the dataset moved
     items = split.splits.get(section.split, [])
     if not items:
@@ -90,13 +119,29 @@ def compare_run(
     warnings = degenerate_warnings(reference, manifest["classes"])
     for warning in warnings:
         ctx.say(f"warning: {warning}")
+    binding = {
+        "reference_sha256": ref_sha,
+        "images_sha256": images_digest(images),
+        "split_sha256": split_digest(schemas.load_split(run_dir / SPLIT)["splits"][section.split]),
+        "tk_version": __version__,
+    }
     results = {}
     for file, entry in artifacts.items():
         with ctx.progress.task(f"verify: {file}", len(images)) as task:
-            results[file] = _judge(
-                run_dir / file, entry, section, reference, labels, ref_accuracy, images, num_threads, task
-            )
+            against = (reference, labels, ref_accuracy, images, ref_sha)
+            result = _judge(run_dir, file, entry, section, against, num_threads, task)
+        results[file] = {**result, **binding}
         ctx.say(result_line(file, results[file]))
+    chosen = pick(labels)
+    write_checkset(
+        run_dir,
+        images[chosen],
+        labels[chosen],
+        manifest["classes"],
+        reference[chosen],
+        ref_sha,
+        {"split": section.split, "files": [os.path.basename(items[i][0]) for i in chosen]},
+    )
     return {
         "run": str(run_dir),
         "split": section.split,
@@ -104,39 +149,46 @@ def compare_run(
         "measured": now(),
         # bench takes an artifact's accuracy from here when it benches the same file on this machine
         "machine": machine_label(machine_info()),
-        "reference": {
-            "file": REFERENCE,
-            "sha256": manifest["artifacts"].get(REFERENCE, {}).get("sha256"),
-            "accuracy": ref_accuracy,
-            "warnings": warnings,
-        },
+        "reference": {"file": REFERENCE, "sha256": ref_sha, "accuracy": ref_accuracy, "warnings": warnings},
         "artifacts": results,
         "passed": all(r["passed"] for r in results.values()),
     }
 
 
 def _judge(
-    path: Path,
+    run_dir: Path,
+    file: str,
     entry: dict[str, Any],
     section: VerifySection,
-    reference: np.ndarray,
-    labels: np.ndarray,
-    ref_accuracy: float,
-    images: np.ndarray,
+    against: tuple,
     num_threads: Optional[int],
     task=None,
 ) -> dict[str, Any]:
-    kind = entry.get("tolerance") or tolerance_kind(entry.get("quantization", "none"))
-    threshold = section.thresholds.get(kind, Threshold())
+    """One artifact's result. Anything that stops the check (an unknown kind, a file changed or
+    exported from another model, a corrupt file) is a failed result, not a skipped one."""
+    reference, labels, ref_accuracy, images, ref_sha = against
+    found = identify(file)
+    kind, limits = tolerance_kind(found[1]) if found else "unknown", None
     try:
-        probs = _predict(load_predictor(path, num_threads), images, task)
-        result = {"kind": kind, **compare(reference, probs, labels, ref_accuracy, section.confident_margin)}
+        kind = kind_of(file, entry).kind
+        limits = limits_for(kind, section)
+        source = (entry.get("source") or {}).get("sha256")
+        if source != ref_sha:
+            raise TkError(
+                f"exported from another model.keras (source sha256 {str(source)[:12]}, reference "
+                f"{ref_sha[:12]}): re-export it (tk export {run_dir})"
+            )
+        probs = _predict(load_predictor(artifact_path(run_dir, file), num_threads), images, task)
+        result = {"kind": kind, **judge(reference, probs, labels, ref_accuracy, limits, section.confident_margin)}
     except TkError as exc:  # a corrupt or changed file: a failed artifact, not a stop
         result = {"kind": kind, "passed": False, "error": str(exc), "failures": [str(exc)]}
-    else:
-        result["failures"] = check(result, threshold)
-        result["passed"] = not result["failures"]
-    return {**result, "thresholds": dataclasses.asdict(threshold), "sha256": entry.get("sha256")}
+    return {
+        **result,
+        "format": entry.get("format"),
+        "quantization": entry.get("quantization"),
+        "limits": limits_dict(limits) if limits else None,
+        "sha256": file_sha(run_dir, file),
+    }
 
 
 def _predict(predictor, images: np.ndarray, task=None) -> np.ndarray:
@@ -177,16 +229,17 @@ def persist(run_dir: Path, report: dict[str, Any]) -> None:
                 "machine": report.get("machine"),
             },
         )
-    # `--artifact X` keeps the others' results as long as neither they, the reference nor the
-    # split changed since.
-    merged = {**_earlier_results(run_dir, report, load_manifest(run_dir)), **report["artifacts"]}
+    # `--artifact X` keeps the others' results as long as they still hold (edge/verdicts.derive:
+    # neither they, the reference, the split nor the limits changed since).
+    merged = {**_earlier_results(run_dir, report), **report["artifacts"]}
     write_json_atomic(
         run_dir / PARITY_FILE, {**report, "artifacts": merged, "passed": all(r["passed"] for r in merged.values())}
     )
 
 
 def raise_on_failure(run_dir: Path, report: dict[str, Any], reasons: bool = True) -> None:
-    """ParityError naming the failing artifacts; reasons=False when the ✗ lines already said why."""
+    """ParityError naming the failing artifacts and the fixes that exist; reasons=False when the ✗
+    lines already said why."""
     results = report["artifacts"]
     failed = [f for f, r in results.items() if not r["passed"]]
     if failed:
@@ -195,36 +248,51 @@ def raise_on_failure(run_dir: Path, report: dict[str, Any], reasons: bool = True
         )
         raise ParityError(
             f"{len(failed)} of {len(results)} artifacts fail parity: {named}; details in "
-            f"{run_dir / PARITY_FILE} (re-export a changed file with tk export {run_dir}, "
-            "or loosen verify.thresholds in the recipe if the loss is acceptable)"
+            f"{run_dir / PARITY_FILE}; {fixes(run_dir, [results[f] for f in failed])}"
         )
 
 
-def _earlier_results(run_dir: Path, report: dict[str, Any], manifest: dict[str, Any]) -> dict[str, dict]:
+def fixes(run_dir: Path, failed: Sequence[dict[str, Any]]) -> str:
+    """The ways out that exist, as commands and recipe keys, for what failed."""
+    out = []
+    if any(r.get("kind") == "int8" and "error" not in r for r in failed):
+        out += [
+            f"keep sensitive layers float: tk export {run_dir} --quantize int8 --int8-fallback",
+            "gate on confident images: verify.thresholds.int8 {min_agreement: null, min_confident_agreement: 0.99} "
+            f"in {run_dir / 'recipe.yaml'}",
+            "calibrate on more images: raise export.calibration_samples there, then tk export again",
+        ]
+    if any(r.get("kind") != "int8" or "error" in r for r in failed):
+        out.append(f"re-export a changed or damaged file: tk export {run_dir}")
+    return "fixes: " + "; ".join(out)
+
+
+def _earlier_results(run_dir: Path, report: dict[str, Any]) -> dict[str, dict]:
+    """The results of parity.json for artifacts not judged now, where they still hold."""
     path = run_dir / PARITY_FILE
+    if not os.path.lexists(path):
+        return {}
     try:
-        earlier = json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        return {}
-    if (
-        earlier.get("split") != report["split"]
-        or earlier.get("reference", {}).get("sha256") != report["reference"]["sha256"]
-    ):
-        return {}
-    current = manifest.get("artifacts", {})
+        earlier = schemas.load_parity(path)["artifacts"]
+    except TkError:
+        return {}  # a damaged parity.json: this call's results replace it
+    facts = Facts(
+        report["reference"]["sha256"],
+        run_recipe(run_dir).verify,
+        next((r["split_sha256"] for r in report["artifacts"].values()), None),
+    )
+    current = load_manifest(run_dir).get("artifacts", {})
     return {
         f: r
-        for f, r in earlier.get("artifacts", {}).items()
-        if f in current and r.get("sha256") and r.get("sha256") == current[f].get("sha256")
+        for f, r in earlier.items()
+        if f in current and f not in report["artifacts"] and derive(r, f, file_sha(run_dir, f), facts).status != STALE
     }
-
-
-def _verify_section(run_dir: Path) -> VerifySection:
-    return run_recipe(run_dir).verify
 
 
 def _select(manifest: dict[str, Any], files: Optional[Sequence[str]], run_dir: Path) -> dict[str, dict]:
     exported = {f: e for f, e in manifest.get("artifacts", {}).items() if f != REFERENCE}
+    for file in exported:  # before anything runs: a name like ../x or /x is refused, not verified
+        artifact_path(run_dir, file)
     if not files:
         if not exported:
             raise TkError(f"{run_dir}: no exported artifacts in manifest.json; export first (tk export {run_dir})")
@@ -239,111 +307,3 @@ def _select(manifest: dict[str, Any], files: Optional[Sequence[str]], run_dir: P
             )
         chosen[file] = exported[file]
     return chosen
-
-
-def compare(
-    reference: np.ndarray, probs: np.ndarray, labels: np.ndarray, ref_accuracy: float, confident_margin: float = 0.2
-) -> dict[str, Any]:
-    if probs.shape != reference.shape:
-        raise TkError(f"artifact outputs {probs.shape} but the reference outputs {reference.shape}; re-run tk export")
-    diff = np.abs(probs.astype(np.float64) - reference.astype(np.float64))
-    acc = accuracy(labels, probs)
-    same = np.argmax(probs, 1) == np.argmax(reference, 1)
-    confident = top1_margin(reference) >= confident_margin
-    return {
-        "agreement": float(np.mean(same)),
-        # None when no image is confident: there is nothing to judge (check() then fails a set minimum).
-        "confident_agreement": float(np.mean(same[confident])) if confident.any() else None,
-        "confident_count": int(confident.sum()),
-        "confident_margin": confident_margin,
-        "max_abs_diff": float(diff.max()),
-        "mean_abs_diff": float(diff.mean()),
-        "accuracy": acc,
-        "accuracy_delta": acc - ref_accuracy,
-        # NaN compares False with every limit, so non-finite outputs are counted and failed outright.
-        "non_finite_outputs": int(np.size(probs) - np.isfinite(probs).sum()),
-        "non_finite_reference": int(np.size(reference) - np.isfinite(reference).sum()),
-    }
-
-
-def top1_margin(probs: np.ndarray) -> np.ndarray:
-    """Top-1 minus top-2 probability per image: how sure the model is of its decision."""
-    if probs.shape[1] < 2:
-        return np.ones(len(probs))
-    top2 = np.sort(probs, axis=1)[:, -2:]
-    return top2[:, 1] - top2[:, 0]
-
-
-def check(result: dict[str, float], threshold: Threshold) -> list[str]:
-    """The thresholds this result breaks, each as a short phrase."""
-    failures = []
-    eps = 1e-12  # agreement 1.0 must pass at exactly 1.0
-    if result.get("non_finite_outputs"):
-        failures.append(f"{result['non_finite_outputs']} NaN/Inf outputs")
-    if result.get("non_finite_reference"):
-        failures.append(
-            f"{result['non_finite_reference']} NaN/Inf outputs from model.keras (retrain: lower train.learning_rate)"
-        )
-    if threshold.max_abs_diff is not None and result["max_abs_diff"] > threshold.max_abs_diff:
-        failures.append(f"max diff {result['max_abs_diff']:.2e} > {threshold.max_abs_diff:.0e}")
-    if threshold.min_agreement is not None and result["agreement"] < threshold.min_agreement - eps:
-        failures.append(f"agreement {result['agreement']:.1%} < {threshold.min_agreement:.1%}")
-    if threshold.min_confident_agreement is not None:
-        confident = result.get("confident_agreement")
-        if confident is None:
-            failures.append(f"no confident image (margin >= {result.get('confident_margin', 0):.2f}) to judge")
-        elif confident < threshold.min_confident_agreement - eps:
-            failures.append(f"confident agreement {confident:.1%} < {threshold.min_confident_agreement:.1%}")
-    drop = -result["accuracy_delta"]
-    if threshold.max_accuracy_drop is not None and drop > threshold.max_accuracy_drop + eps:
-        failures.append(f"accuracy drop {drop:.1%} > {threshold.max_accuracy_drop:.1%}")
-    return failures
-
-
-def degenerate_warnings(reference: np.ndarray, classes: Sequence[str]) -> list[str]:
-    """Why parity against this reference proves little, if it does."""
-    warnings = []
-    predicted = np.unique(np.argmax(reference, axis=1))
-    if len(reference) > 1 and len(predicted) == 1:
-        warnings.append(
-            f"the reference predicts {classes[int(predicted[0])]!r} for all {len(reference)} images; "
-            "parity with a one-class model proves little (train longer, check the data)"
-        )
-    spread = float(np.ptp(reference, axis=0).max()) if len(reference) > 1 else 0.0
-    if len(reference) > 1 and spread < MIN_SPREAD:
-        warnings.append(
-            f"the reference's probabilities barely change between images (spread {spread:.2g}); "
-            "parity with near-constant outputs proves little"
-        )
-    return warnings
-
-
-def _limit(value: Optional[float], fmt: str) -> str:
-    return "—" if value is None else format(value, fmt)
-
-
-def result_line(file: str, result: dict[str, Any]) -> str:
-    threshold = Threshold(**result["thresholds"])
-    mark = "✓" if result["passed"] else "✗"
-    if "error" in result:
-        return f"{mark} {file} ({result['kind']}): {result['error']}"
-    return (
-        f"{mark} {file} ({result['kind']}): max diff: {result['max_abs_diff']:.2e} "
-        f"(atol: {_limit(threshold.max_abs_diff, '.0e')}), mean diff: {result['mean_abs_diff']:.2e}, "
-        f"agreement: {result['agreement']:.1%} (min: {_limit(threshold.min_agreement, '.1%')}), "
-        + _confident_text(result, threshold)
-        + f"accuracy: {result['accuracy']:.3f} (delta {result['accuracy_delta']:+.3f}, "
-        f"max drop: {_limit(threshold.max_accuracy_drop, '.3f')})"
-        + ("" if result["passed"] else f" -- {'; '.join(result['failures'])}")
-    )
-
-
-def _confident_text(result: dict[str, Any], threshold: Threshold) -> str:
-    if "confident_count" not in result:  # a result recorded before verify measured it
-        return ""
-    value = result.get("confident_agreement")
-    shown = "—" if value is None else f"{value:.1%}"
-    return (
-        f"confident agreement: {shown} of {result['confident_count']} "
-        f"(min: {_limit(threshold.min_confident_agreement, '.1%')}), "
-    )

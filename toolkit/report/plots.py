@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.io import atomic_path
+from ..core.text import plot_text
 from ..train.curves import pyplot
 
 _MARKERS = "osD^v<>ph*"
@@ -18,6 +19,14 @@ _OFFSETS = [
     for r in (1.2, 2, 3, 4)
     for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1.4, 0), (-1.4, 0), (0, 1.4), (0, -1.4))
 ]
+
+
+def _unverified(point: dict) -> bool:
+    return not point.get("reference") and point.get("parity") != "passed"
+
+
+def names_of(machines: list[str]) -> list[str]:
+    return [plot_text(m) for m in machines]
 
 
 def accuracy_limits(accuracies: list[float]) -> tuple[float, float]:
@@ -41,14 +50,15 @@ def place_labels(
 ) -> tuple[list[tuple[float, float]], list[tuple]]:
     """Deterministic offsets (points) for each text so no two texts, and no text and point, overlap.
 
-    Returns the offsets and the texts' boxes (pixels). Greedy, in the given order: each text takes the nearest candidate offset whose box is free and
-    inside `bounds` (the axes, in pixels); with none free it takes the one overlapping least.
+    Returns the offsets and the texts' boxes (pixels). Greedy, in the given order: each text takes
+    the nearest candidate offset whose box is free and inside `bounds` (the axes, in pixels); with
+    none free it takes the one overlapping least.
     """
     scale = dpi / 72.0
     points = [(x - 6 * scale, y - 6 * scale, x + 6 * scale, y + 6 * scale) for x, y in xy_px]  # the markers
     placed: list[tuple[float, float, float, float]] = []
     offsets = []
-    for (x, y), text in zip(xy_px, texts):
+    for (x, y), text in zip(xy_px, texts, strict=True):
         w, h = (0.62 * _NUMBER_FONT * len(text) + 2) * scale, (_NUMBER_FONT + 2) * scale
         best, best_hits = _OFFSETS[0], math.inf
         for dx, dy in _OFFSETS:
@@ -83,10 +93,13 @@ def _latency_ticks(ax) -> None:
 def plot_latency_accuracy(points: list[dict], path: Path, title: str) -> dict[str, Any]:
     """Batch-1 p50 latency (log x) against test accuracy, one point per artifact and machine.
 
-    points: {"label", "machine", "p50_ms", "accuracy", "reference"}. Each machine gets a colour and
-    a marker (legend); each point a number, placed where it collides with no other, and the key
-    beside the chart names it: long file names beside clustered points would print over each other.
-    Returns what was drawn (limits, ticks, number offsets) so tests can check the picture.
+    points: {"label", "machine", "p50_ms", "accuracy", "reference", "parity"}. Each machine gets a
+    colour and a marker (legend); each point a number, placed where it collides with no other, and
+    the key beside the chart names it: long file names beside clustered points would print over each
+    other. A point whose artifact did not pass verify (parity other than "passed"; the reference has
+    None) is drawn hollow with a red cross and named so in the key: a fast, accurate-looking point
+    that fails the gate must not read as the best one. Names are plot text, never mathtext.
+    Returns what was drawn (limits, ticks, number offsets, the unverified points) so tests can check.
     """
     plt = pyplot()
     machines = list(dict.fromkeys(p["machine"] for p in points))
@@ -96,18 +109,23 @@ def plot_latency_accuracy(points: list[dict], path: Path, title: str) -> dict[st
     colours = plt.get_cmap("tab10").colors
     for i, machine in enumerate(machines):
         mine = [p for p in ordered if p["machine"] == machine]
+        good = [p for p in mine if not _unverified(p)]
+        style = {"marker": _MARKERS[i % len(_MARKERS)], "s": max(30, 110 - 55 * i), "zorder": 3}
         ax.scatter(
-            [p["p50_ms"] for p in mine],
-            [p["accuracy"] for p in mine],
-            marker=_MARKERS[i % len(_MARKERS)],
-            s=max(30, 110 - 55 * i),
+            [p["p50_ms"] for p in good],
+            [p["accuracy"] for p in good],
             color=colours[i % len(colours)],
             edgecolor="black",
             linewidth=0.5,
             alpha=0.85,
-            label=machine,
-            zorder=3,
+            label=plot_text(machine),
+            **style,
         )
+        bad = [p for p in mine if _unverified(p)]
+        if bad:
+            xs, ys = [p["p50_ms"] for p in bad], [p["accuracy"] for p in bad]
+            ax.scatter(xs, ys, facecolors="none", edgecolors=colours[i % len(colours)], linewidth=1.2, **style)
+            ax.scatter(xs, ys, marker="x", color="red", s=40, linewidth=1.5, zorder=4)
     ax.set_xscale("log")
     latencies = [p["p50_ms"] for p in ordered]
     low, high = min(latencies), max(latencies)
@@ -119,13 +137,13 @@ def plot_latency_accuracy(points: list[dict], path: Path, title: str) -> dict[st
     ax.set_xlabel("batch-1 latency p50 (ms, log scale; best thread count)")
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3, which="both")
-    ax.set_title(title, fontsize=11)
+    ax.set_title(plot_text(title), fontsize=11)
     numbers = [str(k + 1) for k in range(len(ordered))]
     fig.canvas.draw()  # fixes the transforms the label placement reads
     xy = [tuple(ax.transData.transform((p["p50_ms"], p["accuracy"]))) for p in ordered]
     bbox = ax.get_window_extent()
     offsets, boxes = place_labels(xy, numbers, fig.dpi, (bbox.x0, bbox.y0, bbox.x1, bbox.y1))
-    for p, number, offset in zip(ordered, numbers, offsets):
+    for p, number, offset in zip(ordered, numbers, offsets, strict=True):
         # a hairline to its point: in a cluster the nearest free spot may sit closer to a neighbour
         ax.annotate(
             number,
@@ -139,13 +157,14 @@ def plot_latency_accuracy(points: list[dict], path: Path, title: str) -> dict[st
             zorder=4,
             arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.45", "shrinkA": 4, "shrinkB": 4},
         )
-    names = [p["label"] + (" (ref)" if p.get("reference") else "") for p in ordered]
+    names = [plot_text(p["label"], 48) + (" (ref)" if p.get("reference") else "") for p in ordered]
     width = max(len(n) for n in names)
     key = [
         f"{n:>2}  {name:<{width}}"
         + (f"  [{machines.index(p['machine']) + 1}]" if len(machines) > 1 else "")
         + f"  {p['p50_ms']:8.2f} ms  acc {p['accuracy']:.3f}"
-        for n, name, p in zip(numbers, names, ordered)
+        + (f"  [{str(p.get('parity') or 'not verified').upper()}]" if _unverified(p) else "")
+        for n, name, p in zip(numbers, names, ordered, strict=True)
     ]
     fig.text(
         0.62,
@@ -158,7 +177,7 @@ def plot_latency_accuracy(points: list[dict], path: Path, title: str) -> dict[st
         linespacing=1.5,
     )
     handles, _ = ax.get_legend_handles_labels()
-    names = [f"[{i + 1}] {m}" for i, m in enumerate(machines)] if len(machines) > 1 else machines
+    names = [f"[{i + 1}] {plot_text(m)}" for i, m in enumerate(machines)] if len(machines) > 1 else names_of(machines)
     fig.legend(
         handles,
         names,
@@ -175,7 +194,8 @@ def plot_latency_accuracy(points: list[dict], path: Path, title: str) -> dict[st
         "yticks": list(ax.get_yticks()),
         "offsets": offsets,
         "label_boxes": boxes,
-        "numbers": dict(zip(numbers, ((p["label"], p["machine"]) for p in ordered))),
+        "numbers": dict(zip(numbers, ((p["label"], p["machine"]) for p in ordered), strict=True)),
+        "unverified": [n for n, p in zip(numbers, ordered, strict=True) if _unverified(p)],
     }
     with atomic_path(Path(path), suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")

@@ -1,8 +1,9 @@
 """Registry of backbones: what each one is built from and what its weights expect, as data.
 
 Adding a backbone is one BackboneSpec entry; what differs between backbones (constructor
-arguments, a fixed head) is a field of the entry, never an `if name == ...`. Keras is imported
-inside functions only, so `tk train` checks the backbone name before TensorFlow loads.
+arguments, a fixed head, which optional recipe keys it takes) is a field of the entry, never an
+`if name == ...`. Keras is imported inside functions only, so `tk train` checks the recipe's model
+section against the entry (check_model) before TensorFlow loads.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from ..core.recipe import ModelSection
 # Input scaling the weights were trained with. The model applies it itself (Preprocess layer),
 # so every exported artifact takes RGB 0..255 and the device reproduces nothing but resizing.
 SCALING_MODES = ("caffe", "tf", "torch", "unit", "raw")
+# Recipe keys (model.<key>) only some backbones take, passed to the constructor under the same name.
+OPTIONAL_KEYS = ("alpha", "minimalistic")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,10 @@ class BackboneSpec:
     # each hidden Dense is followed by BatchNormalization.
     head_dense: Optional[tuple[int, ...]] = None
     head_batchnorm: bool = False
+    # Which OPTIONAL_KEYS the constructor takes (VGG16 has no alpha: passing one is a TypeError).
+    accepts: tuple[str, ...] = ()
+    # The alphas Keras publishes ImageNet weights for (any alpha trains with weights: none).
+    imagenet_alphas: tuple[float, ...] = ()
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -51,6 +58,8 @@ BACKBONES: dict[str, BackboneSpec] = {
             224,
             "conv_pw_13_relu",
             ("conv_pw_1_relu", "conv_pw_6_relu", "conv_pw_13_relu"),
+            accepts=("alpha",),
+            imagenet_alphas=(0.25, 0.5, 0.75, 1.0),
         ),
         BackboneSpec(
             "mobilenet_v2",
@@ -59,6 +68,8 @@ BACKBONES: dict[str, BackboneSpec] = {
             224,
             "out_relu",
             ("block_1_expand_relu", "block_6_expand_relu", "out_relu"),
+            accepts=("alpha",),
+            imagenet_alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
         ),
         # MobileNetV3 and EfficientNet rescale inside the Keras model (include_preprocessing).
         BackboneSpec(
@@ -69,6 +80,8 @@ BACKBONES: dict[str, BackboneSpec] = {
             None,
             ("expanded_conv_project_bn", "expanded_conv_5_project_bn"),
             constructor_kwargs=(("include_preprocessing", True),),
+            accepts=("alpha", "minimalistic"),
+            imagenet_alphas=(0.75, 1.0),
         ),
         BackboneSpec(
             "mobilenet_v3_large",
@@ -78,6 +91,8 @@ BACKBONES: dict[str, BackboneSpec] = {
             None,
             ("expanded_conv_project_bn", "expanded_conv_11_project_bn"),
             constructor_kwargs=(("include_preprocessing", True),),
+            accepts=("alpha", "minimalistic"),
+            imagenet_alphas=(0.75, 1.0),
         ),
         BackboneSpec(
             "efficientnet_b0",
@@ -116,6 +131,27 @@ def get_backbone(name: str) -> BackboneSpec:
         hint = suggest(name, BACKBONES)
         raise TkError(f"model.backbone: unknown backbone {name!r}{hint}; allowed: {', '.join(BACKBONES)}")
     return BACKBONES[name]
+
+
+def check_model(model: ModelSection) -> BackboneSpec:
+    """The backbone's entry, once the model section asks only for what it accepts: an unknown name,
+    a key it does not take or an alpha without ImageNet weights is one line, before TensorFlow loads."""
+    spec = get_backbone(model.backbone)
+    for key in OPTIONAL_KEYS:
+        if getattr(model, key) is not None and key not in spec.accepts:
+            takers = [name for name, s in BACKBONES.items() if key in s.accepts]
+            takes = ", ".join(spec.accepts) or "none"
+            raise TkError(
+                f"model.{key}: backbone {spec.name} does not take {key} (it takes {takes} of "
+                f"{', '.join(OPTIONAL_KEYS)}); remove model.{key}, or use a backbone that takes it: {', '.join(takers)}"
+            )
+    alpha = model.alpha
+    if alpha is not None and model.weights == "imagenet" and spec.imagenet_alphas and alpha not in spec.imagenet_alphas:
+        raise TkError(
+            f"model.alpha: {spec.name} has ImageNet weights for alpha {', '.join(map(str, spec.imagenet_alphas))} "
+            f"only (got {alpha}); use one of those, or model.weights: none (or a weights file) to train another width"
+        )
+    return spec
 
 
 def _preprocess_layer_class():
@@ -188,7 +224,7 @@ def build_base(model: ModelSection):
     """The conv base, cut at the feature layer; input is already scaled for its weights."""
     import keras
 
-    spec = get_backbone(model.backbone)
+    spec = check_model(model)
     size = model.image_size
     weights = resolve_weights(model.weights)
     if spec.keras_app is None:
@@ -201,8 +237,7 @@ def build_base(model: ModelSection):
             _load_weights_file(base, weights)
     else:
         kwargs: dict[str, Any] = {"include_top": False, "input_shape": (size, size, 3)}
-        if model.alpha is not None:
-            kwargs["alpha"] = model.alpha
+        kwargs.update({key: getattr(model, key) for key in spec.accepts if getattr(model, key) is not None})
         kwargs.update(spec.constructor_kwargs)
         ctor = getattr(keras.applications, spec.keras_app)
         base = _call_with_weights(ctor, kwargs, weights, spec)

@@ -7,7 +7,6 @@ the best model so far, and `--resume` (with Keras' BackupAndRestore) continues w
 from __future__ import annotations
 
 import errno
-import json
 import math
 import shutil
 import time
@@ -16,6 +15,7 @@ from typing import Callable
 
 import keras
 
+from ..core import schemas
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
 from ..core.io import atomic_path, write_json_atomic
@@ -47,7 +47,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.folder = Path(folder)
         state = self.folder / "best.json"
-        self.best = json.loads(state.read_text())["val_loss"] if state.is_file() else math.inf
+        self.best = schemas.load_train_state(state).get("val_loss", math.inf) if state.is_file() else math.inf
 
     def on_epoch_end(self, epoch, logs=None):
         val_loss = float((logs or {}).get("val_loss", math.inf))
@@ -133,7 +133,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 if self.model.optimizer is not None and not self.model.optimizer.built:
                     self.model.optimizer.build(self.model.trainable_variables)
                 self.model.load_weights(best)
-                epoch = int(json.loads(state.read_text())["epoch"])
+                epoch = int(schemas.load_train_state(state)["epoch"])
                 self.model._initial_epoch = epoch
                 where = f"from its best checkpoint (epoch {epoch}, {best})"
             except Exception:  # noqa: BLE001 -- the best checkpoint is damaged too: start the phase over
@@ -150,7 +150,7 @@ class HistoryWriter(keras.callbacks.Callback):
     def __init__(self, folder: Path):
         super().__init__()
         self.path = Path(folder) / "history.json"
-        self.history: dict[str, list[float]] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.history: dict[str, list[float]] = schemas.load_history(self.path) if self.path.is_file() else {}
 
     def on_epoch_begin(self, epoch, logs=None):
         # After a resume Keras restarts at the backed-up epoch: drop anything recorded after it.

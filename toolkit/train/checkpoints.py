@@ -6,15 +6,16 @@ Called with the run's lock held (core/lock.py), so whoever wrote the leftovers i
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
 from ..core.io import remove_leftovers, write_text_atomic
 from ..core.recipe import Recipe
-from ..core.runs import RUN_RECIPE
+from ..core.runs import RUN_RECIPE, SPLIT, SplitDataset, load_split
 
 # Keys a resumed run may change: they say how long to go on or what happens after training,
 # not what the saved weights, optimizer state, split or features were computed with. Changing
@@ -33,8 +34,13 @@ RESUMABLE = (
 )
 
 
-def prepare_partial(work: Path, recipe: Recipe, resume: bool, ctx: Context = SILENT) -> None:
-    """Start (or continue, with resume) the partial run in `work`; the recipe is saved in it."""
+def prepare_partial(
+    work: Path, recipe: Recipe, resume: bool, ctx: Context = SILENT, dataset: Optional[SplitDataset] = None
+) -> None:
+    """Start (or continue, with resume) the partial run in `work`; the recipe is saved in it.
+
+    dataset: the data as discovered now; a resume refuses it if it is not the data the partial
+    run was trained on (check_same_data)."""
     import yaml
 
     if work.exists() and not resume:
@@ -45,6 +51,8 @@ def prepare_partial(work: Path, recipe: Recipe, resume: bool, ctx: Context = SIL
         for path in remove_leftovers(work, recursive=True):
             ctx.say(f"removed {path}: left by an interrupted write")
         check_resumable(work, recipe, ctx)
+        if dataset is not None:
+            check_same_data(work, dataset)
     work.mkdir(parents=True, exist_ok=True)
     write_text_atomic(work / RUN_RECIPE, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
 
@@ -93,3 +101,52 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
 def _diff(old: dict, new: dict) -> list[str]:
     a, b = _flat(old), _flat(new)
     return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def check_same_data(work: Path, dataset: SplitDataset) -> None:
+    """TkError naming what changed in the data since the partial run was started (or last resumed):
+    classes, images added, removed or relabelled, images modified since (by mtime), the split."""
+    path = work / SPLIT
+    if not path.is_file():  # interrupted before its split was saved: nothing was trained yet
+        return
+    saved = load_split(path)
+    changes = []
+    if saved.classes != dataset.classes:
+        changes.append(f"classes {saved.classes} -> {dataset.classes}")
+    old, new = _images(saved), _images(dataset)
+    for what, names in (
+        ("added", sorted(set(new) - set(old))),
+        ("removed", sorted(set(old) - set(new))),
+        ("relabelled", sorted(p for p in set(old) & set(new) if old[p][0] != new[p][0])),
+    ):
+        if names:
+            changes.append(f"{len(names)} image(s) {what} (first: {names[0]})")
+    started = path.stat().st_mtime
+    modified = sorted(rel for rel, (_, _, full) in new.items() if _mtime(full) > started)
+    if modified:
+        changes.append(f"{len(modified)} image(s) modified since (first: {modified[0]})")
+    if not changes and any(old[p][1] != new[p][1] for p in new):
+        changes.append("the same images fall into other splits")
+    if changes:
+        raise TkError(
+            f"--resume: the data changed since {work} was started: {'; '.join(changes)}; the saved "
+            "weights were trained on the old data: restore it, or start over without --resume"
+        )
+
+
+def _images(dataset: SplitDataset) -> dict[str, tuple[str, str, str]]:
+    """Path relative to the data root -> (class name, split, path to open). Names, not indices:
+    a class added before it shifts every index."""
+    root = os.path.abspath(dataset.root)
+    return {
+        os.path.relpath(os.path.abspath(p), root).replace(os.sep, "/"): (dataset.classes[y], split, p)
+        for split in ("train", "validation", "test")  # test last: a copy of validation when absent
+        for p, y in dataset.splits.get(split, [])
+    }
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0

@@ -24,7 +24,7 @@ def plot_history(history: dict[str, list[float]], path: Path, title: str) -> Non
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = range(1, len(history.get("loss", [])) + 1)
-    for ax, metric in zip(axes, ("accuracy", "loss")):
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
         for key, style in ((metric, "o-"), (f"val_{metric}", "s--")):
             if history.get(key):
                 ax.plot(epochs, history[key], style, label=key.replace("_", " "))

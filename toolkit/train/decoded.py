@@ -29,7 +29,7 @@ import numpy as np
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
 from ..core.images import BadImage, load_pixels
-from ..core.io import atomic_path
+from ..core.io import atomic_path, format_size
 
 # Below this many images the worker start-up (~0.3 s each) costs more than it saves.
 IN_PROCESS_BELOW = 64
@@ -58,7 +58,9 @@ def decoded_images(paths: list[str], size: int, cache_dir: Path, ctx: Context = 
     path = Path(cache_dir) / "decoded" / f"{decoded_key(paths, size)}.npy"
     nbytes = len(paths) * size * size * 3
     if path.is_file():
-        ctx.say(f"images {label}: decoded earlier, reused ({len(paths)} images, {nbytes / 2**20:.0f} MiB, {path})")
+        ctx.say(
+            f"images {label}: decoded earlier, reused ({len(paths)} images, {format_size(nbytes, binary=True)}, {path})"
+        )
         in_ram = nbytes <= RAM_FRACTION * physical_memory()
         return np.load(path) if in_ram else np.load(path, mmap_mode="r")
     start = time.perf_counter()
@@ -71,7 +73,7 @@ def decoded_images(paths: list[str], size: int, cache_dir: Path, ctx: Context = 
     seconds = time.perf_counter() - start
     ctx.say(
         f"images {label}: {len(paths)} decoded once in {seconds:.1f} s "
-        f"({len(paths) / max(seconds, 1e-9):.0f} images/s), cached at {path} ({nbytes / 2**20:.0f} MiB)"
+        f"({len(paths) / max(seconds, 1e-9):.0f} images/s), cached at {path} ({format_size(nbytes, binary=True)})"
     )
     return np.load(path, mmap_mode="r")  # just written: its pages are in the OS cache already
 
@@ -89,7 +91,7 @@ def _decode_into(target: str, offset: int, paths: list[str], size: int, advance=
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         with multiprocessing.get_context(method).Pool(workers) as pool:
             # imap, in order: each finished chunk advances the progress as it lands.
-            for job, bad in zip(jobs, pool.imap(_decode_chunk, jobs, chunksize=1)):
+            for job, bad in zip(jobs, pool.imap(_decode_chunk, jobs, chunksize=1), strict=True):
                 errors.append(bad)
                 advance(len(job[3]))
     bad = [e for chunk in errors for e in chunk]

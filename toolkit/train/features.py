@@ -46,7 +46,7 @@ def extractor_key(model: ModelSection, engine: str, seed: int) -> str:
         weights,
         model.feature_layer or "default",
         str(model.image_size),
-        str(model.alpha),
+        str(model.alpha) + ("" if model.minimalistic is None else f"|minimalistic={model.minimalistic}"),
         engine,
         "v1",
     ]

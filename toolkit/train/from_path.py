@@ -41,7 +41,10 @@ def train_from_path(
         recipe_file = contextlib.nullcontext(path)
     with recipe_file as recipe_path:
         recipe = load_recipe(recipe_path, overrides)
+        from .backbones import check_model
         from .backend import select_backend
+
+        check_model(recipe.model)  # a key the backbone does not take: one line, before TensorFlow loads
 
         if select_backend(recipe) == "tensorflow":
             from ..core.quiet import import_tensorflow_quietly

@@ -1,5 +1,6 @@
-"""The recipe's training knobs turned into what Keras' compile and fit take: the learning rate
-(a float or a cosine schedule), class weights, the loss and the labels it expects.
+"""The recipe's training knobs turned into what Keras' compile and fit take: the optimizer, the
+learning rate (a float or a cosine schedule), class weights, the loss and the labels it expects.
+A new knob (weight decay, momentum, clipping) touches the recipe schema, this module and its test.
 
 Built per phase (the features/scratch phase, then fine-tuning at its own lower rate), because a
 schedule is counted in optimizer steps and each phase has its own step count.
@@ -33,6 +34,16 @@ def learning_rate(schedule: LrSchedule, rate: float, epochs: int, steps: int) ->
     return keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=total - warmup, warmup_target=rate, warmup_steps=warmup
     )
+
+
+OPTIMIZERS = {"adam": "Adam", "rmsprop": "RMSprop", "sgd": "SGD"}  # train.optimizer -> keras.optimizers
+
+
+def optimizer(train: TrainSection, rate: Any) -> Any:
+    """A fresh keras optimizer for one phase: train.optimizer at `rate` (a float or a schedule)."""
+    import keras
+
+    return getattr(keras.optimizers, OPTIMIZERS[train.optimizer])(learning_rate=rate)
 
 
 def class_weights(labels: np.ndarray, classes: int, mode: str) -> Optional[dict[int, float]]:

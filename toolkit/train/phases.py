@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 
 from .. import __version__
+from ..core import schemas
 from ..core.context import SILENT, Context
 from ..core.errors import Interrupted, TkError
 from ..core.images import INTERPOLATION
@@ -40,7 +41,7 @@ from ..core.recipe import Recipe
 from ..core.runs import REFERENCE, RUNS_DIR, SplitDataset, archive_run, save_manifest, save_split
 from ..data.splits import discover, gap_in_test, missing_classes
 from . import knobs
-from .backbones import build_base, build_head, check_unfreeze_layer, compose, get_backbone, resolve_weights
+from .backbones import build_base, build_head, check_model, check_unfreeze_layer, compose, get_backbone, resolve_weights
 from .checkpoints import prepare_partial
 
 
@@ -61,7 +62,7 @@ def train(
 ) -> TrainResult:
     """Train the recipe's model end to end and write its run folder (`ctx.progress`: decoding,
     feature extraction and each epoch's steps)."""
-    get_backbone(recipe.model.backbone)  # an unknown name fails before TensorFlow loads
+    check_model(recipe.model)  # an unknown name or a key the backbone does not take fails before TensorFlow loads
     if recipe.train.mode != "scratch" and recipe.model.weights == "none":
         raise TkError(
             f"train.mode: {recipe.train.mode} freezes the conv base, but model.weights is none "
@@ -95,7 +96,7 @@ def train(
         # Held from before .partial is touched until the run is swapped in: one writer per run.
         check_writable(Path(runs_dir))
         scope.enter_context(run_lock(run_dir, "tk train", ctx))
-        prepare_partial(work, recipe, resume, ctx)
+        prepare_partial(work, recipe, resume, ctx, dataset)
         logs = RunLogs(recipe, work, resume, ctx)
         save_split(dataset, work / "split.json")
         say_device(policy, ctx)
@@ -157,14 +158,6 @@ def _decoded(dataset: SplitDataset, split: str, recipe: Recipe, ctx: Context) ->
     from .features import CACHE_DIR
 
     return decoded_images(dataset.paths(split), recipe.model.image_size, CACHE_DIR, ctx, label=split)
-
-
-def _optimizer(name: str, learning_rate):  # a float or a keras LearningRateSchedule
-    import keras
-
-    return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}[name](
-        learning_rate=learning_rate
-    )
 
 
 def _callbacks(phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, ctx: Context, logs) -> list:
@@ -306,7 +299,7 @@ def _phase_features(
         rate = knobs.learning_rate(
             train.lr_schedule, train.learning_rate, train.epochs, knobs.steps_per_epoch(len(x), train.batch_size)
         )
-        head.compile(optimizer=_optimizer(train.optimizer, rate), loss=knobs.loss(train), metrics=["accuracy"])
+        head.compile(optimizer=knobs.optimizer(train, rate), loss=knobs.loss(train), metrics=["accuracy"])
         xv, yv = arrays["validation"]
         head.fit(
             x,
@@ -363,7 +356,7 @@ def _phase_end_to_end(
         )
         trainer = training_model(model, train.augment, recipe.seed)
         rate = knobs.learning_rate(train.lr_schedule, learning_rate, epochs, len(train_ds))
-        trainer.compile(optimizer=_optimizer(train.optimizer, rate), loss=knobs.loss(train), metrics=["accuracy"])
+        trainer.compile(optimizer=knobs.optimizer(train, rate), loss=knobs.loss(train), metrics=["accuracy"])
         trainer.fit(
             train_ds,
             validation_data=val_ds,
@@ -385,7 +378,7 @@ def _phase_end_to_end(
 def _plot(folder: Path, phase: str) -> None:
     from .curves import plot_history
 
-    history = json.loads((folder / "history.json").read_text())
+    history = schemas.load_history(folder / "history.json")
     plot_history(history, folder / "curves.png", f"{phase}: accuracy and loss")
 
 

@@ -1,0 +1,129 @@
+"""The inputs one `tk export` shares between its formats, built once and only when a format needs them.
+
+The Keras model (refused when a diverged training left NaN/Inf weights: the converters segfault
+on them), the SavedModel every converter starts from, the run's split, the int8 calibration
+images and the float ONNX model. The writers of exporter.py and the int8 search of int8_gate.py
+both read a job; neither imports the other.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.context import SILENT, Context
+from ..core.errors import TkError
+from ..core.io import WORK_PREFIX
+from ..core.recipe import ExportSection, Recipe
+from ..core.runs import REFERENCE, SPLIT, check_files_exist, load_manifest, load_split, stratified_sample
+
+
+class ExportJob:
+    """The shared, lazily built inputs of one `tk export`: model, SavedModel, calibration images."""
+
+    def __init__(self, run_dir: Path, recipe: Recipe, opset: int, ctx: Context = SILENT):
+        self.run_dir = run_dir
+        self.ctx = ctx  # ctx.data_root: where the split's images are now, if they moved
+        self.recipe = recipe
+        self.section: ExportSection = recipe.export
+        self.opset = opset
+        self.manifest = load_manifest(run_dir)
+        height, width = self.manifest["preprocessing"]["size"]
+        self.size = (int(height), int(width))
+        # Beside the run (same filesystem), so copying the SavedModel into place is cheap.
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=run_dir))
+        self.labels: list[str] = list(self.manifest["classes"])  # checked against labels.txt in export_run
+
+    def close(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @functools.cached_property
+    def model(self):
+        from .reference import load_keras_model
+
+        model = load_keras_model(self.run_dir / REFERENCE)
+        refuse_non_finite_weights(model, self.run_dir / REFERENCE)
+        return model
+
+    @functools.cached_property
+    def saved_model(self) -> Path:
+        from .converters import export_saved_model
+
+        path = self.workdir / "saved_model"
+        export_saved_model(self.model, path)
+        return path
+
+    @functools.cached_property
+    def split(self):
+        """The run's split.json, its paths resolved against the data root (or --data-root)."""
+        return load_split(self.run_dir / SPLIT, self.ctx.data_root)
+
+    @functools.cached_property
+    def calibration(self) -> np.ndarray:
+        """A class-stratified sample of the TRAIN split, decoded exactly as training decodes it."""
+        from ..core.images import load_batch
+
+        split = self.split
+        items = split.splits.get("train", [])
+        wanted = self.section.calibration_samples
+        if not items:
+            raise TkError(
+                f"{self.run_dir}/split.json: the train split is empty, so there is no int8 "
+                "calibration data; re-run tk train on a dataset with training images"
+            )
+        sample = stratified_sample(items, wanted, self.recipe.seed)
+        paths = [path for path, _ in sample]
+        check_files_exist(paths, self.run_dir, split)
+        labels = {label for _, label in sample}
+        if len(labels) < 2:
+            name = self.manifest["classes"][labels.pop()] if labels else "?"
+            fix = (
+                "raise export.calibration_samples (got 1)"
+                if len({y for _, y in items}) > 1
+                else "give the train split images of every class (re-run tk train)"
+            )
+            raise TkError(
+                f"{self.run_dir}/{SPLIT}: every int8 calibration image is of class {name!r}, so the "
+                f"int8 ranges would fit that class only; {fix}, or export without int8 "
+                "(--quantize none,float16,dynamic)"
+            )
+        if len(paths) < wanted:
+            self.ctx.say(
+                f"warning: int8 calibration uses {len(paths)} training images, fewer than "
+                f"export.calibration_samples={wanted} (the train split has only {len(items)})"
+            )
+        return load_batch(paths, self.size)
+
+    def calibration_record(self) -> dict[str, Any]:
+        """What the manifest says about an int8 artifact's calibration (TFLite and ONNX share it)."""
+        return {"split": "train", "samples": int(len(self.calibration)), "requested": self.section.calibration_samples}
+
+    @functools.cached_property
+    def onnx_float(self):
+        """The float32 ONNX model (tf2onnx), converted once for model.onnx and model_int8.onnx."""
+        import onnx
+
+        from .converters import onnx_from_saved_model
+
+        proto = onnx_from_saved_model(self.saved_model, self.opset)
+        onnx.checker.check_model(proto)
+        return proto
+
+    def representative(self):
+        for image in self.calibration:
+            yield [image[None]]
+
+
+def refuse_non_finite_weights(model, path: Path) -> None:
+    """The converters segfault on NaN/Inf weights (a diverged training): refuse before them."""
+    bad = [w.path for w in model.weights if not np.isfinite(np.asarray(w)).all()]
+    if bad:
+        raise TkError(
+            f"{path}: {len(bad)} weight tensors hold NaN/Inf (first: {bad[0]}); training "
+            f"diverged: retrain with a lower train.learning_rate"
+        )
