@@ -152,10 +152,9 @@ def keys(
     """Every recipe key: its type, default and meaning (for recipe files and --set KEY=VALUE)."""
     from ..core.io import json_text
     from ..core.recipe_keys import recipe_keys
+    from ..edge.parity import LIMITS
     from ..train.backbones import BACKBONES
     from .render import keys_table
-
-    from ..edge.parity import LIMITS
 
     found = recipe_keys(prefix or "", LIMITS)
     if not found:
