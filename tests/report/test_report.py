@@ -204,7 +204,8 @@ def test_run_files_linked_from_elsewhere_are_not_read(reported_run, tmp_path, na
     (run / name).symlink_to(outside)
     result = runner.invoke(app, ["report", str(run)])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"{name}: path {name!r} leads outside" in result.output and "symbolic link" in result.output
+    # parity.json is read first by the gate's schema (a regular file only), the others by confinement
+    assert f"{name}: " in result.output and "symbolic link" in result.output
 
 
 def test_the_plot_draws_artifacts_that_did_not_pass_apart_and_never_as_plain_points(tmp_path):

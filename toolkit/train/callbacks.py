@@ -18,7 +18,7 @@ import keras
 from ..core import schemas
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
-from ..core.io import atomic_path, write_json_atomic
+from ..core.io import atomic_path, format_size, write_json_atomic
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -89,7 +89,8 @@ def _check_free(path: Path, needed: int) -> None:
     if free < needed:
         raise OSError(
             errno.ENOSPC,
-            f"No space left on device ({free / 2**20:.1f} MiB free, {path.name} needs about {needed / 2**20:.1f} MiB)",
+            f"No space left on device ({format_size(free, binary=True)} free, {path.name} needs about "
+            f"{format_size(needed, binary=True)})",
             str(path),
         )
 
