@@ -13,7 +13,7 @@ EDGE   := .venv-edge
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,jax,test,openvino-export]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,jax,mlflow,test,openvino-export]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -102,5 +102,24 @@ def train_without_tensorflow(
     )
 
 
+def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """TensorBoard scalars of the event files in folder: {tag: [(step, value), ...]}. Reads the
+    TFRecord framing (length, crc, event, crc) with tensorboardX's Event proto: no TensorFlow."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
+        data, offset = path.read_bytes(), 0
+        while offset + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
 # What the web tests pack (tk pack --web): float32 and int8 of both device formats.
 WEB_ARTIFACTS = ("model_float32.tflite", "model_int8.tflite", "model.onnx", "model_int8.onnx")

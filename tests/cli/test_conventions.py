@@ -94,7 +94,7 @@ def test_set_is_offered_wherever_a_recipe_is_loaded(command):
 def test_usage_errors_exit_2_and_tk_errors_exit_1(tmp_path):
     assert tk("predict", "--no-such-option").exit_code == 2
     assert_one_line_error(
-        tk("predict", tmp_path / "m.onnx", tmp_path, "--threads", "1,x"), "--threads: expected comma-separated integers"
+        tk("bench", tmp_path / "m.onnx", "--threads", "1,x"), "--threads: expected comma-separated integers"
     )
 
 
@@ -149,16 +149,17 @@ def test_a_folder_gets_a_default_recipe_written_once(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "recipes").mkdir()
     said = []
-    path = write_folder_recipe(root, ["train.epochs=2"], Context(say=said.append))
-    assert path.as_posix() == "recipes/my_shapes.yaml" and "written to recipes/my_shapes.yaml" in said[0]
+    path, wrote = write_folder_recipe(root, ["train.epochs=2"], Context(say=said.append))
+    assert path.as_posix() == "recipes/my_shapes.yaml" and "written to recipes/my_shapes.yaml" in said[0] and wrote
     recipe = load_recipe(path)
     assert (recipe.name, recipe.train.epochs, recipe.model.backbone, recipe.data.root) == (
         "my_shapes",
         2,
-        "mini_vgg",
+        "mobilenet_v2",
         str(root),
     )
-    assert write_folder_recipe(root, ["train.epochs=2"], Context(say=said.append)) == path  # same content: reused
+    # same content: reused, and not ours to remove
+    assert write_folder_recipe(root, ["train.epochs=2"], Context(say=said.append)) == (path, False)
     assert "written by an earlier tk train" in said[-1]
     with pytest.raises(TkError, match="exists already and differs"):
         write_folder_recipe(root, ["train.epochs=3"], Context(say=said.append))
@@ -183,7 +184,7 @@ def test_a_bad_set_on_a_folder_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_train_dir_export_verify_json_with_the_training_knobs(tmp_path, monkeypatch, feature_cache):
-    """The one training run here: `tk train DIR` with cosine, balanced weights and smoothing, then
+    """The one training run here: `tk train DIR --scratch` with cosine, balanced weights and smoothing, then
     export and verify, each --json with nothing else on stdout."""
     root = make_synthetic_dataset(tmp_path / "shapes", classes=2, per_class=10, size=24, seed=0)
     monkeypatch.chdir(tmp_path)
@@ -196,10 +197,11 @@ def test_train_dir_export_verify_json_with_the_training_knobs(tmp_path, monkeypa
             "--json",
             "--runs-dir",
             str(runs),
-            "--set",
-            "train.epochs=2",
-            "--set",
-            "model.image_size=32",
+            "--scratch",
+            "--epochs",
+            "2",
+            "--image-size",
+            "32",
             "--set",
             "train.lr_schedule={name: cosine, warmup_epochs: 1}",
             "--set",

@@ -235,4 +235,4 @@ def test_class_folders_named_train_and_test_are_classes(tmp_path, monkeypatch):
     from toolkit.data.folder_recipe import write_folder_recipe
 
     monkeypatch.chdir(tmp_path)
-    assert write_folder_recipe(root).name == "vehicles.yaml"
+    assert write_folder_recipe(root)[0].name == "vehicles.yaml"

@@ -156,6 +156,8 @@ def test_edge_install_benches_tflite_and_onnx_only(device_run, tmp_path):
             "0",
             "--batch",
             "2",
+            "--format",
+            "all",  # asked for every format: the edge install still skips the two it cannot run
             "--json",
         ],
         capture_output=True,
@@ -390,6 +392,52 @@ def test_machine_facts_are_sane_and_labels_tell_machines_apart(monkeypatch):
     # a system tk has no reader for still names something
     monkeypatch.setattr(machine.sys, "platform", "plan9")
     assert machine.cpu_model()
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize("file", ["model_int8.tflite", "model_int8.onnx", "model_float32.tflite", "model.onnx"])
+def test_predictions_do_not_depend_on_the_thread_count(device_run, file):
+    """Why bench measures accuracy once per artifact: 1 and 2 threads give the very same outputs
+    (int8 too: its kernels split the work, not the sums)."""
+    import numpy as np
+
+    from toolkit.core.runs import load_split
+    from toolkit.edge.predictors import load_predictor
+
+    paths = load_split(device_run / "split.json").paths("test")
+    one = load_predictor(device_run / file, num_threads=1).predict_files(paths)
+    two = load_predictor(device_run / file, num_threads=2).predict_files(paths)
+    assert np.array_equal(one.argmax(axis=1), two.argmax(axis=1))
+    assert np.abs(one - two).max() <= (0 if "int8" in file else 1e-6)
+
+
+def test_adaptive_runs_stop_when_the_median_is_known():
+    from toolkit.edge.timing import RunPlan, median_interval, settled, timed_runs
+
+    low, median, high = median_interval(list(range(1, 101)))
+    assert low < median < high and median == 50.5
+    assert settled([10.0] * 20, 0.02) and not settled([1.0, 10.0] * 10, 0.02)
+    calls = []
+    assert len(timed_runs(lambda: calls.append(1), RunPlan(fixed=7))) == 7
+    steady = timed_runs(lambda: sum(range(20000)), RunPlan(min_runs=20, max_runs=300, precision=0.5))
+    assert 20 <= len(steady) < 300
+    capped = timed_runs(lambda: None, RunPlan(min_runs=5, max_runs=12, precision=1e-9, max_seconds=60))
+    assert len(capped) == 12
+
+
+def test_accuracy_comes_from_verify_only_for_the_same_file_images_and_machine():
+    from toolkit.edge.bench import verified_accuracy
+
+    record = {"sha256": "a", "machine": "vm", "split": "test", "count": 3, "accuracy": 0.5}
+    entry = {"sha256": "a", "metrics": {"verify": record}}
+    assert verified_accuracy(entry, [0, 1, 2], "vm") == 0.5
+    assert verified_accuracy({**entry, "sha256": "b"}, [0, 1, 2], "vm") is None  # re-exported since
+    assert verified_accuracy(entry, [0, 1, 2], "pi") is None  # int8 rounding differs across CPUs
+    assert verified_accuracy(entry, [0, 1], "vm") is None  # another test sample (a bundle's)
+    assert (
+        verified_accuracy({"sha256": "a", "metrics": {"verify": {**record, "split": "validation"}}}, [0, 1, 2], "vm")
+        is None
+    )
 
 
 @pytest.mark.edge

@@ -128,13 +128,16 @@ def test_report_shows_comparable_rows_only_and_says_so(reported_run, other_machi
     bench = json.loads((run / BENCH_JSON).read_text())
     here = bench["rows"][0]["machine"]
     # an earlier call's row with other settings, kept in bench.json but not shown
-    bench["other_rows"] = [{**bench["rows"][0], "file": "model_float16.tflite", "runs": 30}]
+    bench["other_rows"] = [{**bench["rows"][0], "file": "model_float16.tflite", "runs": 30, "runs_setting": 30}]
     (run / BENCH_JSON).write_text(json.dumps(bench))
     pi = json.loads(other_machine.read_text())
-    pi["rows"] = [*pi["rows"], {**pi["rows"][0], "file": "model_dynamic.tflite", "runs": 50}]  # timed otherwise
+    pi["rows"] = [
+        *pi["rows"],
+        {**pi["rows"][0], "file": "model_dynamic.tflite", "runs": 50, "runs_setting": 50},
+    ]  # timed otherwise
     other_machine.write_text(json.dumps(pi))
     text = section(write_report(run, merge=[other_machine]).read_text(), "Bench")
-    assert "Every row below: 3 timed batch-1 runs after 1 warm-up, throughput at batch 2." in text
+    assert "Every row below: 3 runs (timed, batch 1) after 1 warm-up, throughput at batch 2." in text
     assert (
         "model_float16.tflite" not in text.split("- note")[0] and "model_dynamic.tflite" not in text.split("- note")[0]
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import SCRATCH_ON_ANOTHER_BACKEND, small_recipe, train_without_tensorflow
+from helpers import SCRATCH_ON_ANOTHER_BACKEND, read_scalars, small_recipe, train_without_tensorflow
 
 REPO = Path(__file__).resolve().parents[2]
 needs_jax = pytest.mark.skipif(
@@ -81,6 +81,12 @@ def test_scratch_trains_without_tensorflow(backend_run):
     assert metrics["accuracy"] > 0.5  # 3 balanced classes: chance is 1/3
     manifest = json.loads((backend_run / "manifest.json").read_text())
     assert manifest["artifacts"]["model.keras"]["backend"] == backend_run.name.split("_")[0]
+    # TensorBoard logs on this backend too, with TensorFlow unimportable
+    history = json.loads((backend_run / "phases" / "scratch" / "history.json").read_text())
+    train = read_scalars(backend_run / "logs" / "scratch" / "train")
+    validation = read_scalars(backend_run / "logs" / "scratch" / "validation")
+    assert [v for _, v in train["epoch_loss"]] == pytest.approx(history["loss"])
+    assert [v for _, v in validation["epoch_loss"]] == pytest.approx(history["val_loss"])
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ that name formats are generated from core/formats.FORMATS, so a new row shows up
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,11 +26,12 @@ from ..core.formats import (
     QUANTIZATIONS,
     suffixes,
 )
-from ..train.job import HEARTBEAT_TIMEOUT, JOIN_TIMEOUT
 from . import common
 from .common import DEFAULT_RUNS, DataRoot, JsonOpt, RunArg, RunsDir, SetOpt, context, say, user_errors
 from .data import data_app
 from .explain import explain_app
+from .options import check_choices, comma_list, thread_counts
+from .training import keys, layers, train
 
 EXIT_CODES = (
     "Exit codes: 0 ok; 1 a failed check (verify parity, export, ship limits) or a mistake tk "
@@ -71,151 +71,10 @@ def main(
     """tk: transfer-learn an image classifier, export it for the edge, verify and benchmark it."""
 
 
-JOB_PANEL = "Multi-process job (JAX backend; see README: Training on several machines)"
-
-
-@app.command()
-@user_errors
-def train(
-    recipe: Annotated[
-        Path,
-        typer.Argument(
-            help="Recipe YAML (e.g. recipes/quickstart.yaml), or a folder of class "
-            "folders: trained with a default recipe written to recipes/<folder>.yaml "
-            "(./<folder>.yaml if there is no recipes/ here)."
-        ),
-    ],
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
-    strict: Annotated[
-        Optional[bool], typer.Option("--strict/--skip-bad", help="Fail on bad image files instead of skipping them.")
-    ] = None,
-    sets: SetOpt = None,
-    as_json: JsonOpt = False,
-    runs_dir: RunsDir = DEFAULT_RUNS,
-    processes: Annotated[
-        Optional[int],
-        typer.Option(
-            "--processes",
-            metavar="N",
-            help="Join a job of N processes (default: KERAS_DISTRIBUTION_NUM_PROCESSES, or the cluster's).",
-            rich_help_panel=JOB_PANEL,
-        ),
-    ] = None,
-    process_id: Annotated[
-        Optional[int],
-        typer.Option(
-            "--process-id",
-            metavar="I",
-            help="This process's id, 0 to N-1; 0 is the coordinator and the only writer "
-            "(default: KERAS_DISTRIBUTION_PROCESS_ID, or the cluster's).",
-            rich_help_panel=JOB_PANEL,
-        ),
-    ] = None,
-    coordinator: Annotated[
-        Optional[str],
-        typer.Option(
-            "--coordinator",
-            metavar="HOST:PORT",
-            help="Process 0's address (default: KERAS_DISTRIBUTION_JOB_ADDRESSES, JAX_COORDINATOR_ADDRESS, "
-            "or the cluster's).",
-            rich_help_panel=JOB_PANEL,
-        ),
-    ] = None,
-    cluster: Annotated[
-        bool,
-        typer.Option(
-            "--cluster",
-            help="Join the job the cluster describes (SLURM, Open MPI, Kubernetes, Cloud TPU: "
-            "jax.distributed's auto-detection) for whatever the flags above leave out.",
-            rich_help_panel=JOB_PANEL,
-        ),
-    ] = False,
-    join_timeout: Annotated[
-        int,
-        typer.Option(
-            "--join-timeout",
-            metavar="SECONDS",
-            help="Give up (one line, exit 1) when not every process has joined by then.",
-            rich_help_panel=JOB_PANEL,
-        ),
-    ] = JOIN_TIMEOUT,
-    heartbeat_timeout: Annotated[
-        int,
-        typer.Option(
-            "--heartbeat-timeout",
-            metavar="SECONDS",
-            help="A process silent this long is dead: the others stop (one line each).",
-            rich_help_panel=JOB_PANEL,
-        ),
-    ] = HEARTBEAT_TIMEOUT,
-):
-    """Train the recipe's classifier: feature extraction, then fine-tuning (or from scratch)."""
-    from ..core.io import json_text
-    from ..core.recipe import load_recipe
-    from ..train.backbones import check_model
-    from ..train.backend import select_backend
-    from ..train.job import job_spec
-    from .supervise import child_spec
-
-    if not recipe.exists():
-        raise TkError(
-            f"{recipe}: no such recipe or folder (pass a recipe YAML, e.g. recipes/quickstart.yaml, "
-            "or a folder of class folders)"
-        )
-    job = child_spec() or job_spec(processes, process_id, coordinator, cluster, join_timeout, heartbeat_timeout)
-    if job is not None and child_spec() is None:  # this process supervises the job's training process
-        argv = ["train", str(recipe), "--runs-dir", str(runs_dir)] + (["--resume"] if resume else [])
-        argv += [] if strict is None else ["--strict" if strict else "--skip-bad"]
-        argv += [arg for item in sets or [] for arg in ("--set", item)] + (["--json"] if as_json else [])
-        raise typer.Exit(_supervise(recipe, sets, job, argv))
-    with context(as_json) as ctx:
-        if recipe.is_dir():
-            from ..data.folder_recipe import write_folder_recipe
-
-            recipe, sets = write_folder_recipe(recipe, sets or [], ctx), None
-        loaded = load_recipe(recipe, sets or ())
-        check_model(loaded.model)  # a key the backbone does not take: one line, before TensorFlow loads
-        if select_backend(loaded) == "tensorflow":  # before keras is first imported: it reads KERAS_BACKEND once
-            quiet.import_tensorflow_quietly()
-        from ..train.phases import train as run_training
-
-        result = run_training(loaded, runs_dir=runs_dir, resume=resume, strict=strict, ctx=ctx, job=job)
-    if as_json:  # process 0 of a job (or a single process) has test metrics; each process of a job its digests
-        shown = {"run": str(result.run_dir), "recipe": str(recipe), "phases": result.phases}
-        shown.update({"test": result.metrics} if result.metrics else {})
-        say(json_text({**shown, "job": result.job} if result.job else shown))
-
-
-def _supervise(recipe: Path, sets: Optional[list[str]], job, argv: list[str]) -> int:
-    """Checks that need no JAX (recipe, backend, coordinator address), then the training as a child."""
-    from ..core.recipe import load_recipe
-    from ..train.job import check_backend, check_coordinator
-    from .supervise import run_child
-
-    if recipe.is_dir():
-        raise TkError(
-            f"{recipe}: a job trains from a recipe file, the same on every process; run tk train {recipe} "
-            "once without job flags to write one (it stops after training), or write it yourself"
-        )
-    loaded = load_recipe(recipe, sets or ())
-    check_backend(os.environ.get("KERAS_BACKEND") or loaded.train.backend)
-    if job.coordinator is not None:
-        check_coordinator(job.coordinator, job.process_id)
-    return run_child(argv, job)
-
-
-@app.command()
-@user_errors
-def layers(recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")], sets: SetOpt = None):
-    """List the backbone's layer names (for feature_layer and fine_tune.unfreeze_from)."""
-    from ..core.recipe import load_recipe
-    from ..train.backbones import check_model, layer_names
-
-    model = load_recipe(recipe, sets or ()).model
-    check_model(model)  # before TensorFlow loads
-    quiet.import_tensorflow_quietly()
-    for name in layer_names(model):
-        say(name)
+# tk train, tk keys, tk layers (cli/training.py): first in the help, as the job starts there.
+app.command()(train)
+app.command()(keys)
+app.command()(layers)
 
 
 MODEL_FILES = ", ".join(
@@ -231,23 +90,20 @@ def predict(
     artifact: Annotated[
         Path,
         typer.Argument(
+            metavar="MODEL",
             help=f"Model file ({MODEL_FILES}) with manifest.json beside it; a {suffixes(BARE_FORMATS)} without one "
-            "uses the labels and preprocessing it carries."
+            "uses the labels and preprocessing it carries.",
         ),
     ],
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
-    top_k: Annotated[int, typer.Option("--top-k", help="Labels to show per image.")] = 1,
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files or folders of images.")],
+    top_k: Annotated[int, typer.Option("--top-k", metavar="K", help="Labels to show per image.")] = 1,
     as_json: JsonOpt = False,
     threads: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Runtime threads, as in bench (e.g. 2 or 1,2); predict runs once, "
-            "with the first count (default: all cores)."
-        ),
+        Optional[int],
+        typer.Option(metavar="N", help="Runtime threads (default: the runtime's own choice, all cores)."),
     ] = None,
 ):
     from ..core.io import json_text
-    from ..edge.bench import parse_threads
     from ..edge.predict import bad_files_line, format_prediction
     from ..edge.predict import predict as run_predict
 
@@ -262,7 +118,6 @@ def predict(
     def note(text: str) -> None:  # on stderr: stdout holds the predictions (or the JSON) only
         common.err_console.print(f"note: {text}", style="yellow", markup=False, soft_wrap=True)
 
-    counts = parse_threads(threads) if threads is not None else ()
     from ..edge.verdicts import packed_warning
 
     warning = packed_warning(artifact)
@@ -272,7 +127,7 @@ def predict(
         artifact,
         images,
         k=top_k,
-        threads=counts[0] if counts else None,
+        threads=threads,
         on_prediction=echo,
         on_bad=skipped,
         on_note=note,
@@ -300,7 +155,8 @@ def export_cmd(
         Optional[list[str]],
         typer.Option(
             "--format",
-            help=f"{', '.join(EXPORT_FORMATS)} or all (= {', '.join(DEFAULT_FORMATS)}); repeatable "
+            metavar="FORMAT[,FORMAT...]",
+            help=f"{', '.join(EXPORT_FORMATS)} or all (= {', '.join(DEFAULT_FORMATS)}) "
             "(default: the recipe's export.formats).",
         ),
     ] = None,
@@ -308,12 +164,15 @@ def export_cmd(
         Optional[list[str]],
         typer.Option(
             "--quantize",
-            help=f"Quantization: {', '.join(QUANTIZATIONS)} or all; repeatable (default: export.quantize). "
+            metavar="QUANT[,QUANT...]",
+            help=f"Quantization: {', '.join(QUANTIZATIONS)} or all (default: export.quantize). "
             + "; ".join(f"{n} takes {', '.join(FORMATS[n].quantizations)}" for n in EXPORT_FORMATS)
             + ".",
         ),
     ] = None,
-    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: export.onnx_opset).")] = None,
+    opset: Annotated[
+        Optional[int], typer.Option("--opset", metavar="N", help="ONNX opset (default: export.onnx_opset).")
+    ] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
     int8_fallback: Annotated[
@@ -326,6 +185,12 @@ def export_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ):
+    formats = check_choices("--format", comma_list(formats), EXPORT_FORMATS)  # before the run is looked up
+    quantize = check_choices("--quantize", comma_list(quantize), QUANTIZATIONS)
+    from ..core.recipe import ONNX_OPSETS
+
+    if opset is not None and not ONNX_OPSETS[0] <= opset <= ONNX_OPSETS[1]:
+        raise TkError(f"--opset: must be between {ONNX_OPSETS[0]} and {ONNX_OPSETS[1]} (got {opset})")
     quiet.import_tensorflow_quietly()
     from ..core.io import json_text
     from ..core.runs import resolve_run
@@ -344,13 +209,18 @@ def verify(
     run: Annotated[
         Optional[str],
         typer.Argument(
+            metavar="[RUN|BUNDLE]",
             help="Run folder, recipe file or run name (default: the latest run); or a tk pack bundle: "
-            "its check set runs here, with this machine's runtime (no TensorFlow needed)."
+            "its check set runs here, with this machine's runtime (no TensorFlow needed).",
         ),
     ] = None,
     artifacts: Annotated[
         Optional[list[str]],
-        typer.Option("--artifact", help="Only this artifact file name; repeatable (default: every exported artifact)."),
+        typer.Option(
+            "--artifact",
+            metavar="FILE[,FILE...]",
+            help="Only these artifact files, e.g. model_int8.tflite (default: every exported artifact).",
+        ),
     ] = None,
     as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
@@ -369,6 +239,7 @@ def verify(
     --json prints the parity report, also when a check fails (then exit 1). On a bundle (tk pack's
     folder) it runs the bundle's check set here, on the base install, and records device_parity.json.
     """
+    artifacts = comma_list(artifacts)
     if web:
         return _verify_web(run, artifacts, as_json)
 
@@ -438,29 +309,45 @@ def _bench_web(targets, given, fixed_runs, max_latency_ms, min_accuracy, ctx):
 def bench(
     targets: Annotated[
         Optional[list[str]],
-        typer.Argument(help="Run folders, recipes, run names or artifact files (default: the latest run)."),
+        typer.Argument(
+            metavar="[TARGET]...",
+            help="Run folders, recipes, run names or artifact files (default: the latest run).",
+        ),
     ] = None,
     threads: Annotated[
-        Optional[str],
-        typer.Option(help="Thread counts, comma-separated (default: the recipe's bench.threads, else 1,2)."),
+        Optional[list[str]],
+        typer.Option(metavar="N[,N...]", help="Thread counts (default: the recipe's bench.threads, else 1,2)."),
     ] = None,
     runs: Annotated[
         Optional[int],
         typer.Option(
-            help="Timed batch-1 predictions per artifact and thread count (default: the recipe's bench.runs, else 300)."
+            metavar="N",
+            help="Timed batch-1 predictions per artifact and thread count (default: the recipe's bench.runs, "
+            "else adaptive: until the p50 is known to 2%, 20..300 runs).",
         ),
     ] = None,
     warmup: Annotated[
-        Optional[int], typer.Option(help="Untimed predictions before timing (default: the recipe's bench.warmup).")
+        Optional[int],
+        typer.Option(metavar="N", help="Untimed predictions before timing (default: the recipe's bench.warmup)."),
     ] = None,
     batch: Annotated[
-        Optional[int], typer.Option(help="Batch size for the throughput figure (default: the recipe's bench.batch).")
+        Optional[int],
+        typer.Option(metavar="N", help="Batch size for the throughput figure (default: the recipe's bench.batch)."),
+    ] = None,
+    formats: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--format",
+            metavar="FORMAT[,FORMAT...]",
+            help=f"Only these formats, or all (default: the device formats, {suffixes(DEVICE_FORMATS)}; all adds "
+            "model.keras and saved_model).",
+        ),
     ] = None,
     max_latency_ms: Annotated[
-        Optional[float], typer.Option("--max-latency-ms", help="Ship limit: batch-1 p50 latency.")
+        Optional[float], typer.Option("--max-latency-ms", metavar="MS", help="Ship limit: batch-1 p50 latency.")
     ] = None,
     min_accuracy: Annotated[
-        Optional[float], typer.Option("--min-accuracy", help="Ship limit: test accuracy (0..1).")
+        Optional[float], typer.Option("--min-accuracy", metavar="FRACTION", help="Ship limit: test accuracy (0..1).")
     ] = None,
     as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
@@ -479,16 +366,27 @@ def bench(
     --json prints bench.json's content (one object per run) instead of the table.
     """
     from ..core.io import json_text
-    from ..edge.bench import bench_targets, machine_label, parse_threads
+    from ..edge.bench import bench_targets, machine_label
     from ..edge.machine import flags_text
     from .render import rows_table, ship_line
 
-    given = {"threads": parse_threads(threads) if threads else None, "runs": runs, "warmup": warmup, "batch": batch}
+    chosen = check_choices("--format", comma_list(formats), FORMATS)
+    given = {
+        "threads": thread_counts(threads),
+        "runs": runs,
+        "warmup": warmup,
+        "batch": batch,
+        "formats": tuple(chosen) if chosen else None,
+    }
     with context(as_json, data_root) as ctx:
         if web:
             result = _bench_web(targets, given, runs is not None, max_latency_ms, min_accuracy, ctx)
         else:
             result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy, ctx)
+            from ..train.tracking import log_bench  # no Keras: the device install benches too
+
+            for run_dir, report in zip(result["runs"], result["reports"], strict=True):
+                log_bench(run_dir, report, ctx)
     reports = result["reports"]
     if as_json:
         say(json_text(reports if len(reports) > 1 else reports[0]))
@@ -511,22 +409,29 @@ def bench(
 @app.command("pack")
 @user_errors
 def pack_cmd(
-    run: Annotated[str, typer.Argument(help="Run folder, recipe file or run name.")],
-    directory: Annotated[Path, typer.Argument(help="Folder to write the device bundle to (new or empty).")],
+    run: RunArg = None,
+    directory: Annotated[
+        Optional[Path],
+        typer.Argument(
+            metavar="[DIR]",
+            help="Folder to write the device bundle to, new or empty (default: <runs-dir>/<run name>-device).",
+        ),
+    ] = None,
     formats: Annotated[
         Optional[list[str]],
         typer.Option(
             "--format",
-            help=f"Only artifacts of this format ({', '.join(DEVICE_FORMATS)}); repeatable "
-            f"(default: every {suffixes(DEVICE_FORMATS, ' and ')} file).",
+            metavar="FORMAT[,FORMAT...]",
+            help=f"Only artifacts of these formats ({', '.join(DEVICE_FORMATS)}; "
+            f"default: every {suffixes(DEVICE_FORMATS, ' and ')} file).",
         ),
     ] = None,
     artifacts: Annotated[
         Optional[list[str]],
-        typer.Option("--artifact", help="Only this artifact file, e.g. model_int8.tflite; repeatable."),
+        typer.Option("--artifact", metavar="FILE[,FILE...]", help="Only these artifact files, e.g. model_int8.tflite."),
     ] = None,
     samples: Annotated[
-        int, typer.Option("--samples", help="Test images to include, stratified by class (0: none).")
+        int, typer.Option("--samples", metavar="N", help="Test images to include, stratified by class (0: none).")
     ] = 200,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it holds an earlier bundle.")] = False,
     allow_unverified: Annotated[
@@ -552,15 +457,21 @@ def pack_cmd(
         typer.Option("--cdn", help="With --web: load the runtimes from pinned CDN URLs with integrity hashes."),
     ] = False,
 ):
-    """Write the folder a device gets: artifacts, manifest, labels.txt and a labelled test sample."""
+    """Write the folder a device gets: artifacts, manifest, labels.txt and a labelled test sample.
+
+    With no arguments: the latest run, into <runs-dir>/<its name>-device.
+    """
     from ..core.io import format_size, json_text
     from ..core.runs import resolve_run
-    from ..edge.pack import pack
+    from ..edge.pack import check_formats, pack
 
     if cdn and not web:
         raise TkError("--cdn: only with --web (it says where the web page loads its runtimes from)")
+    formats, artifacts = comma_list(formats), comma_list(artifacts)
+    check_formats(formats)  # before the run is looked up
     with context(as_json, data_root) as ctx:
         run_dir = resolve_run(run, runs_dir, ctx)
+        directory = directory if directory is not None else Path(runs_dir) / f"{Path(run_dir).resolve().name}-device"
         if web:
             from ..web.pack import pack_web
 
@@ -585,7 +496,8 @@ def pack_cmd(
 @user_errors
 def import_cmd(
     model: Annotated[
-        Path, typer.Argument(help="The classifier: a Keras 3 .keras, a legacy .h5 or a SavedModel folder.")
+        Path,
+        typer.Argument(metavar="MODEL", help="The classifier: a Keras 3 .keras, a legacy .h5 or a SavedModel folder."),
     ],
     data: Annotated[
         Path,
@@ -639,7 +551,8 @@ def import_cmd(
 def report(
     run: RunArg = None,
     merge: Annotated[
-        Optional[list[Path]], typer.Option("--merge", help="bench.json from another machine (repeatable).")
+        Optional[list[Path]],
+        typer.Option("--merge", metavar="BENCH_JSON", help="bench.json from another machine; repeatable."),
     ] = None,
     mix_models: Annotated[
         bool,

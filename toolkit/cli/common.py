@@ -17,29 +17,13 @@ from rich.console import Console
 from ..core.context import Context, silent
 from ..core.errors import TkError, fault_line
 from ..core.interrupts import Terminated, sigterm_as_interrupt
+from .helpfmt import show_metavars_not_types
 from .progress import live_console, progress_for
 
-# TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user; set
-# TF_CPP_MIN_LOG_LEVEL=0 to see them again.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user: importing
+# toolkit sets TF_CPP_MIN_LOG_LEVEL=3 unless it is set (core/quiet.py); TK_TF_LOGS=1 shows them.
 
-
-def _flags_without_type() -> None:
-    """Typer 0.29's rich help shows every on/off flag (--json, --help too) as taking a `<bool>`;
-    a flag takes no value, so show none (plain click help already leaves it out)."""
-    option = getattr(getattr(typer, "core", None), "TyperOption", None)
-    shown = getattr(option, "display_type_rich", None)
-    if shown is None or getattr(shown, "_tk_flag_fix", False):
-        return
-
-    def display_type_rich(self, ctx):
-        return None if getattr(self, "is_flag", False) else shown(self, ctx)
-
-    display_type_rich._tk_flag_fix = True
-    option.display_type_rich = display_type_rich
-
-
-_flags_without_type()
+show_metavars_not_types()
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -85,13 +69,17 @@ def user_errors(fn):
     return wrapper
 
 
-RunArg = Annotated[Optional[str], typer.Argument(help="Run folder, recipe file or run name (default: the latest run).")]
-RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run folders live.")]
+RunArg = Annotated[
+    Optional[str],
+    typer.Argument(metavar="[RUN]", help="Run folder, recipe file or run name (default: the latest run)."),
+]
+RunsDir = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Where run folders live.")]
 DEFAULT_RUNS = Path(os.environ.get("TK_RUNS_DIR", "exported"))
 DataRoot = Annotated[
     Optional[Path],
     typer.Option(
         "--data-root",
+        metavar="DIR",
         help="The dataset folder on this machine, if it moved since training (default: the root split.json records).",
     ),
 ]

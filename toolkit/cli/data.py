@@ -16,11 +16,11 @@ data_app = typer.Typer(no_args_is_help=True, help="Make, inspect and fetch datas
 @data_app.command("synth")
 @user_errors
 def data_synth(
-    directory: Annotated[Path, typer.Argument(help="Folder to create (one sub-folder per class).")],
-    classes: Annotated[int, typer.Option(help="Number of classes (2-8).")] = 3,
-    per_class: Annotated[int, typer.Option("--per-class", help="Images per class.")] = 60,
-    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to create (one sub-folder per class).")],
+    classes: Annotated[int, typer.Option(metavar="N", help="Number of classes (2-8).")] = 3,
+    per_class: Annotated[int, typer.Option("--per-class", metavar="N", help="Images per class.")] = 60,
+    size: Annotated[int, typer.Option(metavar="PX", help="Image side in pixels.")] = 64,
+    seed: Annotated[int, typer.Option(metavar="N", help="Random seed.")] = 0,
 ):
     """Make a procedural, learnable image dataset (shapes on textures) for offline work."""
     from ..data.synth import make_synthetic_dataset
@@ -32,7 +32,7 @@ def data_synth(
 @data_app.command("inspect")
 @user_errors
 def data_inspect(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML whose data section to inspect.")],
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML whose data section to inspect.")],
     as_json: JsonOpt = False,
     sets: SetOpt = None,
 ):
@@ -55,7 +55,10 @@ def data_inspect(
 
 @data_app.command("fetch")
 @user_errors
-def data_fetch(recipe: Annotated[Path, typer.Argument(help="Recipe YAML with data.source.url.")], sets: SetOpt = None):
+def data_fetch(
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML with data.source.url.")],
+    sets: SetOpt = None,
+):
     """Download the recipe's dataset, check its sha256, unpack it safely into data.root."""
     from ..core.recipe import load_recipe
     from ..data.fetch import fetch

@@ -9,6 +9,7 @@ import typer
 
 from ..core import quiet
 from .common import DEFAULT_RUNS, RunArg, RunsDir, context, user_errors
+from .options import comma_list
 
 # Three probes with options of their own (an image, a layer, a class, a step count): subcommands,
 # as `tk data` has, so each takes only what it uses and --count means one thing per command.
@@ -16,7 +17,7 @@ explain_app = typer.Typer(
     no_args_is_help=True,
     help="Feature maps, activation maximization and Grad-CAM of a trained run, as PNGs in RUN/explain/.",
 )
-ImageOpt = Annotated[Path, typer.Option("--image", help="The image to explain.")]
+ImageOpt = Annotated[Path, typer.Option("--image", metavar="IMAGE", help="The image to explain.")]
 
 
 @explain_app.command("maps")
@@ -25,10 +26,14 @@ def explain_maps(
     run: RunArg = None,
     image: ImageOpt = ...,
     layers: Annotated[
-        Optional[str],
-        typer.Option("--layers", help="Backbone layers, comma-separated (default: the backbone's usual conv layers)."),
+        Optional[list[str]],
+        typer.Option(
+            "--layers",
+            metavar="LAYER[,LAYER...]",
+            help="Backbone layers (default: the backbone's usual conv layers).",
+        ),
     ] = None,
-    count: Annotated[int, typer.Option("--count", help="Channels shown per layer.")] = 16,
+    count: Annotated[int, typer.Option("--count", metavar="N", help="Channels shown per layer.")] = 16,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
     """What the backbone's layers see in one image: a grid of each layer's first channels."""
@@ -36,7 +41,7 @@ def explain_maps(
     from ..core.runs import resolve_run
     from ..explain.feature_maps import explain_feature_maps
 
-    names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
+    names = comma_list(layers)
     with context() as ctx:
         explain_feature_maps(resolve_run(run, runs_dir, ctx), image, names, count, ctx)
 
@@ -47,10 +52,14 @@ def explain_filters(
     run: RunArg = None,
     layer: Annotated[
         Optional[str],
-        typer.Option("--layer", help="Backbone, head or predictions layer (default: the deepest usual conv layer)."),
+        typer.Option(
+            "--layer",
+            metavar="LAYER",
+            help="Backbone, head or predictions layer (default: the deepest usual conv layer).",
+        ),
     ] = None,
-    count: Annotated[int, typer.Option("--count", help="Filters (or units, or classes) to show.")] = 8,
-    steps: Annotated[int, typer.Option("--steps", help="Gradient-ascent steps.")] = 160,
+    count: Annotated[int, typer.Option("--count", metavar="N", help="Filters (or units, or classes) to show.")] = 8,
+    steps: Annotated[int, typer.Option("--steps", metavar="N", help="Gradient-ascent steps.")] = 160,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
     """Activation maximization: the input pattern each of a layer's filters responds to most."""
@@ -68,15 +77,22 @@ def explain_filters(
 def explain_gradcam(
     run: RunArg = None,
     image: Annotated[
-        Path, typer.Option("--image", help="An image, or a folder of images (a contact sheet too).")
+        Path,
+        typer.Option("--image", metavar="IMAGE|DIR", help="An image, or a folder of images (a contact sheet too)."),
     ] = ...,
     layer: Annotated[
-        Optional[str], typer.Option("--layer", help="Convolutional layer to take the heat from (default: the deepest).")
+        Optional[str],
+        typer.Option(
+            "--layer", metavar="LAYER", help="Convolutional layer to take the heat from (default: the deepest)."
+        ),
     ] = None,
     class_name: Annotated[
-        Optional[str], typer.Option("--class", help="Explain this class instead of the predicted one.")
+        Optional[str],
+        typer.Option("--class", metavar="CLASS", help="Explain this class instead of the predicted one."),
     ] = None,
-    count: Annotated[int, typer.Option("--count", help="Images of a folder to explain, in name order.")] = 64,
+    count: Annotated[
+        int, typer.Option("--count", metavar="N", help="Images of a folder to explain, in name order.")
+    ] = 64,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ):
     """Grad-CAM: where in the image the evidence for a class is, as a heat overlay."""

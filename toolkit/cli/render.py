@@ -34,6 +34,19 @@ def rows_table(rows: Sequence[dict[str, Any]], title: str = "", machine_column: 
     return table
 
 
+def keys_table(keys: Sequence[Any]):
+    """The recipe keys (core/recipe_keys.RecipeKey) as a rich table."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, caption="set one in a recipe file, or for one run: tk train ... --set KEY=VALUE")
+    for name in ("key", "type", "default", "meaning"):
+        table.add_column(name, overflow="fold")
+    for key in keys:
+        table.add_row(key.key, key.type, key.default, key.meaning)
+    return table
+
+
 def ship_line(best: dict[str, Any]) -> str:
     accuracy = best.get("accuracy")
     skipped = best.get("skipped") or []

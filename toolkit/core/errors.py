@@ -23,6 +23,10 @@ class ParityError(TkError):
     """An artifact does not predict what the reference model predicts."""
 
 
+class Interrupted(TkError):
+    """Ctrl-C during a run: what it finished is kept, and the message says how to resume."""
+
+
 def suggest(word: str, choices: Iterable[str], n: int = 1) -> str:
     """' (did you mean 'x'?)' for the closest choice (or the n closest), '' when nothing is close."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=n)

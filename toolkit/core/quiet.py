@@ -1,23 +1,34 @@
-"""Keep TensorFlow's C++ start-up and converter logs off a CLI user's terminal.
+"""Keep TensorFlow's C++ start-up and converter logs off the user's terminal, in the CLI and in
+the Python API alike.
 
-TensorFlow writes absl INFO lines (oneDNN, CUDA probes) to file descriptor 2 before its own log
-level applies, and the TFLite quantizer prints its settings there too. They are noise for a user
-and hide tk's one-line messages, so the CLI silences fd 2 around those calls only. Python
-exceptions are unaffected (they are raised, then printed after stderr is restored). Set
-TK_TF_LOGS=1 to see them.
+TensorFlow writes absl INFO lines (oneDNN, CUDA probes, cpu_feature_guard) to file descriptor 2
+while it is imported, before any log level applies (TF_CPP_MIN_LOG_LEVEL does not reach them),
+and later ERROR lines (cuInit) that TF_CPP_MIN_LOG_LEVEL=3 does silence. So importing tk sets
+that level and makes the one import of TensorFlow run with fd 2 silenced, unless the user set
+TF_CPP_MIN_LOG_LEVEL themselves (their level is kept and nothing is silenced) or TK_TF_LOGS=1.
+The TFLite quantizer also prints its settings there: converters silence fd 2 around those calls.
+Python exceptions are unaffected (raised, then printed after stderr is restored).
+Standard library only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import os
 import sys
 from typing import Iterator
 
+LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+
+
+def _logs_wanted() -> bool:
+    return os.environ.get("TK_TF_LOGS") == "1"
+
 
 @contextlib.contextmanager
 def silenced_stderr() -> Iterator[None]:
-    if os.environ.get("TK_TF_LOGS") == "1":
+    if _logs_wanted():
         yield
         return
     sys.stderr.flush()
@@ -31,6 +42,52 @@ def silenced_stderr() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """The real loader of `tensorflow`, run with fd 2 silenced."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = self.loader
+        with silenced_stderr():
+            self.loader.exec_module(module)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` through the finders after it (so a test's import blocker still wins)
+    and wraps its loader; removes itself once it has done so."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        for finder in [f for f in sys.meta_path if f is not self]:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        if spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def quiet_tensorflow_by_default() -> None:
+    """Called when tk is imported: TF_CPP_MIN_LOG_LEVEL=3 and a silent `import tensorflow`, unless
+    the user chose a level (or TK_TF_LOGS=1), or TensorFlow is loaded already."""
+    if LEVEL in os.environ or _logs_wanted() or "tensorflow" in sys.modules:
+        return
+    os.environ[LEVEL] = "3"
+    if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
 def import_tensorflow_quietly() -> None:

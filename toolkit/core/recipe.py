@@ -252,11 +252,27 @@ class VerifySection:
 @dataclass(frozen=True)
 class BenchSection:
     threads: tuple[int, ...] = (1, 2)
-    # p50 over 100 batch-1 runs moved up to 21% between back-to-back benches on a 2-core VM;
-    # over 300 runs, 13/14 rows stayed within 10% (benchmarks/BENCHMARKS.md).
-    runs: int = 300
+    # null: adaptive, timed until the p50's 95% confidence interval is within `precision` of it
+    # (min_runs..max_runs, edge/timing.py); N: exactly N runs. A fixed 300 (the old default) took
+    # 9 s a row for MobileNetV2 and still moved 10% between benches on a shared 2-core VM.
+    runs: Optional[int] = None
+    min_runs: int = 20
+    max_runs: int = 300
+    precision: float = 0.02
     warmup: int = 5
     batch: int = 8
+
+
+@dataclass(frozen=True)
+class LogSection:
+    """Training logs: TensorBoard event files in RUN/logs/ (every backend); MLflow when asked."""
+
+    tensorboard: bool = True
+    # auto: when MLFLOW_TRACKING_URI is set and mlflow is installed; true: always (mlflow required);
+    # false: never. The run's params, per-epoch metrics, files, and later verify and bench results.
+    mlflow: Literal["auto", True, False] = "auto"
+    mlflow_tracking_uri: Optional[str] = None  # default: MLFLOW_TRACKING_URI, else mlflow's own default
+    mlflow_experiment: Optional[str] = None  # default: the recipe's name
 
 
 @dataclass(frozen=True)
@@ -269,6 +285,7 @@ class Recipe:
     export: ExportSection = field(default_factory=ExportSection)
     verify: VerifySection = field(default_factory=VerifySection)
     bench: BenchSection = field(default_factory=BenchSection)
+    log: LogSection = field(default_factory=LogSection)
     source_path: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -315,7 +332,9 @@ _RULES: list[tuple[str, Any, str]] = [
     ("export.int8_budget.min_agreement", lambda v: v is None or 0 <= v <= 1, "must be in [0, 1]"),
     ("data.source.max_bytes", lambda v: v is None or v > 0, "must be > 0"),
     ("data.source.max_members", lambda v: v is None or v > 0, "must be > 0"),
-    ("bench.runs", lambda v: v > 0, "must be > 0"),
+    ("bench.runs", lambda v: v is None or v > 0, "must be > 0 (or null: adaptive)"),
+    ("bench.min_runs", lambda v: v >= 5, "must be >= 5 (a median needs a few runs)"),
+    ("bench.precision", lambda v: 0 < v < 1, "must be in (0, 1): 0.02 is +-2% of the p50"),
     ("bench.warmup", lambda v: v >= 0, "must be >= 0"),
     ("bench.batch", lambda v: v > 0, "must be > 0"),
     ("bench.threads", lambda v: len(v) > 0 and all(t > 0 for t in v), "must list thread counts > 0"),
@@ -447,6 +466,10 @@ def _check_rules(recipe: Recipe) -> None:
         raise TkError("train.fine_tune: give unfreeze_from or unfreeze_last, not both")
     if ft.epochs and not (ft.unfreeze_from or ft.unfreeze_last):
         raise TkError("train.fine_tune: epochs > 0 needs unfreeze_from (a layer name) or unfreeze_last (N)")
+    if recipe.bench.max_runs < recipe.bench.min_runs:
+        raise TkError(
+            f"bench.max_runs: must be >= bench.min_runs ({recipe.bench.min_runs}) (got {recipe.bench.max_runs})"
+        )
     schedule = recipe.train.lr_schedule
     if schedule.warmup_epochs and schedule.name != "cosine":
         raise TkError(f"train.lr_schedule.warmup_epochs: needs name: cosine (got name {schedule.name!r})")

@@ -186,6 +186,11 @@ def resolve_run(target: Optional[str], runs_dir: Path = RUNS_DIR, ctx: Context =
         else:
             run = Path(runs_dir) / target
         if not (run / MANIFEST).is_file():
+            if path.is_dir() and _holds_images(path):
+                raise TkError(
+                    f"{target}: a folder of images (a dataset), not a trained run; train a model on it "
+                    f"first: tk train {target}"
+                )
             where = path if path.is_dir() else run
             raise TkError(f"{target}: no trained run at {where} (train it first: tk train RECIPE)")
         ctx.say(f"using the run {run} (trained {_when(trained_at(run))})")
@@ -196,6 +201,26 @@ def resolve_run(target: Optional[str], runs_dir: Path = RUNS_DIR, ctx: Context =
     latest = max(runs, key=_latest_key)
     ctx.say(f"using the latest run: {latest} (trained {_when(trained_at(latest))})")
     return latest
+
+
+def _holds_images(folder: Path, limit: int = 200) -> bool:
+    """True when folder has images in its class folders (or in train/<class>/): a dataset, not a run.
+    Looks at a few hundred entries at most: a big dataset answers as fast as a small one."""
+    from .images import IMAGE_SUFFIXES
+
+    seen = 0
+    for top in (folder, folder / "train"):
+        with contextlib.suppress(OSError):
+            for sub in top.iterdir():
+                if not sub.is_dir():
+                    continue
+                for entry in sub.iterdir():
+                    seen += 1
+                    if entry.suffix.lower() in IMAGE_SUFFIXES:
+                        return True
+                    if seen > limit:
+                        return False
+    return False
 
 
 def list_runs(runs_dir: Path = RUNS_DIR) -> list[Path]:

@@ -15,11 +15,10 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
-
-import numpy as np
 
 from ..core import schemas
 from ..core.caps import check_batch, check_threads
@@ -28,11 +27,10 @@ from ..core.errors import TkError
 from ..core.formats import BARE_FORMATS, DEVICE_FORMATS, FORMATS, format_of_path, looks_like_model, sort_key, suffixes
 from ..core.io import check_writable, now, write_json_atomic
 from ..core.lock import run_lock
-from ..core.progress import tracked
 from ..core.recipe import BenchSection
 from ..core.runs import MANIFEST, REFERENCE, artifact_path, load_manifest, record_metrics, resolve_run
-from .bench_child import run_child
 from .bench_gate import gate_candidates, mark_rows, verdicts_for
+from .bench_measure import decoded_test, measure_artifact, percentiles, verified_accuracy  # noqa: F401
 from .bench_rows import (
     describe_settings,
     earlier_note,
@@ -43,6 +41,7 @@ from .bench_rows import (
     upgrade_rows,
 )
 from .machine import RUNTIME_PACKAGES, machine_info, machine_label, peak_rss_mb  # noqa: F401 (re-exported)
+from .timing import RunPlan
 
 BENCH_JSON = "bench.json"
 
@@ -53,18 +52,27 @@ _DEFAULTS = BenchSection()  # one source of defaults: the recipe schema (why eac
 @dataclass(frozen=True)
 class BenchSettings:
     threads: tuple[int, ...] = _DEFAULTS.threads
-    runs: int = _DEFAULTS.runs  # timed batch-1 predictions per row
+    runs: Optional[int] = _DEFAULTS.runs  # timed batch-1 predictions per row; None: adaptive (edge/timing.py)
     warmup: int = _DEFAULTS.warmup  # untimed predictions first: allocation, XNNPACK packing, caches
     batch: int = _DEFAULTS.batch  # throughput batch size
+    min_runs: int = _DEFAULTS.min_runs
+    max_runs: int = _DEFAULTS.max_runs
+    precision: float = _DEFAULTS.precision
+    # None: the device formats (.tflite, .onnx: what ships); ("all",) or format names otherwise.
+    formats: Optional[tuple[str, ...]] = None
     timeout_s: float = 1800.0
 
     def check(self) -> None:
         for name, value, low in (("--runs", self.runs, 1), ("--warmup", self.warmup, 0), ("--batch", self.batch, 1)):
-            if value < low:
+            if value is not None and value < low:
                 raise TkError(f"{name}: must be >= {low} (got {value})")
         if not self.threads:
             raise TkError("--threads: give at least one thread count, e.g. --threads 1,2")
         check_threads(self.threads)
+
+    @property
+    def plan(self) -> RunPlan:
+        return RunPlan(self.runs, self.min_runs, self.max_runs, self.precision)
 
 
 def settings_for(run_dir: Path, **overrides: Any) -> BenchSettings:
@@ -76,7 +84,13 @@ def settings_for(run_dir: Path, **overrides: Any) -> BenchSettings:
         try:
             section = load_recipe(Path(run_dir) / "recipe.yaml").bench
             base = BenchSettings(
-                threads=tuple(section.threads), runs=section.runs, warmup=section.warmup, batch=section.batch
+                threads=tuple(section.threads),
+                runs=section.runs,
+                warmup=section.warmup,
+                batch=section.batch,
+                min_runs=section.min_runs,
+                max_runs=section.max_runs,
+                precision=section.precision,
             )
         except TkError:
             pass  # a recipe from another tk version: the defaults still bench
@@ -89,18 +103,6 @@ def parse_threads(text: str) -> tuple[int, ...]:
         return tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
         raise TkError(f"--threads: expected comma-separated integers like 1,2,4 (got {text!r})") from None
-
-
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {
-        "p50_ms": float(p50),
-        "p90_ms": float(p90),
-        "p99_ms": float(p99),
-        "mean_ms": float(arr.mean()),
-        "min_ms": float(arr.min()),
-    }
 
 
 def tensorflow_available() -> bool:
@@ -150,13 +152,33 @@ def _test_split(
     return [p for p, _ in items], [y for _, y in items], None
 
 
+def device_format(name: Optional[str]) -> bool:
+    return (name or "") in DEVICE_FORMATS
+
+
 def _artifacts_of(
-    run_dir: Path, manifest: dict[str, Any], only: Optional[list[str]], notes: list[str]
+    run_dir: Path,
+    manifest: dict[str, Any],
+    only: Optional[list[str]],
+    notes: list[str],
+    formats: Optional[Sequence[str]] = None,
 ) -> list[dict[str, Any]]:
     from .predictors import artifact_entries
 
     entries = artifact_entries(manifest, run_dir / MANIFEST)
     names = only if only is not None else list(entries)
+    if only is None and (formats is None or "all" not in formats):
+
+        def wanted(entry: dict[str, Any]) -> bool:
+            return device_format(entry.get("format")) if formats is None else entry.get("format") in formats
+
+        left_out = [n for n in names if not wanted(entries.get(n) or {})]
+        names = [n for n in names if n not in left_out]
+        if left_out and formats is None:
+            notes.append(
+                f"not benched: {', '.join(left_out)} (TensorFlow formats never ship to a device; "
+                "--format all benches them too)"
+            )
     chosen = []
     for name in names:
         entry = entries.get(name)
@@ -217,7 +239,7 @@ def _bench_locked(
     run_dir: Path, manifest: dict[str, Any], settings: BenchSettings, only: Optional[list[str]], ctx: Context
 ) -> dict[str, Any]:
     notes: list[str] = []
-    entries = _artifacts_of(run_dir, manifest, only, notes)
+    entries = _artifacts_of(run_dir, manifest, only, notes, settings.formats)
     if not entries:
         raise TkError(
             f"{run_dir}: nothing to bench ({'; '.join(notes) or 'no artifacts in the manifest'}); run tk export first"
@@ -229,47 +251,16 @@ def _bench_locked(
     created, machine = now(), machine_info()  # the load average before this call's own load
     label = machine_label(machine)
     call = {"warmup": settings.warmup, "batch": settings.batch, "measured_at": created, "machine": label}
-    rows = []
-    for entry in entries:
-        file = entry["file"]
-        for i, threads in tracked(
-            ctx.progress,
-            f"bench {file} (threads {','.join(map(str, settings.threads))})",
-            list(enumerate(settings.threads)),
-        ):
-            ctx.say(f"bench {run_dir.resolve().name}/{file}  threads {threads}")
-            spec = {
-                "artifact": str(artifact_path(run_dir, file)),
-                "threads": threads,
-                "image": image,
-                "warmup": settings.warmup,
-                "runs": settings.runs,
-                "batch": settings.batch,
-                # accuracy does not depend on threads: measure it once per artifact
-                "test": [paths, labels] if paths and i == 0 else None,
-                "data_root": str(ctx.data_root) if ctx.data_root else None,
-            }
-            result = run_child(spec, settings.timeout_s)
-            notes += [n for n in result.pop("notes", []) if n not in notes]
-            latencies = result.pop("latencies_ms")
-            row = {
-                "file": file,
-                "format": entry.get("format"),
-                "quantization": entry.get("quantization", "none"),
-                "reference": file == REFERENCE,
-                "threads": threads,
-                "size_bytes": entry.get("size_bytes"),
-                "sha256": entry.get("sha256"),
-                "runs": len(latencies),
-                "accuracy": None,
-                "test_count": len(labels) if labels else None,
-                **call,
-                **percentiles(latencies),
-                **result,
-            }
-            if i > 0 and rows[-1]["file"] == file:
-                row["accuracy"] = rows[-1].get("accuracy")
-            rows.append(row)
+    with tempfile.TemporaryDirectory(prefix="tk-bench-") as scratch:
+        pixels = decoded_test(paths, manifest, Path(scratch), ctx) if paths else None
+        rows = [
+            row
+            for entry in entries
+            for row in measure_artifact(run_dir, entry, settings, image, pixels, labels, call, ctx)
+        ]
+    reused = sorted({r["file"] for r in rows if r.get("accuracy_from") == "verify"})
+    if reused:
+        notes.append(f"accuracy of {', '.join(reused)}: tk verify's, measured on the same files and test images here")
     verdicts, gated, gate_notes = verdicts_for(run_dir)
     report = bench_report(run_dir, manifest, rows, machine, notes + gate_notes)
     mark_rows(report["rows"], verdicts)
@@ -454,14 +445,12 @@ def bench_targets(
 ) -> dict[str, Any]:
     """Bench every target (runs or artifact files); with limits, also pick the artifact to ship.
 
-    Returns {"reports": [bench report per run], "ship": row or None}; raises TkError when limits
-    are given and no artifact meets them.
+    Returns {"reports": [bench report per run], "ship": row or None, "runs": [their run folders]};
+    raises TkError when limits are given and no artifact meets them.
     """
     check_limits(max_latency_ms, min_accuracy)  # before minutes of measuring, not after
-    reports = [
-        bench_run(run, settings_for(run, **overrides), only, ctx)
-        for run, only in split_targets(targets, runs_dir, ctx).items()
-    ]
+    plan = split_targets(targets, runs_dir, ctx)
+    reports = [bench_run(run, settings_for(run, **overrides), only, ctx) for run, only in plan.items()]
     ship = None
     if max_latency_ms is not None or min_accuracy is not None:
         rows, skipped = gate_candidates(reports, ship_candidates(reports))
@@ -471,7 +460,7 @@ def bench_targets(
             raise TkError("no artifact meets the limits: " + "; ".join(why) + gate)
         among = len({(r["machine"], r["file"]) for r in rows if not r.get("reference")})
         ship = {**ship, "among": among, "skipped": skipped}
-    return {"reports": reports, "ship": ship}
+    return {"reports": reports, "ship": ship, "runs": list(plan)}
 
 
 def check_limits(max_latency_ms: Optional[float], min_accuracy: Optional[float]) -> None:

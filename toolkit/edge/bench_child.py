@@ -21,6 +21,7 @@ import numpy as np
 from ..core.errors import TkError
 from ..core.interrupts import die_with_parent
 from .machine import peak_rss_mb
+from .timing import RunPlan, batch_throughput, timed_runs
 
 _CHILD = "import sys; from toolkit.edge.bench_child import child_main; child_main(sys.argv[1])"
 _MARK = "TKBENCH "
@@ -67,29 +68,28 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         out["runtime"] = runtime
     for _ in range(spec["warmup"]):
         predictor.predict(image)
-    latencies = []
-    for _ in range(spec["runs"]):
-        start = time.perf_counter()
-        predictor.predict(image)
-        latencies.append((time.perf_counter() - start) * 1000)
-    out["latencies_ms"] = latencies
+    plan = RunPlan(**spec["runs"])
+    out["latencies_ms"] = timed_runs(lambda: predictor.predict(image), plan)
     batch = np.repeat(image, spec["batch"], axis=0)
     predictor.predict(batch)  # warm the batch-B shape (TFLite reallocates on a new batch size)
-    calls = max(2, spec["runs"] // 5)
-    start = time.perf_counter()
-    for _ in range(calls):
-        predictor.predict(batch)
-    out["throughput_ips"] = spec["batch"] * calls / (time.perf_counter() - start)
+    out["throughput_ips"] = batch_throughput(lambda: predictor.predict(batch), spec["batch"], plan)
     if spec.get("test"):
-        paths, labels = spec["test"]
+        pixels_file, labels = spec["test"]
         if labels and isinstance(labels[0], str):  # a bare model: class folders named by its labels
             from .bare import label_indices
 
             labels = label_indices(labels, predictor.labels or [], predictor.path.name, spec.get("data_root"))
-        probs = predictor.predict_files(paths, batch_size=spec["batch"])
-        out["accuracy"] = float((probs.argmax(axis=1) == np.asarray(labels)).mean())
+        out["accuracy"] = _accuracy(predictor, pixels_file, labels, spec["batch"])
         out["test_count"] = len(labels)
     return out
+
+
+def _accuracy(predictor, pixels_file: str, labels: list[int], batch: int) -> float:
+    """Top-1 accuracy on the test images the parent decoded once for every artifact (uint8 .npy)."""
+    pixels = np.load(pixels_file, mmap_mode="r")
+    step = max(batch, 32)
+    probs = [predictor.predict(np.asarray(pixels[i : i + step], np.float32)) for i in range(0, len(pixels), step)]
+    return float((np.concatenate(probs).argmax(axis=1) == np.asarray(labels)).mean())
 
 
 def run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:

@@ -19,17 +19,28 @@ SETTING_KEYS = ("runs", "warmup", "batch", "test_count")
 
 
 def row_settings(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in SETTING_KEYS}
+    """The settings a row was measured with. `runs` is the setting (N, or the adaptive rule as
+    "auto MIN..MAX PRECISION"), not how many runs an adaptive row took (its own `runs`)."""
+    out = {k: row.get(k) for k in SETTING_KEYS}
+    if "runs_setting" in row:
+        out["runs"] = row["runs_setting"]
+    return out
 
 
 def describe_settings(settings: dict[str, Any]) -> str:
     """'20 runs after 5 warm-up, throughput at batch 8, accuracy on 40 test images'."""
     count = settings.get("test_count")
     accuracy = f"accuracy on {count} test images" if count else "accuracy not measured"
-    return (
-        f"{settings.get('runs')} runs after {settings.get('warmup')} warm-up, throughput at batch "
-        f"{settings.get('batch')}, {accuracy}"
-    )
+    runs = describe_runs(settings.get("runs"))
+    return f"{runs} after {settings.get('warmup')} warm-up, throughput at batch {settings.get('batch')}, {accuracy}"
+
+
+def describe_runs(runs: Any) -> str:
+    """'300 runs', or for the adaptive setting 'runs until p50 is known to 2% (20..300)'."""
+    if isinstance(runs, str) and runs.startswith("auto "):
+        bounds, precision = runs.split()[1:3]
+        return f"runs until p50 is known to {float(precision):.0%} ({bounds})"
+    return f"{runs} runs"
 
 
 def row_order(row: dict[str, Any]) -> tuple:

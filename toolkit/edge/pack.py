@@ -51,6 +51,14 @@ DEFAULT_SAMPLES = 200
 MAX_SAMPLES = 1000  # a bundle is copied to a device: a few hundred images measure accuracy well enough
 
 
+def check_formats(formats: Optional[Sequence[str]]) -> None:
+    """--format values a device can take (the CLI checks them before it looks up the run)."""
+    allowed = list(DEVICE_FORMATS)
+    for name in formats or []:
+        if name not in allowed:
+            raise TkError(f"--format: {name!r} cannot be packed for a device; choose from {', '.join(allowed)}")
+
+
 def choose_artifacts(
     run_dir: Path, manifest: dict[str, Any], formats: Optional[Sequence[str]], files: Optional[Sequence[str]]
 ) -> list[dict[str, Any]]:
@@ -59,9 +67,7 @@ def choose_artifacts(
     if not isinstance(entries, dict):
         raise TkError(f"{run_dir / MANIFEST}: 'artifacts' is not a mapping of file -> entry; re-run tk export")
     allowed = list(DEVICE_FORMATS)
-    for name in formats or []:
-        if name not in allowed:
-            raise TkError(f"--format: {name!r} cannot be packed for a device; choose from {', '.join(allowed)}")
+    check_formats(formats)
     if files:
         chosen = []
         for file in files:

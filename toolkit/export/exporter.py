@@ -27,6 +27,7 @@ from ..core.io import atomic_path, check_writable, format_size, remove_leftovers
 from ..core.lock import run_lock
 from ..core.recipe import ONNX_OPSETS, ExportSection, Recipe
 from ..core.runs import (
+    MANIFEST,
     REFERENCE,
     load_manifest,
     record_artifact,
@@ -285,7 +286,11 @@ def export_run(
     with run_lock(run_dir, "tk export", ctx):  # one writer per run (a tk train swaps the folder)
         for path in remove_leftovers(run_dir):
             ctx.say(f"removed {path}: left by an interrupted export")
-        return _export_pairs(run_dir, recipe, opset, pairs, ctx)
+        entries = _export_pairs(run_dir, recipe, opset, pairs, ctx)
+    from ..train.tracking import log_results
+
+    log_results(run_dir, "export", {}, [run_dir / e["file"] for e in entries] + [run_dir / MANIFEST], ctx)
+    return entries
 
 
 def _export_pairs(

@@ -45,6 +45,7 @@ from ..core.runs import (
     run_recipe,
 )
 from ..edge.checkset import pick, write_checkset
+from ..edge.machine import machine_info, machine_label
 from ..edge.parity import (
     degenerate_warnings,
     images_digest,
@@ -80,6 +81,7 @@ def verify_run(
     with run_lock(run_dir, "tk verify", ctx):  # no export or train rewrites the artifacts meanwhile
         report = compare_run(run_dir, files, num_threads, ctx)
         persist(run_dir, report)
+    _log_to_mlflow(run_dir, report, ctx)
     if check:
         raise_on_failure(run_dir, report)
     if report["passed"]:
@@ -145,6 +147,8 @@ def compare_run(
         "split": section.split,
         "count": len(items),
         "measured": now(),
+        # bench takes an artifact's accuracy from here when it benches the same file on this machine
+        "machine": machine_label(machine_info()),
         "reference": {"file": REFERENCE, "sha256": ref_sha, "accuracy": ref_accuracy, "warnings": warnings},
         "artifacts": results,
         "passed": all(r["passed"] for r in results.values()),
@@ -197,6 +201,18 @@ def _predict(predictor, images: np.ndarray, task=None) -> np.ndarray:
     return np.concatenate(chunks) if chunks else predictor.predict_batched(images)
 
 
+def _log_to_mlflow(run_dir: Path, report: dict[str, Any], ctx: Context) -> None:
+    """Each artifact's parity figures (1 passed, 0 failed) and parity.json, when training logged to MLflow."""
+    from ..train.tracking import log_results
+
+    figures = {"passed": float(report["passed"])}
+    for file, result in report["artifacts"].items():
+        for key in ("passed", "agreement", "max_abs_diff", "accuracy", "accuracy_delta"):
+            if isinstance(result.get(key), (int, float)):
+                figures[f"{file}/{key}"] = float(result[key])
+    log_results(run_dir, "verify", figures, [run_dir / PARITY_FILE], ctx)
+
+
 def persist(run_dir: Path, report: dict[str, Any]) -> None:
     """Each artifact's result into the manifest; parity.json with the latest result of every artifact."""
     for file, result in report["artifacts"].items():
@@ -210,6 +226,7 @@ def persist(run_dir: Path, report: dict[str, Any]) -> None:
                 "count": report["count"],
                 "reference_accuracy": report["reference"]["accuracy"],
                 "measured": report["measured"],
+                "machine": report.get("machine"),
             },
         )
     # `--artifact X` keeps the others' results as long as they still hold (edge/verdicts.derive:

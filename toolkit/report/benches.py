@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 from ..core import schemas
 from ..edge.bench import machine_label
-from ..edge.bench_rows import upgrade_rows
+from ..edge.bench_rows import row_settings, upgrade_rows
 
 TIMING_KEYS = ("runs", "warmup", "batch")
 
@@ -54,9 +54,15 @@ def comparable_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]
     match: each machine's accuracy sample is named beside it (a Pi may hold a smaller test sample)."""
     if not rows:
         return [], []
-    timing = {k: rows[0].get(k) for k in TIMING_KEYS}
-    same = [r for r in rows if {k: r.get(k) for k in TIMING_KEYS} == timing]
-    return same, [r for r in rows if {k: r.get(k) for k in TIMING_KEYS} != timing]
+    timing = row_timing(rows[0])
+    same = [r for r in rows if row_timing(r) == timing]
+    return same, [r for r in rows if row_timing(r) != timing]
+
+
+def row_timing(row: dict[str, Any]) -> dict[str, Any]:
+    """The timing settings of a row: an adaptive row's runs setting, not the count it took."""
+    settings = row_settings(row)
+    return {k: settings.get(k) for k in TIMING_KEYS}
 
 
 def machine_facts(benches: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:

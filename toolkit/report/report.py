@@ -24,7 +24,7 @@ from ..core.paths import confine
 from ..core.runs import REFERENCE, load_manifest
 from ..core.text import md
 from ..edge.bench import BENCH_JSON, BROWSER_NOTE, PARITY_CELLS, RATIO_HEADER, format_row, machine_label, table_headers
-from ..edge.bench_rows import describe_settings, set_aside_note
+from ..edge.bench_rows import describe_runs, describe_settings, set_aside_note
 from ..edge.verdicts import PARITY_FILE, RunGate, run_verdicts
 from .benches import (  # noqa: F401 (load_bench, merge_benches, latency_points: the report's API)
     TIMING_KEYS,
@@ -33,6 +33,7 @@ from .benches import (  # noqa: F401 (load_bench, merge_benches, latency_points:
     load_bench,
     machine_facts,
     merge_benches,
+    row_timing,
     same_model,
 )
 
@@ -194,10 +195,10 @@ def _bench_table(benches: list[dict[str, Any]], gate: RunGate) -> tuple[list[str
         row["parity"] = _row_parity(row, gate)
     several = len({r["machine"] for r in rows}) > 1
     facts = machine_facts(benches)
-    timing = {k: rows[0].get(k) for k in TIMING_KEYS}
+    timing = row_timing(rows[0])
     out = [
-        f"Every row below: {timing.get('runs')} timed batch-1 runs after {timing.get('warmup')} warm-up, "
-        f"throughput at batch {timing.get('batch')}.",
+        f"Every row below: {describe_runs(timing.get('runs'))} (timed, batch 1) after {timing.get('warmup')} "
+        f"warm-up, throughput at batch {timing.get('batch')}.",
         "",
     ]
     for machine in dict.fromkeys(r["machine"] for r in rows):

@@ -295,7 +295,8 @@ def _offline_message(spec: BackboneSpec, detail: str) -> str:
     fname = url.rsplit("/", 1)[-1] if match else f"{spec.keras_app} notop weights (.h5)"
     return (
         f"model.weights: cannot download ImageNet weights for {spec.name} (offline?): Keras wanted {fname} "
-        f"from {url}; copy that file into {_keras_cache_dir()}/ or set model.weights to a local weights file path"
+        f"from {url}; copy that file into {_keras_cache_dir()}/ or set model.weights to a local weights file path; "
+        "or train from scratch, no download: tk train ... --scratch (MiniVGGNet, random weights)"
     )
 
 

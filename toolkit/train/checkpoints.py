@@ -20,7 +20,8 @@ from ..core.runs import RUN_RECIPE, SPLIT, SplitDataset, load_split
 # Keys a resumed run may change: they say how long to go on or what happens after training,
 # not what the saved weights, optimizer state, split or features were computed with. Changing
 # train.epochs (or fine_tune.epochs) only moves where a phase stops; early_stopping only when.
-# data.source only matters to tk data fetch; export, verify and bench run after training.
+# data.source only matters to tk data fetch; export, verify and bench run after training; log
+# only says where the curves go.
 RESUMABLE = (
     "train.epochs",
     "train.fine_tune.epochs",
@@ -29,6 +30,7 @@ RESUMABLE = (
     "export",
     "verify",
     "bench",
+    "log",
 )
 
 

@@ -62,7 +62,7 @@ def split_batches(data: np.ndarray, dataset: SplitDataset, split: str, recipe: R
 
 
 def _callbacks(
-    phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, ctx: Context, job: Job = SOLO
+    phase: str, folder: Path, epochs: int, images: int, recipe: Recipe, ctx: Context, job: Job = SOLO, logs=None
 ) -> list:
     import keras
 
@@ -76,6 +76,8 @@ def _callbacks(
             HistoryWriter(folder),
             EpochProgress(phase, epochs, images, ctx, recipe.train.batch_size),
         ]
+        if logs is not None:  # TensorBoard events and MLflow (train/logs.py)
+            callbacks += logs.callbacks(phase)
     if job.multi:
         callbacks.append(JobBackup(folder / "backup", job, phase, ctx))
     else:
@@ -103,6 +105,7 @@ def phase_features(
     folder: Path,
     ctx: Context,
     job: Job = SOLO,
+    logs=None,
 ) -> None:
     """Fast feature extraction: cached conv-base features, head trained on them."""
     import keras
@@ -151,7 +154,7 @@ def phase_features(
             train.lr_schedule, train.learning_rate, train.epochs, knobs.steps_per_epoch(n, train.batch_size)
         )
         head.compile(optimizer=knobs.optimizer(train, rate), loss=knobs.loss(train), metrics=["accuracy"])
-        callbacks = _callbacks("features", folder, train.epochs, n, recipe, ctx, job)
+        callbacks = _callbacks("features", folder, train.epochs, n, recipe, ctx, job, logs)
         if job.multi:
             head.fit(
                 split_batches(arrays["train"], dataset, "train", recipe, job, shuffle=True),
@@ -208,6 +211,7 @@ def phase_end_to_end(
     learning_rate: float,
     ctx: Context,
     job: Job = SOLO,
+    logs=None,
 ) -> None:
     """Train the composed model on images (augmented), keep the best weights by val_loss."""
     from .inputs import training_model
@@ -234,7 +238,7 @@ def phase_end_to_end(
             shuffle=False,  # batches shuffle
             # A job's class weights are sample weights already (shards.py).
             class_weight=None if job.multi else knobs.class_weights(labels, len(dataset.classes), train.class_weight),
-            callbacks=_callbacks(phase, folder, epochs, len(labels), recipe, ctx, job),
+            callbacks=_callbacks(phase, folder, epochs, len(labels), recipe, ctx, job, logs),
         )
         if job.multi:
             check_identical(model, job, phase, ctx)

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from ..core.context import SILENT, Context, silent
-from ..core.errors import TkError
+from ..core.errors import Interrupted, TkError
 from ..core.io import check_writable
 from ..core.lock import run_lock
 from ..core.metrics import classification_metrics
@@ -71,6 +71,7 @@ def train(
     import keras
 
     from .backend import distribution_scope, resolve_precision, say_device, seed_everything
+    from .logs import RunLogs
     from .replicas import local_copy
 
     seed_everything(recipe.seed)  # before the base is built: random init is seeded too
@@ -83,6 +84,7 @@ def train(
     # The distribution scope and the run lock are entered mid-way (after the checks that must fail
     # before anything is touched) yet must close in `finally`, after the KeyboardInterrupt handler.
     scope = contextlib.ExitStack()
+    logs: Optional[RunLogs] = None
     try:
         scope.enter_context(distribution_scope(recipe.train.distribute, talk, member))  # built and fit inside
         # Built once, first: layer-name mistakes and an offline ImageNet download fail here, before
@@ -97,10 +99,12 @@ def train(
             scope.enter_context(run_lock(run_dir, "tk train", ctx))
             prepare_partial(work, recipe, resume, ctx, dataset)
             save_split(dataset, work / "split.json")
+            nonlocal logs
+            logs = RunLogs(recipe, work, resume, ctx)
 
         on_writer(member, start)
         say_device(policy, talk)
-        model, phases = _run_phases(recipe, dataset, base, work, talk, member)
+        model, phases = _run_phases(recipe, dataset, base, work, talk, member, logs)
         record = job_record(model, recipe, member, ctx)
         written: dict = {}
 
@@ -108,19 +112,28 @@ def train(
             final = local_copy(model) if member.multi else model  # evaluated and saved by process 0 alone
             written["metrics"] = evaluate(final, dataset, recipe, ctx)
             finish_run(recipe, dataset, final, written["metrics"], phases, work, record)
+            logs.finished(work, written["metrics"], ctx)
             written["archived"] = swap_into_place(work, run_dir)  # inside: under the lock
 
         on_writer(member, finish)
     except KeyboardInterrupt:
-        raise TkError(f"interrupted: {_resume_hint(recipe, work, member)}") from None
+        if logs is not None:
+            logs.failed(interrupted=True)
+        raise Interrupted(f"interrupted: {_resume_hint(recipe, work, member)}") from None
     except Exception as exc:  # a collective that failed because a peer went away: one line
         reason = member.lost_peer(exc)
         if reason is None:
             raise
+        if logs is not None:
+            logs.failed()
         raise TkError(
             f"{member.name}: another process of the job went away ({reason}), so this one stops too "
             f"(the others' own lines say why); {_resume_hint(recipe, work, member)}"
         ) from None
+    except BaseException:
+        if logs is not None:
+            logs.failed()
+        raise
     finally:
         scope.close()
         keras.mixed_precision.set_global_policy("float32")
@@ -187,14 +200,14 @@ def _synthesize(recipe: Recipe, ctx: Context) -> None:
         make_synthetic_dataset(root, synth.classes, synth.per_class, synth.size, seed=recipe.seed)
 
 
-def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Context, job: Job = SOLO):
+def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Context, job: Job = SOLO, logs=None):
     """Train phase by phase; returns the composed model with the best weights, and phase names."""
     spec = get_backbone(recipe.model.backbone)
     size, train = recipe.model.image_size, recipe.train
     head = build_head(tuple(base.output.shape[1:]), len(dataset.classes), recipe.model, spec.name)
     phases: list[str] = []
     if train.mode == "features":
-        fit.phase_features(recipe, dataset, base, head, spec.scaling, work / "phases" / "features", ctx, job)
+        fit.phase_features(recipe, dataset, base, head, spec.scaling, work / "phases" / "features", ctx, job, logs)
         phases.append("features")
         model = compose(base, head, size, spec.scaling, base_training=False)
     else:
@@ -213,6 +226,7 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Co
             train.learning_rate,
             ctx,
             job,
+            logs,
         )
         phases.append(train.mode)
     if train.fine_tune.epochs:
@@ -232,6 +246,7 @@ def _run_phases(recipe: Recipe, dataset: SplitDataset, base, work: Path, ctx: Co
             train.fine_tune.learning_rate,
             ctx,
             job,
+            logs,
         )
         phases.append("finetune")
     return model, phases

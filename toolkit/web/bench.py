@@ -110,6 +110,7 @@ def _job(web: dict, checkset, settings: BenchSettings, fixed_runs: bool, threads
     items = [
         {"file": m["file"], "runtime": m["runtime"]} for m in web["models"] if first or m["runtime"] != "mediapipe"
     ]
+    most = settings.runs if settings.runs is not None else settings.max_runs  # bench.runs null: adaptive natively too
     return {
         "mode": "bench",
         "items": items,
@@ -118,8 +119,8 @@ def _job(web: dict, checkset, settings: BenchSettings, fixed_runs: bool, threads
         "warmup": max(settings.warmup, 1),
         "runs": settings.runs if fixed_runs else None,
         "target_s": TARGET_S,
-        "min_runs": min(MIN_RUNS, settings.runs),
-        "max_runs": settings.runs,
+        "min_runs": min(MIN_RUNS, most),
+        "max_runs": most,
         "rounds": ROUNDS,
         "accuracy": True,
     }
