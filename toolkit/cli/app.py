@@ -503,6 +503,7 @@ def import_cmd(
         Path,
         typer.Option(
             "--data",
+            metavar="DIR",
             help="Class folders of images (or train/validation/test of them; one folder is split by fractions). "
             "With --labels: test images, in folders named by the labels.",
         ),
@@ -519,10 +520,14 @@ def import_cmd(
     labels: Annotated[
         Optional[Path],
         typer.Option(
-            "--labels", help="Class names, one a line, in the model's output order (default: sorted folder names)."
+            "--labels",
+            metavar="FILE",
+            help="Class names, one a line, in the model's output order (default: sorted folder names).",
         ),
     ] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: the model file's name).")] = None,
+    name: Annotated[
+        Optional[str], typer.Option("--name", metavar="NAME", help="Run name (default: the model file's name).")
+    ] = None,
     image_size: Annotated[
         Optional[str],
         typer.Option("--image-size", metavar="HxW", help="Input size, for a model that takes any size (e.g. 224x224)."),
