@@ -62,9 +62,11 @@ def test_bench_is_a_task_per_artifact_advanced_per_thread_setting(exported):
     progress = RecordingProgress()
     report = bench_run(run, TINY, only=["model_float32.tflite", "model_float16.tflite"], ctx=Context(progress=progress))
     assert len(report["rows"]) == 4
-    assert sorted(progress.summary()) == [
+    tests = report["rows"][0]["test_count"]
+    assert tests and sorted(progress.summary()) == [
         ("bench model_float16.tflite (threads 1,2)", 2, 2),
         ("bench model_float32.tflite (threads 1,2)", 2, 2),
+        (f"bench: decoding {tests} test images", tests, tests),  # once, for both artifacts
     ]
 
 

@@ -253,6 +253,7 @@ def _bench_locked(
     call = {"warmup": settings.warmup, "batch": settings.batch, "measured_at": created, "machine": label}
     with tempfile.TemporaryDirectory(prefix="tk-bench-") as scratch:
         pixels = decoded_test(paths, manifest, Path(scratch), ctx) if paths else None
+        pixels = paths if pixels is None and paths else pixels  # size unknown here: each child decodes
         rows = [
             row
             for entry in entries

@@ -84,9 +84,15 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _accuracy(predictor, pixels_file: str, labels: list[int], batch: int) -> float:
-    """Top-1 accuracy on the test images the parent decoded once for every artifact (uint8 .npy)."""
-    pixels = np.load(pixels_file, mmap_mode="r")
+def _accuracy(predictor, pixels_file: str | list[str], labels: list[int], batch: int) -> float:
+    """Top-1 accuracy on the test images the parent decoded once for every artifact (uint8 .npy),
+    or on image paths, decoded here at the model's own input size (a bare file's)."""
+    if isinstance(pixels_file, list):
+        from ..core.images import load_batch
+
+        pixels = load_batch(pixels_file, predictor.size)
+    else:
+        pixels = np.load(pixels_file, mmap_mode="r")
     step = max(batch, 32)
     probs = [predictor.predict(np.asarray(pixels[i : i + step], np.float32)) for i in range(0, len(pixels), step)]
     return float((np.concatenate(probs).argmax(axis=1) == np.asarray(labels)).mean())

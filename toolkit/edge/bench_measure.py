@@ -33,12 +33,14 @@ def measure_artifact(
     entry: dict[str, Any],
     settings: Any,  # bench.BenchSettings (bench imports this module)
     image: Optional[str],
-    pixels: Optional[Path],
+    pixels: Optional[Path | list[str]],
     labels: Optional[list[int]],
     call: dict[str, Any],
     ctx: Context,
 ) -> list[dict[str, Any]]:
-    """One row per thread count, each measured in a fresh process."""
+    """One row per thread count, each measured in a fresh process. `pixels` is the test images
+    decoded once (decoded_test), or their paths when the input size is known only to the model
+    (a bare file: its child decodes them at the size the model declares)."""
     file, rows = entry["file"], []
     verified = verified_accuracy(entry, labels, call["machine"])
     if verified is not None:
@@ -56,7 +58,9 @@ def measure_artifact(
             "batch": settings.batch,
             # Accuracy does not depend on threads (int8 too: tests/edge/test_bench.py checks it):
             # measured once per artifact, at its largest thread count (the quickest).
-            "test": [str(pixels), labels] if pixels is not None and threads == max(settings.threads) else None,
+            "test": [pixels if isinstance(pixels, list) else str(pixels), labels]
+            if pixels is not None and threads == max(settings.threads)
+            else None,
             "data_root": str(ctx.data_root) if ctx.data_root else None,
         }
         result = run_child(spec, settings.timeout_s)
