@@ -177,6 +177,8 @@ def test_every_shipped_recipe_loads(path):
             "export.onnx_int8_calibration: must be one of Percentile, MinMax",
         ),
         ({"verify": {"confident_margin": 1.5}}, "verify.confident_margin: must be in [0, 1) (got 1.5)"),
+        ({"export": {"int8_budget": {"max_latency_ratio": 0}}}, "export.int8_budget.max_latency_ratio: must be in (0"),
+        ({"export": {"int8_budget": {"max_latency_ratio": float("nan")}}}, "export.int8_budget.max_latency_ratio"),
         (
             {"verify": {"thresholds": {"int8": {"min_confident_agreement": 2}}}},
             "verify.thresholds.int8.min_confident_agreement: must be in [0.5, 1] (got 2.0)",

@@ -125,3 +125,64 @@ def test_when_nothing_meets_the_budget_plain_int8_is_kept_and_marked_failed(expo
     onnx_tries = artifacts["model_int8.onnx"]["int8_budget"]["tried"]
     assert [t["float_ops"] for t in onnx_tries] == [0, 1, 2]  # 1, then 2 groups float: the cap
     assert onnx_tries[2]["size_bytes"] > onnx_tries[0]["size_bytes"]
+
+
+def test_the_latency_cap_measures_the_variant_around_float32():
+    """A variant slower than max_latency_ratio x float32's p50 is over the cap; a fast one, or no cap, is not."""
+    import time
+    from types import SimpleNamespace
+
+    from toolkit.export.int8_budget import over_latency_cap
+
+    def sleeper(ms):
+        return lambda batch: time.sleep(ms / 1e3)
+
+    judge = SimpleNamespace(budget=SimpleNamespace(max_latency_ratio=0.9), images=np.zeros((2, 4, 4, 3), np.float32))
+    slow = over_latency_cap(judge, sleeper(4), sleeper(1))
+    assert slow and slow["over_latency_cap"] and slow["p50_ms"] > 0.9 * slow["float32_p50_ms"] > 0, slow
+    assert slow["max_latency_ratio"] == 0.9
+    assert over_latency_cap(judge, sleeper(0), sleeper(4)) is None
+    judge.budget.max_latency_ratio = None
+    assert over_latency_cap(judge, sleeper(4), sleeper(1)) is None
+
+
+@pytest.mark.parametrize(
+    "fmt, file, runtime, scripted",
+    [
+        # LiteRT's search is int8_gate's fallback: plain int8 fails it twice (converter, debugger), then
+        # the first variant with a float layer passes.
+        ("tflite", "model_int8.tflite", "LiteRT", ("toolkit.export.int8_gate", 2)),
+        # ONNX Runtime's: the budget's judge fails plain int8, then the first excluded group passes.
+        ("onnx", "model_int8.onnx", "ONNX Runtime", ("toolkit.export.int8_budget", 1)),
+    ],
+)
+def test_a_variant_that_meets_the_budget_but_is_not_faster_than_float32_is_refused(
+    exported_run, tmp_path, monkeypatch, fmt, file, runtime, scripted
+):
+    """The budget's verdicts are scripted (this easy model passes int8 outright); the cap is real and
+    set so low (1e-6 of float32's p50) that any variant with a float op is over it: plain int8 is
+    written, recorded as failed, with the refused variant's figures in `tried`, and said."""
+    import importlib
+
+    from toolkit.core.context import Context
+    from toolkit.export.exporter import export_run
+
+    module, fails = scripted
+    verdicts = iter([["scripted: plain int8 fails"]] * fails)
+    monkeypatch.setattr(importlib.import_module(module), "check", lambda result, threshold: next(verdicts, []))
+    run = Path(shutil.copytree(exported_run, tmp_path / exported_run.name))
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["export"].update(
+        int8_budget={"min_agreement": 0.9, "max_latency_ratio": 1e-6},
+        int8_fallback={"enabled": False, "max_size_ratio": 4.0},
+    )
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    said: list[str] = []
+    export_run(run, formats=[fmt], quantizations=["int8"], ctx=Context(say=said.append))
+    record = load_manifest(run)["artifacts"][file]["int8_budget"]
+    assert record["passed"] is False and record["float_ops"] == [], record
+    assert record["size_bytes"]["chosen"] == record["size_bytes"]["int8"]  # plain int8 was written
+    (refused,) = [t for t in record["tried"] if t.get("over_latency_cap")]
+    assert refused["p50_ms"] > 1e-6 * refused["float32_p50_ms"] > 0 and refused["max_latency_ratio"] == 1e-6
+    assert any(line.startswith(f"warning: int8 budget ({runtime}): the variant that meets") for line in said), said
+    assert any("no faster than float32; kept plain int8, marked failed" in line for line in said), said

@@ -182,11 +182,14 @@ class Int8BudgetSection:
     validation split (disjoint from the train images int8 calibrates on). With either set, each
     int8 artifact is the fastest variant found within it (export/int8_budget.py): LiteRT keeps layers
     float, ONNX Runtime excludes nodes, OpenVINO runs NNCF's accuracy control; within the size cap
-    of export.int8_fallback (max_size_ratio, max_float_layers). Nothing within it: plain int8,
-    recorded as failed."""
+    of export.int8_fallback (max_size_ratio, max_float_layers) and of max_latency_ratio. Nothing
+    within it: plain int8, recorded as failed."""
 
     max_accuracy_drop: Optional[float] = None
     min_agreement: Optional[float] = None
+    # A variant that keeps ops float must run at most this share of float32's quick p50, or it buys
+    # nothing float32 does not give (on a low-margin model the budget is met only near all-float).
+    max_latency_ratio: Optional[float] = 0.9
 
     @property
     def active(self) -> bool:
@@ -330,6 +333,11 @@ _RULES: list[tuple[str, Any, str]] = [
     ("verify.confident_margin", lambda v: 0 <= v < 1, "must be in [0, 1)"),
     ("export.int8_budget.max_accuracy_drop", lambda v: v is None or 0 <= v <= 1, "must be in [0, 1]"),
     ("export.int8_budget.min_agreement", lambda v: v is None or 0 <= v <= 1, "must be in [0, 1]"),
+    (
+        "export.int8_budget.max_latency_ratio",
+        lambda v: v is None or 0 < v <= 10,
+        "must be in (0, 10] (a share of float32's p50), or null for no cap",
+    ),
     ("data.source.max_bytes", lambda v: v is None or v > 0, "must be > 0"),
     ("data.source.max_members", lambda v: v is None or v > 0, "must be > 0"),
     ("bench.runs", lambda v: v is None or v > 0, "must be > 0 (or null: adaptive)"),

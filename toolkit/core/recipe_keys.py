@@ -77,6 +77,8 @@ MEANINGS: dict[str, str] = {
     "export.int8_budget.max_accuracy_drop": "int8 budget: at most this accuracy loss against the Keras model "
     "(validation split); the fastest int8 within it",
     "export.int8_budget.min_agreement": "int8 budget: at least this top-1 agreement with the Keras model",
+    "export.int8_budget.max_latency_ratio": "int8 budget: a variant with float ops must run within this share "
+    "of float32's p50 (null: no cap)",
     "export.int8_fallback.enabled": "keep the int8 .tflite's most sensitive layers float until it passes verify",
     "export.int8_fallback.max_float_layers": "int8 fallback: at most this many float layers (null: no limit)",
     "export.int8_fallback.max_size_ratio": "int8 fallback: largest model, as a multiple of the plain int8 file",

@@ -13,14 +13,16 @@ independent check. Per runtime, the variants are the runtime's own way of keepin
 
 Each variant's cost is recorded: which ops stayed float, size, a quick one-thread p50 against plain
 int8 and float32, agreement and accuracy delta, within export.int8_fallback's caps (max_size_ratio
-of the plain int8 file, max_float_layers ops).
+of the plain int8 file, max_float_layers ops) and the latency cap (export.int8_budget.
+max_latency_ratio of float32's p50): a variant that meets the budget only by running as slowly as
+float32 is refused, and plain int8 is kept, marked failed.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
@@ -103,6 +105,23 @@ def p50_ms(run: Callable[[np.ndarray], Any], image: np.ndarray) -> float:
     return round(float(np.median(times)) * 1e3, 3)
 
 
+def over_latency_cap(
+    judge: Judge, chosen: Callable[[np.ndarray], Any], float32: Callable[[np.ndarray], Any]
+) -> Optional[dict[str, Any]]:
+    """None when a variant that keeps ops float is fast enough (or there is no cap); else what was
+    measured, for its `tried` entry. Quick one-thread p50s, float32 timed between two of the variant's
+    so that a change of the machine's load in between weighs on both sides."""
+    ratio = judge.budget.max_latency_ratio
+    if ratio is None:
+        return None
+    image = judge.images[0]
+    first, reference, second = p50_ms(chosen, image), p50_ms(float32, image), p50_ms(chosen, image)
+    variant = min(first, second)
+    if variant <= ratio * reference:
+        return None
+    return {"over_latency_cap": True, "p50_ms": variant, "float32_p50_ms": reference, "max_latency_ratio": ratio}
+
+
 def summary(
     judge: Judge,
     variants: dict[str, tuple[Callable[[np.ndarray], np.ndarray], int]],
@@ -133,8 +152,17 @@ def say_result(job: "ExportJob", runtime: str, record: dict[str, Any]) -> None:
         f"{record['agreement']['chosen']:.1%}, accuracy {record['accuracy_delta']['chosen']:+.3f} on "
         f"{record['images']} {record['split']} images"
     )
+    slow = next((t for t in record["tried"] if t.get("over_latency_cap")), None)
+    slow_ops = slow.get("float_ops", slow.get("float_layers")) if slow else None
     if record["passed"]:
         job.ctx.say(f"int8 budget ({runtime}): met with {cost}")
+    elif slow:
+        job.ctx.say(
+            f"warning: int8 budget ({runtime}): the variant that meets export.int8_budget keeps "
+            f"{slow_ops} op(s) float and runs at p50 {slow['p50_ms']:.2f} ms against float32's "
+            f"{slow['float32_p50_ms']:.2f} ms (over max_latency_ratio {slow['max_latency_ratio']}): no faster "
+            f"than float32; kept plain int8, marked failed: {cost}"
+        )
     else:
         job.ctx.say(
             f"warning: int8 budget ({runtime}): no variant within export.int8_fallback's caps meets "
@@ -165,11 +193,16 @@ def tflite_within_budget(job: "ExportJob") -> tuple[bytes, dict[str, Any]]:
     for name, model in files.items():
         (work / f"{name}.tflite").write_bytes(model)
         variants[name] = (TFLiteModel(work / f"{name}.tflite", num_threads=1).run, len(model))
+    passed, float_layers = fallback["passed"], list(fallback["float_layers"])
+    slow = over_latency_cap(judge, variants["chosen"][0], variants["float32"][0]) if passed and float_layers else None
+    if slow:
+        fallback["tried"].append({"float_layers": len(float_layers), "size_bytes": len(chosen), **slow})
+        chosen, variants["chosen"], passed, float_layers = files["int8"], variants["int8"], False, []
     record = summary(
         judge,
         variants,
-        fallback["passed"],
-        list(fallback["float_layers"]),
+        passed,
+        float_layers,
         "TFLite QuantizationDebugger denylist (int8 float fallback), ranked by relative int8 error",
         fallback["tried"],
     )
@@ -272,6 +305,11 @@ def onnx_within_budget(job: "ExportJob", float_file: Path, out: Path, quantize: 
                 chosen, excluded = candidate, nodes
                 break
             k = limit if k < limit <= 2 * k else 2 * k
+    if chosen is not plain:
+        slow = over_latency_cap(judge, run(chosen), run(float_file))
+        if slow:
+            tried.append({"float_ops": len(excluded), "size_bytes": size_bytes(chosen), **slow})
+            chosen, excluded = plain, []
     record = summary(
         judge,
         {

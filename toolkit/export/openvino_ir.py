@@ -179,7 +179,7 @@ def openvino_within_budget(job: "ExportJob", ov_float) -> tuple[Any, dict[str, A
     so NNCF ranks the quantized ops by how much they change the outputs.
     """
     from ..edge.openvino import compile_config
-    from .int8_budget import judge_of, say_result, summary
+    from .int8_budget import judge_of, over_latency_cap, say_result, summary
 
     nncf = import_nncf()
     import openvino as ov
@@ -245,6 +245,10 @@ def openvino_within_budget(job: "ExportJob", ov_float) -> tuple[Any, dict[str, A
         tried.append({"float_ops": len(reverted), "size_bytes": weight_bytes(found), "passed": found_ok, **details})
         if tried[-1]["size_bytes"] > tried[0]["size_bytes"] * settings.max_size_ratio:
             tried[-1]["over_size_budget"] = found_ok = False
+        slow = over_latency_cap(judge, run(found), run(ov_float)) if found_ok and reverted else None
+        if slow:
+            tried[-1].update(slow)
+            found_ok = False
         if found_ok:
             chosen, float_ops, ok = found, reverted, True
     record = summary(
