@@ -40,9 +40,12 @@ lint: setup
 
 # -n 1: the suite runs in one pytest-xdist worker, so a native crash (a runtime's abort under memory
 # pressure) costs the test it happened in, not the run; the edge pass runs even if the first failed.
+# --basetemp: the edge pass reads the run the first pass exported; under /tmp/pytest-of-$USER another
+# pytest on the machine could rotate it away in between (pytest keeps its last 3 folders there).
 test: lint $(EDGE)/.installed
 	@rm -f .edge-run; status=0; \
-	TK_EDGE_RUN_OUT=$(CURDIR)/.edge-run $(BIN)/python -m pytest -q -n 1 || status=$$?; \
+	TK_EDGE_RUN_OUT=$(CURDIR)/.edge-run $(BIN)/python -m pytest -q -n 1 --basetemp=$(CURDIR)/.pytest-tmp \
+		|| status=$$?; \
 	if [ -s .edge-run ]; then TK_EDGE_RUN=$$(cat .edge-run) $(EDGE)/bin/python -m pytest -q -m edge \
 		-p no:cacheprovider tests/edge tests/web tests/core/test_formats.py tests/test_layout.py || status=$$?; else status=1; fi; \
 	exit $$status
@@ -52,4 +55,4 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not trains" tests/core tests/data tests/edge tests/test_layout.py
 
 clean:
-	rm -rf $(VENV) $(EDGE) .edge-run exported/*/ exported/.cache data/quickstart
+	rm -rf $(VENV) $(EDGE) .edge-run .pytest-tmp exported/*/ exported/.cache data/quickstart
