@@ -30,6 +30,9 @@ def test_after():
 
 def test_an_abort_fails_one_test_and_the_run_goes_on_to_its_summary(tmp_path):
     (tmp_path / "test_aborts.py").write_text(ABORTS)
+    # Its own rootdir: under `make test`'s --basetemp (inside the repository) pytest would otherwise
+    # take the repository's pyproject.toml as its config and name the test by a longer path.
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-n", "1", "-p", "no:cacheprovider", str(tmp_path)],
         capture_output=True,
