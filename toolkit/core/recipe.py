@@ -22,6 +22,7 @@ import yaml
 from .caps import SYNTH_MAX_PER_CLASS, SYNTH_MAX_SIZE
 from .errors import TkError, suggest
 from .formats import DEFAULT_FORMATS, EXPORT_FORMATS, QUANTIZATIONS, tolerance_kind
+from .limits import Threshold, VerifySection
 
 # The ONNX opsets tf2onnx 1.17 converts to (inclusive).
 ONNX_OPSETS = (9, 21)
@@ -214,20 +215,6 @@ class ExportSection:
     int8_budget: Int8BudgetSection = field(default_factory=Int8BudgetSection)
 
 
-@dataclass(frozen=True)
-class Threshold:
-    """Parity limits for one artifact kind; None means not checked. tk's own values are the table in
-    edge/parity.py (LIMITS); a recipe's verify.thresholds only overrides some of them."""
-
-    max_abs_diff: Optional[float] = None
-    min_agreement: Optional[float] = None
-    max_accuracy_drop: Optional[float] = None
-    # Agreement on the images where the reference is confident (top-1 margin >= verify.confident_margin):
-    # a flip on a 51/49 image is not the mistake a flip on a 90/10 one is. A recipe may gate on this
-    # instead of min_agreement (set min_agreement: null); by default both stay strict.
-    min_confident_agreement: Optional[float] = None
-
-
 # What a recipe may set each limit to. Outside these a check passes anything (an agreement of 50% on
 # two classes is a coin; probabilities never differ by more than 1), which is no check at all.
 LIMIT_RANGES = {
@@ -236,17 +223,6 @@ LIMIT_RANGES = {
     "max_accuracy_drop": (0.0, 0.5),
     "min_confident_agreement": (0.5, 1.0),
 }
-
-
-@dataclass(frozen=True)
-class VerifySection:
-    split: Literal["test", "validation"] = "test"
-    # Overrides of tk's limits, per kind (float32, float16, dynamic, int8) and key; null disables a
-    # key. What is not named keeps tk's value (edge/parity.py LIMITS): a recipe never sets a limit by
-    # leaving it out.
-    thresholds: dict[str, dict[str, Optional[float]]] = field(default_factory=dict)
-    # Top-1 minus top-2 probability of the reference at and above which an image counts as confident.
-    confident_margin: float = 0.2
 
 
 @dataclass(frozen=True)

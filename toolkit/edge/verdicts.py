@@ -18,7 +18,7 @@ from typing import Any, Optional
 from ..core import schemas
 from ..core.errors import TkError
 from ..core.io import sha256_file
-from ..core.recipe import Threshold, VerifySection
+from ..core.limits import Threshold, VerifySection
 from ..core.runs import MANIFEST, REFERENCE, SPLIT, load_manifest
 from .parity import check, kind_of, limits_dict, limits_for, split_digest
 
