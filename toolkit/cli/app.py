@@ -30,7 +30,10 @@ from . import common
 from .common import DEFAULT_RUNS, DataRoot, JsonOpt, RunArg, RunsDir, SetOpt, context, say, user_errors
 from .data import data_app
 from .explain import explain_app
+from .lines import version_line
 from .options import check_choices, comma_list, thread_counts
+from .predict import BY_DEST as PREDICT_OPTIONS
+from .predict import run as run_predict
 from .training import keys, layers, train
 
 EXIT_CODES = (
@@ -51,14 +54,8 @@ app.add_typer(explain_app, name="explain")
 
 
 def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            shown = version("tk-edge")
-        except PackageNotFoundError:  # run from a source tree without `pip install -e .`
-            from .. import __version__ as shown
-        typer.echo(f"tk {shown}")
+    if value:  # the console script answers a lone --version itself (cli/launch.py), the same line
+        typer.echo(version_line())
         raise typer.Exit()
 
 
@@ -77,6 +74,7 @@ app.command()(keys)
 app.command()(layers)
 
 
+_TOP_K, _THREADS = PREDICT_OPTIONS["top_k"], PREDICT_OPTIONS["threads"]
 MODEL_FILES = ", ".join(
     [suffixes(list(FORMATS), ", ")] + [f"a {n} folder" for n, f in FORMATS.items() if f.folder_marker]
 )
@@ -96,46 +94,18 @@ def predict(
         ),
     ],
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files or folders of images.")],
-    top_k: Annotated[int, typer.Option("--top-k", metavar="K", help="Labels to show per image.")] = 1,
+    # Flags, metavars, helps and defaults from cli/predict.py's table, which the console script's
+    # fast path parses too (tests/cli/test_launch.py checks that the two agree).
+    top_k: Annotated[int, typer.Option(_TOP_K.flag, metavar=_TOP_K.metavar, help=_TOP_K.help)] = _TOP_K.default,
     as_json: JsonOpt = False,
     threads: Annotated[
-        Optional[int],
-        typer.Option(metavar="N", help="Runtime threads (default: the runtime's own choice, all cores)."),
-    ] = None,
+        Optional[int], typer.Option(_THREADS.flag, metavar=_THREADS.metavar, help=_THREADS.help)
+    ] = _THREADS.default,
 ):
-    from ..core.io import json_text
-    from ..edge.predict import bad_files_line, format_prediction
-    from ..edge.predict import predict as run_predict
+    def tell(line: str) -> None:  # on stderr: stdout holds the predictions (or the JSON) only
+        common.err_console.print(line, style="yellow", markup=False, soft_wrap=True)
 
-    echo = None if as_json else (lambda p: say(format_prediction(p)))
-    bad: list[tuple[str, str]] = []
-
-    def skipped(file: str, why: str) -> None:  # reported as met, on stderr; the rest go on
-        bad.append((file, why))
-        if len(bad) > 1:  # the first one is named in the closing error line
-            common.err_console.print(f"skipped: {file}: {why}", style="yellow", markup=False, soft_wrap=True)
-
-    def note(text: str) -> None:  # on stderr: stdout holds the predictions (or the JSON) only
-        common.err_console.print(f"note: {text}", style="yellow", markup=False, soft_wrap=True)
-
-    from ..edge.verdicts import packed_warning
-
-    warning = packed_warning(artifact)
-    if warning:
-        common.err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
-    results = run_predict(
-        artifact,
-        images,
-        k=top_k,
-        threads=threads,
-        on_prediction=echo,
-        on_bad=skipped,
-        on_note=note,
-    )
-    if as_json:
-        say(json_text([p.to_json() for p in results]))
-    if bad:  # exit 1: a script must not take a partial answer for a whole one
-        raise TkError(bad_files_line(bad, len(results)))
+    run_predict(artifact, images, top_k=top_k, as_json=as_json, threads=threads, say=say, tell=tell)
 
 
 @app.command(
