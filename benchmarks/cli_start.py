@@ -100,6 +100,19 @@ def rounds(commands: dict[str, tuple[list[str], dict]], runs: int) -> dict[str, 
     return results
 
 
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def machine() -> str:
+    """The CPU's model name and the SIMD flags that decide the runtimes' kernels (Linux)."""
+    text = Path("/proc/cpuinfo").read_text()
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    shown = " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile"))
+    return f"{name}, {os.cpu_count()} cores, {shown}; Python {sys.version.split()[0]}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path)
@@ -123,7 +136,10 @@ def main() -> None:
         commands[f"{label}tk --version"] = tk(tree, entry, ["--version"])
         commands[f"{label}tk --help"] = tk(tree, entry, ["--help"])
 
+    print(machine())
+    print(f"load average before: {load()}")
     results = rounds(commands, opts.runs)
+    print(f"load average after: {load()}")
     print(f"{opts.runs} rounds; median (min-max) seconds")
     print(f"{'command':<22} {'wall':>22} {'cpu':>22}")
     for name, rows in results.items():
@@ -132,7 +148,8 @@ def main() -> None:
             f"{name:<22} {statistics.median(walls):>8.3f} ({min(walls):.3f}-{max(walls):.3f})"
             f" {statistics.median(cpus):>8.3f} ({min(cpus):.3f}-{max(cpus):.3f})"
         )
-    pairs = [("tk predict", "minimal")] + [(f"{t}", f"before {t}") for t in ("tk predict", "tk --version", "tk --help")]
+    pairs = [("tk predict", "minimal"), ("before tk predict", "minimal")]
+    pairs += [(t, f"before {t}") for t in ("tk predict", "tk --version", "tk --help")]
     print("paired ratios, median of per-round ratios (wall, cpu)")
     for a, b in pairs:
         if a in results and b in results:
