@@ -1,5 +1,6 @@
-"""What the device path imports when a user runs it: `tk predict` on a .tflite and a .onnx through
-the console script, in a fresh process, with the modules loaded at exit written down.
+"""What the device path imports when a user runs it: `tk predict` on a .tflite and a .onnx,
+`tk verify BUNDLE` and `tk bench` on a bundle's model, each through the console script in a fresh
+process (not a terminal: no progress bars), with the modules loaded at exit written down.
 
 Typer, click, rich and pydantic (Typer coerces parameters through it) cost more than a whole
 one-image prediction; the recipe machinery (YAML) and TensorFlow have no place on a device. A new
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ from typer.testing import CliRunner
 
 from toolkit.cli.app import app
 from toolkit.core.runs import load_split
+from toolkit.edge.pack import pack
 
 pytestmark = pytest.mark.edge
 
@@ -41,9 +44,17 @@ def run_tk(args: list[str], modules: Path) -> subprocess.CompletedProcess:
     )
 
 
-def forbidden_in(modules: Path) -> list[str]:
+def forbidden_in(modules: Path, allowed: tuple[str, ...] = ()) -> list[str]:
     loaded = json.loads(modules.read_text())
-    return [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
+    banned = [f for f in FORBIDDEN if f not in allowed]
+    return [m for m in loaded if any(m == f or m.startswith(f + ".") for f in banned)]
+
+
+@pytest.fixture(scope="module")
+def packed(device_run, tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("device") / "bundle"
+    pack(device_run, target, samples=6)
+    return target
 
 
 @pytest.mark.parametrize("artifact", ["model_float32.tflite", "model.onnx"])
@@ -70,3 +81,17 @@ def test_version_imports_nothing_of_the_cli_framework(tmp_path):
     proc = run_tk(["--version"], tmp_path / "modules.json")
     assert proc.returncode == 0 and proc.stdout.startswith("tk ")
     assert forbidden_in(tmp_path / "modules.json") == []
+
+
+def test_verify_bundle_and_bench_import_no_cli_framework_no_recipe(packed, tmp_path):
+    bundle = Path(shutil.copytree(packed, tmp_path / "bundle"))
+    proc = run_tk(["verify", str(bundle)], tmp_path / "verify.json")
+    assert proc.returncode == 0, proc.stderr
+    assert "✓ model_float32.tflite (float32)" in proc.stdout
+    assert forbidden_in(tmp_path / "verify.json") == []
+
+    args = ["bench", str(bundle / "model_float32.tflite"), "--threads", "1", "--runs", "2", "--warmup", "0"]
+    proc = run_tk([*args, "--batch", "2"], tmp_path / "bench.json")
+    assert proc.returncode == 0, proc.stderr
+    assert "model_float32.tflite" in proc.stdout and "device parity on this machine" in proc.stdout
+    assert forbidden_in(tmp_path / "bench.json", allowed=("rich",)) == []  # rich draws the table

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -15,8 +14,9 @@ import typer
 from rich.console import Console
 
 from ..core.context import Context, silent
+from .argtable import DATA_ROOT, DEFAULT_RUNS, JSON, RUNS_DIR  # noqa: F401 (DEFAULT_RUNS: the commands')
 from .helpfmt import show_metavars_not_types
-from .lines import JSON_HELP, guarded
+from .lines import guarded
 from .progress import live_console, progress_for
 
 # TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user: importing
@@ -67,19 +67,11 @@ RunArg = Annotated[
     Optional[str],
     typer.Argument(metavar="[RUN]", help="Run folder, recipe file or run name (default: the latest run)."),
 ]
-RunsDir = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Where run folders live.")]
-DEFAULT_RUNS = Path(os.environ.get("TK_RUNS_DIR", "exported"))
-DataRoot = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--data-root",
-        metavar="DIR",
-        help="The dataset folder on this machine, if it moved since training (default: the root split.json records).",
-    ),
-]
-# One --json for every command: strict JSON on stdout and nothing else; the exit code is what it
-# would be without it (a failed check still exits 1, after printing the JSON that says why).
-JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+# --runs-dir, --data-root and --json: declared once in argtable.py, where the device commands'
+# tables (read without Typer) take them too.
+RunsDir = Annotated[Path, typer.Option(RUNS_DIR.flag, metavar=RUNS_DIR.metavar, help=RUNS_DIR.help)]
+DataRoot = Annotated[Optional[Path], typer.Option(DATA_ROOT.flag, metavar=DATA_ROOT.metavar, help=DATA_ROOT.help)]
+JsonOpt = Annotated[bool, typer.Option(JSON.flag, help=JSON.help)]
 SetOpt = Annotated[
     Optional[list[str]],
     typer.Option(

@@ -17,8 +17,6 @@ from ..core.errors import TkError, fault_line
 from ..core.interrupts import Terminated, sigterm_as_interrupt
 
 _COLOURS = {"red": "31", "yellow": "33"}
-# Every command's --json (common.JsonOpt, and the fast path's table in cli/predict.py).
-JSON_HELP = "Print the result as JSON and nothing else on stdout; exit codes unchanged."
 
 
 def version_line() -> str:
