@@ -2,7 +2,7 @@
 `tk --version` / `tk --help`, each a fresh process as a user runs it.
 
     python benchmarks/cli_start.py MODEL.tflite|MODEL.onnx IMAGE [--runs 7] [--tree DIR] [--entry M:F]
-        [--before-tree DIR --before-entry M:F]
+        [--before-tree DIR --before-entry M:F] [--bundle DIR]
 
 Every command runs as the console script would (`from M import F; sys.exit(F())`, argv[0] = tk)
 with PYTHONPATH=the tree, so a source tree is measured without installing it (--before-tree: an
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--entry", default="toolkit.cli.launch:main", help="the console script's module:function")
     parser.add_argument("--before-tree", type=Path)
     parser.add_argument("--before-entry", default="toolkit.cli.app:app")
+    parser.add_argument("--bundle", type=Path, help="also tk verify BUNDLE (a scratch copy: it writes to it)")
     opts = parser.parse_args()
 
     model, image = str(opts.model.resolve()), str(opts.image.resolve())
@@ -133,6 +134,9 @@ def main() -> None:
     for label, (tree, entry) in trees.items():
         commands[f"{label}tk predict"] = tk(tree, entry, ["predict", model, image])
     for label, (tree, entry) in trees.items():
+        if opts.bundle:
+            commands[f"{label}tk verify BUNDLE"] = tk(tree, entry, ["verify", str(opts.bundle.resolve())])
+    for label, (tree, entry) in trees.items():
         commands[f"{label}tk --version"] = tk(tree, entry, ["--version"])
         commands[f"{label}tk --help"] = tk(tree, entry, ["--help"])
 
@@ -141,21 +145,21 @@ def main() -> None:
     results = rounds(commands, opts.runs)
     print(f"load average after: {load()}")
     print(f"{opts.runs} rounds; median (min-max) seconds")
-    print(f"{'command':<22} {'wall':>22} {'cpu':>22}")
+    print(f"{'command':<24} {'wall':>22} {'cpu':>22}")
     for name, rows in results.items():
         walls, cpus = [w for w, _ in rows], [c for _, c in rows]
         print(
-            f"{name:<22} {statistics.median(walls):>8.3f} ({min(walls):.3f}-{max(walls):.3f})"
+            f"{name:<24} {statistics.median(walls):>8.3f} ({min(walls):.3f}-{max(walls):.3f})"
             f" {statistics.median(cpus):>8.3f} ({min(cpus):.3f}-{max(cpus):.3f})"
         )
     pairs = [("tk predict", "minimal"), ("before tk predict", "minimal")]
-    pairs += [(t, f"before {t}") for t in ("tk predict", "tk --version", "tk --help")]
+    pairs += [(t, f"before {t}") for t in ("tk predict", "tk verify BUNDLE", "tk --version", "tk --help")]
     print("paired ratios, median of per-round ratios (wall, cpu)")
     for a, b in pairs:
         if a in results and b in results:
             walls = [x[0] / y[0] for x, y in zip(results[a], results[b], strict=True)]
             cpus = [x[1] / y[1] for x, y in zip(results[a], results[b], strict=True)]
-            print(f"{a + ' / ' + b:<40} {statistics.median(walls):6.2f} {statistics.median(cpus):6.2f}")
+            print(f"{a + ' / ' + b:<44} {statistics.median(walls):6.2f} {statistics.median(cpus):6.2f}")
 
 
 if __name__ == "__main__":
