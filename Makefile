@@ -47,7 +47,7 @@ test: lint $(EDGE)/.installed
 	TK_EDGE_RUN_OUT=$(CURDIR)/.edge-run $(BIN)/python -m pytest -q -n 1 --basetemp=$(CURDIR)/.pytest-tmp \
 		|| status=$$?; \
 	if [ -s .edge-run ]; then TK_EDGE_RUN=$$(cat .edge-run) $(EDGE)/bin/python -m pytest -q -m edge \
-		-p no:cacheprovider tests/edge tests/web tests/core/test_formats.py tests/test_layout.py || status=$$?; else status=1; fi; \
+		-p no:cacheprovider tests/edge tests/web tests/core/test_formats.py tests/test_layout.py tests/cli/test_launch.py || status=$$?; else status=1; fi; \
 	exit $$status
 
 # core, data, the layout rules and the device unit tests: every test that trains nothing (< 30 s).

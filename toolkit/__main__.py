@@ -1,5 +1,7 @@
 """`python -m toolkit` is `tk` (useful where the console script is not on PATH)."""
 
-from toolkit.cli.app import app
+import sys
 
-app(prog_name="tk")
+from toolkit.cli.launch import main
+
+sys.exit(main())

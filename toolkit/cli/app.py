@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from ..core import quiet
 from ..core.errors import TkError
@@ -26,11 +25,14 @@ from ..core.formats import (
     QUANTIZATIONS,
     suffixes,
 )
-from . import common
+from . import common, device
+from .argtable import Table
 from .common import DEFAULT_RUNS, DataRoot, JsonOpt, RunArg, RunsDir, SetOpt, context, say, user_errors
 from .data import data_app
+from .device import BENCH, PREDICT, VERIFY
 from .explain import explain_app
-from .options import check_choices, comma_list, thread_counts
+from .lines import version_line
+from .options import check_choices, comma_list
 from .training import keys, layers, train
 
 EXIT_CODES = (
@@ -51,14 +53,8 @@ app.add_typer(explain_app, name="explain")
 
 
 def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            shown = version("tk-edge")
-        except PackageNotFoundError:  # run from a source tree without `pip install -e .`
-            from .. import __version__ as shown
-        typer.echo(f"tk {shown}")
+    if value:  # the console script answers a lone --version itself (cli/launch.py), the same line
+        typer.echo(version_line())
         raise typer.Exit()
 
 
@@ -75,6 +71,12 @@ def main(
 app.command()(train)
 app.command()(keys)
 app.command()(layers)
+
+
+def _option(table: Table, dest: str):
+    """The typer.Option of a device command's option: flag, metavar and help from its table."""
+    option = table[dest]
+    return typer.Option(option.flag, metavar=option.metavar, help=option.help)
 
 
 MODEL_FILES = ", ".join(
@@ -96,46 +98,16 @@ def predict(
         ),
     ],
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files or folders of images.")],
-    top_k: Annotated[int, typer.Option("--top-k", metavar="K", help="Labels to show per image.")] = 1,
+    # Flags, metavars, helps and defaults from device.py's table, which the console script's fast
+    # path parses too (tests/cli/test_launch.py checks that the two agree).
+    top_k: Annotated[int, _option(PREDICT, "top_k")] = PREDICT["top_k"].default,
     as_json: JsonOpt = False,
-    threads: Annotated[
-        Optional[int],
-        typer.Option(metavar="N", help="Runtime threads (default: the runtime's own choice, all cores)."),
-    ] = None,
+    threads: Annotated[Optional[int], _option(PREDICT, "threads")] = None,
 ):
-    from ..core.io import json_text
-    from ..edge.predict import bad_files_line, format_prediction
-    from ..edge.predict import predict as run_predict
+    def tell(line: str) -> None:  # on stderr: stdout holds the predictions (or the JSON) only
+        common.err_console.print(line, style="yellow", markup=False, soft_wrap=True)
 
-    echo = None if as_json else (lambda p: say(format_prediction(p)))
-    bad: list[tuple[str, str]] = []
-
-    def skipped(file: str, why: str) -> None:  # reported as met, on stderr; the rest go on
-        bad.append((file, why))
-        if len(bad) > 1:  # the first one is named in the closing error line
-            common.err_console.print(f"skipped: {file}: {why}", style="yellow", markup=False, soft_wrap=True)
-
-    def note(text: str) -> None:  # on stderr: stdout holds the predictions (or the JSON) only
-        common.err_console.print(f"note: {text}", style="yellow", markup=False, soft_wrap=True)
-
-    from ..edge.verdicts import packed_warning
-
-    warning = packed_warning(artifact)
-    if warning:
-        common.err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
-    results = run_predict(
-        artifact,
-        images,
-        k=top_k,
-        threads=threads,
-        on_prediction=echo,
-        on_bad=skipped,
-        on_note=note,
-    )
-    if as_json:
-        say(json_text([p.to_json() for p in results]))
-    if bad:  # exit 1: a script must not take a partial answer for a whole one
-        raise TkError(bad_files_line(bad, len(results)))
+    device.predict(artifact, images, top_k=top_k, as_json=as_json, threads=threads, say=say, tell=tell)
 
 
 @app.command(
@@ -214,25 +186,11 @@ def verify(
             "its check set runs here, with this machine's runtime (no TensorFlow needed).",
         ),
     ] = None,
-    artifacts: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--artifact",
-            metavar="FILE[,FILE...]",
-            help="Only these artifact files, e.g. model_int8.tflite (default: every exported artifact).",
-        ),
-    ] = None,
+    artifacts: Annotated[Optional[list[str]], _option(VERIFY, "artifacts")] = None,
     as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
-    web: Annotated[
-        bool,
-        typer.Option(
-            "--web",
-            help="RUN is a tk pack --web bundle: run its models in headless Chromium over its check set "
-            "(recorded as target 'browser' in device_parity.json).",
-        ),
-    ] = False,
+    web: Annotated[bool, _option(VERIFY, "web")] = False,
 ):
     """Check every exported artifact predicts what the trained Keras model predicts (exit 1 if not).
 
@@ -249,16 +207,7 @@ def verify(
     with context(as_json, data_root) as ctx:  # one ✓/✗ line per artifact, with its numbers and failures
         run_dir = resolve_run(run, runs_dir, ctx)
         if is_bundle(run_dir):  # the device path: base install, no TensorFlow imported
-            from ..edge.device_verify import raise_on_failure as device_failure
-            from ..edge.device_verify import verify_bundle
-
-            if artifacts or data_root:
-                raise TkError("--artifact/--data-root: not for a bundle; tk verify BUNDLE checks every packed artifact")
-            report = verify_bundle(run_dir, ctx=ctx)
-            if as_json:
-                say(json_text(report))
-            device_failure(report)
-            return
+            return device.verify_bundle(run_dir, artifacts, as_json, data_root, ctx, say)
         quiet.import_tensorflow_quietly()
         from ..export.verify import raise_on_failure, verify_run
 
@@ -293,17 +242,6 @@ def _verify_web(bundle: Optional[str], artifacts: Optional[list[str]], as_json: 
         say(f"all {len(report['artifacts'])} models match the reference in {report['runtime']}; wrote {report['file']}")
 
 
-def _bench_web(targets, given, fixed_runs, max_latency_ms, min_accuracy, ctx):
-    from ..edge.bench import settings_for
-    from ..web.bench import bench_web
-
-    if len(targets or []) != 1:
-        raise TkError("tk bench --web: name one bundle folder (tk bench BUNDLE --web)")
-    bundle = Path(targets[0])
-    settings = settings_for(bundle, **given)
-    return bench_web(bundle, settings, fixed_runs, given["threads"], max_latency_ms, min_accuracy, ctx)
-
-
 @app.command()
 @user_errors
 def bench(
@@ -314,96 +252,37 @@ def bench(
             help="Run folders, recipes, run names or artifact files (default: the latest run).",
         ),
     ] = None,
-    threads: Annotated[
-        Optional[list[str]],
-        typer.Option(metavar="N[,N...]", help="Thread counts (default: the recipe's bench.threads, else 1,2)."),
-    ] = None,
-    runs: Annotated[
-        Optional[int],
-        typer.Option(
-            metavar="N",
-            help="Timed batch-1 predictions per artifact and thread count (default: the recipe's bench.runs, "
-            "else adaptive: until the p50 is known to 2%, 20..300 runs).",
-        ),
-    ] = None,
-    warmup: Annotated[
-        Optional[int],
-        typer.Option(metavar="N", help="Untimed predictions before timing (default: the recipe's bench.warmup)."),
-    ] = None,
-    batch: Annotated[
-        Optional[int],
-        typer.Option(metavar="N", help="Batch size for the throughput figure (default: the recipe's bench.batch)."),
-    ] = None,
-    formats: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--format",
-            metavar="FORMAT[,FORMAT...]",
-            help=f"Only these formats, or all (default: the device formats, {suffixes(DEVICE_FORMATS)}; all adds "
-            "model.keras and saved_model).",
-        ),
-    ] = None,
-    max_latency_ms: Annotated[
-        Optional[float], typer.Option("--max-latency-ms", metavar="MS", help="Ship limit: batch-1 p50 latency.")
-    ] = None,
-    min_accuracy: Annotated[
-        Optional[float], typer.Option("--min-accuracy", metavar="FRACTION", help="Ship limit: test accuracy (0..1).")
-    ] = None,
+    threads: Annotated[Optional[list[str]], _option(BENCH, "threads")] = None,
+    runs: Annotated[Optional[int], _option(BENCH, "runs")] = None,
+    warmup: Annotated[Optional[int], _option(BENCH, "warmup")] = None,
+    batch: Annotated[Optional[int], _option(BENCH, "batch")] = None,
+    formats: Annotated[Optional[list[str]], _option(BENCH, "formats")] = None,
+    max_latency_ms: Annotated[Optional[float], _option(BENCH, "max_latency_ms")] = None,
+    min_accuracy: Annotated[Optional[float], _option(BENCH, "min_accuracy")] = None,
     as_json: JsonOpt = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: DataRoot = None,
-    web: Annotated[
-        bool,
-        typer.Option(
-            "--web",
-            help="TARGET is a tk pack --web bundle: latency of its models in headless Chromium, native "
-            "latency interleaved, and their ratio (adaptive runs unless --runs).",
-        ),
-    ] = False,
+    web: Annotated[bool, _option(BENCH, "web")] = False,
 ):
     """Size, cold start, peak memory, latency p50/p90/p99, throughput and accuracy per artifact.
 
     --json prints bench.json's content (one object per run) instead of the table.
     """
-    from ..core.io import json_text
-    from ..edge.bench import bench_targets, machine_label
-    from ..edge.machine import flags_text
-    from .render import rows_table, ship_line
-
-    chosen = check_choices("--format", comma_list(formats), FORMATS)
-    given = {
-        "threads": thread_counts(threads),
-        "runs": runs,
-        "warmup": warmup,
-        "batch": batch,
-        "formats": tuple(chosen) if chosen else None,
-    }
-    with context(as_json, data_root) as ctx:
-        if web:
-            result = _bench_web(targets, given, runs is not None, max_latency_ms, min_accuracy, ctx)
-        else:
-            result = bench_targets(targets or [], runs_dir, given, max_latency_ms, min_accuracy, ctx)
-            from ..train.tracking import log_bench  # no Keras: the device install benches too
-
-            for run_dir, report in zip(result["runs"], result["reports"], strict=True):
-                log_bench(run_dir, report, ctx)
-    reports = result["reports"]
-    if as_json:
-        say(json_text(reports if len(reports) > 1 else reports[0]))
-        return
-    # A pipe gets 120 columns (rich would fold the table to 80; browser rows' machine tag and ratio
-    # need 170); a terminal keeps its width.
-    out = common.console if common.console.is_terminal else Console(width=170 if web else 120, highlight=False)
-    for report in reports:
-        several = len({r["machine"] for r in report["rows"]}) > 1
-        where = "" if several else f" on {machine_label(report['machine'])}, {flags_text(report['machine'])}"
-        out.print(
-            rows_table(report["rows"], title=f"{report['run']}{where}: {report['description']}", machine_column=several)
-        )
-        for note in report["notes"]:
-            say(f"note: {note}")
-    if result["ship"] is not None:
-        say(ship_line(result["ship"]))
+    device.bench(
+        targets,
+        threads,
+        runs,
+        warmup,
+        batch,
+        formats,
+        max_latency_ms,
+        min_accuracy,
+        as_json,
+        runs_dir,
+        data_root,
+        web,
+        say,
+    )
 
 
 @app.command("pack")

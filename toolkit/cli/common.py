@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -15,9 +14,9 @@ import typer
 from rich.console import Console
 
 from ..core.context import Context, silent
-from ..core.errors import TkError, fault_line
-from ..core.interrupts import Terminated, sigterm_as_interrupt
+from .argtable import DATA_ROOT, DEFAULT_RUNS, JSON, RUNS_DIR  # noqa: F401 (DEFAULT_RUNS: the commands')
 from .helpfmt import show_metavars_not_types
+from .lines import guarded
 from .progress import live_console, progress_for
 
 # TensorFlow's C++ logs (cuInit probes, graph attributes) are noise for a CLI user: importing
@@ -50,21 +49,16 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            with sigterm_as_interrupt():
-                return fn(*args, **kwargs)
-        except Terminated:
-            err_console.print("error: stopped by SIGTERM (its temporary files removed)", style="red", markup=False)
-            raise typer.Exit(143) from None
-        except TkError as exc:
-            err_console.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        except OSError as exc:  # only disk full / read-only / permission: anything else is a bug
-            line = fault_line(exc)
-            if line is None:
-                raise
-            err_console.print(f"error: {line}", style="red", markup=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+        result = None
+
+        def call() -> None:
+            nonlocal result
+            result = fn(*args, **kwargs)
+
+        code = guarded(call, lambda line: err_console.print(line, style="red", markup=False, soft_wrap=True))
+        if code:
+            raise typer.Exit(code)
+        return result
 
     return wrapper
 
@@ -73,21 +67,11 @@ RunArg = Annotated[
     Optional[str],
     typer.Argument(metavar="[RUN]", help="Run folder, recipe file or run name (default: the latest run)."),
 ]
-RunsDir = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Where run folders live.")]
-DEFAULT_RUNS = Path(os.environ.get("TK_RUNS_DIR", "exported"))
-DataRoot = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--data-root",
-        metavar="DIR",
-        help="The dataset folder on this machine, if it moved since training (default: the root split.json records).",
-    ),
-]
-# One --json for every command: strict JSON on stdout and nothing else; the exit code is what it
-# would be without it (a failed check still exits 1, after printing the JSON that says why).
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print the result as JSON and nothing else on stdout; exit codes unchanged.")
-]
+# --runs-dir, --data-root and --json: declared once in argtable.py, where the device commands'
+# tables (read without Typer) take them too.
+RunsDir = Annotated[Path, typer.Option(RUNS_DIR.flag, metavar=RUNS_DIR.metavar, help=RUNS_DIR.help)]
+DataRoot = Annotated[Optional[Path], typer.Option(DATA_ROOT.flag, metavar=DATA_ROOT.metavar, help=DATA_ROOT.help)]
+JsonOpt = Annotated[bool, typer.Option(JSON.flag, help=JSON.help)]
 SetOpt = Annotated[
     Optional[list[str]],
     typer.Option(

@@ -6,7 +6,6 @@ it; the CLI prints it as one line and exits 1. Any other exception is a bug and 
 
 from __future__ import annotations
 
-import difflib
 import errno
 import os
 from typing import Callable, Iterable
@@ -29,6 +28,8 @@ class Interrupted(TkError):
 
 def suggest(word: str, choices: Iterable[str], n: int = 1) -> str:
     """' (did you mean 'x'?)' for the closest choice (or the n closest), '' when nothing is close."""
+    import difflib  # only when a typo is met: every tk command imports this module
+
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=n)
     if not close:
         return ""

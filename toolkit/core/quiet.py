@@ -14,7 +14,6 @@ Standard library only.
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
 import os
 import sys
 from typing import Iterator
@@ -44,7 +43,9 @@ def silenced_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-class _QuietLoader(importlib.abc.Loader):
+# The import protocol is duck-typed: no importlib.abc base classes, whose import (importlib.resources,
+# tempfile) costs ~10 ms at every start of tk, a third of the device CLI's budget over a bare script.
+class _QuietLoader:
     """The real loader of `tensorflow`, run with fd 2 silenced."""
 
     def __init__(self, loader):
@@ -59,7 +60,7 @@ class _QuietLoader(importlib.abc.Loader):
             self.loader.exec_module(module)
 
 
-class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+class _QuietTensorFlowImport:
     """Finds `tensorflow` through the finders after it (so a test's import blocker still wins)
     and wraps its loader; removes itself once it has done so."""
 

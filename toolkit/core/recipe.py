@@ -10,9 +10,6 @@ This module must stay importable without TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
@@ -21,7 +18,9 @@ import yaml
 
 from .caps import SYNTH_MAX_PER_CLASS, SYNTH_MAX_SIZE
 from .errors import TkError, suggest
-from .formats import DEFAULT_FORMATS, EXPORT_FORMATS, QUANTIZATIONS, tolerance_kind
+from .formats import DEFAULT_FORMATS, EXPORT_FORMATS, QUANTIZATIONS
+from .sections import BenchSection, Threshold, VerifySection, check_verify  # noqa: F401 (Threshold: the recipe's)
+from .typed import build, show
 
 # The ONNX opsets tf2onnx 1.17 converts to (inclusive).
 ONNX_OPSETS = (9, 21)
@@ -218,55 +217,6 @@ class ExportSection:
 
 
 @dataclass(frozen=True)
-class Threshold:
-    """Parity limits for one artifact kind; None means not checked. tk's own values are the table in
-    edge/parity.py (LIMITS); a recipe's verify.thresholds only overrides some of them."""
-
-    max_abs_diff: Optional[float] = None
-    min_agreement: Optional[float] = None
-    max_accuracy_drop: Optional[float] = None
-    # Agreement on the images where the reference is confident (top-1 margin >= verify.confident_margin):
-    # a flip on a 51/49 image is not the mistake a flip on a 90/10 one is. A recipe may gate on this
-    # instead of min_agreement (set min_agreement: null); by default both stay strict.
-    min_confident_agreement: Optional[float] = None
-
-
-# What a recipe may set each limit to. Outside these a check passes anything (an agreement of 50% on
-# two classes is a coin; probabilities never differ by more than 1), which is no check at all.
-LIMIT_RANGES = {
-    "max_abs_diff": (0.0, 0.5),
-    "min_agreement": (0.5, 1.0),
-    "max_accuracy_drop": (0.0, 0.5),
-    "min_confident_agreement": (0.5, 1.0),
-}
-
-
-@dataclass(frozen=True)
-class VerifySection:
-    split: Literal["test", "validation"] = "test"
-    # Overrides of tk's limits, per kind (float32, float16, dynamic, int8) and key; null disables a
-    # key. What is not named keeps tk's value (edge/parity.py LIMITS): a recipe never sets a limit by
-    # leaving it out.
-    thresholds: dict[str, dict[str, Optional[float]]] = field(default_factory=dict)
-    # Top-1 minus top-2 probability of the reference at and above which an image counts as confident.
-    confident_margin: float = 0.2
-
-
-@dataclass(frozen=True)
-class BenchSection:
-    threads: tuple[int, ...] = (1, 2)
-    # null: adaptive, timed until the p50's 95% confidence interval is within `precision` of it
-    # (min_runs..max_runs, edge/timing.py); N: exactly N runs. A fixed 300 (the old default) took
-    # 9 s a row for MobileNetV2 and still moved 10% between benches on a shared 2-core VM.
-    runs: Optional[int] = None
-    min_runs: int = 20
-    max_runs: int = 300
-    precision: float = 0.02
-    warmup: int = 5
-    batch: int = 8
-
-
-@dataclass(frozen=True)
 class LogSection:
     """Training logs: TensorBoard event files in RUN/logs/ (every backend); MLflow when asked."""
 
@@ -438,7 +388,7 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     raw = _with_short_forms({k: v for k, v in raw.items() if k != "source_path"})
-    recipe = _build(Recipe, raw, "")
+    recipe = build(Recipe, raw, "")
     _check_rules(recipe)
     return recipe
 
@@ -464,11 +414,11 @@ def _check_rules(recipe: Recipe) -> None:
         if value is None and key.startswith("data.synth"):
             continue
         if not ok(value):
-            raise TkError(f"{key}: {requirement} (got {_show(value)})")
+            raise TkError(f"{key}: {requirement} (got {show(value)})")
     split = recipe.data.split
     parts = (split.train, split.validation, split.test)
     if any(p < 0 for p in parts) or split.train <= 0 or abs(sum(parts) - 1) > 1e-6:
-        raise TkError(f"data.split: fractions must be >= 0, train > 0, and sum to 1 (got {_show(parts)})")
+        raise TkError(f"data.split: fractions must be >= 0, train > 0, and sum to 1 (got {show(parts)})")
     ft = recipe.train.fine_tune
     if ft.unfreeze_from and ft.unfreeze_last:
         raise TkError("train.fine_tune: give unfreeze_from or unfreeze_last, not both")
@@ -511,115 +461,6 @@ def _check_rules(recipe: Recipe) -> None:
     if problem:
         shown = recipe.name if len(recipe.name) <= 60 else recipe.name[:57] + "..."
         raise TkError(f"name: {problem}; choose another name for the recipe (got {shown!r})")
-
-
-def check_verify(section: VerifySection, where: str = "verify") -> None:
-    """verify.thresholds overrides: known kinds and keys, finite values in LIMIT_RANGES, and never an
-    override that leaves a kind without an agreement check (fail closed: no check is no pass)."""
-    kinds = [tolerance_kind(q) for q in QUANTIZATIONS]
-    keys = [f.name for f in dataclasses.fields(Threshold)]
-    for kind, given in section.thresholds.items():
-        if kind not in kinds:
-            raise TkError(
-                f"{where}.thresholds: unknown kind {kind!r}{suggest(kind, kinds)}; allowed: {', '.join(kinds)}"
-            )
-        for key, value in given.items():
-            if key not in keys:
-                raise TkError(
-                    f"{where}.thresholds.{kind}.{key}: unknown key{suggest(key, keys)}; allowed keys: {', '.join(keys)}"
-                )
-            low, high = LIMIT_RANGES[key]
-            if value is not None and not low <= value <= high:
-                raise TkError(
-                    f"{where}.thresholds.{kind}.{key}: must be in [{low:g}, {high:g}] (got {value!r}); "
-                    "outside it the check passes anything"
-                )
-        if "min_agreement" in given and given["min_agreement"] is None and given.get("min_confident_agreement") is None:
-            raise TkError(
-                f"{where}.thresholds.{kind}: min_agreement: null leaves no agreement check; set "
-                "min_confident_agreement (e.g. 0.99) to gate on confident images instead"
-            )
-
-
-def verify_section(raw: Any, where: str = "verify") -> VerifySection:
-    """A verify section on its own (a bundle carries its run's), checked as a recipe's is."""
-    section = _build(VerifySection, raw if raw is not None else {}, where)
-    if not 0 <= section.confident_margin < 1:
-        raise TkError(f"{where}.confident_margin: must be in [0, 1) (got {section.confident_margin!r})")
-    check_verify(section, where)
-    return section
-
-
-def _build(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise TkError(f"{path or 'recipe'}: must be a mapping (got {_show(data)})")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source_path"}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        key = unknown[0]
-        where = f"{path}.{key}" if path else str(key)
-        raise TkError(f"{where}: unknown key{suggest(str(key), fields)}; allowed keys: {', '.join(fields)}")
-    kwargs = {}
-    for name, f in fields.items():
-        where = f"{path}.{name}" if path else name
-        if name in data:
-            kwargs[name] = _coerce(hints[name], data[name], where)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise TkError(f"{where}: required key is missing")
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value if value is not None else {}, where)
-    if origin is Literal:
-        if value not in args:
-            raise TkError(f"{where}: must be one of {', '.join(map(str, args))} (got {_show(value)})")
-        return value
-    if origin is tuple:
-        items = value if isinstance(value, list) else [value]
-        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(items))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise TkError(f"{where}: must be a mapping (got {_show(value)})")
-        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise TkError(f"{where}: must be true or false (got {_show(value)})")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TkError(f"{where}: must be a whole number (got {_show(value)})")
-        return value
-    if tp is float:
-        number = value
-        if isinstance(value, str):
-            try:  # YAML 1.1 reads "1e-5" as a string
-                number = float(value)
-            except ValueError:
-                pass
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise TkError(f"{where}: must be a number (got {_show(value)})")
-        if not math.isfinite(number):  # .nan/.inf would pass every range check (nan < x is False)
-            raise TkError(f"{where}: must be a finite number (got {_show(value)})")
-        return float(number)
-    if tp is str:
-        if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
-            raise TkError(f"{where}: must be text (got {_show(value)})")
-        return str(value)
-    raise AssertionError(f"unsupported recipe type {tp} at {where}")  # a bug in the schema
-
-
-def _show(value: Any) -> str:
-    return repr(value) if not isinstance(value, tuple) else repr(list(value))
 
 
 def _plain(obj: Any) -> Any:

@@ -144,7 +144,7 @@ def _walk(cls: type, path: str, found: list[RecipeKey], instance: Any, limits: d
         if section is not None:
             _walk(section, key + ".", found, default if dataclasses.is_dataclass(default) else None, limits)
         elif typing.get_origin(tp) is dict:  # verify.thresholds: overrides per kind of tk's limits
-            from .recipe import Threshold
+            from .sections import Threshold
 
             for kind in dict.fromkeys(tolerance_kind(q) for q in QUANTIZATIONS):
                 _walk_limits(Threshold, f"{key}.{kind}.", found, limits.get(kind))

@@ -27,8 +27,8 @@ from ..core.errors import TkError
 from ..core.formats import BARE_FORMATS, DEVICE_FORMATS, FORMATS, format_of_path, looks_like_model, sort_key, suffixes
 from ..core.io import check_writable, now, write_json_atomic
 from ..core.lock import run_lock
-from ..core.recipe import BenchSection
 from ..core.runs import MANIFEST, REFERENCE, artifact_path, load_manifest, record_metrics, resolve_run
+from ..core.sections import BenchSection
 from .bench_gate import gate_candidates, mark_rows, verdicts_for
 from .bench_measure import decoded_test, measure_artifact, percentiles, verified_accuracy  # noqa: F401
 from .bench_rows import (

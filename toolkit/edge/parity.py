@@ -22,7 +22,7 @@ import numpy as np
 from ..core.errors import TkError
 from ..core.formats import FORMATS, Format, identify, tolerance_kind
 from ..core.metrics import accuracy
-from ..core.recipe import Threshold, VerifySection
+from ..core.sections import Threshold, VerifySection
 
 # tk's limits per kind: float formats agree on every image and differ by ~1e-5 (float16 by ~1e-3);
 # quantized ones agree on >= 98% of images and lose at most 1 point of accuracy.

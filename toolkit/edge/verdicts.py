@@ -18,8 +18,8 @@ from typing import Any, Optional
 from ..core import schemas
 from ..core.errors import TkError
 from ..core.io import sha256_file
-from ..core.recipe import Threshold, VerifySection
 from ..core.runs import MANIFEST, REFERENCE, SPLIT, load_manifest
+from ..core.sections import Threshold, VerifySection
 from .parity import check, kind_of, limits_dict, limits_for, split_digest
 
 PASSED, FAILED, STALE, NOT_VERIFIED = "passed", "failed", "stale", "not verified"
@@ -141,7 +141,7 @@ def run_verdicts(run_dir: Path) -> RunGate:
 
 
 def bundle_facts(manifest: dict[str, Any], where: Path) -> Facts:
-    from ..core.recipe import verify_section
+    from ..core.sections import verify_section
 
     try:
         section = verify_section(manifest.get("verify"))

@@ -30,8 +30,9 @@ from ..core.errors import TkError
 from ..core.images import load_batch
 from ..core.io import size_bytes
 from ..core.metrics import accuracy
-from ..core.recipe import Int8BudgetSection, Threshold
+from ..core.recipe import Int8BudgetSection
 from ..core.runs import SPLIT, check_files_exist
+from ..core.sections import Threshold
 from ..edge.parity import check, compare
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from ..core.images import load_batch
 from ..core.io import format_size
 from ..core.metrics import accuracy
 from ..core.quiet import silenced_stderr
-from ..core.recipe import Threshold
 from ..core.runs import SPLIT, check_files_exist
+from ..core.sections import Threshold
 from ..edge.parity import check, compare, limits_for
 from ..edge.predictors import TFLiteModel
 from .converters import tflite_from_saved_model

@@ -16,13 +16,15 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from .. import __version__
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
 from ..core.io import write_json_atomic
-from ..core.recipe import Recipe
+
+if TYPE_CHECKING:  # annotations only: tk bench logs through here on the device, where no recipe is read
+    from ..core.recipe import Recipe
 
 RECORD = "mlflow.json"  # in the run folder: {"tracking_uri", "experiment_id", "run_id"}
 INSTALL = "pip install 'tk-edge[mlflow]'"
