@@ -109,7 +109,12 @@ BENCH = Table(
 def device_context(as_json: bool, data_root: Optional[Path], say: Line) -> Iterator[Context]:
     """The domain's Context: lines through `say` (none under --json); progress bars only when both
     streams are a terminal, and then through common.context, whose rich bars keep lines above them."""
-    if not as_json and sys.stdout.isatty() and sys.stderr.isatty():
+    common = sys.modules.get("toolkit.cli.common")  # loaded: the Typer path, whose consoles decide
+    if common is not None:
+        watched = common.console.is_terminal and common.err_console.is_terminal
+    else:
+        watched = sys.stdout.isatty() and sys.stderr.isatty()
+    if not as_json and watched:
         from .common import context
 
         with context(as_json, data_root) as ctx:
