@@ -39,6 +39,16 @@ class Option:
     repeat: bool = False  # a list option: each occurrence adds a value (comma_list splits them)
 
 
+def list_option(flag: str, dest: str, help: str, metavar: str) -> Option:
+    """A comma list that may also repeat: `--format tflite,onnx` or `--format tflite --format onnx`."""
+    return Option(flag, dest, help, metavar=metavar, kind="text", repeat=True)
+
+
+def web_option(help: str) -> Option:
+    """--web: the target is a tk pack --web bundle, run in headless Chromium."""
+    return Option("--web", "web", help, default=False)
+
+
 @dataclass(frozen=True)
 class Arguments:
     """The positional arguments: `first` takes one (None: none), `rest` the others as a list."""

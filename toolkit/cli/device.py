@@ -19,7 +19,19 @@ from ..core.context import Context, silent
 from ..core.errors import TkError
 from ..core.formats import DEVICE_FORMATS, FORMATS, suffixes
 from ..core.progress import NO_PROGRESS
-from .argtable import DATA_ROOT, JSON, RUNS_DIR, Arguments, Option, Table, check_choices, comma_list, thread_counts
+from .argtable import (
+    DATA_ROOT,
+    JSON,
+    RUNS_DIR,
+    Arguments,
+    Option,
+    Table,
+    check_choices,
+    comma_list,
+    list_option,
+    thread_counts,
+    web_option,
+)
 
 Line = Callable[[str], None]
 
@@ -36,36 +48,29 @@ PREDICT = Table(
 VERIFY = Table(
     Arguments(first="run"),
     (
-        Option(
+        list_option(
             "--artifact",
             "artifacts",
             "Only these artifact files, e.g. model_int8.tflite (default: every exported artifact).",
             metavar="FILE[,FILE...]",
-            kind="text",
-            repeat=True,
         ),
         JSON,
         RUNS_DIR,
         DATA_ROOT,
-        Option(
-            "--web",
-            "web",
+        web_option(
             "RUN is a tk pack --web bundle: run its models in headless Chromium over its check set "
             "(recorded as target 'browser' in device_parity.json).",
-            default=False,
         ),
     ),
 )
 BENCH = Table(
     Arguments(rest="targets"),
     (
-        Option(
+        list_option(
             "--threads",
             "threads",
             "Thread counts (default: the recipe's bench.threads, else 1,2).",
             metavar="N[,N...]",
-            kind="text",
-            repeat=True,
         ),
         Option(
             "--runs",
@@ -80,26 +85,21 @@ BENCH = Table(
         Option(
             "--batch", "batch", "Batch size for the throughput figure (default: the recipe's bench.batch).", metavar="N"
         ),
-        Option(
+        list_option(
             "--format",
             "formats",
             f"Only these formats, or all (default: the device formats, {suffixes(DEVICE_FORMATS)}; all adds "
             "model.keras and saved_model).",
             metavar="FORMAT[,FORMAT...]",
-            kind="text",
-            repeat=True,
         ),
         Option("--max-latency-ms", "max_latency_ms", "Ship limit: batch-1 p50 latency.", metavar="MS", kind="float"),
         Option("--min-accuracy", "min_accuracy", "Ship limit: test accuracy (0..1).", metavar="FRACTION", kind="float"),
         JSON,
         RUNS_DIR,
         DATA_ROOT,
-        Option(
-            "--web",
-            "web",
+        web_option(
             "TARGET is a tk pack --web bundle: latency of its models in headless Chromium, native "
             "latency interleaved, and their ratio (adaptive runs unless --runs).",
-            default=False,
         ),
     ),
 )
