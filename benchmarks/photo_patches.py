@@ -13,7 +13,7 @@ crops that share little with each other. `standin` writes a MobileNetV2 224 base
 statistics are measured on 120 crops of a separate seed (random conv weights: there are no ImageNet
 weights offline), as benchmarks/export_parity.py's stand-in did on synthetic shapes.
 
-    python benchmarks/photo_patches.py data OUT_DIR WHEEL [--per-class 100] [--seed 0]
+    python benchmarks/photo_patches.py data OUT_DIR WHEEL [--per-class 100] [--seed 0] [--area 0.10,0.45]
     python benchmarks/photo_patches.py standin OUT.weights.h5 WHEEL
 """
 
@@ -48,9 +48,11 @@ def photos(wheel: Path) -> dict[str, Image.Image]:
     return out
 
 
-def crop(photo: Image.Image, rng: np.random.Generator, size: int = 256) -> Image.Image:
+def crop(
+    photo: Image.Image, rng: np.random.Generator, size: int = 256, area_range: tuple[float, float] = (0.10, 0.45)
+) -> Image.Image:
     w, h = photo.size
-    area = rng.uniform(0.10, 0.45) * w * h
+    area = rng.uniform(*area_range) * w * h
     aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
     cw, ch = int(min(w, np.sqrt(area * aspect))), int(min(h, np.sqrt(area / aspect)))
     x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
@@ -67,13 +69,13 @@ def crop(photo: Image.Image, rng: np.random.Generator, size: int = 256) -> Image
     return Image.open(io.BytesIO(buffer.getvalue()))
 
 
-def make_data(out: Path, wheel: Path, per_class: int, seed: int) -> None:
+def make_data(out: Path, wheel: Path, per_class: int, seed: int, area_range: tuple[float, float]) -> None:
     rng = np.random.default_rng(seed)
     for name, photo in sorted(photos(wheel).items()):
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            crop(photo, rng).save(folder / f"{name}_{i:04d}.jpg", quality=95)
+            crop(photo, rng, area_range=area_range).save(folder / f"{name}_{i:04d}.jpg", quality=95)
     print(f"wrote {out}")
 
 
@@ -101,9 +103,16 @@ def main() -> None:
     parser.add_argument("wheel", type=Path, help="scikit_image-0.26.0-*.whl (pip download --no-deps)")
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--area",
+        default="0.10,0.45",
+        help="MIN,MAX share of the photo's area per crop; small crops (0.01,0.06) share flat regions "
+        "(sky, skin, blur) across photos: a hard set with real near-ties",
+    )
     args = parser.parse_args()
     if args.what == "data":
-        make_data(args.out, args.wheel, args.per_class, args.seed)
+        low, high = (float(x) for x in args.area.split(","))
+        make_data(args.out, args.wheel, args.per_class, args.seed, (low, high))
     else:
         standin(args.out, args.wheel)
 

@@ -128,14 +128,20 @@ def test_when_nothing_meets_the_budget_plain_int8_is_kept_and_marked_failed(expo
 
 
 def test_the_latency_cap_measures_the_variant_around_float32():
-    """A variant slower than max_latency_ratio x float32's p50 is over the cap; a fast one, or no cap, is not."""
+    """A variant costlier than max_latency_ratio x float32's p50 is over the cap; a cheap one, or no cap,
+    is not. The cap compares CPU time, so a variant that sleeps costs nothing: the stand-ins spin."""
     import time
     from types import SimpleNamespace
 
     from toolkit.export.int8_budget import over_latency_cap
 
-    def sleeper(ms):
-        return lambda batch: time.sleep(ms / 1e3)
+    def sleeper(ms):  # burns `ms` of this process's CPU
+        def run(batch):
+            end = time.process_time() + ms / 1e3
+            while time.process_time() < end:
+                pass
+
+        return run
 
     judge = SimpleNamespace(budget=SimpleNamespace(max_latency_ratio=0.9), images=np.zeros((2, 4, 4, 3), np.float32))
     slow = over_latency_cap(judge, sleeper(4), sleeper(1))

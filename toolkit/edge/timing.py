@@ -88,3 +88,18 @@ def _time(call: Callable[[], Any]) -> float:
     start = time.perf_counter()
     call()
     return (time.perf_counter() - start) * 1000
+
+
+def cpu_ms_p50(call: Callable[[], Any], runs: int = 50, warmup: int = 5) -> float:
+    """Median CPU milliseconds this process spends per call: export's quick ranking of int8 variants
+    on one thread. CPU time, not wall time: on a loaded machine wall time measures the queue for a
+    core, and two variants timed a second apart would be ranked by the load, not by their cost.
+    Not a benchmark (`tk bench` times wall clock, p50/p90/p99)."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        start = time.process_time()
+        call()
+        times.append(time.process_time() - start)
+    return round(float(np.median(times)) * 1e3, 3)

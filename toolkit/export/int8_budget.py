@@ -20,7 +20,6 @@ float32 is refused, and plain int8 is kept, marked failed.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -34,12 +33,13 @@ from ..core.recipe import Int8BudgetSection
 from ..core.runs import SPLIT, check_files_exist
 from ..core.sections import Threshold
 from ..edge.parity import check, compare
+from ..edge.timing import cpu_ms_p50
 
 if TYPE_CHECKING:
     from .job import ExportJob
 
 BUDGET_SPLIT = "validation"
-LATENCY_WARMUP, LATENCY_RUNS = 5, 50  # a quick p50 to rank variants; `tk bench` measures properly
+LATENCY_WARMUP, LATENCY_RUNS = 5, 50  # a quick CPU-time p50 to rank variants; `tk bench` measures properly
 RANKING_IMAGES = 32  # calibration images the ONNX per-node error is measured on
 
 
@@ -94,24 +94,17 @@ def judge_of(job: "ExportJob") -> Judge:
 
 
 def p50_ms(run: Callable[[np.ndarray], Any], image: np.ndarray) -> float:
-    """Median batch-1 latency of `run` (what a small device gives one model; not a benchmark)."""
+    """Median CPU ms of one batch-1 prediction on one thread (see edge.timing.cpu_ms_p50)."""
     batch = image[None]
-    for _ in range(LATENCY_WARMUP):
-        run(batch)
-    times = []
-    for _ in range(LATENCY_RUNS):
-        start = time.perf_counter()
-        run(batch)
-        times.append(time.perf_counter() - start)
-    return round(float(np.median(times)) * 1e3, 3)
+    return cpu_ms_p50(lambda: run(batch), LATENCY_RUNS, LATENCY_WARMUP)
 
 
 def over_latency_cap(
     judge: Judge, chosen: Callable[[np.ndarray], Any], float32: Callable[[np.ndarray], Any]
 ) -> Optional[dict[str, Any]]:
     """None when a variant that keeps ops float is fast enough (or there is no cap); else what was
-    measured, for its `tried` entry. Quick one-thread p50s, float32 timed between two of the variant's
-    so that a change of the machine's load in between weighs on both sides."""
+    measured, for its `tried` entry. Quick one-thread p50s of CPU time (steady under load), float32
+    timed between two of the variant's so that a change in between weighs on both sides."""
     ratio = judge.budget.max_latency_ratio
     if ratio is None:
         return None
@@ -149,7 +142,7 @@ def say_result(job: "ExportJob", runtime: str, record: dict[str, Any]) -> None:
     ops, sizes, p50 = record["float_ops"], record["size_bytes"], record["p50_ms_1_thread"]
     cost = (
         f"{len(ops)} op(s) float, {sizes['chosen'] / 1e6:.2f} MB (int8 {sizes['int8'] / 1e6:.2f}), p50 "
-        f"{p50['chosen']:.2f} ms (int8 {p50['int8']:.2f}, float32 {p50['float32']:.2f}; 1 thread), agreement "
+        f"{p50['chosen']:.2f} CPU ms (int8 {p50['int8']:.2f}, float32 {p50['float32']:.2f}; 1 thread), agreement "
         f"{record['agreement']['chosen']:.1%}, accuracy {record['accuracy_delta']['chosen']:+.3f} on "
         f"{record['images']} {record['split']} images"
     )
@@ -160,8 +153,8 @@ def say_result(job: "ExportJob", runtime: str, record: dict[str, Any]) -> None:
     elif slow:
         job.ctx.say(
             f"warning: int8 budget ({runtime}): the variant that meets export.int8_budget keeps "
-            f"{slow_ops} op(s) float and runs at p50 {slow['p50_ms']:.2f} ms against float32's "
-            f"{slow['float32_p50_ms']:.2f} ms (over max_latency_ratio {slow['max_latency_ratio']}): no faster "
+            f"{slow_ops} op(s) float and costs p50 {slow['p50_ms']:.2f} CPU ms against float32's "
+            f"{slow['float32_p50_ms']:.2f} (over max_latency_ratio {slow['max_latency_ratio']}): no faster "
             f"than float32; kept plain int8, marked failed: {cost}"
         )
     else:

@@ -11,7 +11,6 @@ into the manifest entry.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,6 +25,7 @@ from ..core.runs import SPLIT, check_files_exist
 from ..core.sections import Threshold
 from ..edge.parity import check, compare, limits_for
 from ..edge.predictors import TFLiteModel
+from ..edge.timing import cpu_ms_p50
 from .converters import tflite_from_saved_model
 from .int8_fallback import search
 from .job import ExportJob
@@ -146,17 +146,11 @@ def _gate_images(job: ExportJob) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _p50_ms(model: bytes, image: np.ndarray, workdir: Path) -> float:
-    """Median batch-1 latency on one thread (what a small device gives one model)."""
+    """Median CPU ms of one batch-1 prediction on one thread (what a small device gives one model)."""
     path = workdir / "int8-latency.tflite"
     path.write_bytes(model)
     runner = TFLiteModel(path, num_threads=1)
     batch = image[None]
-    for _ in range(LATENCY_WARMUP):
-        runner.run(batch)
-    times = []
-    for _ in range(LATENCY_RUNS):
-        start = time.perf_counter()
-        runner.run(batch)
-        times.append(time.perf_counter() - start)
+    p50 = cpu_ms_p50(lambda: runner.run(batch), LATENCY_RUNS, LATENCY_WARMUP)
     path.unlink(missing_ok=True)
-    return round(float(np.median(times)) * 1e3, 3)
+    return p50
