@@ -95,6 +95,37 @@ def test_quantized_onnx_matches_float(int8_inputs, tmp_path, activations, method
     assert (onnx.TensorProto.UINT8 if activations == "uint8" else onnx.TensorProto.INT8) in activation_types
 
 
+def test_calibration_holds_one_stride_of_images_and_gets_the_ranges_of_one_pass(int8_inputs, tmp_path, monkeypatch):
+    """onnxruntime's calibrators hold every activation of the images they are given: tk gives them
+    CALIBRATION_STRIDE_IMAGES at a time, and the merged ranges are those of a single pass (MinMax)."""
+    import json
+
+    from toolkit.export import onnx_int8
+
+    calls = []
+    original_get_next = onnx_int8._Reader.get_next
+
+    def counted(self):
+        batch = original_get_next(self)
+        if batch is not None:
+            calls.append((self.end, len(next(iter(batch.values())))))
+        return batch
+
+    monkeypatch.setattr(onnx_int8._Reader, "get_next", counted)
+    images = int8_inputs.calibration[:40]
+    ranges = {}
+    for stride_images in (16, 10_000):
+        monkeypatch.setattr(onnx_int8, "CALIBRATION_STRIDE_IMAGES", stride_images)
+        calls.clear()
+        work = tmp_path / f"work{stride_images}"
+        quantize_onnx_int8(int8_inputs.onnx, images, tmp_path / "q.onnx", method="MinMax", work=work)
+        ranges[stride_images] = json.loads((work / "ranges-MinMax.json").read_text())
+        assert sum(n for _, n in calls) == len(images)  # every image, once
+        strides = sorted({end for end, _ in calls})
+        assert len(strides) == (len(images) // 8 if stride_images == 16 else 1), strides  # 8 a batch: 5 strides
+    assert ranges[16] == ranges[10_000]
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -22,6 +22,12 @@ from .converters import onnx_io
 # Most images per calibration inference: small batches bound the activations held per call
 # without paying a call per image.
 CALIBRATION_BATCH = 8
+# Most images whose activations the calibrator holds at once. onnxruntime's calibrators keep every
+# intermediate tensor of every image they are given before reducing them to ranges (MobileNetV2 224:
+# ~30 MB an image, copied once more to merge: 200 images took over 13 GB and were OOM-killed), so
+# tk hands them the images in strides (quantize_static's CalibStridedMinMax, which every calibrator
+# honours: each stride's histograms or ranges are merged into the last's).
+CALIBRATION_STRIDE_IMAGES = 32
 
 
 def quantize_onnx_int8(
@@ -65,10 +71,11 @@ def quantize_onnx_int8(
         prepared = prepared_model(float_model, folder)
         # The Percentile/Entropy calibrators print their progress; only tk's CLI talks to the user.
         with contextlib.redirect_stdout(io.StringIO()):
+            reader = _Reader(input_name, calibration)
             quantize_static(
                 str(prepared),
                 str(out),
-                _Reader(input_name, calibration),
+                reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
                 reduce_range=False,
@@ -77,6 +84,7 @@ def quantize_onnx_int8(
                 calibrate_method=getattr(CalibrationMethod, method),
                 nodes_to_exclude=list(nodes_to_exclude),
                 calibration_cache_path=str(folder / f"ranges-{method}.json") if work else None,
+                extra_options={"CalibStridedMinMax": reader.stride},
             )
     quantized = onnx.load(str(out))
     # quant_pre_process saves through onnxruntime, which declares all its private op domains
@@ -133,10 +141,18 @@ class _Reader:  # duck-typed: CalibrationDataReader accepts any object with get_
         # Equal batches only: the Percentile/Entropy collectors np.asarray() the per-batch outputs
         # and fail on a short last batch (onnxruntime 1.32, "inhomogeneous shape").
         self.batch = max(b for b in range(1, CALIBRATION_BATCH + 1) if len(images) % b == 0)
-        self.start = 0
+        # Batches per stride: a divisor of the batch count (quantize_static requires it).
+        batches = len(images) // self.batch
+        most = max(1, CALIBRATION_STRIDE_IMAGES // self.batch)
+        self.stride = max(s for s in range(1, most + 1) if batches % s == 0)
+        self.start, self.end = 0, len(images)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """The batches [start_index, end_index) next (quantize_static's strided calibration)."""
+        self.start, self.end = start_index * self.batch, min(end_index * self.batch, len(self.images))
 
     def get_next(self) -> Optional[dict[str, np.ndarray]]:
-        if self.start >= len(self.images):
+        if self.start >= self.end:
             return None
         chunk = self.images[self.start : self.start + self.batch]
         self.start += self.batch
