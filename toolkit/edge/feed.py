@@ -58,10 +58,7 @@ def quantize_into(
     scale, zero_point = detail["quantization"]
     info = np.iinfo(dtype)
     work = np.empty(x.shape, np.float32) if scratch is None else scratch
-    if scale == 1.0:  # x / 1.0 is x: a copy is the same values, cheaper
-        np.copyto(work, x, casting="same_kind")
-    else:
-        np.divide(x, scale, out=work)
+    np.divide(x, scale, out=work)  # faster than a copy even when scale is 1
     if zero_point != 0:
         np.add(work, zero_point, out=work)
     np.rint(work, out=work)  # np.round's rounding: half to even
