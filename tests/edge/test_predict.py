@@ -121,3 +121,107 @@ def test_cli_runs_with_the_base_install_alone(device_run, image_folder):
         lines = proc.stdout.strip().splitlines()
         assert lines[-1] == "LOADED []"
         assert len(lines) - 1 == len(expand_inputs([image_folder]))
+
+
+def plain_runtime_probs(artifact: Path, files: list[Path]) -> np.ndarray:
+    """What tk predicted before feed.py: the runtime's own API, one image per call, load_image's
+    pixels quantized by the old expression (np.round, np.clip, astype)."""
+    from toolkit.core.images import load_image
+
+    size = load_predictor(artifact).size
+    rows = []
+    if artifact.suffix == ".onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return np.concatenate([session.run(None, {name: load_image(f, size)[None]})[0] for f in files])
+    from toolkit.edge.predictors import interpreter_class
+
+    interpreter = interpreter_class()(model_path=str(artifact), num_threads=1)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    for f in files:
+        x = load_image(f, size)[None]
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        rows.append(y)
+    return np.concatenate(rows)
+
+
+@pytest.mark.parametrize("file", ["model_float32.tflite", "model_int8.tflite", "model.onnx"])
+def test_tk_predict_gives_what_the_runtime_gives_one_image_at_a_time(device_run, image_folder, file):
+    """The whole `tk predict` path (its batch size, the reused decode buffer, in-place quantization,
+    the padded last batch) changes no prediction: same ranking, same probabilities as the plain
+    runtime loop (int8: the same integers out; float: XNNPACK/MLAS batch arithmetic, 1e-5)."""
+    from toolkit.edge.predict import predict
+
+    files = expand_inputs([image_folder])
+    expected = plain_runtime_probs(device_run / file, files)
+    labels = load_predictor(device_run / file).labels
+    got = predict(device_run / file, [image_folder], k=len(labels), threads=1)
+    assert [p.file for p in got] == [str(f) for f in files]
+    for prediction, row in zip(got, expected, strict=True):
+        probs = dict(prediction.top)
+        assert [probs[label] for label in labels] == pytest.approx(row.tolist(), abs=1e-5)
+        first, second = np.sort(row)[::-1][:2]
+        if first - second > 1e-5:  # a clear winner is the same label
+            assert prediction.top[0][0] == labels[int(np.argmax(row))]
+
+
+@pytest.mark.parametrize("file", ["model_float32.tflite", "model_int8.tflite", "model.onnx"])
+def test_a_last_partial_batch_is_padded_not_reallocated(device_run, image_folder, file):
+    files = expand_inputs([image_folder])
+    batch = 4 if len(files) % 4 else 3
+    assert len(files) % batch, "the folder must end in a partial batch"
+    single = list(predict_paths(load_predictor(device_run / file, num_threads=1), files, k=3, batch=1))
+    predictor = load_predictor(device_run / file, num_threads=1)
+    batched = list(predict_paths(predictor, files, k=3, batch=batch))
+    if predictor.kind == "tflite":  # the input tensor kept the full batch: no resize for the tail
+        assert predictor.model._batch == batch
+        assert list(predictor.model.interpreter.get_input_details()[0]["shape"]) == [batch, *predictor.size, 3]
+    assert [p.file for p in batched] == [p.file for p in single]
+    for a, b in zip(batched, single, strict=True):
+        assert [label for label, _ in a.top] == [label for label, _ in b.top]
+        assert [p for _, p in a.top] == pytest.approx([p for _, p in b.top], abs=1e-5)
+
+
+def test_a_bad_file_inside_a_batch_leaves_no_hole(device_run, image_folder, tmp_path):
+    """The decode buffer is filled by good images only: a bad one skipped mid-batch shifts nothing."""
+    files = expand_inputs([image_folder])[:7]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    mixed = [*files[:2], bad, *files[2:5], bad, *files[5:]]
+    predictor = load_predictor(device_run / "model_int8.tflite", num_threads=1)
+    skipped: list[str] = []
+    got = list(predict_paths(predictor, mixed, k=2, batch=4, on_bad=lambda f, why: skipped.append(f)))
+    want = list(predict_paths(predictor, files, k=2, batch=1))
+    assert skipped == [str(bad), str(bad)]
+    assert [(p.file, [label for label, _ in p.top]) for p in got] == [
+        (p.file, [label for label, _ in p.top]) for p in want
+    ]
+
+
+def test_tk_predict_runs_at_the_measured_batch_size_and_onnx_threads_sleep(device_run):
+    from toolkit.edge.feed import predict_batch
+
+    manifest = json.loads((device_run / "manifest.json").read_text())
+    for file in ("model_float32.tflite", "model_int8.tflite", "model.onnx"):
+        predictor = load_predictor(device_run / file)
+        assert predictor.batch_size == predict_batch(predictor.kind, manifest["artifacts"][file]["quantization"])
+    config = "session.intra_op.allow_spinning"
+    sleeping = load_predictor(device_run / "model.onnx", spin=False).session.get_session_options()
+    assert sleeping.get_session_config_entry(config) == "0"
+    default = load_predictor(device_run / "model.onnx").session.get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # bench: the runtime's default
+        default.get_session_config_entry(config)

@@ -17,7 +17,8 @@ from toolkit.cli.app import app
 from toolkit.core.images import load_batch
 from toolkit.core.io import sha256_file
 from toolkit.core.runs import load_manifest, load_split, save_manifest
-from toolkit.edge.predictors import TFLiteModel, dequantize, load_predictor, quantize
+from toolkit.edge.feed import dequantize, quantize
+from toolkit.edge.predictors import TFLiteModel, load_predictor
 
 DEVICE_FORMATS = [
     "model_float32.tflite",

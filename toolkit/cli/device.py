@@ -129,9 +129,8 @@ def predict(
     """Predictions (or the JSON) on stdout; notes, warnings and skipped files on stderr. Raises
     TkError when some inputs were not images."""
     from ..core.io import json_text
-    from ..edge.predict import bad_files_line, format_prediction
+    from ..edge.predict import bad_files_line, format_prediction, packed_warning
     from ..edge.predict import predict as run_predict
-    from ..edge.verdicts import packed_warning
 
     echo = None if as_json else (lambda p: say(format_prediction(p)))
     bad: list[tuple[str, str]] = []

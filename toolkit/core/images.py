@@ -93,6 +93,12 @@ def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(load_pixels(path, size), dtype=np.float32)
 
 
+def load_image_into(path: str | Path, size: tuple[int, int], out: np.ndarray) -> None:
+    """load_image written into `out` (a row of a batch buffer, float32 (height, width, 3)): the
+    uint8 pixels are cast as they are copied, with no float image of their own to stack."""
+    out[...] = load_pixels(path, size)
+
+
 def load_pixels(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """load_image's pixels as uint8 (what the decoded-image cache stores: 4x smaller)."""
     height, width = size

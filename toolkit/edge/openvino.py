@@ -23,6 +23,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..core.errors import TkError
+from .feed import pixels_uint8
 from .predictors import Predictor
 
 EXTRA = "pip install 'tk-edge[openvino]'"
@@ -117,7 +118,7 @@ class OpenVINOPredictor(Predictor):
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         if self.input_type == "u8":
-            pixels = np.clip(np.round(images), 0, 255).astype(np.uint8)
+            pixels = pixels_uint8(images)
         else:
             pixels = images.astype(np.float32, copy=False)
         self.request.infer({0: pixels})

@@ -8,18 +8,18 @@ manifest beside it) is labelled by what it carries (edge/bare.py); what it lacks
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from ..core.caps import check_threads
 from ..core.errors import TkError
-from ..core.images import BadImage, is_image_name, load_image
+from ..core.images import BadImage, is_image_name, load_image_into
+from ..core.runs import MANIFEST, load_manifest
 from .predictors import Predictor, load_predictor
-
-BATCH = 32
 
 
 @dataclass
@@ -64,26 +64,39 @@ BadFile = Callable[[str, str], None]  # (file, reason) for an input that is not 
 
 
 def predict_paths(
-    predictor: Predictor, files: Sequence[Path], k: int = 1, batch: int = BATCH, on_bad: BadFile | None = None
+    predictor: Predictor, files: Sequence[Path], k: int = 1, batch: int | None = None, on_bad: BadFile | None = None
 ) -> Iterator[Prediction]:
-    """Predictions batch by batch (decoded through images.load_image, like training). A file that
-    is not a readable image goes to `on_bad` and the others are still predicted; without `on_bad`
-    it is a TkError naming it."""
-    for start in range(0, len(files), batch):
-        good, pixels = [], []
-        for path in files[start : start + batch]:
-            try:
-                pixels.append(load_image(path, predictor.size))
-                good.append(path)
-            except BadImage as exc:
-                if on_bad is None:
-                    raise TkError(f"{path}: {exc}; pass JPEG, PNG, BMP or GIF images") from None
-                on_bad(str(path), str(exc))
-        if not good:
+    """Predictions `batch` images at a time (default: the runtime's measured batch size, feed.py),
+    each decoded (images.load_image_into, like training) straight into one reused batch buffer. A
+    file that is not a readable image goes to `on_bad` and the others are still predicted; without
+    `on_bad` it is a TkError naming it.
+
+    The last, partial batch runs padded to the full one (the rows it does not fill are dropped): a
+    new input shape costs a re-plan (TFLite, OpenVINO: 0.02-0.3 s, BENCHMARKS.md), a few padded
+    rows cost milliseconds. Fewer files than a batch run as one batch of their own."""
+    batch = min(batch or predictor.batch_size, max(len(files), 1))
+    buffer = np.zeros((batch, *predictor.size, 3), np.float32)
+    good: list[Path] = []
+    for path in files:
+        try:
+            load_image_into(path, predictor.size, buffer[len(good)])
+        except BadImage as exc:
+            if on_bad is None:
+                raise TkError(f"{path}: {exc}; pass JPEG, PNG, BMP or GIF images") from None
+            on_bad(str(path), str(exc))
             continue
-        probs = predictor.predict(np.stack(pixels))
-        for path, row in zip(good, probs, strict=True):
-            yield Prediction(str(path), top_k(row, predictor.labels, k))
+        good.append(path)
+        if len(good) == batch:
+            yield from _predictions(predictor, good, buffer, k)
+            good = []
+    if good:
+        yield from _predictions(predictor, good, buffer, k)
+
+
+def _predictions(predictor: Predictor, files: list[Path], pixels: np.ndarray, k: int) -> Iterator[Prediction]:
+    probs = predictor.predict(pixels)[: len(files)]  # a new array: the buffer is refilled after this
+    for path, row in zip(files, probs, strict=True):
+        yield Prediction(str(path), top_k(row, predictor.labels, k))
 
 
 def predict(
@@ -106,7 +119,7 @@ def predict(
     if threads is not None:
         check_threads([threads])
     files = expand_inputs(inputs)
-    predictor = load_predictor(artifact, num_threads=threads)
+    predictor = load_predictor(artifact, num_threads=threads, spin=False)  # decoding runs between calls
     for note in predictor.notes if on_note else ():
         on_note(note)
     out = []
@@ -115,6 +128,24 @@ def predict(
         if on_prediction:
             on_prediction(prediction)
     return out
+
+
+def packed_warning(artifact: Path) -> Optional[str]:
+    """What the device must be told before using an artifact packed without a passing verify (here, not
+    in verdicts.py: `tk predict` then imports no verify machinery, 9 ms of its start)."""
+    artifact = Path(artifact)
+    folder = artifact.parent
+    try:
+        manifest = load_manifest(folder) if os.path.lexists(folder / MANIFEST) else {}
+    except TkError:
+        return None  # the predictor's own loading names what is wrong with the manifest
+    entry = manifest.get("artifacts", {}).get(artifact.name) if "bundle" in manifest else None
+    if entry is None or entry.get("verified") is not False:
+        return None
+    return (
+        f"{artifact.name} was packed without passing tk verify (tk pack --allow-unverified): "
+        f"{entry.get('verdict') or 'verified: false'}; its predictions are not proven to match the trained model"
+    )
 
 
 def bad_files_line(bad: Sequence[tuple[str, str]], predicted: int) -> str:

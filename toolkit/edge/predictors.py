@@ -37,8 +37,9 @@ from ..core.paths import confine
 from ..core.quiet import silenced_stderr
 from ..core.runs import MANIFEST
 from .bare import Contract
+from .feed import PIXELS, dequantize, pixels_uint8, predict_batch, quantize_into
 
-BATCH = 32  # images per runtime call when predicting many
+BATCH = 32  # images decoded (or held) at a time by callers with many; each runtime call is batch_size
 
 
 class Predictor:
@@ -48,6 +49,8 @@ class Predictor:
     named once the output size is known; size None: the model input's own)."""
 
     kind = "abstract"
+    # Whether its runtime's idle threads spin between calls; such a class takes spin=False (load_predictor).
+    spins = False
 
     def __init__(self, path: Path, manifest: Optional[dict[str, Any]], contract: Optional[Contract] = None):
         self.path = Path(path)
@@ -60,6 +63,9 @@ class Predictor:
         else:
             self.labels = list(self.contract.labels) if self.contract.labels else None
             self.size = self.contract.size
+        entry = (manifest or {}).get("artifacts", {}).get(self.path.name, {})
+        # Images per runtime call when predicting many (feed.PREDICT_BATCH, measured per runtime).
+        self.batch_size = predict_batch(self.kind, entry.get("quantization") if isinstance(entry, dict) else None)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -107,15 +113,17 @@ class Predictor:
                 "run that exported this model"
             )
 
-    def predict_batched(self, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
-        """Probabilities for any number of decoded images, `batch_size` at a time."""
+    def predict_batched(self, images: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
+        """Probabilities for any number of decoded images, `batch_size` (default: the runtime's) at a time."""
+        batch_size = batch_size or self.batch_size
         chunks = [self.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
 
     def predict_files(self, paths: Sequence[str | Path], batch_size: int = BATCH) -> np.ndarray:
-        """Probabilities for image files, decoded a batch at a time (memory stays bounded)."""
+        """Probabilities for image files, decoded `batch_size` at a time (memory stays bounded) and
+        run at the runtime's batch size."""
         chunks = [
-            self.predict(load_batch(list(paths[i : i + batch_size]), self.size))
+            self.predict_batched(load_batch(list(paths[i : i + batch_size]), self.size))
             for i in range(0, len(paths), batch_size)
         ]
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
@@ -170,7 +178,13 @@ class TFLiteModel:
     """A .tflite interpreter that takes float batches of any size (quantizing int8 I/O).
 
     raw_uint8: a uint8 input gets the pixel itself (TFLite metadata semantics, see bare.Contract)
-    instead of the pixel quantized by the input's scale and zero-point."""
+    instead of the pixel quantized by the input's scale and zero-point.
+
+    The input tensor only grows: a batch smaller than the one allocated (the last of a run) is
+    padded, because resizing re-plans the XNNPACK delegate, 0.07-0.96 s for MobileNetV2 at batch
+    4-32 (BENCHMARKS.md, "Throughput over many images"), against a few padded rows. The feed buffer
+    (and, for an integer input, its float32 scratch) is allocated once per size, so quantization
+    makes no temporaries."""
 
     def __init__(self, path: Path, num_threads: Optional[int] = None, raw_uint8: bool = False):
         self.raw_uint8 = raw_uint8
@@ -187,6 +201,7 @@ class TFLiteModel:
         self.input_shape = tuple(self._in["shape"])
         self.output_count = len(self.interpreter.get_output_details())
         self._batch = int(self._in["shape"][0])
+        self._buffers: Optional[tuple[np.ndarray, Optional[np.ndarray]]] = None  # (feed, float32 scratch)
 
     def _details(self) -> None:
         self._in = self.interpreter.get_input_details()[0]
@@ -194,15 +209,27 @@ class TFLiteModel:
 
     def run(self, images: np.ndarray) -> np.ndarray:
         n = len(images)
-        if n != self._batch:
+        if n > self._batch:
             self.interpreter.resize_tensor_input(self._in["index"], [n, *self.input_shape[1:]])
             self.interpreter.allocate_tensors()
             self._details()
-            self._batch = n
-        feed = pixels_uint8(images) if self.raw_uint8 and self._in["dtype"] == np.uint8 else quantize(images, self._in)
+            self._batch, self._buffers = n, None
+        detail = PIXELS if self.raw_uint8 and self._in["dtype"] == np.uint8 else self._in
+        if n == self._batch and np.dtype(detail["dtype"]) == np.float32:
+            feed = images.astype(np.float32, copy=False)  # set_tensor copies it: no buffer needed
+        else:
+            feed, scratch = self._feed_buffers(detail["dtype"])
+            quantize_into(images, detail, feed[:n], None if scratch is None else scratch[:n])
         self.interpreter.set_tensor(self._in["index"], feed)
         self.interpreter.invoke()
-        return dequantize(self.interpreter.get_tensor(self._out["index"]), self._out)
+        return dequantize(self.interpreter.get_tensor(self._out["index"])[:n], self._out)
+
+    def _feed_buffers(self, dtype: Any) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        if self._buffers is None:
+            shape = (self._batch, *self.input_shape[1:])
+            scratch = None if np.dtype(dtype) == np.float32 else np.empty(shape, np.float32)
+            self._buffers = (np.zeros(shape, dtype), scratch)  # padded rows: zeros, then earlier images
+        return self._buffers
 
 
 class TFLitePredictor(Predictor):
@@ -221,31 +248,13 @@ class TFLitePredictor(Predictor):
         return self.model.run(self.normalized(images) if self._float_input else images)
 
 
-def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    dtype = detail["dtype"]
-    if dtype == np.float32:
-        return x.astype(np.float32, copy=False)
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
-
-
-def pixels_uint8(x: np.ndarray) -> np.ndarray:
-    """0..255 pixels as uint8 (load_image decoded them from uint8, so rounding restores them exactly)."""
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
-
-
-def dequantize(q: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    if detail["dtype"] == np.float32:
-        return q.astype(np.float32, copy=True)
-    scale, zero_point = detail["quantization"]
-    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
-
-
 class OnnxPredictor(Predictor):
     kind = "onnx"
+    spins = True
 
-    def __init__(self, path: Path, manifest: Optional[dict[str, Any]], num_threads: Optional[int] = None):
+    def __init__(
+        self, path: Path, manifest: Optional[dict[str, Any]], num_threads: Optional[int] = None, spin: bool = True
+    ):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -254,6 +263,8 @@ class OnnxPredictor(Predictor):
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
+        if not spin:  # its workers sleep between calls instead of spinning through the caller's decoding
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
@@ -318,8 +329,15 @@ def predictor_class(fmt: Format) -> type[Predictor]:
     return getattr(importlib.import_module(module), name)
 
 
-def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_hash: bool = True) -> Predictor:
-    """The predictor for an artifact, configured from the manifest in its folder."""
+def load_predictor(
+    path: str | Path, num_threads: Optional[int] = None, check_hash: bool = True, spin: bool = True
+) -> Predictor:
+    """The predictor for an artifact, configured from the manifest in its folder.
+
+    spin=False: the caller works between calls (tk predict decodes the next image), so a runtime
+    whose idle threads spin (ONNX Runtime's default) is told to let them sleep: over 200 images
+    that halved tk predict's CPU seconds on ONNX (BENCHMARKS.md, "Throughput over many images").
+    bench keeps the runtime's default: it times calls back to back, as a device loop runs them."""
     path = Path(path)
     if not path.exists():
         raise TkError(f"{path}: model file not found")
@@ -339,7 +357,7 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
                 "(it holds the labels and preprocessing)"
             )
         # A bare .tflite/.onnx: run with the labels and preprocessing it carries (bare.py).
-        return predictor_class(fmt)(path, None, num_threads=num_threads)
+        return _construct(predictor_class(fmt), path, None, num_threads, spin)
     # The manifest is the folder's own file: one linked from elsewhere is not read.
     confine(path.parent, MANIFEST, manifest_path, "copy the run's manifest.json beside the model instead of linking it")
     manifest = read_manifest(manifest_path)
@@ -360,7 +378,11 @@ def load_predictor(path: str | Path, num_threads: Optional[int] = None, check_ha
                 "(re-run tk export, or copy the matching manifest)"
             )
         check_companions(path, entry, manifest_path)
-    return predictor_class(fmt)(path, manifest, num_threads=num_threads)
+    return _construct(predictor_class(fmt), path, manifest, num_threads, spin)
+
+
+def _construct(cls: type[Predictor], path: Path, manifest: Optional[dict], num_threads: Optional[int], spin: bool):
+    return cls(path, manifest, num_threads=num_threads, **({} if spin or not cls.spins else {"spin": False}))
 
 
 def check_companions(path: Path, entry: dict[str, Any], manifest_path: Path) -> None:

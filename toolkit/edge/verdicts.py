@@ -165,20 +165,3 @@ def bundle_verdicts(bundle: Path) -> dict[str, Verdict]:
             verdict = Verdict(verdict.status, f"packed with --allow-unverified; {verdict.reason}")
         out[file] = verdict
     return out
-
-
-def packed_warning(artifact: Path) -> Optional[str]:
-    """What the device must be told before using an artifact packed without a passing verify."""
-    artifact = Path(artifact)
-    folder = artifact.parent
-    try:
-        manifest = load_manifest(folder) if os.path.lexists(folder / MANIFEST) else {}
-    except TkError:
-        return None  # the predictor's own loading names what is wrong with the manifest
-    entry = manifest.get("artifacts", {}).get(artifact.name) if "bundle" in manifest else None
-    if entry is None or entry.get("verified") is not False:
-        return None
-    return (
-        f"{artifact.name} was packed without passing tk verify (tk pack --allow-unverified): "
-        f"{entry.get('verdict') or 'verified: false'}; its predictions are not proven to match the trained model"
-    )
