@@ -149,6 +149,43 @@ def test_model_exports_and_verifies_under_tensorflow(backend_run, tmp_path):
     assert any(p.suffix in (".tflite", ".onnx") for p in run.iterdir())
 
 
+@pytest.mark.slow
+@needs_jax
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs TensorFlow installed beside JAX")
+def test_jax_training_leaves_installed_tensorflow_unloaded(synth_root, tmp_path):
+    """An install with both: `tk train` on JAX trains, checkpoints, logs and evaluates without
+    loading TensorFlow (Keras' seeding and model.save would import it whenever it is importable)."""
+    recipe = small_recipe(
+        "jax_no_tf",
+        synth_root,
+        train={"backend": "jax", "epochs": 1, "augment": {"flip": "horizontal", "rotation": 0.05}},
+    )
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    code = (
+        "import sys\n"
+        "from toolkit.cli.launch import main\n"
+        "try:\n"
+        "    code = main(sys.argv[1:])\n"
+        "except SystemExit as stop:  # Typer's app exits\n"
+        "    code = stop.code\n"
+        "print('tensorflow loaded:', 'tensorflow' in sys.modules, 'exit', code)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TK_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("KERAS_BACKEND", None)  # the recipe's backend: jax
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "train", str(path), "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "backend jax, device CPU" in proc.stdout
+    assert (tmp_path / "runs" / "jax_no_tf" / "model.keras").is_file()
+    assert "tensorflow loaded: False exit 0" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_unknown_backend_in_the_environment_is_one_line(synth_root, tmp_path):
     proc = train_without_tensorflow(small_recipe("bad_backend", synth_root), tmp_path, backend_env="mxnet")
     assert proc.returncode == 1
