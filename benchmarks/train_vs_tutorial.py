@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/train_vs_tutorial.py plain WORK [--net minivgg] [--backend jax]
     .venv/bin/python benchmarks/train_vs_tutorial.py pair WORK [--pairs 3] [--net minivgg] \\
         [--a tk[:BACKEND]] [--b tutorial|plain:BACKEND|tk] [--a-path CHECKOUT] [--b-path CHECKOUT]
+    .venv/bin/python benchmarks/train_vs_tutorial.py compare A_RUNS.jsonl B_RUNS.jsonl   # runs timed elsewhere
 
 prepare: hard links SRC/<class>/*.jpg into WORK/data/{train,validation}/<class>/ (80/20 per class,
 sorted names), so both pipelines read the very same files.
@@ -320,12 +321,17 @@ def pair(work: Path, net: str, epochs: int, pairs: int, sides: list[str], paths:
             runs[which].append(result)
             print(f"pair {i + 1} {side}: first {result['first']} steady {result['steady_mean']}", flush=True)
     print(json.dumps({"a": sides[0], "b": sides[1], "runs": runs}))
-    load = os.getloadavg()
-    print(f"A = {sides[0]} {paths[0]}, B = {sides[1]} {paths[1]}; {net}, {epochs} epochs, {pairs} pairs; load {load}")
+    print(f"A = {sides[0]} {paths[0]}, B = {sides[1]} {paths[1]}; {net}, {epochs} epochs, {pairs} pairs")
+    report(runs[0], runs[1])
+
+
+def report(a_runs: list[dict], b_runs: list[dict]) -> None:
+    """Each figure's median (min-max) for A and B, and the per-pair ratio A/B, with the load."""
+    print(f"load average {os.getloadavg()}")
     for stage in ("first", "steady_mean"):
         for key in ("cpu", "user", "sys", "wall", "minflt", "majflt"):
-            a = [r[stage][key] for r in runs[0]]
-            b = [r[stage][key] for r in runs[1]]
+            a = [r[stage][key] for r in a_runs]
+            b = [r[stage][key] for r in b_runs]
             ratios = [x / y for x, y in zip(a, b, strict=True) if y]
             shown = f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})" if ratios else "-"
             print(
@@ -334,9 +340,21 @@ def pair(work: Path, net: str, epochs: int, pairs: int, sides: list[str], paths:
             )
 
 
+def compare(a_file: Path, b_file: Path) -> None:
+    """report() over two files of this script's JSON lines (runs of A and of B, in pair order)."""
+
+    def runs(path: Path) -> list[dict]:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.startswith('{"first"')]
+
+    a, b = runs(a_file), runs(b_file)
+    n = min(len(a), len(b))
+    print(f"{n} pairs: A = {a_file}, B = {b_file}")
+    report(a[:n], b[:n])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=("prepare", "tutorial", "tk", "plain", "pair"))
+    parser.add_argument("what", choices=("prepare", "tutorial", "tk", "plain", "pair", "compare"))
     parser.add_argument("work", type=Path)
     parser.add_argument("src", type=Path, nargs="?")
     parser.add_argument("--net", choices=sorted(NETS), default="minivgg")
@@ -352,6 +370,8 @@ def main() -> None:
     if args.what == "prepare":
         # prepare SRC WORK reads naturally; argparse took SRC as work
         prepare(args.work, args.src)
+    elif args.what == "compare":  # compare A_FILE B_FILE
+        compare(args.work, args.src)
     elif args.what == "pair":
         pair(args.work, args.net, args.epochs, args.pairs, [args.a, args.b], [args.a_path, args.b_path])
     else:

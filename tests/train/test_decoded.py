@@ -18,7 +18,7 @@ def _paths(synth_root, n):
 
 
 def test_worker_processes_decode_the_devices_pixels_once(synth_root, tmp_path, monkeypatch):
-    paths = _paths(synth_root, 100)  # above IN_PROCESS_BELOW: the process pool runs
+    paths = _paths(synth_root, 100)  # above IN_PROCESS_BELOW: the thread pool runs
     said: list[str] = []
     images = decoded.decoded_images(paths, 32, tmp_path, ctx=Context(say=said.append), label="train")
     assert images.dtype == np.uint8 and images.shape == (100, 32, 32, 3)
@@ -115,7 +115,7 @@ def test_augmentation_trains_inside_a_wrapper_and_is_absent_from_the_model():
     assert training_model(model, off, seed=1) is model
 
 
-@pytest.mark.parametrize("count", [100, 5])  # the worker pool, and in-process below IN_PROCESS_BELOW
+@pytest.mark.parametrize("count", [100, 5])  # the thread pool, and one thread below IN_PROCESS_BELOW
 def test_decoding_reports_every_image_once_and_a_cache_hit_reports_nothing(synth_root, tmp_path, count):
     from fake_progress import RecordingProgress
 
