@@ -206,7 +206,8 @@ def run_tutorial(work: Path, net: str, epochs: int) -> dict:
 
 def run_plain(work: Path, net: str, epochs: int, backend: str) -> dict:
     """The same network and augmentation on any backend, without tk and without tf.data: the
-    images decoded with Pillow into RAM (float32), model.fit on the arrays. Compares backends."""
+    images decoded with Pillow into RAM (float32), model.fit on the arrays. Compares backends.
+    PLAIN_JIT=on|off|auto (default auto: Keras' choice) sets compile(jit_compile=...)."""
     import keras
     from PIL import Image
 
@@ -214,7 +215,16 @@ def run_plain(work: Path, net: str, epochs: int, backend: str) -> dict:
     size = NETS[net][0]
     classes = sorted(p.name for p in (work / "data" / "train").iterdir())
     model = tutorial_model(net, size, len(classes))
-    model.compile(optimizer=keras.optimizers.Adam(LR), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    jit = {"auto": "auto", "on": True, "off": False}[os.environ.get("PLAIN_JIT", "auto")]
+    if jit is True:  # RandomRotation says it does not compile (true of TensorFlow's XLA only)
+        for layer in model._flatten_layers():
+            layer.supports_jit = True
+    model.compile(
+        optimizer=keras.optimizers.Adam(LR),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=jit,
+    )
     meter = Meter()
     meter.mark_start()
 

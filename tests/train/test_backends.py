@@ -276,3 +276,26 @@ def test_data_parallel_on_two_virtual_cpus_converges_like_one(backend, synth_roo
     assert "distribute: data_parallel over 2 devices" in proc.stdout, proc.stdout
     accuracy = json.loads((tmp_path / "runs" / recipe.name / "metrics.json").read_text())["test"]["accuracy"]
     assert accuracy > 0.6, proc.stdout  # the single-device session run (trained_run) reaches ~0.9+
+
+
+@needs_jax
+def test_augmentation_compiles_the_training_step_on_jax():
+    """Keras' RandomRotation says it does not compile (a TensorFlow XLA limit); on JAX it does, and
+    without it fit() would run the whole step eagerly."""
+    code = (
+        "import keras\n"
+        "from toolkit.core.recipe import AugmentSection\n"
+        "from toolkit.train.inputs import training_model\n"
+        "inputs = keras.Input((16, 16, 3))\n"
+        "model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))\n"
+        "augment = AugmentSection(flip='horizontal', rotation=0.1, zoom=0.1, contrast=0.1)\n"
+        "trainer = training_model(model, augment, seed=1)\n"
+        "trainer.compile(optimizer='adam', loss='sparse_categorical_crossentropy')\n"
+        "import numpy as np\n"
+        "trainer.fit(np.zeros((4, 16, 16, 3), np.uint8), np.zeros(4, np.int32), verbose=0)\n"
+        "print('jit_compile', trainer.jit_compile)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "jax"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "jit_compile True" in proc.stdout
