@@ -26,8 +26,9 @@ fine-tuning phase on its own). Random weights: the cost of a step does not depen
 Each epoch is metered inside the process (resource.getrusage, every thread): user and system CPU
 seconds, minor/major page faults, wall. "first" runs from the start of the data stage (the
 tutorial's image_dataset_from_directory; tk's first decode) to the end of epoch 1: listing,
-decoding, tracing and the epoch itself. tk decodes in worker processes of a forkserver, so their
-CPU and faults are read from the forkserver's own and its children's counters (/proc) and added.
+decoding, tracing and the epoch itself. tk before 2026-12-05 decoded in worker processes of a
+forkserver: their CPU and faults are read from the forkserver's own and its children's counters
+(/proc) and added (tk now decodes in threads, counted by getrusage).
 (c) plain: the tutorial's network on any backend without tk and without tf.data (Pillow-decoded
     float32 arrays in RAM, model.fit): what a backend costs, apart from tk.
 `pair` runs two of these as separate processes in turn (A, B, A, B, ...) and prints each figure's

@@ -196,3 +196,14 @@ def test_ctrl_c_writes_the_held_back_best_and_backup_and_resume_continues(tmp_pa
     record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(epoch))
     resumed.fit(x, y, epochs=6, verbose=0, callbacks=[AtomicBackupAndRestore(tmp_path / "backup", "p"), record])
     assert seen == [3, 4, 5]
+
+
+def test_without_a_budget_every_improvement_writes_at_once(tmp_path):
+    """What a multi-process job gets: holding weights back would set them on process 0 alone."""
+    model = _small_model()
+    best = BestCheckpoint(tmp_path)
+    best.set_model(model)
+    for epoch, loss in enumerate((1.0, 0.5, 0.25)):
+        best.on_epoch_end(epoch, {"val_loss": loss})
+        assert json.loads((tmp_path / "best.json").read_text())["epoch"] == epoch + 1
+        assert best.pending is None

@@ -6,8 +6,8 @@ the best model so far, and `--resume` (with Keras' BackupAndRestore) continues w
 The best checkpoint and the resume backup share one WriteBudget: both write the model's whole
 state (MiniVGGNet at 64 px: 8.4 M weights, 100 MB with Adam's moments), which costs a short epoch
 more than 10% of its CPU time in writes, page faults and kernel time. So they write in the same
-epochs, at most checkpoints.WRITE_SHARE of the training time: the best weights wait in RAM in between, and
-Ctrl-C (or SIGTERM) writes what waits before the run stops (flush_on_interrupt).
+epochs, at most checkpoints.WRITE_SHARE of the training time: the best weights wait in RAM in
+between, and Ctrl-C (or SIGTERM) writes what waits before the run stops (flush_on_interrupt).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class BestCheckpoint(keras.callbacks.Callback):
     def __init__(self, folder: Path, budget: Optional[WriteBudget] = None):
         super().__init__()
         self.folder = Path(folder)
-        self.budget = budget or WriteBudget(share=1.0)  # alone: every improvement writes
+        self.budget = budget or WriteBudget(share=math.inf)  # alone: every improvement writes at once
         state = self.folder / "best.json"
         self.best = schemas.load_train_state(state).get("val_loss", math.inf) if state.is_file() else math.inf
         self.pending: Optional[tuple[int, float, list]] = None  # (epoch, val_loss, weights) not on disk yet
@@ -165,7 +165,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir: Path, phase: str, ctx: Context = SILENT, budget: Optional[WriteBudget] = None):
         super().__init__(str(backup_dir))
         self.folder, self.phase, self.ctx = Path(backup_dir), phase, ctx
-        self.budget = budget or WriteBudget(share=1.0)
+        self.budget = budget or WriteBudget(share=math.inf)  # alone: every epoch writes
         self.at_epoch_end = False  # no step since the last epoch ended: the live state is that epoch's
         self.saved_epoch = 0  # the epoch whose end the backup on disk holds (0: none written by this fit)
 

@@ -70,7 +70,9 @@ def _callbacks(
     from .callbacks import Progress as EpochProgress
     from .checkpoints import WriteBudget
 
-    budget = WriteBudget()  # the best checkpoint and the resume backup write in the same epochs
+    # The best checkpoint and the resume backup write in the same epochs. Not in a job: holding the
+    # best weights back means setting them on process 0 alone, a collective the others never join.
+    budget = WriteBudget() if not job.multi else None
     callbacks: list = [StopOnNonFinite(phase)]  # every process sees the same (global) logs
     if job.writer:  # what writes files or speaks: process 0 only
         callbacks += [
