@@ -149,6 +149,43 @@ def test_model_exports_and_verifies_under_tensorflow(backend_run, tmp_path):
     assert any(p.suffix in (".tflite", ".onnx") for p in run.iterdir())
 
 
+@pytest.mark.slow
+@needs_jax
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs TensorFlow installed beside JAX")
+def test_jax_training_leaves_installed_tensorflow_unloaded(synth_root, tmp_path):
+    """An install with both: `tk train` on JAX trains, checkpoints, logs and evaluates without
+    loading TensorFlow (Keras' seeding and model.save would import it whenever it is importable)."""
+    recipe = small_recipe(
+        "jax_no_tf",
+        synth_root,
+        train={"backend": "jax", "epochs": 1, "augment": {"flip": "horizontal", "rotation": 0.05}},
+    )
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    code = (
+        "import sys\n"
+        "from toolkit.cli.launch import main\n"
+        "try:\n"
+        "    code = main(sys.argv[1:])\n"
+        "except SystemExit as stop:  # Typer's app exits\n"
+        "    code = stop.code\n"
+        "print('tensorflow loaded:', 'tensorflow' in sys.modules, 'exit', code)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TK_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("KERAS_BACKEND", None)  # the recipe's backend: jax
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "train", str(path), "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "backend jax, device CPU" in proc.stdout
+    assert (tmp_path / "runs" / "jax_no_tf" / "model.keras").is_file()
+    assert "tensorflow loaded: False exit 0" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_unknown_backend_in_the_environment_is_one_line(synth_root, tmp_path):
     proc = train_without_tensorflow(small_recipe("bad_backend", synth_root), tmp_path, backend_env="mxnet")
     assert proc.returncode == 1
@@ -239,3 +276,26 @@ def test_data_parallel_on_two_virtual_cpus_converges_like_one(backend, synth_roo
     assert "distribute: data_parallel over 2 devices" in proc.stdout, proc.stdout
     accuracy = json.loads((tmp_path / "runs" / recipe.name / "metrics.json").read_text())["test"]["accuracy"]
     assert accuracy > 0.6, proc.stdout  # the single-device session run (trained_run) reaches ~0.9+
+
+
+@needs_jax
+def test_augmentation_compiles_the_training_step_on_jax():
+    """Keras' RandomRotation says it does not compile (a TensorFlow XLA limit); on JAX it does, and
+    without it fit() would run the whole step eagerly."""
+    code = (
+        "import keras\n"
+        "from toolkit.core.recipe import AugmentSection\n"
+        "from toolkit.train.inputs import training_model\n"
+        "inputs = keras.Input((16, 16, 3))\n"
+        "model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))\n"
+        "augment = AugmentSection(flip='horizontal', rotation=0.1, zoom=0.1, contrast=0.1)\n"
+        "trainer = training_model(model, augment, seed=1)\n"
+        "trainer.compile(optimizer='adam', loss='sparse_categorical_crossentropy')\n"
+        "import numpy as np\n"
+        "trainer.fit(np.zeros((4, 16, 16, 3), np.uint8), np.zeros(4, np.int32), verbose=0)\n"
+        "print('jit_compile', trainer.jit_compile)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "jax"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "jit_compile True" in proc.stdout

@@ -18,7 +18,7 @@ def _paths(synth_root, n):
 
 
 def test_worker_processes_decode_the_devices_pixels_once(synth_root, tmp_path, monkeypatch):
-    paths = _paths(synth_root, 100)  # above IN_PROCESS_BELOW: the process pool runs
+    paths = _paths(synth_root, 100)  # above IN_PROCESS_BELOW: the thread pool runs
     said: list[str] = []
     images = decoded.decoded_images(paths, 32, tmp_path, ctx=Context(say=said.append), label="train")
     assert images.dtype == np.uint8 and images.shape == (100, 32, 32, 3)
@@ -64,7 +64,36 @@ def test_batches_shuffle_every_epoch_and_cover_every_image(synth_root, tmp_path)
     second = np.concatenate([ds[i][1] for i in range(len(ds))])
     assert sorted(first) == sorted(second) == list(range(20)) and list(first) != list(second)
     x, y = ds[0]
-    assert x.dtype == np.float32 and np.array_equal(x, images[y].astype(np.float32))
+    assert x.dtype == np.uint8 and np.array_equal(x, images[y])  # the model's float32 Input casts them
+
+
+def test_uint8_batches_train_as_float32_ones_would(synth_root, tmp_path):
+    """The step casts uint8 batches to the Input's float32: the same loss and weights as float32 input."""
+    import keras
+
+    images = decoded.decoded_images(_paths(synth_root, 16), 32, tmp_path)
+    labels = np.arange(16) % 2
+
+    def trained(x):
+        keras.utils.set_random_seed(1)
+        inputs = keras.Input((32, 32, 3))
+        scaled = keras.layers.Rescaling(1 / 255)(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(scaled)))
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        history = model.fit(x, epochs=2, verbose=0, shuffle=False)
+        return history.history["loss"], model.get_weights()
+
+    class Float32Batches(keras.utils.PyDataset):  # what batches() fed before: float32 copies
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return images[i * 8 : (i + 1) * 8].astype(np.float32), labels[i * 8 : (i + 1) * 8]
+
+    loss_u8, weights_u8 = trained(decoded.batches(images, labels, 8))
+    loss_f32, weights_f32 = trained(Float32Batches())
+    assert loss_u8 == pytest.approx(loss_f32, rel=1e-6)
+    assert all(np.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(weights_u8, weights_f32, strict=True))
 
 
 def test_augmentation_trains_inside_a_wrapper_and_is_absent_from_the_model():
@@ -86,7 +115,7 @@ def test_augmentation_trains_inside_a_wrapper_and_is_absent_from_the_model():
     assert training_model(model, off, seed=1) is model
 
 
-@pytest.mark.parametrize("count", [100, 5])  # the worker pool, and in-process below IN_PROCESS_BELOW
+@pytest.mark.parametrize("count", [100, 5])  # the thread pool, and one thread below IN_PROCESS_BELOW
 def test_decoding_reports_every_image_once_and_a_cache_hit_reports_nothing(synth_root, tmp_path, count):
     from fake_progress import RecordingProgress
 

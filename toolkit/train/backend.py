@@ -8,8 +8,10 @@ between backends).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from typing import Iterator
 
 from ..core.context import Context
 from ..core.errors import TkError
@@ -51,6 +53,37 @@ def seed_everything(seed: int) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+@contextlib.contextmanager
+def tensorflow_unseen() -> Iterator[None]:
+    """On jax and torch, Keras' lazy `tensorflow` handle says "not installed" while tk trains,
+    unless TensorFlow is loaded already.
+
+    Keras probes that handle whenever TensorFlow is installed: keras.utils.set_random_seed imports
+    it to seed tf.data (which tk does not use off TensorFlow), and model.save imports it to ask
+    whether a value is a tf.TensorShape (none can be, TensorFlow not being loaded). On JAX that import
+    costs ~2 s and ~0.5 GB, and TensorFlow's thread pools then share the cores with XLA's.
+    """
+    import keras
+
+    try:
+        from keras.src.utils.module_utils import tensorflow as handle
+    except ImportError:  # another Keras layout: nothing to hide
+        handle = None
+    if (
+        keras.backend.backend() == "tensorflow"
+        or handle is None
+        or "tensorflow" in sys.modules
+        or getattr(handle, "_available", None) is not None
+    ):
+        yield
+        return
+    handle._available = False
+    try:
+        yield
+    finally:
+        handle._available = None  # asked again afterwards: tk export on this backend needs TensorFlow
 
 
 def _gpus() -> list[dict]:

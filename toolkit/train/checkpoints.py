@@ -1,5 +1,6 @@
 """The partial run folder (exported/<name>.partial/) before training starts in it: what a killed
-writer left is removed, and `--resume` refuses a recipe that changed what the saved state means.
+writer left is removed, and `--resume` refuses a recipe that changed what the saved state means;
+and when a phase writes its checkpoints there (WriteBudget).
 
 Called with the run's lock held (core/lock.py), so whoever wrote the leftovers is dead.
 """
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..core.context import SILENT, Context
 from ..core.errors import TkError
@@ -150,3 +152,38 @@ def _mtime(path: str) -> float:
         return os.stat(path).st_mtime
     except OSError:
         return 0.0
+
+
+# The share of a phase's training time its checkpoint writes may take: after a write that took
+# t seconds the next waits for t / WRITE_SHARE seconds of training (a kill loses at most that;
+# MiniVGGNet's 0.3 s of writes: 15 s). A small model's writes (milliseconds) stay every epoch.
+WRITE_SHARE = 0.02
+
+
+class WriteBudget:
+    """Whether an epoch's checkpoint writes are due, decided once per epoch for every writer, so
+    the best checkpoint on disk is never older than the resume backup beside it."""
+
+    def __init__(self, share: float = WRITE_SHARE, clock: Callable[[], float] = time.monotonic):
+        self.share, self.clock = share, clock
+        self.last_write = clock()
+        self.cost = 0.0  # seconds the last round of writes took: the first epoch always writes
+        self.decided: tuple[int, bool] = (-1, False)
+
+    def due(self, epoch: int) -> bool:
+        if self.decided[0] != epoch:
+            due = self.clock() - self.last_write >= self.cost / self.share
+            self.decided = (epoch, due)
+            if due:
+                self.cost = 0.0
+        return self.decided[1]
+
+    def charge(self, seconds: float) -> None:
+        """A write of this round took `seconds` (it ended now)."""
+        self.cost += seconds
+        self.last_write = self.clock()
+
+    def timed(self, write: Callable[[], None]) -> None:
+        start = self.clock()
+        write()
+        self.charge(self.clock() - start)

@@ -68,11 +68,15 @@ def _callbacks(
 
     from .callbacks import AtomicBackupAndRestore, BestCheckpoint, HistoryWriter, JobBackup, StopOnNonFinite
     from .callbacks import Progress as EpochProgress
+    from .checkpoints import WriteBudget
 
+    # The best checkpoint and the resume backup write in the same epochs. Not in a job: holding the
+    # best weights back means setting them on process 0 alone, a collective the others never join.
+    budget = WriteBudget() if not job.multi else None
     callbacks: list = [StopOnNonFinite(phase)]  # every process sees the same (global) logs
     if job.writer:  # what writes files or speaks: process 0 only
         callbacks += [
-            BestCheckpoint(folder),
+            BestCheckpoint(folder, budget),
             HistoryWriter(folder),
             EpochProgress(phase, epochs, images, ctx, recipe.train.batch_size),
         ]
@@ -81,10 +85,21 @@ def _callbacks(
     if job.multi:
         callbacks.append(JobBackup(folder / "backup", job, phase, ctx))
     else:
-        callbacks.append(AtomicBackupAndRestore(folder / "backup", phase, ctx))
+        callbacks.append(AtomicBackupAndRestore(folder / "backup", phase, ctx, budget))
     if recipe.train.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=recipe.train.early_stopping))
     return callbacks
+
+
+def _fit(model, *args, callbacks: list, **kwargs) -> None:
+    """model.fit; on Ctrl-C or SIGTERM the checkpoint writes that wait are made before it stops."""
+    from .callbacks import flush_on_interrupt
+
+    try:
+        model.fit(*args, callbacks=callbacks, **kwargs)
+    except KeyboardInterrupt:
+        flush_on_interrupt(callbacks)
+        raise
 
 
 def _phase_done(folder: Path) -> bool:
@@ -156,7 +171,8 @@ def phase_features(
         head.compile(optimizer=knobs.optimizer(train, rate), loss=knobs.loss(train), metrics=["accuracy"])
         callbacks = _callbacks("features", folder, train.epochs, n, recipe, ctx, job, logs)
         if job.multi:
-            head.fit(
+            _fit(
+                head,
                 split_batches(arrays["train"], dataset, "train", recipe, job, shuffle=True),
                 validation_data=split_batches(arrays["validation"], dataset, "validation", recipe, job),
                 epochs=train.epochs,
@@ -171,7 +187,8 @@ def phase_features(
                 np.asarray(dataset.labels("train")),
                 np.asarray(dataset.labels("validation")),
             )
-            head.fit(
+            _fit(
+                head,
                 arrays["train"],
                 knobs.targets(y, k, train),
                 validation_data=(arrays["validation"], knobs.targets(yv, k, train)),
@@ -230,7 +247,8 @@ def phase_end_to_end(
         rate = knobs.learning_rate(train.lr_schedule, learning_rate, epochs, len(train_ds))
         trainer.compile(optimizer=knobs.optimizer(train, rate), loss=knobs.loss(train), metrics=["accuracy"])
         labels = np.asarray(dataset.labels("train"), np.int32)
-        trainer.fit(
+        _fit(
+            trainer,
             train_ds,
             validation_data=val_ds,
             epochs=epochs,

@@ -70,20 +70,25 @@ def train(
     talk = ctx if member.writer else ctx.but(say=silent, progress=NO_PROGRESS)  # process 0 speaks for the job
     import keras
 
-    from .backend import distribution_scope, resolve_precision, say_device, seed_everything
+    from .backend import distribution_scope, resolve_precision, say_device, seed_everything, tensorflow_unseen
     from .logs import RunLogs
     from .replicas import local_copy
 
-    seed_everything(recipe.seed)  # before the base is built: random init is seeded too
-    policy = resolve_precision(recipe.train.mixed_precision)
+    # The distribution scope and the run lock are entered mid-way (after the checks that must fail
+    # before anything is touched) yet must close in `finally`, after the KeyboardInterrupt handler.
+    scope = contextlib.ExitStack()
+    scope.enter_context(tensorflow_unseen())  # jax/torch: Keras' probes must not load TensorFlow
+    try:
+        seed_everything(recipe.seed)  # before the base is built: random init is seeded too
+        policy = resolve_precision(recipe.train.mixed_precision)
+    except BaseException:
+        scope.close()
+        raise
     # Before any layer is built: the policy is fixed at construction. The head's output layer is
     # float32 whatever the policy (backbones.build_head).
     keras.mixed_precision.set_global_policy(policy)
     run_dir = Path(runs_dir) / recipe.name
     work = Path(runs_dir) / f"{recipe.name}.partial"
-    # The distribution scope and the run lock are entered mid-way (after the checks that must fail
-    # before anything is touched) yet must close in `finally`, after the KeyboardInterrupt handler.
-    scope = contextlib.ExitStack()
     logs: Optional[RunLogs] = None
     try:
         scope.enter_context(distribution_scope(recipe.train.distribute, talk, member))  # built and fit inside
