@@ -2,7 +2,9 @@
 
 Keras 3 breaks the older entry points (`TFLiteConverter.from_keras_model` trips on save specs,
 tf2onnx's `from_keras` on Sequential models), so everything goes through `model.export()` to a
-SavedModel with an explicit input signature, and converts from there.
+SavedModel with an explicit input signature, and converts from there. The four TFLite quantizations
+share one converter and one float32 conversion (TFLiteConversions): nothing is loaded or converted
+twice.
 """
 
 from __future__ import annotations

@@ -298,7 +298,6 @@ def _export_pairs(
         try:
             with ctx.progress.task("export: SavedModel every format converts from"):
                 job.saved_model  # noqa: B018
-            _prefetch(job, pairs)
         except Exception as exc:
             if isinstance(exc, OSError) and fault_line(exc) is not None:
                 raise
@@ -306,6 +305,7 @@ def _export_pairs(
                 f"{run_dir}/{REFERENCE}: model.export() to a SavedModel failed, so no format "
                 f"can be exported: {_cause(exc)}"
             ) from None
+        _prefetch(job, pairs)
         for number, (fmt, quantization) in enumerate(pairs, 1):
             file = fmt.file_name(quantization)
             try:
@@ -343,8 +343,10 @@ def _export_pairs(
             )
             entries.append(entry)
             ctx.say(f"export success: {file} ({format_size(entry['size_bytes'])})")
-    finally:
-        job.close()
+    except BaseException:
+        job.close(wait=False)
+        raise
+    job.close()
     if failures:
         raise TkError(
             f"export failed for {len(failures)} of {len(pairs)} artifacts: "

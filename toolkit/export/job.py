@@ -43,8 +43,11 @@ class ExportJob:
         self.labels: list[str] = list(self.manifest["classes"])  # checked against labels.txt in export_run
         self._onnx_int8: Optional[_Background] = None
 
-    def close(self) -> None:
-        if self._onnx_int8 is not None:  # its files are in workdir: let it finish first
+    def close(self, wait: bool = True) -> None:
+        """Remove the work folder, after the prefetch thread finished writing into it. wait=False
+        (an interrupt, a full disk): no waiting for a calibration nobody will use; the thread is a
+        daemon, and a folder it recreates is removed as a leftover by the next export."""
+        if self._onnx_int8 is not None and wait:
             self._onnx_int8.wait()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
