@@ -70,3 +70,31 @@ def test_an_import_blocker_before_tk_still_wins():
         "    print('blocked', exc.name)\n"
     )
     assert _run(code).stdout.split() == ["blocked", "tensorflow"]
+
+
+def test_prints_dropped_on_one_thread_only(capsys):
+    """onnxruntime's calibrators print on export's second thread: those lines go, the CLI's stay."""
+    import threading
+
+    from toolkit.core.quiet import prints_dropped_on_this_thread
+
+    real = sys.stdout
+    inside, go_on = threading.Event(), threading.Event()
+
+    def worker():
+        with prints_dropped_on_this_thread():
+            print("calibrating ...")
+            inside.set()
+            go_on.wait(10)
+            print("still calibrating ...")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    inside.wait(10)
+    print("export success: model.onnx")  # the main thread's line while the worker is silenced
+    go_on.set()
+    thread.join()
+    assert sys.stdout is real  # restored once the last silenced thread left
+    out = capsys.readouterr().out
+    assert "export success: model.onnx" in out
+    assert "calibrating" not in out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from typing import Iterator
 
 LEVEL = "TF_CPP_MIN_LOG_LEVEL"
@@ -41,6 +42,48 @@ def silenced_stderr() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+class _ThreadFilter:
+    """sys.stdout that drops what some threads write and passes everything else on."""
+
+    def __init__(self, real):
+        self.real = real
+        self.dropped: set[int] = set()
+
+    def write(self, text: str) -> int:
+        if threading.get_ident() in self.dropped:
+            return len(text)
+        return self.real.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+
+_filter_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def prints_dropped_on_this_thread() -> Iterator[None]:
+    """Drop what this thread prints to sys.stdout while other threads keep printing.
+
+    For libraries that print progress (onnxruntime's calibrators) on a thread that runs beside the
+    CLI's own output: contextlib.redirect_stdout swaps sys.stdout for every thread, so the CLI's
+    lines printed meanwhile would be lost.
+    """
+    me = threading.get_ident()
+    with _filter_lock:
+        if not isinstance(sys.stdout, _ThreadFilter):
+            sys.stdout = _ThreadFilter(sys.stdout)
+        installed = sys.stdout
+        installed.dropped.add(me)
+    try:
+        yield
+    finally:
+        with _filter_lock:
+            installed.dropped.discard(me)
+            if not installed.dropped and sys.stdout is installed:
+                sys.stdout = installed.real
 
 
 # The import protocol is duck-typed: no importlib.abc base classes, whose import (importlib.resources,

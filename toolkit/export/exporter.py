@@ -51,8 +51,6 @@ def _write_saved_model(job: ExportJob, quantization: str, tmp: Path) -> dict[str
 
 
 def _write_tflite(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
-    from .converters import tflite_from_saved_model
-
     extra: dict[str, Any] = {}
     if quantization == "int8" and job.section.int8_budget.active:
         from .int8_budget import tflite_within_budget
@@ -63,8 +61,7 @@ def _write_tflite(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any
 
         flatbuffer, extra["fallback"] = int8_with_fallback(job)
     else:
-        representative = job.representative if quantization == "int8" else None
-        flatbuffer = tflite_from_saved_model(job.saved_model, quantization, representative, job.section.int8_io)
+        flatbuffer = job.tflite(quantization)
     tmp.write_bytes(flatbuffer)
     io = tflite_io(tmp)
     if quantization == "int8":
@@ -148,29 +145,13 @@ def _write_onnx(job: ExportJob, quantization: str, tmp: Path) -> dict[str, Any]:
     # The labels and preprocessing contract travel inside the file: a bare .onnx names its classes.
     props = onnx_metadata_props(job.manifest["name"], job.labels, job.manifest["preprocessing"])
     if quantization == "int8":  # static QDQ, calibrated on the images TFLite int8 uses
-        from .onnx_int8 import quantize_onnx_int8
-
-        float_file = job.workdir / "model.onnx"
-        if not float_file.is_file():
-            onnx.save(proto, str(float_file))
-
-        def quantize(out: Path, nodes_to_exclude=()) -> dict[str, Any]:
-            return quantize_onnx_int8(
-                float_file,
-                job.calibration,
-                out,
-                activations=job.section.onnx_int8_activations,
-                method=job.section.onnx_int8_calibration,
-                nodes_to_exclude=nodes_to_exclude,
-                work=job.workdir / "onnx-int8",  # prepared model and calibrated ranges, made once
-            )
-
         if job.section.int8_budget.active:
             from .int8_budget import onnx_within_budget
 
-            fields = onnx_within_budget(job, float_file, tmp, quantize)
+            fields = onnx_within_budget(job, job.onnx_float_file, tmp, job.quantize_onnx)
         else:
-            fields = quantize(tmp)
+            made, fields = job.onnx_int8()  # perhaps prefetched while TFLite converted
+            shutil.copyfile(made, tmp)
         extra = {"quantization_details": fields["quantization"], "calibration": job.calibration_record()}
         if "int8_budget" in fields:
             extra["int8_budget"] = fields["int8_budget"]
@@ -324,6 +305,7 @@ def _export_pairs(
                 f"{run_dir}/{REFERENCE}: model.export() to a SavedModel failed, so no format "
                 f"can be exported: {_cause(exc)}"
             ) from None
+        _prefetch(job, pairs)
         for number, (fmt, quantization) in enumerate(pairs, 1):
             file = fmt.file_name(quantization)
             try:
@@ -361,8 +343,10 @@ def _export_pairs(
             )
             entries.append(entry)
             ctx.say(f"export success: {file} ({format_size(entry['size_bytes'])})")
-    finally:
-        job.close()
+    except BaseException:
+        job.close(wait=False)
+        raise
+    job.close()
     if failures:
         raise TkError(
             f"export failed for {len(failures)} of {len(pairs)} artifacts: "
@@ -370,6 +354,22 @@ def _export_pairs(
             + (" (the others were exported)" if entries else "")
         )
     return entries
+
+
+def _prefetch(job: ExportJob, pairs: list[tuple[Format, str]]) -> None:
+    """Start the plain int8 ONNX model on a second thread when the plan has it and more than it.
+
+    Nothing here is reported: a failure (tf2onnx, the calibration images, the quantizer) is raised
+    again where the ONNX writers ask for what failed, and reported there with its format, as
+    without the prefetch. The int8 budget's search is not prefetched (it judges as it goes).
+    """
+    if ("onnx", "int8") not in {(f.name, q) for f, q in pairs} or len(pairs) < 2 or job.section.int8_budget.active:
+        return
+    try:
+        job.prefetch_onnx_int8()
+    except Exception as exc:
+        if isinstance(exc, OSError) and fault_line(exc) is not None:
+            raise
 
 
 def read_labels(run_dir: Path, classes: Sequence[str], outputs: int) -> list[str]:

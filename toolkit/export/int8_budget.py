@@ -170,19 +170,15 @@ def say_result(job: "ExportJob", runtime: str, record: dict[str, Any]) -> None:
 def tflite_within_budget(job: "ExportJob") -> tuple[bytes, dict[str, Any]]:
     """int8_gate's float fallback judged by the budget; the .tflite bytes and the budget record."""
     from ..edge.predictors import TFLiteModel
-    from .converters import tflite_from_saved_model
     from .int8_gate import int8_with_fallback
 
     judge = judge_of(job)
     chosen, fallback = int8_with_fallback(job, threshold=judge.threshold)
     work = job.workdir / "tflite-budget"
     work.mkdir(exist_ok=True)
-    files = {"float32": tflite_from_saved_model(job.saved_model, "none"), "chosen": chosen}
-    files["int8"] = (
-        chosen
-        if not fallback["float_layers"]
-        else tflite_from_saved_model(job.saved_model, "int8", job.representative, job.section.int8_io)
-    )
+    # The writers' own float32 and plain int8 when the export writes them: converted once per job.
+    files = {"float32": job.tflite("none"), "chosen": chosen}
+    files["int8"] = chosen if not fallback["float_layers"] else job.tflite("int8")
     variants = {}
     for name, model in files.items():
         (work / f"{name}.tflite").write_bytes(model)

@@ -26,7 +26,6 @@ from ..core.sections import Threshold
 from ..edge.parity import check, compare, limits_for
 from ..edge.predictors import TFLiteModel
 from ..edge.timing import cpu_ms_p50
-from .converters import tflite_from_saved_model
 from .int8_fallback import search
 from .job import ExportJob
 
@@ -73,7 +72,7 @@ def int8_with_fallback(job: ExportJob, threshold: Optional[Threshold] = None) ->
     settings = job.section.int8_fallback
     gate = Gate(job, threshold)
     where = f"{len(gate.images)} {GATE_SPLIT} images"
-    plain = tflite_from_saved_model(job.saved_model, "int8", job.representative, job.section.int8_io)
+    plain = job.tflite("int8")
     plain_ok, plain_result = gate(plain)
     tried = [{"float_layers": 0, "size_bytes": len(plain), "passed": plain_ok, "converter": True, **plain_result}]
     record: dict[str, Any] = {

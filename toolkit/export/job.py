@@ -2,7 +2,9 @@
 
 The Keras model (refused when a diverged training left NaN/Inf weights: the converters segfault
 on them), the SavedModel every converter starts from, the run's split, the int8 calibration
-images and the float ONNX model. The writers of exporter.py and the int8 search of int8_gate.py
+images, every TFLite flatbuffer (converted once each, the int8 one from the float32 one) and the
+float ONNX model. ONNX Runtime's int8 calibration, the longest single step, can start on a second
+thread while TFLite converts (prefetch_onnx_int8). The writers of exporter.py and the int8 search of int8_gate.py
 both read a job; neither imports the other.
 """
 
@@ -11,8 +13,9 @@ from __future__ import annotations
 import functools
 import shutil
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -38,8 +41,14 @@ class ExportJob:
         # Beside the run (same filesystem), so copying the SavedModel into place is cheap.
         self.workdir = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=run_dir))
         self.labels: list[str] = list(self.manifest["classes"])  # checked against labels.txt in export_run
+        self._onnx_int8: Optional[_Background] = None
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Remove the work folder, after the prefetch thread finished writing into it. wait=False
+        (an interrupt, a full disk): no waiting for a calibration nobody will use; the thread is a
+        daemon, and a folder it recreates is removed as a leftover by the next export."""
+        if self._onnx_int8 is not None and wait:
+            self._onnx_int8.wait()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     @functools.cached_property
@@ -114,9 +123,90 @@ class ExportJob:
         onnx.checker.check_model(proto)
         return proto
 
+    @functools.cached_property
+    def tflite_conversions(self):
+        from .converters import TFLiteConversions
+
+        return TFLiteConversions(self.saved_model)
+
+    def tflite(self, quantization: str) -> bytes:
+        """The TFLite flatbuffer of one quantization (int8: calibrated on the calibration images, with
+        export.int8_io input and output), converted once for the writers and the int8 searches."""
+        representative = self.representative if quantization == "int8" else None
+        return self.tflite_conversions.convert(quantization, representative, self.section.int8_io)
+
+    @functools.cached_property
+    def onnx_float_file(self) -> Path:
+        """model.onnx in the work folder: what onnxruntime's quantizer reads."""
+        import onnx
+
+        path = self.workdir / "model.onnx"
+        onnx.save(self.onnx_float, str(path))
+        return path
+
+    def quantize_onnx(self, out: Path, nodes_to_exclude=()) -> dict[str, Any]:
+        """Write `out`, the static int8 QDQ ONNX model (onnx_int8.py); the manifest fields."""
+        from .onnx_int8 import quantize_onnx_int8
+
+        return quantize_onnx_int8(
+            self.onnx_float_file,
+            self.calibration,
+            out,
+            activations=self.section.onnx_int8_activations,
+            method=self.section.onnx_int8_calibration,
+            nodes_to_exclude=nodes_to_exclude,
+            work=self.workdir / "onnx-int8",  # prepared model and calibrated ranges, made once
+        )
+
+    def prefetch_onnx_int8(self) -> None:
+        """Start the plain int8 ONNX model (onnxruntime's calibration and quantization) on a second
+        thread; onnx_int8() waits for it.
+
+        Its calibration runs every calibration image through the model and histograms every
+        activation: single-threaded numpy for the most part, while TFLite's conversions, next on this
+        thread, use one core too. tf2onnx and the calibration images are made here first, so that
+        TensorFlow builds graphs on one thread only.
+        """
+        self.onnx_float_file  # noqa: B018
+        self.calibration  # noqa: B018
+        out = self.workdir / "model_int8.onnx"
+        self._onnx_int8 = _Background(lambda: (out, self.quantize_onnx(out)))
+
+    def onnx_int8(self) -> tuple[Path, dict[str, Any]]:
+        """(file, manifest fields) of the plain int8 ONNX model: the prefetched one, or made now."""
+        if self._onnx_int8 is not None:
+            return self._onnx_int8.result()
+        out = self.workdir / "model_int8.onnx"
+        return out, self.quantize_onnx(out)
+
     def representative(self):
         for image in self.calibration:
             yield [image[None]]
+
+
+class _Background:
+    """One call on a daemon thread; result() returns its value or raises its exception here."""
+
+    def __init__(self, call: Callable[[], Any]):
+        self._value: Any = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(call,), name="tk-export-onnx-int8", daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self._value = call()
+        except BaseException as exc:  # noqa: BLE001 -- handed to the thread that asks for the result
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def refuse_non_finite_weights(model, path: Path) -> None:

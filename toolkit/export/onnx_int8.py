@@ -9,7 +9,6 @@ onnxruntime build (x86, aarch64, mobile) loads it: it uses only standard ONNX op
 from __future__ import annotations
 
 import contextlib
-import io
 import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..core.errors import TkError
+from ..core.quiet import prints_dropped_on_this_thread
 from .converters import onnx_io
 
 # Most images per calibration inference: small batches bound the activations held per call
@@ -70,7 +70,7 @@ def quantize_onnx_int8(
         folder.mkdir(parents=True, exist_ok=True)
         prepared = prepared_model(float_model, folder)
         # The Percentile/Entropy calibrators print their progress; only tk's CLI talks to the user.
-        with contextlib.redirect_stdout(io.StringIO()):
+        with prints_dropped_on_this_thread():  # it may run beside the CLI's output (ExportJob)
             reader = _Reader(input_name, calibration)
             quantize_static(
                 str(prepared),
