@@ -4,6 +4,7 @@ Simulated with monkeypatch: tests may run as root, where chmod does not block wr
 from __future__ import annotations
 
 import errno
+import math
 
 import pytest
 from typer.testing import CliRunner
@@ -91,6 +92,9 @@ def test_disk_full_mid_checkpoint_keeps_the_last_backup_and_resume_finishes(
 ):
     import keras
 
+    from toolkit.train import checkpoints
+
+    monkeypatch.setattr(checkpoints, "WRITE_SHARE", math.inf)  # every epoch writes: the 2nd backup is epoch 2's
     runs = tmp_path / "runs"
     shutil.copytree(trained_run, runs / trained_run.name)  # the finished earlier run of this name
     before = _hashes(runs / trained_run.name)

@@ -164,8 +164,8 @@ class WriteBudget:
     """Whether an epoch's checkpoint writes are due, decided once per epoch for every writer, so
     the best checkpoint on disk is never older than the resume backup beside it."""
 
-    def __init__(self, share: float = WRITE_SHARE, clock: Callable[[], float] = time.monotonic):
-        self.share, self.clock = share, clock
+    def __init__(self, share: Optional[float] = None, clock: Callable[[], float] = time.monotonic):
+        self.share, self.clock = WRITE_SHARE if share is None else share, clock
         self.last_write = clock()
         self.cost = 0.0  # seconds the last round of writes took: the first epoch always writes
         self.decided: tuple[int, bool] = (-1, False)
