@@ -343,8 +343,11 @@ def _export_pairs(
             )
             entries.append(entry)
             ctx.say(f"export success: {file} ({format_size(entry['size_bytes'])})")
-    except BaseException:
+    except KeyboardInterrupt:  # Ctrl-C: no waiting for a calibration nobody will use
         job.close(wait=False)
+        raise
+    except BaseException:  # a full disk: the prefetch finishes (or fails) first, then its files go too
+        job.close()
         raise
     job.close()
     if failures:

@@ -45,10 +45,14 @@ class ExportJob:
 
     def close(self, wait: bool = True) -> None:
         """Remove the work folder, after the prefetch thread finished writing into it. wait=False
-        (an interrupt, a full disk): no waiting for a calibration nobody will use; the thread is a
-        daemon, and a folder it recreates is removed as a leftover by the next export."""
-        if self._onnx_int8 is not None and wait:
-            self._onnx_int8.wait()
+        (an interrupt): no waiting for a calibration nobody will use; the thread removes the folder
+        again when it ends (what it wrote after this), and if the process exits first (a daemon
+        thread), the next export removes the folder as a leftover."""
+        if self._onnx_int8 is not None:
+            if wait:
+                self._onnx_int8.wait()
+            else:
+                self._onnx_int8.abandon(lambda: shutil.rmtree(self.workdir, ignore_errors=True))
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     @functools.cached_property
@@ -190,6 +194,7 @@ class _Background:
     def __init__(self, call: Callable[[], Any]):
         self._value: Any = None
         self._error: Optional[BaseException] = None
+        self._on_abandon: Optional[Callable[[], None]] = None
         self._thread = threading.Thread(target=self._run, args=(call,), name="tk-export-onnx-int8", daemon=True)
         self._thread.start()
 
@@ -198,6 +203,13 @@ class _Background:
             self._value = call()
         except BaseException as exc:  # noqa: BLE001 -- handed to the thread that asks for the result
             self._error = exc
+        finally:
+            if self._on_abandon is not None:  # set before the caller's own clean-up: one of them sees all
+                self._on_abandon()
+
+    def abandon(self, clean_up: Callable[[], None]) -> None:
+        """Nobody will ask for the result: run clean_up when the call ends."""
+        self._on_abandon = clean_up
 
     def wait(self) -> None:
         self._thread.join()
