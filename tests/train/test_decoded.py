@@ -67,6 +67,21 @@ def test_batches_shuffle_every_epoch_and_cover_every_image(synth_root, tmp_path)
     assert x.dtype == np.uint8 and np.array_equal(x, images[y])  # the model's float32 Input casts them
 
 
+def test_a_batch_buffer_is_reused_only_once_nobody_holds_it():
+    images = np.arange(10 * 4 * 4 * 3, dtype=np.uint8).reshape(10, 4, 4, 3)
+    buffers = decoded._BatchBuffers()
+    first = buffers.take(images, np.array([0, 1, 2]))
+    first_id = id(first)
+    held = buffers.take(images, np.array([3, 4, 5]))  # `first` is still held: a second buffer
+    assert id(held) != first_id and np.array_equal(first, images[[0, 1, 2]])
+    del first
+    again = buffers.take(images, np.array([6, 7, 8]))  # the first buffer, now free, is refilled
+    assert id(again) == first_id and np.array_equal(again, images[[6, 7, 8]])
+    assert np.array_equal(held, images[[3, 4, 5]])  # a batch still held is never overwritten
+    short = buffers.take(images, np.array([9]))  # the last, short batch gets its own shape
+    assert short.shape == (1, 4, 4, 3) and np.array_equal(short, images[[9]])
+
+
 def test_uint8_batches_train_as_float32_ones_would(synth_root, tmp_path):
     """The step casts uint8 batches to the Input's float32: the same loss and weights as float32 input."""
     import keras
