@@ -108,6 +108,12 @@ def test_int8_model_uses_integer_io_and_any_batch_size(device_run, held_out):
     one_by_one = np.concatenate([model.run(images[i : i + 1]) for i in range(5)])
     assert together.dtype == np.float32 and together.shape == one_by_one.shape
     np.testing.assert_allclose(together, one_by_one, atol=1e-6)
+    # Shrinking to a tail and growing back reuse the feed buffers of the largest batch.
+    feed = model._buffers[0]
+    tail, again = model.run(images[:2]), model.run(images)
+    assert model._capacity == 5 and model._buffers[0] is feed
+    np.testing.assert_allclose(tail, together[:2], atol=1e-6)
+    np.testing.assert_allclose(again, together, atol=1e-6)
     assert np.all(together >= 0) and np.all(together <= 1.0 + 1e-6)
 
 

@@ -72,8 +72,9 @@ def predict_paths(
     `on_bad` it is a TkError naming it.
 
     The last, partial batch runs padded to the full one (the rows it does not fill are dropped): a
-    new input shape costs a re-plan (TFLite, OpenVINO: 0.02-0.3 s, BENCHMARKS.md), a few padded
-    rows cost milliseconds. Fewer files than a batch run as one batch of their own."""
+    new input shape can cost a re-plan (OpenVINO: 0.02-0.3 s, BENCHMARKS.md; TFLite only for a
+    larger batch), a few padded rows of a batch of 4 cost milliseconds. Fewer files than a batch
+    run as one batch of their own."""
     batch = min(batch or predictor.batch_size, max(len(files), 1))
     buffer = np.zeros((batch, *predictor.size, 3), np.float32)
     good: list[Path] = []

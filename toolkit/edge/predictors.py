@@ -180,11 +180,12 @@ class TFLiteModel:
     raw_uint8: a uint8 input gets the pixel itself (TFLite metadata semantics, see bare.Contract)
     instead of the pixel quantized by the input's scale and zero-point.
 
-    The input tensor only grows: a batch smaller than the one allocated (the last of a run) is
-    padded, because resizing re-plans the XNNPACK delegate, 0.07-0.96 s for MobileNetV2 at batch
-    4-32 (BENCHMARKS.md, "Throughput over many images"), against a few padded rows. The feed buffer
-    (and, for an integer input, its float32 scratch) is allocated once per size, so quantization
-    makes no temporaries."""
+    The input is resized to each batch: only a new largest batch costs a re-plan of the XNNPACK
+    delegate (0.03-0.5 s for MobileNetV2 at batch 4-32); a smaller one (the last of a run) and a
+    return to a size already planned cost nothing measurable, less than padding it (BENCHMARKS.md,
+    "No regression elsewhere"). The feed buffer (and, for an integer input, its float32 scratch)
+    is allocated for the largest batch and used through its first rows, so quantization makes no
+    temporaries."""
 
     def __init__(self, path: Path, num_threads: Optional[int] = None, raw_uint8: bool = False):
         self.raw_uint8 = raw_uint8
@@ -200,7 +201,8 @@ class TFLiteModel:
         self._details()
         self.input_shape = tuple(self._in["shape"])
         self.output_count = len(self.interpreter.get_output_details())
-        self._batch = int(self._in["shape"][0])
+        self._batch = int(self._in["shape"][0])  # the input's batch now
+        self._capacity = self._batch  # the largest batch planned, and the feed buffers' size
         self._buffers: Optional[tuple[np.ndarray, Optional[np.ndarray]]] = None  # (feed, float32 scratch)
 
     def _details(self) -> None:
@@ -209,26 +211,29 @@ class TFLiteModel:
 
     def run(self, images: np.ndarray) -> np.ndarray:
         n = len(images)
-        if n > self._batch:
+        if n != self._batch:
             self.interpreter.resize_tensor_input(self._in["index"], [n, *self.input_shape[1:]])
             self.interpreter.allocate_tensors()
             self._details()
-            self._batch, self._buffers = n, None
+            self._batch = n
+            if n > self._capacity:
+                self._capacity, self._buffers = n, None
         detail = PIXELS if self.raw_uint8 and self._in["dtype"] == np.uint8 else self._in
-        if n == self._batch and np.dtype(detail["dtype"]) == np.float32:
+        if np.dtype(detail["dtype"]) == np.float32:
             feed = images.astype(np.float32, copy=False)  # set_tensor copies it: no buffer needed
         else:
             feed, scratch = self._feed_buffers(detail["dtype"])
-            quantize_into(images, detail, feed[:n], None if scratch is None else scratch[:n])
+            feed = feed[:n]
+            quantize_into(images, detail, feed, None if scratch is None else scratch[:n])
         self.interpreter.set_tensor(self._in["index"], feed)
         self.interpreter.invoke()
-        return dequantize(self.interpreter.get_tensor(self._out["index"])[:n], self._out)
+        return dequantize(self.interpreter.get_tensor(self._out["index"]), self._out)
 
     def _feed_buffers(self, dtype: Any) -> tuple[np.ndarray, Optional[np.ndarray]]:
         if self._buffers is None:
-            shape = (self._batch, *self.input_shape[1:])
+            shape = (self._capacity, *self.input_shape[1:])
             scratch = None if np.dtype(dtype) == np.float32 else np.empty(shape, np.float32)
-            self._buffers = (np.zeros(shape, dtype), scratch)  # padded rows: zeros, then earlier images
+            self._buffers = (np.empty(shape, dtype), scratch)
         return self._buffers
 
 
