@@ -49,6 +49,8 @@ def main() -> None:
         order = "ab" if i % 2 == 0 else "ba"
         rounds.append({side: bench(*sides[side], args) for side in order})
         print(f"round {i + 1} ({order}): load {load:.2f} -> {os.getloadavg()[0]:.2f}", flush=True)
+    if any(set(r["a"]) != set(r["b"]) for r in rounds):
+        sys.exit("error: the two runs benched different artifacts or threads; give both the same formats")
     print(f"\nA = {args.a_tree}, B = {args.b_tree}; {args.runs} runs after {args.warmup} warm-up")
     print("\n| artifact | threads | A p50 ms (median) | B p50 ms (median) | B/A (median) | range |")
     print("|---|---:|---:|---:|---:|---|")

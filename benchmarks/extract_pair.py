@@ -52,10 +52,13 @@ def prepare(work: Path) -> None:
     from toolkit.train.features import _convert, build_extractor
 
     work.mkdir(parents=True, exist_ok=True)
-    make_synthetic_dataset(work / "data", classes=3, per_class=150, size=320)
+    if not (work / "data").exists():  # made whole or not at all (make_synthetic_dataset renames it into place)
+        make_synthetic_dataset(work / "data", classes=3, per_class=150, size=320)
     model = ModelSection(backbone="mobilenet_v2", weights="none", image_size=180)
     extractor = build_extractor(build_base(model), 180, get_backbone("mobilenet_v2").scaling)
-    (work / "extractor.tflite").write_bytes(_convert(extractor))
+    partial = work / "extractor.tflite.partial"
+    partial.write_bytes(_convert(extractor))
+    partial.replace(work / "extractor.tflite")
 
 
 def one(tree: str, work: Path) -> dict:

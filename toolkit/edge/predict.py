@@ -71,10 +71,11 @@ def predict_paths(
     file that is not a readable image goes to `on_bad` and the others are still predicted; without
     `on_bad` it is a TkError naming it.
 
-    The last, partial batch runs padded to the full one (the rows it does not fill are dropped): a
-    new input shape can cost a re-plan (OpenVINO: 0.02-0.3 s, BENCHMARKS.md; TFLite only for a
-    larger batch), a few padded rows of a batch of 4 cost milliseconds. Fewer files than a batch
-    run as one batch of their own."""
+    The last, partial batch runs padded to the full one (the rows it does not fill are dropped):
+    OpenVINO's first call at a new shape costs a re-plan (MobileNetV2 224, batch 4 -> 1-3: 10-14 ms
+    more than the call, against 2-5 ms for the padded rows; BENCHMARKS.md "No regression
+    elsewhere"); TFLite resizes for less than either. Fewer files than a batch run as one batch of
+    their own."""
     batch = min(batch or predictor.batch_size, max(len(files), 1))
     buffer = np.zeros((batch, *predictor.size, 3), np.float32)
     good: list[Path] = []

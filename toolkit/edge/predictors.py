@@ -203,7 +203,7 @@ class TFLiteModel:
         self.output_count = len(self.interpreter.get_output_details())
         self._batch = int(self._in["shape"][0])  # the input's batch now
         self._capacity = self._batch  # the largest batch planned, and the feed buffers' size
-        self._buffers: Optional[tuple[np.ndarray, Optional[np.ndarray]]] = None  # (feed, float32 scratch)
+        self._buffers: Optional[tuple[np.ndarray, np.ndarray]] = None  # (feed, float32 scratch)
 
     def _details(self) -> None:
         self._in = self.interpreter.get_input_details()[0]
@@ -222,18 +222,17 @@ class TFLiteModel:
         if np.dtype(detail["dtype"]) == np.float32:
             feed = images.astype(np.float32, copy=False)  # set_tensor copies it: no buffer needed
         else:
-            feed, scratch = self._feed_buffers(detail["dtype"])
-            feed = feed[:n]
-            quantize_into(images, detail, feed, None if scratch is None else scratch[:n])
+            feed, scratch = (buffer[:n] for buffer in self._feed_buffers(detail["dtype"]))
+            quantize_into(images, detail, feed, scratch)
         self.interpreter.set_tensor(self._in["index"], feed)
         self.interpreter.invoke()
         return dequantize(self.interpreter.get_tensor(self._out["index"]), self._out)
 
-    def _feed_buffers(self, dtype: Any) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def _feed_buffers(self, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+        """An integer input's feed buffer and its float32 scratch (a float input needs neither)."""
         if self._buffers is None:
             shape = (self._capacity, *self.input_shape[1:])
-            scratch = None if np.dtype(dtype) == np.float32 else np.empty(shape, np.float32)
-            self._buffers = (np.empty(shape, dtype), scratch)
+            self._buffers = (np.empty(shape, dtype), np.empty(shape, np.float32))
         return self._buffers
 
 
